@@ -1,0 +1,42 @@
+# The two commands: `make run` (the pipeline once on the embedded default) and
+# `make test` (the whole suite). Both set up .venv from the lock first.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint up down status clean
+
+setup: $(STAMP)
+
+# --only-binary: the lock installs from wheels only; wheels/ holds the one
+# pinned dependency PyPI ships as source only (see README, "Dependencies").
+$(STAMP): requirements.lock pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --only-binary=:all: --find-links wheels -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/edgeloop up
+	$(BIN)/edgeloop run
+
+test: $(STAMP)
+	$(BIN)/pytest -q -rs
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+up: $(STAMP)
+	$(BIN)/edgeloop up
+
+down: $(STAMP)
+	$(BIN)/edgeloop down
+
+status: $(STAMP)
+	$(BIN)/edgeloop status
+
+clean:
+	-$(BIN)/edgeloop down
+	rm -rf $(VENV) .edgeloop models reports

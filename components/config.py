@@ -1,0 +1,174 @@
+"""The params model: every tunable in params.yaml, validated on load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from components.errors import ConfigError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(Strict):
+    raw: Path = Path("data/raw")
+    prepared: Path = Path("data/prepared")
+    quarantine: Path = Path("data/quarantine")
+    model: Path = Path("models/model")
+    reports: Path = Path("reports")
+
+
+class DataConfig(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    source: str = Field(
+        description="sklearn:<digits|wine|breast_cancer|iris> or a .csv/.parquet path"
+    )
+    label_column: str = "label"
+    image_shape: tuple[int, int] | None = None
+    description: str = ""
+    license: str = ""
+    known_limitations: str = ""
+
+    @model_validator(mode="after")
+    def _source_kind(self) -> DataConfig:
+        src = self.source
+        if src.startswith("sklearn:"):
+            if src.split(":", 1)[1] not in SKLEARN_DATASETS:
+                raise ValueError(
+                    f"unknown scikit-learn data set {src!r}; allowed: "
+                    + ", ".join(f"sklearn:{n}" for n in SKLEARN_DATASETS)
+                )
+        elif Path(src).suffix.lower() not in (".csv", ".parquet"):
+            raise ValueError(
+                f"source {src!r} must be sklearn:<name> or a .csv/.parquet file"
+            )
+        return self
+
+
+SKLEARN_DATASETS = ("digits", "wine", "breast_cancer", "iris")
+
+
+class SplitConfig(Strict):
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> SplitConfig:
+        if self.val + self.test >= 0.9:
+            raise ValueError(
+                f"val + test = {self.val + self.test:.2f} leaves too little to train "
+                "on; expected val + test < 0.9"
+            )
+        return self
+
+
+class ValidationConfig(Strict):
+    labels: list[int | str] = Field(min_length=2)
+    # The expected feature columns; null means "the columns of data.source".
+    feature_columns: list[str] | None = None
+    feature_range: tuple[float, float] | None = None
+    column_ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    # KL divergence of the label distribution from uniform (0 = perfectly balanced).
+    max_class_kl_divergence: float = Field(0.05, gt=0)
+    max_duplicate_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    min_rows: int = Field(50, ge=1)
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> ValidationConfig:
+        ranges = dict(self.column_ranges)
+        if self.feature_range is not None:
+            ranges["feature_range"] = self.feature_range
+        for name, (low, high) in ranges.items():
+            if low > high:
+                raise ValueError(f"range for {name!r} is [{low}, {high}]; need min<=max")
+        return self
+
+
+class TrainConfig(Strict):
+    backend: Literal["torch"] = "torch"
+    seed: int = 42
+    epochs: int = Field(40, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int = Field(5, ge=1)
+    hidden_units: int = Field(64, ge=1)
+
+
+class RegistryConfig(Strict):
+    model_name: str = Field(min_length=1)
+
+
+class Params(Strict):
+    paths: PathsConfig = PathsConfig()
+    data: DataConfig
+    split: SplitConfig = SplitConfig()
+    validation: ValidationConfig
+    train: TrainConfig = TrainConfig()
+    registry: RegistryConfig
+
+    def digest(self) -> str:
+        """A stable hash of every tunable, for lineage tags."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_params(path: Path = DEFAULT_PARAMS) -> Params:
+    """Read and validate params.yaml; a wrong key, type or value raises ConfigError."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: file not found", hint="run from the project root"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {raw!r}")
+    return parse_params(raw, source=str(path))
+
+
+def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(
+            f"{source}: {_describe(first)}",
+            hint=f"{len(exc.errors())} problem(s) in all; fix {source} and rerun",
+        ) from None
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        parent = _model_at(error["loc"][:-1])
+        allowed = ", ".join(parent.model_fields) if parent else "see params.yaml"
+        return f"{key}: unknown key; allowed keys here: {allowed}"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    return f"{key}: {error['msg']} (got {error.get('input')!r})"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Params
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model

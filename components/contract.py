@@ -1,0 +1,204 @@
+"""The data contract as a Great Expectations suite, the split-leakage check, and the
+quarantine that keeps every rejected batch whole."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import great_expectations as gx
+import pandas as pd
+from great_expectations import expectations as gxe
+
+from components.config import ValidationConfig
+from components.split import ROW_KEY, SplitResult, row_keys
+
+NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "float16", "float32", "float64"]
+
+
+@dataclass(frozen=True)
+class Failure:
+    expectation: str
+    column: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class ValidationOutcome:
+    suite: str
+    success: bool
+    evaluated: int
+    failures: list[Failure] = field(default_factory=list)
+    gx_result: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if self.success:
+            return f"{self.suite}: all {self.evaluated} expectations met"
+        shown = "; ".join(
+            f"{f.expectation}({f.column or 'table'}): {f.detail}"
+            for f in self.failures[:5]
+        )
+        more = len(self.failures) - 5
+        return (
+            f"{self.suite}: {len(self.failures)} of {self.evaluated} expectations "
+            f"failed: {shown}" + (f"; and {more} more" if more > 0 else "")
+        )
+
+
+def contract_expectations(
+    cfg: ValidationConfig, features: list[str], label: str
+) -> list[gxe.Expectation]:
+    """Schema, ranges, nulls, label set, class balance, duplicates, size."""
+    labels = list(cfg.labels)
+    uniform = [1 / len(labels)] * len(labels)
+    label_types = NUMERIC_TYPES if all(isinstance(v, int) for v in labels) else None
+    exps: list[gxe.Expectation] = [
+        gxe.ExpectTableColumnsToMatchSet(column_set=[*features, label], exact_match=True),
+        gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows),
+        gxe.ExpectColumnValuesToBeInSet(column=label, value_set=labels),
+        gxe.ExpectColumnDistinctValuesToContainSet(column=label, value_set=labels),
+        gxe.ExpectColumnKLDivergenceToBeLessThan(
+            column=label,
+            partition_object={"values": labels, "weights": uniform},
+            threshold=cfg.max_class_kl_divergence,
+        ),
+        gxe.ExpectCompoundColumnsToBeUnique(
+            column_list=features, mostly=1.0 - cfg.max_duplicate_fraction
+        ),
+        gxe.ExpectColumnValuesToNotBeNull(column=label),
+    ]
+    if label_types:
+        exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=label, type_list=label_types))
+    for col in features:
+        exps.append(gxe.ExpectColumnValuesToNotBeNull(column=col))
+        exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=NUMERIC_TYPES))
+        bounds = cfg.column_ranges.get(col, cfg.feature_range)
+        if bounds is not None:
+            exps.append(
+                gxe.ExpectColumnValuesToBeBetween(
+                    column=col, min_value=bounds[0], max_value=bounds[1]
+                )
+            )
+    return exps
+
+
+def leakage_expectations(
+    train_keys: list[int], val_keys: list[int]
+) -> list[gxe.Expectation]:
+    """No val or test row may repeat a training row; no test row a validation row."""
+    return [
+        gxe.ExpectColumnValuesToNotBeInSet(column=ROW_KEY, value_set=train_keys),
+        gxe.ExpectColumnValuesToNotBeInSet(
+            column=ROW_KEY,
+            value_set=val_keys,
+            row_condition='split=="test"',
+            condition_parser="pandas",
+        ),
+    ]
+
+
+def run_suite(
+    frame: pd.DataFrame, name: str, expectations: list[gxe.Expectation]
+) -> ValidationOutcome:
+    """Validate one in-memory batch with an ephemeral GX context."""
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    source = context.data_sources.add_pandas(name="edgeloop")
+    batch = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe(
+        "whole"
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=name, data=batch, suite=suite)
+    )
+    result = definition.run(
+        batch_parameters={"dataframe": frame}, result_format="SUMMARY"
+    )
+    failures = [_failure(r) for r in result.results if not r.success]
+    return ValidationOutcome(
+        suite=name,
+        success=bool(result.success),
+        evaluated=len(result.results),
+        failures=failures,
+        gx_result=result.to_json_dict(),
+    )
+
+
+def _failure(res: Any) -> Failure:
+    config = res.expectation_config
+    kwargs = config.kwargs
+    info = res.result or {}
+    if res.exception_info and res.exception_info.get("raised_exception"):
+        detail = f"could not be evaluated: {res.exception_info['exception_message']}"
+    elif "unexpected_count" in info:
+        examples = info.get("partial_unexpected_list", [])[:3]
+        detail = f"{info['unexpected_count']} unexpected value(s), e.g. {examples}"
+    else:
+        detail = f"observed {info.get('observed_value')!r}"
+    return Failure(expectation=config.type, column=kwargs.get("column"), detail=detail)
+
+
+def validate_batch(
+    frame: pd.DataFrame, cfg: ValidationConfig, features: list[str], label: str
+) -> ValidationOutcome:
+    return run_suite(frame, "data_contract", contract_expectations(cfg, features, label))
+
+
+def validate_split(split: SplitResult, features: list[str]) -> ValidationOutcome:
+    train_keys = row_keys(split.train, features).tolist()
+    val_keys = row_keys(split.val, features).tolist()
+    held_out = pd.concat(
+        [
+            pd.DataFrame({ROW_KEY: val_keys, "split": "val"}),
+            pd.DataFrame({ROW_KEY: row_keys(split.test, features), "split": "test"}),
+        ],
+        ignore_index=True,
+    )
+    return run_suite(held_out, "split_leakage", leakage_expectations(train_keys, val_keys))
+
+
+def quarantine_batch(
+    frame: pd.DataFrame,
+    name: str,
+    outcomes: list[ValidationOutcome],
+    quarantine_dir: Path,
+    source: Path | None = None,
+) -> Path:
+    """Keep the whole rejected batch with the reason; returns its quarantine folder."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = quarantine_dir / f"{stamp}-{name}"
+    target.mkdir(parents=True, exist_ok=False)
+    if source is not None and source.is_file():
+        shutil.copy2(source, target / source.name)
+    frame.to_parquet(target / "batch.parquet", index=False)
+    reason = {
+        "batch": name,
+        "rows": len(frame),
+        "quarantined_at": stamp,
+        "source": str(source) if source else None,
+        "failed": [f.__dict__ | {"suite": o.suite} for o in outcomes for f in o.failures],
+    }
+    (target / "reason.json").write_text(json.dumps(reason, indent=2, default=str))
+    write_report(outcomes, target)
+    return target
+
+
+def write_report(outcomes: list[ValidationOutcome], folder: Path) -> None:
+    """GX's own results as JSON plus a short Markdown summary."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "validation.json").write_text(
+        json.dumps({o.suite: o.gx_result for o in outcomes}, indent=1, default=str)
+    )
+    lines = ["# Data validation", ""]
+    for o in outcomes:
+        lines.append(f"- **{o.suite}**: {'passed' if o.success else 'FAILED'} "
+                     f"({o.evaluated} expectations)")
+        lines += [
+            f"  - `{f.expectation}` on `{f.column or 'table'}`: {f.detail}"
+            for f in o.failures
+        ]
+    (folder / "summary.md").write_text("\n".join(lines) + "\n")

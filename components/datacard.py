@@ -1,0 +1,66 @@
+"""The data card (the book's data transparency): what the data is, where it came from,
+how it is split, and which DVC version it is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from components.split import SplitResult
+
+
+def build_card(
+    info: dict[str, Any], frame: pd.DataFrame, split: SplitResult, label: str,
+    raw_md5: str,
+) -> dict[str, Any]:
+    def dist(df: pd.DataFrame) -> dict[str, int]:
+        counts = df[label].value_counts().sort_index()
+        return {str(k): int(v) for k, v in counts.items()}
+
+    return {
+        "name": info["name"],
+        "source": info["source"],
+        "description": info["description"],
+        "license": info.get("license") or "not stated",
+        "known_limitations": info.get("known_limitations") or "not stated",
+        "rows": len(frame),
+        "features": len(frame.columns) - 1,
+        "label_column": label,
+        "class_distribution": dist(frame),
+        "splits": {
+            name: {"rows": len(df), "class_distribution": dist(df)}
+            for name, df in (("train", split.train), ("val", split.val),
+                             ("test", split.test))
+        },
+        "dvc_raw_md5": raw_md5,
+    }
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    classes = ", ".join(f"{k}: {v}" for k, v in card["class_distribution"].items())
+    splits = ", ".join(f"{k} {v['rows']}" for k, v in card["splits"].items())
+    return "\n".join([
+        f"# Data card: {card['name']}",
+        "",
+        f"- **Source**: `{card['source']}`",
+        f"- **License**: {card['license']}",
+        f"- **Size**: {card['rows']} rows, {card['features']} features, label "
+        f"`{card['label_column']}`",
+        f"- **Class distribution**: {classes}",
+        f"- **Splits** (stratified): {splits}",
+        f"- **DVC md5 of the raw batch**: `{card['dvc_raw_md5']}`",
+        f"- **Known limitations**: {card['known_limitations']}",
+        "",
+        "## Description",
+        "",
+        card["description"],
+        "",
+    ])
+
+
+def write_card(card: dict[str, Any], folder: Path) -> None:
+    (folder / "data_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (folder / "data_card.md").write_text(card_markdown(card))

@@ -1,0 +1,25 @@
+"""User-facing failures: one base class, messages that name the key, file or value."""
+
+
+class EdgeloopError(Exception):
+    """A failure the user can act on; the CLI prints it as one line plus a hint."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class ConfigError(EdgeloopError):
+    """params.yaml or a setting is missing, mistyped or out of range."""
+
+
+class DataContractError(EdgeloopError):
+    """A data batch broke the validation suite; it was quarantined."""
+
+
+class TrainingError(EdgeloopError):
+    """Training could not produce a usable model (for example the loss diverged)."""
+
+
+class ServiceError(EdgeloopError):
+    """A local service (MLflow, Prefect) could not be started or reached."""

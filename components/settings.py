@@ -1,0 +1,37 @@
+"""Service URLs, ports and folders: one settings object, overridable by EDGELOOP_* env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGELOOP_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    mlflow_port: int = Field(5000, ge=1, le=65535)
+    prefect_port: int = Field(4200, ge=1, le=65535)
+    state_dir: Path = Path(".edgeloop")
+    # Point at servers you run elsewhere instead of the ones `edgeloop up` starts.
+    mlflow_tracking_uri: str | None = None
+    prefect_api_url: str | None = None
+    startup_timeout_s: float = Field(90.0, gt=0)
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def prefect_api(self) -> str:
+        return self.prefect_api_url or f"http://{self.host}:{self.prefect_port}/api"
+
+    @property
+    def prefect_ui(self) -> str:
+        return self.prefect_api.removesuffix("/api")
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,73 @@
+"""What every `python -m components.<stage>` entry point shares: arguments, logging,
+and one-line errors (a traceback only with --debug)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from components.config import Params, load_params
+from components.errors import EdgeloopError
+
+log = logging.getLogger("edgeloop")
+
+
+def configure_logging(debug: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # GX announces every ephemeral context at INFO; keep the stage logs readable.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
+def stage_parser(stage: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"components.{stage}", description=description)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def failure_report(reports: Path, stage: str) -> Path:
+    """Where a stage that failed leaves its one-line reason for whoever ran it."""
+    return reports / "failed" / f"{stage}.json"
+
+
+def run_stage(
+    parser: argparse.ArgumentParser,
+    body: Callable[[argparse.Namespace, Params], None],
+    argv: list[str] | None = None,
+) -> int:
+    """Run one stage; an EdgeloopError becomes one log line, exit code 1, and a
+    failure report under the reports folder."""
+    args = parser.parse_args(argv)
+    configure_logging(args.debug)
+    stage = parser.prog.removeprefix("components.")
+    params = None
+    try:
+        params = load_params(args.params)
+        report = failure_report(params.paths.reports, stage)
+        report.unlink(missing_ok=True)
+        body(args, params)
+    except EdgeloopError as exc:
+        if params is not None:
+            report = failure_report(params.paths.reports, stage)
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps(
+                {"stage": stage, "error": type(exc).__name__, "message": str(exc),
+                 "hint": exc.hint}
+            ))
+        if args.debug:
+            raise
+        log.error("%s%s", exc, f" (hint: {exc.hint})" if exc.hint else "")
+        return 1
+    return 0
+
+
+def exit_with(code: int) -> None:
+    sys.exit(code)
