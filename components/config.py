@@ -92,7 +92,9 @@ class ValidationConfig(Strict):
             ranges["feature_range"] = self.feature_range
         for name, (low, high) in ranges.items():
             if low > high:
-                raise ValueError(f"range for {name!r} is [{low}, {high}]; need min<=max")
+                raise ValueError(
+                    f"range for {name!r} is [{low}, {high}]; need min<=max"
+                )
         return self
 
 

@@ -57,7 +57,9 @@ def contract_expectations(
     uniform = [1 / len(labels)] * len(labels)
     label_types = NUMERIC_TYPES if all(isinstance(v, int) for v in labels) else None
     exps: list[gxe.Expectation] = [
-        gxe.ExpectTableColumnsToMatchSet(column_set=[*features, label], exact_match=True),
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=[*features, label], exact_match=True
+        ),
         gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows),
         gxe.ExpectColumnValuesToBeInSet(column=label, value_set=labels),
         gxe.ExpectColumnDistinctValuesToContainSet(column=label, value_set=labels),
@@ -72,10 +74,14 @@ def contract_expectations(
         gxe.ExpectColumnValuesToNotBeNull(column=label),
     ]
     if label_types:
-        exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=label, type_list=label_types))
+        exps.append(
+            gxe.ExpectColumnValuesToBeInTypeList(column=label, type_list=label_types)
+        )
     for col in features:
         exps.append(gxe.ExpectColumnValuesToNotBeNull(column=col))
-        exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=NUMERIC_TYPES))
+        exps.append(
+            gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=NUMERIC_TYPES)
+        )
         bounds = cfg.column_ranges.get(col, cfg.feature_range)
         if bounds is not None:
             exps.append(
@@ -111,7 +117,9 @@ def run_suite(
     batch = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe(
         "whole"
     )
-    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
+    suite = context.suites.add(
+        gx.ExpectationSuite(name=name, expectations=expectations)
+    )
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=name, data=batch, suite=suite)
     )
@@ -145,7 +153,9 @@ def _failure(res: Any) -> Failure:
 def validate_batch(
     frame: pd.DataFrame, cfg: ValidationConfig, features: list[str], label: str
 ) -> ValidationOutcome:
-    return run_suite(frame, "data_contract", contract_expectations(cfg, features, label))
+    return run_suite(
+        frame, "data_contract", contract_expectations(cfg, features, label)
+    )
 
 
 def validate_split(split: SplitResult, features: list[str]) -> ValidationOutcome:
@@ -158,7 +168,9 @@ def validate_split(split: SplitResult, features: list[str]) -> ValidationOutcome
         ],
         ignore_index=True,
     )
-    return run_suite(held_out, "split_leakage", leakage_expectations(train_keys, val_keys))
+    return run_suite(
+        held_out, "split_leakage", leakage_expectations(train_keys, val_keys)
+    )
 
 
 def quarantine_batch(
@@ -180,7 +192,9 @@ def quarantine_batch(
         "rows": len(frame),
         "quarantined_at": stamp,
         "source": str(source) if source else None,
-        "failed": [f.__dict__ | {"suite": o.suite} for o in outcomes for f in o.failures],
+        "failed": [
+            f.__dict__ | {"suite": o.suite} for o in outcomes for f in o.failures
+        ],
     }
     (target / "reason.json").write_text(json.dumps(reason, indent=2, default=str))
     write_report(outcomes, target)
@@ -195,8 +209,10 @@ def write_report(outcomes: list[ValidationOutcome], folder: Path) -> None:
     )
     lines = ["# Data validation", ""]
     for o in outcomes:
-        lines.append(f"- **{o.suite}**: {'passed' if o.success else 'FAILED'} "
-                     f"({o.evaluated} expectations)")
+        lines.append(
+            f"- **{o.suite}**: {'passed' if o.success else 'FAILED'} "
+            f"({o.evaluated} expectations)"
+        )
         lines += [
             f"  - `{f.expectation}` on `{f.column or 'table'}`: {f.detail}"
             for f in o.failures

@@ -13,7 +13,10 @@ from components.split import SplitResult
 
 
 def build_card(
-    info: dict[str, Any], frame: pd.DataFrame, split: SplitResult, label: str,
+    info: dict[str, Any],
+    frame: pd.DataFrame,
+    split: SplitResult,
+    label: str,
     raw_md5: str,
 ) -> dict[str, Any]:
     def dist(df: pd.DataFrame) -> dict[str, int]:
@@ -32,8 +35,11 @@ def build_card(
         "class_distribution": dist(frame),
         "splits": {
             name: {"rows": len(df), "class_distribution": dist(df)}
-            for name, df in (("train", split.train), ("val", split.val),
-                             ("test", split.test))
+            for name, df in (
+                ("train", split.train),
+                ("val", split.val),
+                ("test", split.test),
+            )
         },
         "dvc_raw_md5": raw_md5,
     }
@@ -42,23 +48,25 @@ def build_card(
 def card_markdown(card: dict[str, Any]) -> str:
     classes = ", ".join(f"{k}: {v}" for k, v in card["class_distribution"].items())
     splits = ", ".join(f"{k} {v['rows']}" for k, v in card["splits"].items())
-    return "\n".join([
-        f"# Data card: {card['name']}",
-        "",
-        f"- **Source**: `{card['source']}`",
-        f"- **License**: {card['license']}",
-        f"- **Size**: {card['rows']} rows, {card['features']} features, label "
-        f"`{card['label_column']}`",
-        f"- **Class distribution**: {classes}",
-        f"- **Splits** (stratified): {splits}",
-        f"- **DVC md5 of the raw batch**: `{card['dvc_raw_md5']}`",
-        f"- **Known limitations**: {card['known_limitations']}",
-        "",
-        "## Description",
-        "",
-        card["description"],
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# Data card: {card['name']}",
+            "",
+            f"- **Source**: `{card['source']}`",
+            f"- **License**: {card['license']}",
+            f"- **Size**: {card['rows']} rows, {card['features']} features, label "
+            f"`{card['label_column']}`",
+            f"- **Class distribution**: {classes}",
+            f"- **Splits** (stratified): {splits}",
+            f"- **DVC md5 of the raw batch**: `{card['dvc_raw_md5']}`",
+            f"- **Known limitations**: {card['known_limitations']}",
+            "",
+            "## Description",
+            "",
+            card["description"],
+            "",
+        ]
+    )
 
 
 def write_card(card: dict[str, Any], folder: Path) -> None:

@@ -31,8 +31,10 @@ CLASS_REPORT = "classification_report.json"
 CONFUSION = "confusion_matrix.png"
 
 
-def evaluate_model(model_dir: Path, test: pd.DataFrame, label: str, reports: Path) -> dict:
-    """Write test metrics, the per-class report and the confusion matrix; return metrics."""
+def evaluate_model(
+    model_dir: Path, test: pd.DataFrame, label: str, reports: Path
+) -> dict:
+    """Write test metrics, per-class report and confusion matrix; return the metrics."""
     model, spec = load_model(model_dir)
     data = to_arrays(test, spec, label)
     pred = predict_proba(model, data.x).argmax(axis=1)
@@ -41,7 +43,11 @@ def evaluate_model(model_dir: Path, test: pd.DataFrame, label: str, reports: Pat
     reports.mkdir(parents=True, exist_ok=True)
     (reports / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
     report = classification_report(
-        data.y, pred, labels=range(len(names)), target_names=names, output_dict=True,
+        data.y,
+        pred,
+        labels=range(len(names)),
+        target_names=names,
+        output_dict=True,
         zero_division=0,
     )
     (reports / CLASS_REPORT).write_text(json.dumps(report, indent=1) + "\n")
@@ -58,7 +64,9 @@ def _body(args: argparse.Namespace, params: Params) -> None:
     prepared = args.prepared or params.paths.prepared
     test = pd.read_parquet(prepared / "test.parquet")
     metrics = evaluate_model(
-        args.model or params.paths.model, test, params.data.label_column,
+        args.model or params.paths.model,
+        test,
+        params.data.label_column,
         (args.reports or params.paths.reports) / "evaluate",
     )
     log.info("test metrics: %s", metrics)

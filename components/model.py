@@ -51,17 +51,22 @@ def build_model(spec: ModelSpec) -> nn.Sequential:
         h, w = spec.image_shape
         body: list[nn.Module] = [
             nn.Unflatten(1, (1, h, w)),
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Flatten(),
-            nn.Linear(32 * (h // 2) * (w // 2), spec.hidden_units), nn.ReLU(),
+            nn.Linear(32 * (h // 2) * (w // 2), spec.hidden_units),
+            nn.ReLU(),
             nn.Dropout(0.2),
         ]
     else:
         body = [
-            nn.Linear(spec.n_features, spec.hidden_units), nn.ReLU(),
-            nn.Linear(spec.hidden_units, spec.hidden_units), nn.ReLU(),
+            nn.Linear(spec.n_features, spec.hidden_units),
+            nn.ReLU(),
+            nn.Linear(spec.hidden_units, spec.hidden_units),
+            nn.ReLU(),
         ]
     model = nn.Sequential(
         Standardize(spec.n_features), *body, nn.Linear(spec.hidden_units, n_classes)

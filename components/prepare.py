@@ -20,7 +20,7 @@ def raw_batch_path(raw_dir: Path, cfg: DataConfig) -> Path:
 
 
 def export_source(cfg: DataConfig, raw_dir: Path, root: Path = Path(".")) -> Path:
-    """Write the source as `<name>.parquet` plus what is known about where it came from."""
+    """Write the source as `<name>.parquet` and what is known of where it came from."""
     data = load_source(cfg, root)
     raw_dir.mkdir(parents=True, exist_ok=True)
     path = raw_batch_path(raw_dir, cfg)
@@ -33,7 +33,9 @@ def export_source(cfg: DataConfig, raw_dir: Path, root: Path = Path(".")) -> Pat
         "known_limitations": cfg.known_limitations,
     }
     (raw_dir / SOURCE_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    log.info("exported %s (%d rows, %d columns) to %s", cfg.source, *data.frame.shape, path)
+    log.info(
+        "exported %s (%d rows, %d columns) to %s", cfg.source, *data.frame.shape, path
+    )
     return path
 
 

@@ -1,4 +1,4 @@
-"""Service URLs, ports and folders: one settings object, overridable by EDGELOOP_* env."""
+"""Service URLs, ports and folders: one settings object, EDGELOOP_* env overrides."""
 
 from __future__ import annotations
 

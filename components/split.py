@@ -35,7 +35,7 @@ def split_dataset(frame: pd.DataFrame, cfg: SplitConfig, label: str) -> SplitRes
     counts = frame[label].value_counts()
     if counts.min() < 3:
         raise DataContractError(
-            f"label {counts.idxmin()!r} has {counts.min()} row(s); a stratified "
+            f"label {counts.idxmin()} has {counts.min()} row(s); a stratified "
             "train/val/test split needs at least 3 per class"
         )
     rest, test = train_test_split(

@@ -27,7 +27,9 @@ def configure_logging(debug: bool = False) -> None:
 
 
 def stage_parser(stage: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"components.{stage}", description=description)
+    parser = argparse.ArgumentParser(
+        prog=f"components.{stage}", description=description
+    )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
@@ -58,10 +60,16 @@ def run_stage(
         if params is not None:
             report = failure_report(params.paths.reports, stage)
             report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_text(json.dumps(
-                {"stage": stage, "error": type(exc).__name__, "message": str(exc),
-                 "hint": exc.hint}
-            ))
+            report.write_text(
+                json.dumps(
+                    {
+                        "stage": stage,
+                        "error": type(exc).__name__,
+                        "message": str(exc),
+                        "hint": exc.hint,
+                    }
+                )
+            )
         if args.debug:
             raise
         log.error("%s%s", exc, f" (hint: {exc.hint})" if exc.hint else "")

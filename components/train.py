@@ -53,8 +53,11 @@ def to_arrays(frame: pd.DataFrame, spec: ModelSpec, label: str) -> Arrays:
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-             "sgd": torch.optim.SGD}
+    kinds = {
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+        "sgd": torch.optim.SGD,
+    }
     return kinds[cfg.optimizer](
         model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
@@ -68,14 +71,17 @@ def _evaluate(model: nn.Module, data: Arrays) -> dict[str, float]:
     return {"loss": loss} | classification_metrics(data.y, logits.argmax(1).numpy())
 
 
-def train_model(train: Arrays, val: Arrays, spec: ModelSpec, cfg: TrainConfig) -> TrainResult:
-    """Train with early stopping on validation loss; returns the best epoch's weights."""
+def train_model(
+    train: Arrays, val: Arrays, spec: ModelSpec, cfg: TrainConfig
+) -> TrainResult:
+    """Train with early stopping on validation loss; the best epoch's weights."""
     set_seeds(cfg.seed)
     model = build_model(spec)
     model[0].fit(torch.from_numpy(train.x))
     loader = DataLoader(
         TensorDataset(torch.from_numpy(train.x), torch.from_numpy(train.y)),
-        batch_size=cfg.batch_size, shuffle=True,
+        batch_size=cfg.batch_size,
+        shuffle=True,
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     optimizer, loss_fn = _optimizer(model, cfg), nn.CrossEntropyLoss()
@@ -97,11 +103,16 @@ def train_model(train: Arrays, val: Arrays, spec: ModelSpec, cfg: TrainConfig) -
                 hint="lower train.learning_rate",
             )
         val_metrics = _evaluate(model, val)
-        history.append({"epoch": epoch, "train_loss": train_loss}
-                       | {f"val_{k}": v for k, v in val_metrics.items()})
+        history.append(
+            {"epoch": epoch, "train_loss": train_loss}
+            | {f"val_{k}": v for k, v in val_metrics.items()}
+        )
         if val_metrics["loss"] < best[0]:
-            best = (val_metrics["loss"], epoch,
-                    {k: v.clone() for k, v in model.state_dict().items()})
+            best = (
+                val_metrics["loss"],
+                epoch,
+                {k: v.clone() for k, v in model.state_dict().items()},
+            )
         elif epoch - best[1] >= cfg.patience:
             log.info("early stop at epoch %d (best %d)", epoch, best[1])
             break
@@ -129,17 +140,25 @@ def _body(args: argparse.Namespace, params: Params) -> None:
     val_df = pd.read_parquet(prepared / "val.parquet")
     spec = spec_for(params, train_df)
     result = train_model(
-        to_arrays(train_df, spec, label), to_arrays(val_df, spec, label), spec,
+        to_arrays(train_df, spec, label),
+        to_arrays(val_df, spec, label),
+        spec,
         params.train,
     )
     save_model(result.model, spec, out)
     (reports / "train").mkdir(parents=True, exist_ok=True)
-    (reports / "train" / HISTORY).write_text(json.dumps(
-        {"best_epoch": result.best_epoch, "epochs": result.history}, indent=1
-    ))
+    (reports / "train" / HISTORY).write_text(
+        json.dumps(
+            {"best_epoch": result.best_epoch, "epochs": result.history}, indent=1
+        )
+    )
     last = result.history[result.best_epoch - 1]
-    log.info("trained %s: best epoch %d, val accuracy %.4f", spec.kind,
-             result.best_epoch, last["val_accuracy"])
+    log.info(
+        "trained %s: best epoch %d, val accuracy %.4f",
+        spec.kind,
+        result.best_epoch,
+        last["val_accuracy"],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

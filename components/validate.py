@@ -80,7 +80,9 @@ def write_prepared(split: SplitResult, card: dict, out_dir: Path) -> None:
     staging.rename(out_dir)
 
 
-def check_file(path: Path, params: Params, quarantine_dir: Path | None) -> ValidationRun:
+def check_file(
+    path: Path, params: Params, quarantine_dir: Path | None
+) -> ValidationRun:
     """Validate one data file against the suite; quarantine a copy if it fails."""
     frame = read_table(path)
     run = validate_and_split(frame, params, expected_features(params))
@@ -110,7 +112,9 @@ def _body(args: argparse.Namespace, params: Params) -> None:
     info = json.loads((raw_dir / SOURCE_INFO).read_text())
     card = build_card(info, frame, run.split, params.data.label_column, file_md5(raw))
     write_prepared(run.split, card, out_dir)
-    log.info("validated %d rows; splits %s -> %s", len(frame), run.split.sizes(), out_dir)
+    log.info(
+        "validated %d rows; splits %s -> %s", len(frame), run.split.sizes(), out_dir
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

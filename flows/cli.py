@@ -1,0 +1,174 @@
+"""`edgeloop`: start and stop the local services, run the pipeline, validate a file."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from components.errors import EdgeloopError, ServiceError
+from components.settings import Settings, get_settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="edgeloop: versioned data to a fleet of edge devices and back.",
+)
+console = Console(soft_wrap=True)
+err = Console(stderr=True)
+STATE = {"debug": False}
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+) -> None:
+    STATE["debug"] = debug
+    # Prefect and DVC print the pipeline's progress through their own loggers.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if debug:
+        logging.basicConfig(level=logging.DEBUG)
+
+
+def _prefect_client_env(settings: Settings) -> None:
+    """Point Prefect at the stack's server before any flow module is imported."""
+    from flows.services import prefect_env
+
+    os.environ.update(prefect_env(settings))
+
+
+@app.command()
+def up() -> None:
+    """Start the local services (MLflow, Prefect) on loopback."""
+    from flows.services import start_all
+
+    settings = get_settings()
+    with console.status("starting services") as status:
+        states = start_all(settings, progress=status.update)
+    for state in states:
+        console.print(
+            f"[green]{state.name}[/] {state.url}  (pid {state.pid}, log {state.log})"
+        )
+
+
+@app.command()
+def down() -> None:
+    """Stop the services `edgeloop up` started."""
+    from flows.services import stop_all
+
+    stopped = stop_all(get_settings())
+    console.print("stopped: " + (", ".join(stopped) or "nothing was running"))
+
+
+@app.command()
+def status() -> None:
+    """Show the local services and whether they answer."""
+    from flows.services import service_states
+
+    table = Table("service", "url", "pid", "state")
+    for s in service_states(get_settings()):
+        state = (
+            "[green]up[/]"
+            if s.healthy
+            else ("[yellow]starting[/]" if s.running else "[red]down[/]")
+        )
+        table.add_row(s.name, s.url, str(s.pid or "-"), state)
+    console.print(table)
+
+
+@app.command()
+def run(
+    project: Annotated[Path, typer.Option(help="project root")] = Path("."),
+) -> None:
+    """Run the training pipeline once and say where to look."""
+    from flows.services import is_healthy
+
+    settings = get_settings()
+    if not is_healthy(f"{settings.tracking_uri}/health"):
+        raise ServiceError(
+            f"MLflow at {settings.tracking_uri} is not answering",
+            hint="start the services with `edgeloop up`",
+        )
+    _prefect_client_env(settings)
+    from flows.training import training_pipeline
+
+    result = training_pipeline(
+        project_dir=str(project), tracking_uri=settings.tracking_uri
+    )
+    _print_result(result, settings)
+
+
+def _print_result(result: object, settings: Settings) -> None:
+    from flows.training import PipelineResult
+
+    assert isinstance(result, PipelineResult)
+    model = result.model
+    table = Table("stage", "result", title="training_pipeline")
+    for stage in result.stages:
+        table.add_row(stage.stage, "ran" if stage.ran else "unchanged (DVC cache)")
+    console.print(table)
+    for key, value in model.metrics.items():
+        console.print(f"  {key}: [bold]{value:.4f}[/]")
+    state = "registered" if model.newly_registered else "already registered, unchanged"
+    base = settings.tracking_uri
+    console.print(
+        f"model [bold]{model.name}[/] version [bold]{model.version}[/] ({state})\n"
+        f"  data: raw {result.lineage.raw_data_md5}, prepared "
+        f"{result.lineage.prepared_data_md5}\n"
+        f"  MLflow run:   {base}/#/experiments/{model.experiment_id}"
+        f"/runs/{model.run_id}\n"
+        f"  MLflow model: {base}/#/models/{model.name}/versions/{model.version}\n"
+        f"  Prefect run:  {settings.prefect_ui}/runs/flow-run/{result.flow_run_id}"
+    )
+
+
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="a .csv or .parquet data file")],
+    params_file: Annotated[Path, typer.Option("--params")] = Path("params.yaml"),
+    quarantine: Annotated[bool, typer.Option(help="keep a copy if it fails")] = True,
+) -> None:
+    """Validate a data file against the data contract (the GX suite)."""
+    from components.config import load_params
+    from components.errors import DataContractError
+    from components.validate import check_file
+
+    params = load_params(params_file)
+    result = check_file(path, params, params.paths.quarantine if quarantine else None)
+    for outcome in result.outcomes:
+        console.print(outcome.summary())
+    if not result.success:
+        raise DataContractError(
+            f"{path} does not meet the data contract",
+            hint=f"details above; a copy is in {params.paths.quarantine}"
+            if quarantine
+            else None,
+        )
+    console.print(f"[green]{path}: valid[/]")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except EdgeloopError as exc:
+        if STATE["debug"]:
+            raise
+        err.print(f"[red]error:[/] {exc}")
+        if exc.hint:
+            err.print(f"[dim]hint: {exc.hint}[/]")
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - one line unless --debug
+        if STATE["debug"]:
+            raise
+        err.print(f"[red]error:[/] {type(exc).__name__}: {exc}")
+        err.print("[dim]hint: rerun with --debug for the traceback[/]")
+        sys.exit(1)

@@ -1,0 +1,273 @@
+"""The local services `edgeloop up` starts: an MLflow server on SQLite with a local
+artifact folder, and a Prefect server on SQLite, both on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.errors import ServiceError
+from components.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    port: int
+    health_url: str
+    ui_url: str
+    command: list[str]
+    env: dict[str, str]
+    port_setting: str
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    name: str
+    pid: int | None
+    running: bool
+    healthy: bool
+    url: str
+    log: Path
+
+
+def _bin(name: str) -> str:
+    """A console script of this environment, found beside the running interpreter."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+def mlflow_spec(settings: Settings) -> ServiceSpec:
+    home = (settings.state_dir / "mlflow").resolve()
+    url = f"http://{settings.host}:{settings.mlflow_port}"
+    return ServiceSpec(
+        name="mlflow",
+        port=settings.mlflow_port,
+        health_url=f"{url}/health",
+        ui_url=url,
+        command=[
+            _bin("mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{home / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(home / "artifacts"),
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.mlflow_port),
+            "--workers",
+            "1",
+        ],
+        env={"MLFLOW_ENABLE_TELEMETRY": "false", "MLFLOW_DISABLE_TELEMETRY": "true"},
+        port_setting="EDGELOOP_MLFLOW_PORT",
+    )
+
+
+def prefect_env(settings: Settings) -> dict[str, str]:
+    """Environment for anything that talks to (or is) the local Prefect server."""
+    return {
+        "PREFECT_HOME": str((settings.state_dir / "prefect").resolve()),
+        "PREFECT_API_URL": settings.prefect_api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": settings.prefect_api,
+    }
+
+
+def prefect_spec(settings: Settings) -> ServiceSpec:
+    env = prefect_env(settings)
+    env.pop("PREFECT_API_URL")
+    return ServiceSpec(
+        name="prefect",
+        port=settings.prefect_port,
+        health_url=f"{settings.prefect_api}/health",
+        ui_url=settings.prefect_ui,
+        command=[
+            _bin("prefect"),
+            "server",
+            "start",
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.prefect_port),
+        ],
+        env=env,
+        port_setting="EDGELOOP_PREFECT_PORT",
+    )
+
+
+def local_services(settings: Settings) -> list[ServiceSpec]:
+    specs = []
+    if settings.mlflow_tracking_uri is None:
+        specs.append(mlflow_spec(settings))
+    if settings.prefect_api_url is None:
+        specs.append(prefect_spec(settings))
+    return specs
+
+
+def _run_dir(settings: Settings) -> Path:
+    return settings.state_dir / "run"
+
+
+def _pid_file(settings: Settings, name: str) -> Path:
+    return _run_dir(settings) / f"{name}.json"
+
+
+def _log_file(settings: Settings, name: str) -> Path:
+    return settings.state_dir / "logs" / f"{name}.log"
+
+
+def is_healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _recorded_pid(settings: Settings, name: str) -> int | None:
+    path = _pid_file(settings, name)
+    if not path.exists():
+        return None
+    pid = json.loads(path.read_text())["pid"]
+    return pid if _alive(pid) else None
+
+
+def start_service(
+    spec: ServiceSpec,
+    settings: Settings,
+    progress: Callable[[str], None] = lambda _: None,
+) -> ServiceState:
+    """Start one service in its own process group and wait until it answers."""
+    log = _log_file(settings, spec.name)
+    pid = _recorded_pid(settings, spec.name)
+    if pid is not None and is_healthy(spec.health_url):
+        progress(f"{spec.name} already running (pid {pid})")
+        return ServiceState(spec.name, pid, True, True, spec.ui_url, log)
+    if port_in_use(settings.host, spec.port):
+        raise ServiceError(
+            f"{spec.name}: port {spec.port} on {settings.host} is already in use by "
+            "another program",
+            hint=f"stop it, or set {spec.port_setting} to a free port",
+        )
+    log.parent.mkdir(parents=True, exist_ok=True)
+    _run_dir(settings).mkdir(parents=True, exist_ok=True)
+    progress(f"starting {spec.name} on {spec.ui_url}")
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            spec.command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=os.environ | spec.env,
+            start_new_session=True,
+        )
+    _pid_file(settings, spec.name).write_text(
+        json.dumps({"pid": proc.pid, "port": spec.port, "command": spec.command})
+    )
+    deadline = time.monotonic() + settings.startup_timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise ServiceError(
+                f"{spec.name} exited with code {proc.returncode} while starting: "
+                + " / ".join(tail),
+                hint=f"full log: {log}",
+            )
+        if is_healthy(spec.health_url):
+            return ServiceState(spec.name, proc.pid, True, True, spec.ui_url, log)
+        time.sleep(0.5)
+    stop_pid(proc.pid)
+    raise ServiceError(
+        f"{spec.name} did not answer {spec.health_url} within "
+        f"{settings.startup_timeout_s:.0f} s",
+        hint=f"see {log}; raise EDGELOOP_STARTUP_TIMEOUT_S on a slow machine",
+    )
+
+
+def stop_pid(pid: int, timeout: float = 15.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after the timeout."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = 0 if _alive(pid) else pid
+            if done == pid or not _alive(pid):
+                return
+            time.sleep(0.2)
+
+
+def stop_service(name: str, settings: Settings) -> bool:
+    pid = _recorded_pid(settings, name)
+    _pid_file(settings, name).unlink(missing_ok=True)
+    if pid is None:
+        return False
+    stop_pid(pid)
+    return True
+
+
+def service_states(settings: Settings) -> list[ServiceState]:
+    states = []
+    for spec in local_services(settings):
+        pid = _recorded_pid(settings, spec.name)
+        states.append(
+            ServiceState(
+                spec.name,
+                pid,
+                pid is not None,
+                is_healthy(spec.health_url),
+                spec.ui_url,
+                _log_file(settings, spec.name),
+            )
+        )
+    return states
+
+
+def start_all(
+    settings: Settings, progress: Callable[[str], None] = lambda _: None
+) -> list[ServiceState]:
+    return [
+        start_service(spec, settings, progress) for spec in local_services(settings)
+    ]
+
+
+def stop_all(settings: Settings) -> list[str]:
+    return [s.name for s in local_services(settings) if stop_service(s.name, settings)]

@@ -1,0 +1,106 @@
+"""`training_pipeline`: the DVC stages as Prefect tasks, then MLflow logging and
+registration of the trained model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.context import get_run_context
+
+from components.config import DEFAULT_PARAMS, Params, load_params
+from components.errors import DataContractError, EdgeloopError
+from components.settings import get_settings
+from components.stage import failure_report
+from flows import dvc_stages, tracking
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    stages: list[dvc_stages.StageRun]
+    model: tracking.RegisteredModel
+    lineage: tracking.Lineage
+    flow_run_id: str
+    pushed_files: int
+
+    @property
+    def skipped(self) -> list[str]:
+        return [s.stage for s in self.stages if not s.ran]
+
+
+def _transient(_task: object, _run: object, state: object) -> bool:
+    """Retry infrastructure hiccups, never a failure the user must fix."""
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except EdgeloopError:
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return False
+
+
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
+def run_stage(project: Path, stage: str, params: Params) -> dvc_stages.StageRun:
+    logger = get_run_logger()
+    try:
+        result = dvc_stages.reproduce(project, stage)
+    except dvc_stages.ReproductionError as exc:
+        report = failure_report(project / params.paths.reports, stage)
+        if report.exists():
+            failure = json.loads(report.read_text())
+            error = DataContractError if stage == "validate" else EdgeloopError
+            raise error(failure["message"], hint=failure["hint"]) from exc
+        raise
+    logger.info(
+        "stage %s: %s", stage, "ran" if result.ran else "unchanged, skipped (DVC cache)"
+    )
+    return result
+
+
+@task(retries=2, retry_delay_seconds=2)
+def push_data(project: Path) -> int:
+    return dvc_stages.push(project)
+
+
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
+def register_model(
+    tracking_uri: str, project: Path, params: Params
+) -> tuple[tracking.RegisteredModel, tracking.Lineage]:
+    hashes = dvc_stages.output_hashes(project)
+    paths = params.paths
+    lineage = tracking.Lineage(
+        git_commit=tracking.git_commit(project),
+        params_hash=params.digest(),
+        raw_data_md5=hashes[str(paths.raw)],
+        prepared_data_md5=hashes[str(paths.prepared)],
+        model_md5=hashes[str(paths.model)],
+    )
+    model = tracking.log_training_run(tracking_uri, project, params, lineage)
+    get_run_logger().info(
+        "model %s version %s %s",
+        model.name,
+        model.version,
+        "registered" if model.newly_registered else "already registered (unchanged)",
+    )
+    return model, lineage
+
+
+@flow(name="training_pipeline")
+def training_pipeline(project_dir: str = ".", tracking_uri: str = "") -> PipelineResult:
+    """prepare -> validate -> train -> evaluate (DVC), push the data version, then
+    log and register the model in MLflow (settings' server unless given)."""
+    project = Path(project_dir).resolve()
+    params = load_params(project / DEFAULT_PARAMS)
+    tracking_uri = tracking_uri or get_settings().tracking_uri
+    stages = [run_stage(project, stage, params) for stage in dvc_stages.STAGES]
+    pushed = push_data(project)
+    model, lineage = register_model(tracking_uri, project, params)
+    return PipelineResult(
+        stages=stages,
+        model=model,
+        lineage=lineage,
+        flow_run_id=str(get_run_context().flow_run.id),
+        pushed_files=pushed,
+    )

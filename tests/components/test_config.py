@@ -1,0 +1,96 @@
+"""params.yaml is validated on load: each kind of mistake names the key and what is
+allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from components.config import load_params, parse_params
+from components.errors import ConfigError
+from tests.conftest import default_params_dict
+
+
+def test_shipped_params_load(default_params):
+    assert default_params.data.source == "sklearn:digits"
+    assert default_params.train.backend == "torch"
+    assert len(default_params.digest()) == 16
+
+
+def test_unknown_top_level_key_is_an_error():
+    raw = default_params_dict() | {"trian": {"epochs": 3}}
+    with pytest.raises(
+        ConfigError,
+        match=r"trian: unknown key; allowed keys here: "
+        r"paths, data, split, validation, train, registry",
+    ):
+        parse_params(raw)
+
+
+def test_unknown_nested_key_names_the_allowed_ones():
+    raw = default_params_dict(train={"epoch": 3})
+    with pytest.raises(ConfigError, match=r"train\.epoch: unknown key; .*epochs"):
+        parse_params(raw)
+
+
+def test_wrong_type_names_key_and_value():
+    raw = default_params_dict(train={"epochs": "many"})
+    with pytest.raises(ConfigError, match=r"train\.epochs: .*integer.*got 'many'"):
+        parse_params(raw)
+
+
+def test_value_outside_allowed_set():
+    raw = default_params_dict(train={"backend": "tensorflow"})
+    with pytest.raises(
+        ConfigError, match=r"train\.backend: .*'torch'.*got 'tensorflow'"
+    ):
+        parse_params(raw)
+
+
+def test_out_of_range_number():
+    raw = default_params_dict(train={"learning_rate": -0.1})
+    with pytest.raises(ConfigError, match=r"train\.learning_rate: .*greater than 0"):
+        parse_params(raw)
+
+
+def test_splits_must_leave_training_rows():
+    raw = default_params_dict(split={"val": 0.5, "test": 0.45})
+    with pytest.raises(ConfigError, match=r"split: .*val \+ test = 0\.95"):
+        parse_params(raw)
+
+
+def test_unknown_sklearn_source_lists_the_allowed_ones():
+    raw = default_params_dict(data={"source": "sklearn:mnist"})
+    with pytest.raises(ConfigError, match=r"data: .*sklearn:mnist.*sklearn:digits"):
+        parse_params(raw)
+
+
+def test_source_file_must_be_csv_or_parquet():
+    raw = default_params_dict(data={"source": "data/x.xlsx"})
+    with pytest.raises(ConfigError, match=r"must be sklearn:<name> or a .csv/.parquet"):
+        parse_params(raw)
+
+
+def test_missing_required_section():
+    raw = default_params_dict()
+    del raw["registry"]
+    with pytest.raises(ConfigError, match=r"registry: required key is missing"):
+        parse_params(raw)
+
+
+def test_reversed_range():
+    raw = default_params_dict(validation={"feature_range": [16, 0]})
+    with pytest.raises(
+        ConfigError, match=r"validation: .*\[16.0, 0.0\]; need min<=max"
+    ):
+        parse_params(raw)
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "params.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+        load_params(bad)

@@ -1,0 +1,93 @@
+"""Shared fixtures: tiny in-memory data for unit tests, a scratch project for stage
+and pipeline tests."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from components.config import Params, load_params, parse_params
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def default_params() -> Params:
+    return load_params(REPO / "params.yaml")
+
+
+def tiny_frame(
+    rows_per_class: int = 30, n_features: int = 4, seed: int = 0
+) -> pd.DataFrame:
+    """Three balanced classes, continuous features in [0, 16]: no duplicate rows."""
+    rng = np.random.default_rng(seed)
+    n = rows_per_class * 3
+    frame = pd.DataFrame(
+        rng.uniform(0, 16, size=(n, n_features)),
+        columns=[f"f{i}" for i in range(n_features)],
+    )
+    frame["label"] = np.repeat([0, 1, 2], rows_per_class)
+    return frame
+
+
+def tiny_params(**overrides: dict) -> Params:
+    raw = {
+        "data": {"name": "tiny", "source": "tiny.csv", "label_column": "label"},
+        "validation": {
+            "labels": [0, 1, 2],
+            "feature_columns": ["f0", "f1", "f2", "f3"],
+            "feature_range": [0, 16],
+            "min_rows": 30,
+        },
+        "train": {"epochs": 3, "batch_size": 16},
+        "registry": {"model_name": "edgeloop-test"},
+    }
+    for section, values in overrides.items():
+        raw[section] = raw.get(section, {}) | values
+    return parse_params(raw)
+
+
+@pytest.fixture
+def tiny() -> pd.DataFrame:
+    return tiny_frame()
+
+
+def make_project(root: Path, params: dict) -> Path:
+    """A scratch edgeloop project: git + DVC repo with the stages, code and params."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    shutil.copytree(
+        REPO / "components",
+        root / "components",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def run(*cmd: str) -> None:
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+
+    run("git", "init", "-q")
+    run("git", "config", "user.email", "test@edgeloop.invalid")
+    run("git", "config", "user.name", "edgeloop tests")
+    run(str(BIN / "dvc"), "init", "-q")
+    run(str(BIN / "dvc"), "config", "core.analytics", "false")
+    run(str(BIN / "dvc"), "remote", "add", "-d", "local", str(root / "remote"))
+    (root / ".gitignore").write_text("/remote\n/reports\n/models\n/data/quarantine\n")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "scratch project")
+    return root
+
+
+def default_params_dict(**overrides: dict) -> dict:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in overrides.items():
+        raw[section] = raw[section] | values
+    return raw

@@ -1,0 +1,106 @@
+"""The `edgeloop` command as a user runs it: one-line errors, validate, and the
+local services brought up, shown and stopped."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from sklearn.datasets import load_digits
+
+from flows.services import free_port, is_healthy
+from tests.conftest import BIN, REPO
+
+
+def edgeloop(
+    *args: str, cwd: Path = REPO, env: dict | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "edgeloop"), *args],
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=os.environ | (env or {}),
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def digits_csv(tmp_path: Path) -> Path:
+    frame = load_digits(as_frame=True).frame.rename(columns={"target": "label"})
+    path = tmp_path / "batch.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_validate_accepts_a_good_file(digits_csv: Path, tmp_path: Path):
+    out = edgeloop("validate", str(digits_csv), "--no-quarantine")
+    assert out.returncode == 0, out.stderr
+    assert "valid" in out.stdout and "all 200 expectations met" in out.stdout
+
+
+def test_validate_rejects_a_bad_file_in_one_line(digits_csv: Path, tmp_path: Path):
+    text = digits_csv.read_text().splitlines()
+    cells = text[5].split(",")
+    cells[10] = ""  # a null pixel
+    text[5] = ",".join(cells)
+    digits_csv.write_text("\n".join(text) + "\n")
+    out = edgeloop("validate", str(digits_csv), "--no-quarantine")
+    assert out.returncode == 1
+    assert "expect_column_values_to_not_be_null(pixel_1_2)" in out.stdout
+    assert "does not meet the data contract" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_params_is_one_line_with_the_key(tmp_path: Path):
+    (tmp_path / "params.yaml").write_text(
+        (REPO / "params.yaml").read_text().replace("epochs: 40", "epochs: forty")
+    )
+    out = edgeloop("validate", "x.csv", "--params", str(tmp_path / "params.yaml"))
+    assert out.returncode == 1
+    assert "train.epochs" in out.stderr and "'forty'" in out.stderr
+    assert "Traceback" not in out.stderr
+    debug = edgeloop(
+        "--debug", "validate", "x.csv", "--params", str(tmp_path / "params.yaml")
+    )
+    assert "Traceback" in debug.stderr
+
+
+def test_run_without_services_says_how_to_start_them(tmp_path: Path):
+    env = {
+        "EDGELOOP_MLFLOW_PORT": str(free_port()),
+        "EDGELOOP_STATE_DIR": str(tmp_path),
+    }
+    out = edgeloop("run", env=env)
+    assert out.returncode == 1
+    assert "is not answering" in out.stderr and "edgeloop up" in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_up_status_down(tmp_path: Path):
+    env = {
+        "EDGELOOP_STATE_DIR": str(tmp_path / "state"),
+        "EDGELOOP_MLFLOW_PORT": str(free_port()),
+        "EDGELOOP_PREFECT_PORT": str(free_port()),
+    }
+    mlflow = f"http://127.0.0.1:{env['EDGELOOP_MLFLOW_PORT']}"
+    prefect = f"http://127.0.0.1:{env['EDGELOOP_PREFECT_PORT']}"
+    try:
+        up = edgeloop("up", env=env)
+        assert up.returncode == 0, up.stderr
+        assert is_healthy(f"{mlflow}/health") and is_healthy(f"{prefect}/api/health")
+        again = edgeloop("up", env=env)
+        assert again.returncode == 0
+        status = edgeloop("status", env=env)
+        assert status.stdout.count(" up ") == 2, status.stdout
+        busy = edgeloop("up", env=env | {"EDGELOOP_STATE_DIR": str(tmp_path / "other")})
+        assert busy.returncode == 1 and "already in use" in busy.stderr
+    finally:
+        down = edgeloop("down", env=env)
+    assert "mlflow" in down.stdout and "prefect" in down.stdout
+    assert not is_healthy(f"{mlflow}/health")
+    assert not is_healthy(f"{prefect}/api/health")

@@ -1,0 +1,102 @@
+"""training_pipeline end to end against a real MLflow server and a Prefect server:
+DVC-versioned data, lineage in MLflow, a registered version, cache-skipping reruns,
+dvc push/pull, and a bad batch that stops the run before training."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from components.errors import DataContractError
+from tests.conftest import BIN, default_params_dict, make_project
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def _dvc_lock_hash(project: Path, stage: str, path: str) -> str:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    [out] = [o for o in lock["stages"][stage]["outs"] if o["path"] == path]
+    return out["md5"]
+
+
+@pytest.fixture
+def pipeline(mlflow_uri, prefect_harness):
+    from flows.training import training_pipeline
+
+    return lambda project: training_pipeline(
+        project_dir=str(project), tracking_uri=mlflow_uri
+    )
+
+
+def test_pipeline_logs_lineage_and_registers_a_version(
+    pipeline, mlflow_uri, project_root
+):
+    params = default_params_dict(
+        train={"epochs": 4}, registry={"model_name": "edgeloop-it-digits"}
+    )
+    project = make_project(project_root, params)
+    result = pipeline(project)
+
+    assert [s.ran for s in result.stages] == [True, True, True, True]
+    client = MlflowClient(mlflow_uri)
+    version = client.get_model_version("edgeloop-it-digits", result.model.version)
+    run = client.get_run(version.run_id)
+    assert run.data.params["train.epochs"] == "4"
+    assert run.data.params["data.source"] == "sklearn:digits"
+    assert run.data.metrics["test_accuracy"] > 0.85
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) >= 1
+    prepared = _dvc_lock_hash(project, "validate", "data/prepared")
+    assert run.data.tags["edgeloop.prepared_data_md5"] == prepared
+    assert version.tags["edgeloop.prepared_data_md5"] == prepared
+    assert version.tags["edgeloop.raw_data_md5"] == _dvc_lock_hash(
+        project, "prepare", "data/raw"
+    )
+    assert len(version.tags["edgeloop.git_commit"]) >= 40
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "data_card")}
+    assert artifacts == {"data_card/data_card.md", "data_card/data_card.json"}
+    card = client.download_artifacts(run.info.run_id, "data_card/data_card.json")
+    assert '"rows": 1797' in Path(card).read_text()
+
+    again = pipeline(project)
+    assert again.skipped == ["prepare", "validate", "train", "evaluate"]
+    assert again.model.version == result.model.version
+    assert not again.model.newly_registered
+
+    # The data version is in the DVC remote: a fresh cache and workspace pull it back.
+    shutil.rmtree(project / ".dvc" / "cache")
+    shutil.rmtree(project / "data" / "prepared")
+    subprocess.run([str(BIN / "dvc"), "pull", "-q"], cwd=project, check=True)
+    assert (project / "data" / "prepared" / "train.parquet").exists()
+    status = subprocess.run(
+        [str(BIN / "dvc"), "status"],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "up to date" in status
+
+
+def test_a_bad_batch_stops_before_training(pipeline, mlflow_uri, project_root):
+    params = default_params_dict(
+        train={"epochs": 2},
+        validation={"feature_range": [0, 15]},  # digits go up to 16: a broken batch
+        registry={"model_name": "edgeloop-it-rejected"},
+    )
+    project = make_project(project_root, params)
+    with pytest.raises(DataContractError, match="expect_column_values_to_be_between"):
+        pipeline(project)
+    assert not (project / "models").exists()
+    [kept] = list((project / "data" / "quarantine").iterdir())
+    assert (kept / "batch.parquet").exists() and (kept / "reason.json").exists()
+    assert (
+        MlflowClient(mlflow_uri).search_registered_models(
+            "name = 'edgeloop-it-rejected'"
+        )
+        == []
+    )
