@@ -1,0 +1,1 @@
+"""BentoML service for the registry champion (not built yet; see README)."""
