@@ -21,5 +21,20 @@ class TrainingError(EdgeloopError):
     """Training could not produce a usable model (for example the loss diverged)."""
 
 
+class PrivacyBudgetError(EdgeloopError):
+    """A run would spend more epsilon on a data version than params allow."""
+
+
 class ServiceError(EdgeloopError):
     """A local service (MLflow, Prefect) could not be started or reached."""
+
+
+def error_class(name: str) -> type[EdgeloopError]:
+    """The EdgeloopError subclass called `name` (a stage reports failures by name)."""
+    pending: list[type[EdgeloopError]] = [EdgeloopError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return EdgeloopError

@@ -21,7 +21,7 @@ from sklearn.metrics import (  # noqa: E402
 
 from components.config import Params  # noqa: E402
 from components.metrics import classification_metrics  # noqa: E402
-from components.model import load_model, predict_proba  # noqa: E402
+from components.model import load_classifier  # noqa: E402
 from components.stage import exit_with, run_stage, stage_parser  # noqa: E402
 from components.train import to_arrays  # noqa: E402
 
@@ -35,9 +35,10 @@ def evaluate_model(
     model_dir: Path, test: pd.DataFrame, label: str, reports: Path
 ) -> dict:
     """Write test metrics, per-class report and confusion matrix; return the metrics."""
-    model, spec = load_model(model_dir)
+    classifier = load_classifier(model_dir)
+    spec = classifier.spec
     data = to_arrays(test, spec, label)
-    pred = predict_proba(model, data.x).argmax(axis=1)
+    pred = classifier.predict_proba(data.x).argmax(axis=1)
     metrics = {f"test_{k}": v for k, v in classification_metrics(data.y, pred).items()}
     names = [str(c) for c in spec.classes]
     reports.mkdir(parents=True, exist_ok=True)

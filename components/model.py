@@ -1,5 +1,6 @@
-"""The PyTorch models: a small CNN for images, an MLP for tabular rows, both taking raw
-feature vectors (standardization lives inside the model), saved as weights + spec."""
+"""The PyTorch models (a small CNN for images, an MLP for tabular rows, both taking raw
+feature vectors: standardization lives inside the model), saved as weights + spec,
+and `load_classifier` for a model folder of either backend."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -23,6 +25,7 @@ class ModelSpec:
     feature_columns: list[str]
     hidden_units: int
     image_shape: tuple[int, int] | None = None
+    backend: str = "torch"
 
     @property
     def kind(self) -> str:
@@ -116,3 +119,29 @@ def predict_proba(model: nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         logits = model(torch.as_tensor(x, dtype=torch.float32))
         return torch.softmax(logits, dim=1).numpy()
+
+
+class Classifier(Protocol):
+    spec: ModelSpec
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class TorchClassifier:
+    model: nn.Module
+    spec: ModelSpec
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return predict_proba(self.model, x)
+
+
+def load_classifier(folder: Path) -> Classifier:
+    """A trained model folder of either backend, ready to predict."""
+    spec = load_spec(folder)
+    if spec.backend == "keras":
+        from components.keras_train import load_keras  # TensorFlow only when needed
+
+        return load_keras(folder)
+    model, spec = load_model(folder)
+    return TorchClassifier(model, spec)

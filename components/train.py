@@ -1,44 +1,29 @@
-"""Stage `train`: a PyTorch classifier on the prepared splits, with early stopping on
-validation loss; writes the model folder and the per-epoch history."""
+"""Stage `train`: central (PyTorch or Keras), private (Opacus DP-SGD) or federated
+(Flower) training as params say, optionally after an Optuna search; writes the model
+folder and `training.json` (history, mode, privacy spent, partitions, trials)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import math
-from dataclasses import dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from components.config import Params, TrainConfig
 from components.data import feature_columns
 from components.errors import TrainingError
-from components.metrics import classification_metrics
-from components.model import ModelSpec, build_model, save_model, set_seeds
+from components.model import ModelSpec, save_model
+from components.privacy import PrivacyLedger
 from components.stage import exit_with, run_stage, stage_parser
+from components.torch_train import Arrays, Trainer, TrainResult, train_torch
 
 log = logging.getLogger("edgeloop.train")
-HISTORY = "history.json"
-
-
-@dataclass(frozen=True)
-class Arrays:
-    x: np.ndarray
-    y: np.ndarray
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    model: nn.Sequential
-    spec: ModelSpec
-    history: list[dict[str, float]]
-    best_epoch: int
+TRAINING = "training.json"
 
 
 def to_arrays(frame: pd.DataFrame, spec: ModelSpec, label: str) -> Arrays:
@@ -52,75 +37,6 @@ def to_arrays(frame: pd.DataFrame, spec: ModelSpec, label: str) -> Arrays:
     return Arrays(x=x, y=y.to_numpy(dtype=np.int64))
 
 
-def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    kinds = {
-        "adam": torch.optim.Adam,
-        "adamw": torch.optim.AdamW,
-        "sgd": torch.optim.SGD,
-    }
-    return kinds[cfg.optimizer](
-        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-    )
-
-
-def _evaluate(model: nn.Module, data: Arrays) -> dict[str, float]:
-    model.eval()
-    with torch.no_grad():
-        logits = model(torch.from_numpy(data.x))
-        loss = nn.functional.cross_entropy(logits, torch.from_numpy(data.y)).item()
-    return {"loss": loss} | classification_metrics(data.y, logits.argmax(1).numpy())
-
-
-def train_model(
-    train: Arrays, val: Arrays, spec: ModelSpec, cfg: TrainConfig
-) -> TrainResult:
-    """Train with early stopping on validation loss; the best epoch's weights."""
-    set_seeds(cfg.seed)
-    model = build_model(spec)
-    model[0].fit(torch.from_numpy(train.x))
-    loader = DataLoader(
-        TensorDataset(torch.from_numpy(train.x), torch.from_numpy(train.y)),
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    optimizer, loss_fn = _optimizer(model, cfg), nn.CrossEntropyLoss()
-    history: list[dict[str, float]] = []
-    best = (math.inf, 0, {k: v.clone() for k, v in model.state_dict().items()})
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        total = 0.0
-        for xb, yb in loader:
-            optimizer.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(xb)
-        train_loss = total / len(train.y)
-        if not math.isfinite(train_loss):
-            raise TrainingError(
-                f"training diverged at epoch {epoch} (loss {train_loss})",
-                hint="lower train.learning_rate",
-            )
-        val_metrics = _evaluate(model, val)
-        history.append(
-            {"epoch": epoch, "train_loss": train_loss}
-            | {f"val_{k}": v for k, v in val_metrics.items()}
-        )
-        if val_metrics["loss"] < best[0]:
-            best = (
-                val_metrics["loss"],
-                epoch,
-                {k: v.clone() for k, v in model.state_dict().items()},
-            )
-        elif epoch - best[1] >= cfg.patience:
-            log.info("early stop at epoch %d (best %d)", epoch, best[1])
-            break
-    model.load_state_dict(best[2])
-    model.eval()
-    return TrainResult(model=model, spec=spec, history=history, best_epoch=best[1])
-
-
 def spec_for(params: Params, train_frame: pd.DataFrame) -> ModelSpec:
     features = feature_columns(train_frame, params.data.label_column)
     return ModelSpec(
@@ -129,35 +45,99 @@ def spec_for(params: Params, train_frame: pd.DataFrame) -> ModelSpec:
         feature_columns=features,
         hidden_units=params.train.hidden_units,
         image_shape=params.data.image_shape,
+        backend=params.train.backend,
     )
+
+
+def central_trainer(cfg: TrainConfig) -> Trainer:
+    if cfg.backend == "keras":
+        from components.keras_train import train_keras  # TensorFlow only when asked
+
+        return train_keras
+    return train_torch
+
+
+def planned_epsilon(cfg: TrainConfig) -> float:
+    """The epsilon a run is set to spend, known before it starts (0 without DP)."""
+    if cfg.mode == "private" or cfg.federated.dp == "client_opacus":
+        return cfg.privacy.target_epsilon
+    if cfg.federated.dp == "central_fixed_clipping":
+        from components.federated.simulation import planned_central_dp
+
+        return planned_central_dp(cfg).epsilon
+    return 0.0
+
+
+def train(params: Params, prepared: Path) -> tuple[TrainResult, dict[str, Any]]:
+    """Train in the mode params ask for; returns the result and the search record."""
+    cfg, label = params.train, params.data.label_column
+    train_df = pd.read_parquet(prepared / "train.parquet")
+    val_df = pd.read_parquet(prepared / "val.parquet")
+    spec = spec_for(params, train_df)
+    train_xy, val_xy = to_arrays(train_df, spec, label), to_arrays(val_df, spec, label)
+    if cfg.federated.enabled:
+        from components.federated.simulation import run_federated  # Flower + Ray
+
+        test_xy = to_arrays(pd.read_parquet(prepared / "test.parquet"), spec, label)
+        return run_federated(
+            train_xy,
+            test_xy,
+            spec,
+            cfg,
+            train_path=prepared / "train.parquet",
+            label_column=label,
+        ), {}
+    trainer = central_trainer(cfg)
+    search: dict[str, Any] = {}
+    if cfg.search.enabled:
+        from components.search import run_search
+
+        found = run_search(train_xy, val_xy, spec, cfg, trainer)
+        search = asdict(found)
+        cfg = cfg.model_copy(update=found.best_params)
+        spec = replace(spec, hidden_units=cfg.hidden_units)
+        log.info("search: best %s (val loss %.4f)", found.best_params, found.best_value)
+    return trainer(train_xy, val_xy, spec, cfg, None), search
 
 
 def _body(args: argparse.Namespace, params: Params) -> None:
     prepared = args.prepared or params.paths.prepared
-    out, reports = args.out or params.paths.model, args.reports or params.paths.reports
-    label = params.data.label_column
-    train_df = pd.read_parquet(prepared / "train.parquet")
-    val_df = pd.read_parquet(prepared / "val.parquet")
-    spec = spec_for(params, train_df)
-    result = train_model(
-        to_arrays(train_df, spec, label),
-        to_arrays(val_df, spec, label),
-        spec,
-        params.train,
-    )
-    save_model(result.model, spec, out)
-    (reports / "train").mkdir(parents=True, exist_ok=True)
-    (reports / "train" / HISTORY).write_text(
-        json.dumps(
-            {"best_epoch": result.best_epoch, "epochs": result.history}, indent=1
-        )
-    )
-    last = result.history[result.best_epoch - 1]
+    out = args.out or params.paths.model
+    reports = (args.reports or params.paths.reports) / "train"
+    cfg = params.train
+    data_version = json.loads((prepared / "data_card.json").read_text())["dvc_raw_md5"]
+    ledger = PrivacyLedger(params.paths.privacy_ledger)
+    planned = planned_epsilon(cfg)
+    if planned > 0:
+        ledger.check(data_version, planned, cfg.privacy.max_total_epsilon)
+    result, search = train(params, prepared)
+    if result.spec.backend == "keras":
+        from components.keras_train import save_keras
+
+        save_keras(result.model, out)
+    else:
+        save_model(result.model, result.spec, out)
+    if result.privacy is not None:
+        ledger.record(data_version, result.privacy, cfg.mode)
+    reports.mkdir(parents=True, exist_ok=True)
+    record = {
+        "mode": cfg.mode,
+        "backend": result.spec.backend,
+        "best_epoch": result.best_epoch,
+        "history": result.history,
+        "privacy": asdict(result.privacy) if result.privacy else None,
+        "privacy_total_epsilon": ledger.total(data_version) if result.privacy else None,
+        "federated": result.details or None,
+        "search": search or None,
+        "hidden_units": result.spec.hidden_units,
+    }
+    (reports / TRAINING).write_text(json.dumps(record, indent=1) + "\n")
     log.info(
-        "trained %s: best epoch %d, val accuracy %.4f",
-        spec.kind,
+        "trained %s/%s (%s), best step %d",
+        cfg.mode,
+        result.spec.backend,
+        result.spec.kind,
         result.best_epoch,
-        last["val_accuracy"],
     )
 
 

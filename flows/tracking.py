@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ from mlflow.models import infer_signature
 
 from components.config import Params
 from components.evaluate import CLASS_REPORT, CONFUSION, METRICS
-from components.model import load_model, predict_proba
-from components.train import HISTORY
+from components.model import load_classifier
+from components.train import TRAINING
 
 EXPERIMENT = "edgeloop-training"
 TAG = "edgeloop."
@@ -32,10 +33,13 @@ class Lineage:
     raw_data_md5: str
     prepared_data_md5: str
     model_md5: str
-    training_mode: str = "central"
+    training_mode: str
+    backend: str
+    privacy: dict[str, str]
 
     def tags(self) -> dict[str, str]:
-        return {f"{TAG}{k}": v for k, v in self.__dict__.items()}
+        plain = {k: v for k, v in self.__dict__.items() if k != "privacy"}
+        return {f"{TAG}{k}": v for k, v in (plain | self.privacy).items()}
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,9 @@ def find_version(client: MlflowClient, name: str, model_md5: str) -> Any | None:
 def log_training_run(
     tracking_uri: str, project: Path, params: Params, lineage: Lineage
 ) -> RegisteredModel:
-    """Log the run (params, per-epoch and test metrics, data card, lineage, model)
-    and register it; a model already registered is found, not registered twice."""
+    """Log the run (params, per-step and test metrics, data card, lineage, privacy,
+    partitions, search trials, model) and register it; a model already registered
+    is found, not registered twice."""
     client = MlflowClient(tracking_uri)
     name = params.registry.model_name
     reports = project / params.paths.reports
@@ -108,6 +113,7 @@ def log_training_run(
             metrics,
             False,
         )
+    training = json.loads((reports / "train" / TRAINING).read_text())
     mlflow.set_tracking_uri(tracking_uri)
     experiment = mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(
@@ -115,13 +121,9 @@ def log_training_run(
     ) as run:
         mlflow.log_params(flatten(params.model_dump(mode="json")))
         mlflow.set_tags(lineage.tags() | {f"{TAG}data.name": params.data.name})
-        history = json.loads((reports / "train" / HISTORY).read_text())
-        for row in history["epochs"]:
-            step = int(row["epoch"])
-            mlflow.log_metrics(
-                {k: v for k, v in row.items() if k != "epoch"}, step=step
-            )
-        mlflow.log_metrics(metrics | {"best_epoch": history["best_epoch"]})
+        _log_history(training)
+        mlflow.log_metrics(metrics | {"best_step": training["best_epoch"]})
+        _log_training_details(training)
         prepared = project / params.paths.prepared
         for card in ("data_card.md", "data_card.json"):
             mlflow.log_artifact(str(prepared / card), artifact_path="data_card")
@@ -139,17 +141,100 @@ def log_training_run(
     )
 
 
+def _log_history(training: dict[str, Any]) -> None:
+    """Per-epoch metrics (central) or per-round metrics (federated), by step."""
+    for row in training["history"]:
+        step = int(row.get("epoch", row.get("round", 0)))
+        values = {k: v for k, v in row.items() if k not in ("epoch", "round")}
+        prefix = "round_" if "round" in row else ""
+        mlflow.log_metrics({f"{prefix}{k}": v for k, v in values.items()}, step=step)
+
+
+def _log_training_details(training: dict[str, Any]) -> None:
+    privacy = training.get("privacy")
+    if privacy:
+        mlflow.log_metrics(
+            {
+                "privacy_epsilon": privacy["epsilon"],
+                "privacy_delta": privacy["delta"],
+                "privacy_total_epsilon": training["privacy_total_epsilon"],
+            }
+        )
+    if training.get("federated"):
+        mlflow.log_dict(training["federated"], "federated/partitions.json")
+    search = training.get("search")
+    if search:
+        for trial in search["trials"]:
+            with mlflow.start_run(run_name=f"trial-{trial['number']}", nested=True):
+                mlflow.log_params(trial["params"])
+                mlflow.set_tag("optuna.state", trial["state"])
+                if trial["state"] == "PRUNED":
+                    mlflow.set_tag("optuna.pruned_at_step", str(trial["last_step"]))
+                if trial["value"] is not None:
+                    mlflow.log_metric("val_loss", trial["value"])
+        mlflow.log_params({f"best.{k}": v for k, v in search["best_params"].items()})
+
+
+def privacy_tags(training: dict[str, Any]) -> dict[str, str]:
+    """What the model version says about privacy, so nobody promotes it unaware."""
+    privacy = training.get("privacy")
+    if not privacy:
+        return {"private": "false"}
+    return {
+        "private": "true",
+        "privacy_epsilon": f"{privacy['epsilon']:.4f}",
+        "privacy_delta": str(privacy["delta"]),
+        "privacy_mechanism": privacy["mechanism"],
+    }
+
+
 def _log_model(model_dir: Path, prepared: Path, registered_name: str) -> Any:
-    model, spec = load_model(model_dir)
+    classifier = load_classifier(model_dir)
+    spec = classifier.spec
     sample = pd.read_parquet(prepared / "test.parquet")[spec.feature_columns].head(5)
     example = sample.to_numpy(dtype="float32")
-    signature = infer_signature(example, predict_proba(model, example))
+    signature = infer_signature(example, classifier.predict_proba(example))
+    common = {
+        "name": "model",
+        "registered_model_name": registered_name,
+        "input_example": example,
+        "signature": signature,
+    }
+    if spec.backend == "keras":
+        # mlflow.keras 3.17 writes the input example before creating its folder;
+        # the TensorFlow flavor saves the same Keras 3 model and gets that right.
+        from mlflow import tensorflow as mlflow_tensorflow  # imports TensorFlow
+
+        return mlflow_tensorflow.log_model(
+            classifier.model,
+            **common,
+            pip_requirements=[f"tensorflow-cpu=={metadata.version('tensorflow-cpu')}"],
+        )
     return mlflow.pytorch.log_model(
-        model,
-        name="model",
-        registered_model_name=registered_name,
-        input_example=example,
-        signature=signature,
+        classifier.model,
+        **common,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         extra_files=[str(model_dir / "model.json")],
     )
+
+
+def record_failed_run(
+    tracking_uri: str, params: Params, stage: str, message: str
+) -> str:
+    """A run that failed is recorded as FAILED in MLflow (and never registered)."""
+    client = MlflowClient(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.set_experiment(EXPERIMENT)
+    run = client.create_run(
+        experiment.experiment_id,
+        run_name=f"{params.data.name}-failed-{stage}",
+        tags={
+            f"{TAG}failed_stage": stage,
+            f"{TAG}error": message[:4000],
+            f"{TAG}training_mode": params.train.mode,
+        },
+    )
+    for key, value in flatten(params.model_dump(mode="json")).items():
+        client.log_param(run.info.run_id, key, value)
+    client.set_terminated(run.info.run_id, status="FAILED")
+    return run.info.run_id

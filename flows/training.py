@@ -11,10 +11,13 @@ from prefect import flow, get_run_logger, task
 from prefect.context import get_run_context
 
 from components.config import DEFAULT_PARAMS, Params, load_params
-from components.errors import DataContractError, EdgeloopError
+from components.errors import EdgeloopError, error_class
 from components.settings import get_settings
 from components.stage import failure_report
+from components.train import TRAINING
 from flows import dvc_stages, tracking
+
+MODEL_STAGES = ("train", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -50,13 +53,22 @@ def run_stage(project: Path, stage: str, params: Params) -> dvc_stages.StageRun:
         report = failure_report(project / params.paths.reports, stage)
         if report.exists():
             failure = json.loads(report.read_text())
-            error = DataContractError if stage == "validate" else EdgeloopError
+            error = error_class(failure["error"])
             raise error(failure["message"], hint=failure["hint"]) from exc
         raise
     logger.info(
         "stage %s: %s", stage, "ran" if result.ran else "unchanged, skipped (DVC cache)"
     )
     return result
+
+
+@task
+def record_failure(tracking_uri: str, params: Params, stage: str, message: str) -> str:
+    run_id = tracking.record_failed_run(tracking_uri, params, stage, message)
+    get_run_logger().error(
+        "stage %s failed; MLflow run %s marked FAILED", stage, run_id
+    )
+    return run_id
 
 
 @task(retries=2, retry_delay_seconds=2)
@@ -70,12 +82,16 @@ def register_model(
 ) -> tuple[tracking.RegisteredModel, tracking.Lineage]:
     hashes = dvc_stages.output_hashes(project)
     paths = params.paths
+    training = json.loads((project / paths.reports / "train" / TRAINING).read_text())
     lineage = tracking.Lineage(
         git_commit=tracking.git_commit(project),
         params_hash=params.digest(),
         raw_data_md5=hashes[str(paths.raw)],
         prepared_data_md5=hashes[str(paths.prepared)],
         model_md5=hashes[str(paths.model)],
+        training_mode=training["mode"],
+        backend=training["backend"],
+        privacy=tracking.privacy_tags(training),
     )
     model = tracking.log_training_run(tracking_uri, project, params, lineage)
     get_run_logger().info(
@@ -94,7 +110,14 @@ def training_pipeline(project_dir: str = ".", tracking_uri: str = "") -> Pipelin
     project = Path(project_dir).resolve()
     params = load_params(project / DEFAULT_PARAMS)
     tracking_uri = tracking_uri or get_settings().tracking_uri
-    stages = [run_stage(project, stage, params) for stage in dvc_stages.STAGES]
+    stages = []
+    for stage in dvc_stages.STAGES:
+        try:
+            stages.append(run_stage(project, stage, params))
+        except EdgeloopError as exc:
+            if stage in MODEL_STAGES:  # data failures are in the quarantine instead
+                record_failure(tracking_uri, params, stage, str(exc))
+            raise
     pushed = push_data(project)
     model, lineage = register_model(tracking_uri, project, params)
     return PipelineResult(

@@ -3,6 +3,7 @@ test harness (a temporary Prefect server)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def prefect_harness() -> Iterator[None]:
     from prefect.testing.utilities import prefect_test_harness
 
+    # Offline: no telemetry heartbeat (it also contends for the harness' SQLite).
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     with prefect_test_harness(server_startup_timeout=120):
         yield
 

@@ -1,0 +1,153 @@
+"""The Keras backend: the same CNN/MLP as the PyTorch one, trained with Keras'
+EarlyStopping, saved as a .keras file beside the shared model spec."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import json  # noqa: E402
+from dataclasses import asdict, dataclass, replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from keras import layers  # noqa: E402
+
+from components.config import TrainConfig  # noqa: E402
+from components.metrics import classification_metrics  # noqa: E402
+from components.model import SPEC, ModelSpec, load_spec  # noqa: E402
+from components.torch_train import (  # noqa: E402
+    Arrays,
+    EpochHook,
+    TrainResult,
+    check_finite,
+)
+
+KERAS_FILE = "model.keras"
+
+
+def build_keras(spec: ModelSpec, train_x: np.ndarray) -> keras.Model:
+    """Normalization adapted on the training split, then the CNN or the MLP."""
+    he = keras.initializers.HeNormal
+    inputs = keras.Input(shape=(spec.n_features,), name="features")
+    norm = layers.Normalization(name="standardize")
+    norm.adapt(train_x)
+    x = norm(inputs)
+    if spec.image_shape:
+        h, w = spec.image_shape
+        x = layers.Reshape((h, w, 1))(x)
+        x = layers.Conv2D(
+            16, 3, padding="same", activation="relu", kernel_initializer=he()
+        )(x)
+        x = layers.Conv2D(
+            32, 3, padding="same", activation="relu", kernel_initializer=he()
+        )(x)
+        x = layers.MaxPooling2D(2)(x)
+        x = layers.Flatten()(x)
+        x = layers.Dense(spec.hidden_units, activation="relu", kernel_initializer=he())(
+            x
+        )
+        x = layers.Dropout(0.2)(x)
+    else:
+        for _ in range(2):
+            x = layers.Dense(
+                spec.hidden_units, activation="relu", kernel_initializer=he()
+            )(x)
+    outputs = layers.Dense(
+        len(spec.classes), kernel_initializer="glorot_uniform", name="logits"
+    )(x)
+    return keras.Model(inputs, outputs)
+
+
+def _optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
+    kinds = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": keras.optimizers.SGD,
+    }
+    return kinds[cfg.optimizer](
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay or None
+    )
+
+
+class _EpochMetrics(keras.callbacks.Callback):
+    """The same per-epoch metrics as the PyTorch backend (macro-F1 included)."""
+
+    def __init__(self, val: Arrays, on_epoch: EpochHook | None) -> None:
+        super().__init__()
+        self.val, self.on_epoch = val, on_epoch
+        self.rows: list[dict[str, float]] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        check_finite(float(logs.get("loss", np.nan)), f"epoch {epoch + 1}")
+        logits = self.model.predict(self.val.x, verbose=0)
+        scores = classification_metrics(self.val.y, logits.argmax(axis=1))
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": float(logs["loss"]),
+            "val_loss": float(logs["val_loss"]),
+        }
+        self.rows.append(row | {f"val_{k}": v for k, v in scores.items()})
+        if self.on_epoch is not None:
+            self.on_epoch(epoch + 1, float(logs["val_loss"]))
+
+
+def train_keras(
+    train: Arrays,
+    val: Arrays,
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    on_epoch: EpochHook | None = None,
+) -> TrainResult:
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+    spec = replace(spec, backend="keras")
+    model = build_keras(spec, train.x)
+    model.compile(
+        optimizer=_optimizer(cfg),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    metrics = _EpochMetrics(val, on_epoch)
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=cfg.patience, restore_best_weights=True
+    )
+    model.fit(
+        train.x,
+        train.y,
+        validation_data=(val.x, val.y),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        verbose=0,
+        callbacks=[metrics, stop],
+    )
+    # EarlyStopping has restored the best epoch's weights at the end of fit.
+    best = stop.best_epoch + 1
+    return TrainResult(KerasClassifier(model, spec), spec, metrics.rows, best)
+
+
+@dataclass(frozen=True)
+class KerasClassifier:
+    model: keras.Model
+    spec: ModelSpec
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        logits = self.model.predict(np.asarray(x, dtype=np.float32), verbose=0)
+        return tf.nn.softmax(logits).numpy()
+
+
+def save_keras(classifier: KerasClassifier, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    classifier.model.save(folder / KERAS_FILE)
+    (folder / SPEC).write_text(json.dumps(asdict(classifier.spec), indent=2) + "\n")
+
+
+def load_keras(folder: Path) -> KerasClassifier:
+    return KerasClassifier(
+        keras.saving.load_model(folder / KERAS_FILE), load_spec(folder)
+    )
