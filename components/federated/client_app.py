@@ -6,6 +6,7 @@ engine and as a SuperNode."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,22 +37,27 @@ def spec_from(config: ConfigRecord) -> ModelSpec:
     return ModelSpec(**raw)
 
 
-def client_data(config: ConfigRecord, spec: ModelSpec, partition_id: int) -> Arrays:
+def client_data(
+    config: ConfigRecord, spec: ModelSpec, partition_id: int
+) -> tuple[Arrays, ModelSpec]:
     """This client's rows of the training split, by the shared partition plan."""
     frame = pd.read_parquet(Path(str(config["train-path"])))
+    label = str(config["label-column"])
+    spec = replace(spec, feature_columns=[c for c in frame.columns if c != label])
     index = {c: i for i, c in enumerate(spec.classes)}
-    y = frame[str(config["label-column"])].map(index).to_numpy(dtype=np.int64)
+    y = frame[label].map(index).to_numpy(dtype=np.int64)
     federated = FederatedConfig.model_validate_json(str(config["federated"]))
     rows = partition_rows(y, federated, int(config["seed"]))[partition_id]
     x = frame[spec.feature_columns].to_numpy(dtype=np.float32)
-    return Arrays(x=x[rows], y=y[rows])
+    return Arrays(x=x[rows], y=y[rows]), spec
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
-    spec = spec_from(config)
-    data = client_data(config, spec, int(context.node_config["partition-id"]))
+    data, spec = client_data(
+        config, spec_from(config), int(context.node_config["partition-id"])
+    )
     settings = LocalSettings(
         learning_rate=float(config["learning-rate"]),
         weight_decay=float(config["weight-decay"]),

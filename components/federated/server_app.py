@@ -86,7 +86,8 @@ def train_config(plan: FederatedPlan) -> ConfigRecord:
     privacy: PrivacyConfig = cfg.privacy
     return ConfigRecord(
         {
-            "spec": json.dumps(asdict(plan.spec)),
+            # Feature columns are the data's own (all but the label): not sent.
+            "spec": json.dumps(asdict(plan.spec) | {"feature_columns": []}),
             "train-path": plan.train_path,
             "label-column": plan.label_column,
             "federated": fed.model_dump_json(),

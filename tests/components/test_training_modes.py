@@ -81,6 +81,8 @@ def test_keras_backend_learns_saves_and_loads(digits_small, tmp_path: Path):
     assert result.spec.backend == "keras"
     assert {"val_loss", "val_accuracy", "val_macro_f1"} <= set(result.history[-1])
     assert _accuracy(result.model, test) > 0.85
+    again = train_keras(train, val, spec, _cfg(backend="keras"))
+    assert abs(_accuracy(again.model, test) - _accuracy(result.model, test)) <= 0.005
     save_keras(result.model, tmp_path / "m")
     loaded = load_classifier(tmp_path / "m")
     np.testing.assert_allclose(

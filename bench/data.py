@@ -1,0 +1,48 @@
+"""The default data set as arrays, prepared the way the pipeline prepares it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.config import Params, load_params
+from components.data import load_source
+from components.model import ModelSpec
+from components.split import split_dataset
+from components.torch_train import Arrays
+from components.train import spec_for, to_arrays
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class BenchData:
+    params: Params
+    spec: ModelSpec
+    train: Arrays
+    val: Arrays
+    test: Arrays
+    train_frame_path: Path
+
+
+def default_data(workdir: Path) -> BenchData:
+    params = load_params(REPO / "params.yaml")
+    frame = load_source(params.data).frame
+    split = split_dataset(frame, params.split, params.data.label_column)
+    spec = spec_for(params, split.train)
+    label = params.data.label_column
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "train.parquet"
+    split.train.to_parquet(path, index=False)
+    return BenchData(
+        params,
+        spec,
+        to_arrays(split.train, spec, label),
+        to_arrays(split.val, spec, label),
+        to_arrays(split.test, spec, label),
+        path,
+    )
+
+
+def accuracy(classifier, data: Arrays) -> float:  # noqa: ANN001 - any Classifier
+    return float((classifier.predict_proba(data.x).argmax(1) == data.y).mean())
