@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -103,33 +104,57 @@ def train_config(plan: FederatedPlan) -> ConfigRecord:
     )
 
 
+def run_plan(grid: Grid, plan: FederatedPlan) -> None:
+    """Run the strategy for the plan's rounds; fills plan.rounds_log/final_weights."""
+
+    def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        weights = {k: v.numpy() for k, v in arrays.to_torch_state_dict().items()}
+        scores = evaluate_weights(plan.spec, weights, plan.test)
+        plan.rounds_log.append(
+            {"round": server_round} | {f"test_{k}": v for k, v in scores.items()}
+        )
+        return MetricRecord({f"test_{k}": v for k, v in scores.items()})
+
+    initial = {k: torch.from_numpy(v) for k, v in get_weights(plan.initial).items()}
+    result = build_strategy(plan).start(
+        grid=grid,
+        initial_arrays=ArrayRecord(torch_state_dict=initial),
+        num_rounds=plan.cfg.federated.rounds,
+        train_config=train_config(plan),
+        evaluate_fn=central_evaluate,
+    )
+    for rnd, metrics in result.train_metrics_clientapp.items():
+        for row in plan.rounds_log:
+            if row["round"] == rnd:
+                row.update({f"clients_{k}": float(v) for k, v in metrics.items()})
+    plan.final_weights = {
+        k: v.numpy() for k, v in result.arrays.to_torch_state_dict().items()
+    }
+
+
 def make_server_app(plan: FederatedPlan) -> ServerApp:
+    """A ServerApp over an in-memory plan (the simulation engine's way)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-            weights = {k: v.numpy() for k, v in arrays.to_torch_state_dict().items()}
-            scores = evaluate_weights(plan.spec, weights, plan.test)
-            plan.rounds_log.append(
-                {"round": server_round} | {f"test_{k}": v for k, v in scores.items()}
-            )
-            return MetricRecord({f"test_{k}": v for k, v in scores.items()})
-
-        initial = {k: torch.from_numpy(v) for k, v in get_weights(plan.initial).items()}
-        result = build_strategy(plan).start(
-            grid=grid,
-            initial_arrays=ArrayRecord(torch_state_dict=initial),
-            num_rounds=plan.cfg.federated.rounds,
-            train_config=train_config(plan),
-            evaluate_fn=central_evaluate,
-        )
-        for rnd, metrics in result.train_metrics_clientapp.items():
-            for row in plan.rounds_log:
-                if row["round"] == rnd:
-                    row.update({f"clients_{k}": float(v) for k, v in metrics.items()})
-        plan.final_weights = {
-            k: v.numpy() for k, v in result.arrays.to_torch_state_dict().items()
-        }
+        run_plan(grid, plan)
 
     return app
+
+
+# The deployment engine's ServerApp (`flwr run` against a SuperLink): the plan comes
+# from the project's files named in the run config, the result goes to `out-dir`.
+app = ServerApp()
+
+
+@app.main()
+def deployed_main(grid: Grid, context: Context) -> None:
+    from components.federated.deployment import plan_from_files, write_outcome
+
+    config = context.run_config
+    plan = plan_from_files(
+        Path(str(config["params-file"])), Path(str(config["prepared-dir"]))
+    )
+    run_plan(grid, plan)
+    write_outcome(plan, Path(str(config["out-dir"])))

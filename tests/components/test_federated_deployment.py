@@ -1,0 +1,148 @@
+"""The same ClientApp/ServerApp under Flower's deployment engine: a SuperLink and
+two SuperNodes as separate processes on loopback, the run submitted with `flwr run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from sklearn.datasets import load_digits
+
+from components.config import SplitConfig
+from components.model import load_classifier
+from components.split import split_dataset
+from flows.services import free_port, port_in_use
+from tests.conftest import BIN, REPO, default_params_dict
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+APP = REPO / "components" / "federated" / "app"
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator[tuple[dict[str, str], int]]:
+    """A SuperLink and two SuperNodes (partitions 0 and 1), stopped afterwards."""
+    env = os.environ | {
+        "FLWR_HOME": str(tmp_path / "flwr"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+    port = free_port()
+    (tmp_path / "flwr").mkdir()
+    (tmp_path / "flwr" / "config.toml").write_text(
+        '[superlink]\ndefault = "edgeloop"\n\n[superlink.edgeloop]\n'
+        f'address = "127.0.0.1:{port}"\ninsecure = true\n'
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    commands = [
+        [
+            "flower-superlink",
+            "--insecure",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--database",
+            ":flwr-in-memory-state:",
+        ]
+    ]
+    commands += [
+        [
+            "flower-supernode",
+            "--insecure",
+            "--superlink",
+            f"127.0.0.1:{port}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+            "--node-config",
+            f"partition-id={i} num-partitions=2",
+        ]
+        for i in range(2)
+    ]
+    procs = []
+    try:
+        for n, command in enumerate(commands):
+            with (logs / f"{n}.log").open("w") as out:
+                procs.append(
+                    subprocess.Popen(
+                        command,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+            if n == 0:
+                deadline = time.monotonic() + 60
+                while not port_in_use("127.0.0.1", port):
+                    assert time.monotonic() < deadline, (logs / "0.log").read_text()
+                    time.sleep(0.3)
+        yield env, port
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+def test_flwr_run_on_superlink_and_supernodes(federation, tmp_path: Path):
+    env, _ = federation
+    frame = (
+        load_digits(as_frame=True).frame.head(600).rename(columns={"target": "label"})
+    )
+    split = split_dataset(frame, SplitConfig(), "label")
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    split.train.to_parquet(prepared / "train.parquet", index=False)
+    split.test.to_parquet(prepared / "test.parquet", index=False)
+    params = default_params_dict(
+        train={
+            "batch_size": 32,
+            "federated": {
+                "enabled": True,
+                "num_clients": 2,
+                "rounds": 2,
+                "local_epochs": 2,
+            },
+        }
+    )
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "out"
+    run_config = (
+        f"params-file='{tmp_path / 'params.yaml'}' "
+        f"prepared-dir='{prepared}' out-dir='{out}'"
+    )
+    done = subprocess.run(
+        [
+            str(BIN / "flwr"),
+            "run",
+            str(APP),
+            "edgeloop",
+            "--stream",
+            "--run-config",
+            run_config,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rounds = json.loads((out / "rounds.json").read_text())
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert rounds[-1]["test_accuracy"] > rounds[0]["test_accuracy"] + 0.3
+    classifier = load_classifier(out)
+    test_x = split.test[classifier.spec.feature_columns].to_numpy("float32")
+    accuracy = (
+        classifier.predict_proba(test_x).argmax(1) == split.test["label"].to_numpy()
+    ).mean()
+    assert accuracy == pytest.approx(rounds[-1]["test_accuracy"])
