@@ -26,6 +26,7 @@ class PathsConfig(Strict):
     prepared: Path = Path("data/prepared")
     quarantine: Path = Path("data/quarantine")
     model: Path = Path("models/model")
+    variants: Path = Path("models/variants")
     reports: Path = Path("reports")
     # Not a DVC output: it must outlive every rerun of the train stage.
     privacy_ledger: Path = Path("data/privacy_ledger.json")
@@ -222,8 +223,39 @@ class TrainConfig(Strict):
         return self
 
 
+class DeviceProfile(Strict):
+    """A class of device and its budgets; null means no limit of that kind."""
+
+    max_model_kb: float | None = Field(None, gt=0)  # flash / storage for the file
+    max_ram_kb: float | None = Field(None, gt=0)  # weights + peak activations
+    # Address-space limit of the infra-validation process that loads the file in
+    # its device runtime and answers queries; null: no limit.
+    runtime_memory_mb: int | None = Field(None, ge=64)
+
+
+class OptimizeConfig(Strict):
+    prune_amount: float = Field(0.5, ge=0, lt=1)
+    finetune_epochs: int = Field(5, ge=0)
+    calibration_samples: int = Field(200, ge=1)
+    max_accuracy_drop: float = Field(0.01, ge=0, le=1)
+    latency_runs: int = Field(300, ge=10)
+    infra_samples: int = Field(8, ge=1)
+    # The variant that ships to devices: the gate judges this file in its runtime.
+    ship_variant: str = "int8_static"
+    profiles: dict[str, DeviceProfile] = Field(
+        default_factory=lambda: {"cloud": DeviceProfile()}, min_length=1
+    )
+
+
 class RegistryConfig(Strict):
     model_name: str = Field(min_length=1)
+
+
+# The optimized variants each backend produces (see components/optimize.py).
+VARIANTS = {
+    "torch": ("fp32", "int8_static", "int8_dynamic", "pruned", "pruned_int8_static"),
+    "keras": ("fp32", "fp16", "int8"),
+}
 
 
 class Params(Strict):
@@ -232,7 +264,18 @@ class Params(Strict):
     split: SplitConfig = SplitConfig()
     validation: ValidationConfig
     train: TrainConfig = TrainConfig()
+    optimize: OptimizeConfig = OptimizeConfig()
     registry: RegistryConfig
+
+    @model_validator(mode="after")
+    def _ship_variant_exists(self) -> Params:
+        allowed = VARIANTS[self.train.backend]
+        if self.optimize.ship_variant not in allowed:
+            raise ValueError(
+                f"optimize.ship_variant {self.optimize.ship_variant!r} is not made by "
+                f"the {self.train.backend} backend; allowed: {', '.join(allowed)}"
+            )
+        return self
 
     def digest(self) -> str:
         """A stable hash of every tunable, for lineage tags."""

@@ -19,7 +19,12 @@ from keras import layers  # noqa: E402
 
 from components.config import TrainConfig  # noqa: E402
 from components.metrics import classification_metrics  # noqa: E402
-from components.model import SPEC, ModelSpec, load_spec  # noqa: E402
+from components.model import (  # noqa: E402
+    SPEC,
+    ModelSpec,
+    load_spec,
+    standardization_stats,
+)
 from components.torch_train import (  # noqa: E402
     Arrays,
     EpochHook,
@@ -34,9 +39,8 @@ def build_keras(spec: ModelSpec, train_x: np.ndarray) -> keras.Model:
     """Normalization adapted on the training split, then the CNN or the MLP."""
     he = keras.initializers.HeNormal
     inputs = keras.Input(shape=(spec.n_features,), name="features")
-    norm = layers.Normalization(name="standardize")
-    norm.adapt(train_x)
-    x = norm(inputs)
+    mean, std = standardization_stats(train_x)
+    x = layers.Normalization(mean=mean, variance=std**2, name="standardize")(inputs)
     if spec.image_shape:
         h, w = spec.image_shape
         x = layers.Reshape((h, w, 1))(x)

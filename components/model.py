@@ -41,11 +41,23 @@ class Standardize(nn.Module):
         self.register_buffer("std", torch.ones(n_features))
 
     def fit(self, x: torch.Tensor) -> None:
-        self.mean.copy_(x.mean(dim=0))
-        self.std.copy_(x.std(dim=0).clamp_min(1e-6))
+        mean, std = standardization_stats(x.numpy())
+        self.mean.copy_(torch.from_numpy(mean))
+        self.std.copy_(torch.from_numpy(std))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+def standardization_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std; a near-constant feature's std is floored at 5% of
+    the median std, so a rare value cannot blow up the scale (int8 calibration
+    would spend its whole range on it)."""
+    x = np.asarray(x, dtype=np.float64)
+    mean, std = x.mean(axis=0), x.std(axis=0, ddof=1)
+    positive = std[std > 0]
+    floor = 0.05 * float(np.median(positive)) if positive.size else 1.0
+    return mean.astype(np.float32), np.maximum(std, floor).astype(np.float32)
 
 
 def build_model(spec: ModelSpec) -> nn.Sequential:

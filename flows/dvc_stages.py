@@ -13,7 +13,7 @@ from pathlib import Path
 from dvc.exceptions import ReproductionError
 from dvc.repo import Repo
 
-STAGES = ("prepare", "validate", "train", "evaluate")
+STAGES = ("prepare", "validate", "train", "evaluate", "optimize")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from mlflow.models import infer_signature
 from components.config import Params
 from components.evaluate import CLASS_REPORT, CONFUSION, METRICS
 from components.model import load_classifier
+from components.optimize import REPORT as OPTIMIZE_REPORT
 from components.train import TRAINING
 
 EXPERIMENT = "edgeloop-training"
@@ -36,10 +37,14 @@ class Lineage:
     training_mode: str
     backend: str
     privacy: dict[str, str]
+    variants: dict[str, str]
 
     def tags(self) -> dict[str, str]:
-        plain = {k: v for k, v in self.__dict__.items() if k != "privacy"}
-        return {f"{TAG}{k}": v for k, v in (plain | self.privacy).items()}
+        plain = {
+            k: v for k, v in self.__dict__.items() if k not in ("privacy", "variants")
+        }
+        merged = plain | self.privacy | self.variants
+        return {f"{TAG}{k}": v for k, v in merged.items()}
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,7 @@ def log_training_run(
             mlflow.log_artifact(
                 str(reports / "evaluate" / report), artifact_path="evaluation"
             )
+        _log_variants(project / params.paths.variants, reports / "optimize")
         info = _log_model(project / params.paths.model, prepared, name)
     version = str(info.registered_model_version)
     for key, value in lineage.tags().items():
@@ -173,6 +179,47 @@ def _log_training_details(training: dict[str, Any]) -> None:
                 if trial["value"] is not None:
                     mlflow.log_metric("val_loss", trial["value"])
         mlflow.log_params({f"best.{k}": v for k, v in search["best_params"].items()})
+
+
+def _log_variants(variants: Path, report_dir: Path) -> None:
+    """The optimized files are artifacts of the same run (so of the same version),
+    with each variant's measurements as metrics."""
+    mlflow.log_artifacts(str(variants), artifact_path="variants")
+    mlflow.log_artifacts(str(report_dir), artifact_path="optimize")
+    report = json.loads((report_dir / OPTIMIZE_REPORT).read_text())
+    for v in report["variants"]:
+        mlflow.log_metrics(
+            {
+                f"variant.{v['name']}.{key}": float(v[key])
+                for key in (
+                    "size_bytes",
+                    "gzip_bytes",
+                    "parameters",
+                    "macs",
+                    "accuracy",
+                    "accuracy_drop",
+                    "latency_median_ms",
+                    "latency_p95_ms",
+                )
+            }
+        )
+
+
+def variant_tags(report_dir: Path) -> dict[str, str]:
+    """What the version says about its device variants: the shipped one, its gate,
+    and the device profiles it may go to."""
+    report = json.loads((report_dir / OPTIMIZE_REPORT).read_text())
+    ship = next(v for v in report["variants"] if v["name"] == report["ship_variant"])
+    return {
+        "ship_variant": ship["name"],
+        "ship_file": f"variants/{ship['file']}",
+        "ship_accepted": str(ship["accepted"]).lower(),
+        "ship_reason": ship["reason"] or "passed",
+        "deployable_profiles": ",".join(ship["deployable_to"]) or "none",
+        "accepted_variants": ",".join(
+            v["name"] for v in report["variants"] if v["accepted"]
+        ),
+    }
 
 
 def privacy_tags(training: dict[str, Any]) -> dict[str, str]:

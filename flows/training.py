@@ -17,7 +17,7 @@ from components.stage import failure_report
 from components.train import TRAINING
 from flows import dvc_stages, tracking
 
-MODEL_STAGES = ("train", "evaluate")
+MODEL_STAGES = ("train", "evaluate", "optimize")
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ def register_model(
         training_mode=training["mode"],
         backend=training["backend"],
         privacy=tracking.privacy_tags(training),
+        variants=tracking.variant_tags(project / paths.reports / "optimize"),
     )
     model = tracking.log_training_run(tracking_uri, project, params, lineage)
     get_run_logger().info(

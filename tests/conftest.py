@@ -86,6 +86,14 @@ def make_project(root: Path, params: dict) -> Path:
     return root
 
 
+# Pipeline tests measure fewer latency runs and check one device profile.
+FAST_OPTIMIZE = {
+    "latency_runs": 20,
+    "finetune_epochs": 1,
+    "profiles": {"gateway": {"max_ram_kb": 524288, "runtime_memory_mb": 512}},
+}
+
+
 def default_params_dict(**overrides: dict) -> dict:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     for section, values in overrides.items():

@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from components.errors import TrainingError
-from tests.conftest import default_params_dict, make_project
+from tests.conftest import FAST_OPTIMIZE, default_params_dict, make_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -20,7 +20,9 @@ def run_mode(mlflow_uri, prefect_harness, project_root):
     from flows.training import training_pipeline
 
     def run(name: str, train: dict):
-        params = default_params_dict(train=train, registry={"model_name": name})
+        params = default_params_dict(
+            optimize=FAST_OPTIMIZE, train=train, registry={"model_name": name}
+        )
         project = make_project(project_root, params)
         result = training_pipeline(project_dir=str(project), tracking_uri=mlflow_uri)
         client = MlflowClient(mlflow_uri)
@@ -87,6 +89,7 @@ def test_a_diverging_run_is_failed_not_registered(
     from flows.training import training_pipeline
 
     params = default_params_dict(
+        optimize=FAST_OPTIMIZE,
         train={"optimizer": "sgd", "learning_rate": 10.0, "weight_decay": 0.0},
         registry={"model_name": "it-diverged"},
     )

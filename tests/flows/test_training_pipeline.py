@@ -13,7 +13,7 @@ import yaml
 from mlflow import MlflowClient
 
 from components.errors import DataContractError
-from tests.conftest import BIN, default_params_dict, make_project
+from tests.conftest import BIN, FAST_OPTIMIZE, default_params_dict, make_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -37,12 +37,14 @@ def test_pipeline_logs_lineage_and_registers_a_version(
     pipeline, mlflow_uri, project_root
 ):
     params = default_params_dict(
-        train={"epochs": 4}, registry={"model_name": "edgeloop-it-digits"}
+        optimize=FAST_OPTIMIZE,
+        train={"epochs": 4},
+        registry={"model_name": "edgeloop-it-digits"},
     )
     project = make_project(project_root, params)
     result = pipeline(project)
 
-    assert [s.ran for s in result.stages] == [True, True, True, True]
+    assert [s.ran for s in result.stages] == [True] * 5
     client = MlflowClient(mlflow_uri)
     version = client.get_model_version("edgeloop-it-digits", result.model.version)
     run = client.get_run(version.run_id)
@@ -59,11 +61,18 @@ def test_pipeline_logs_lineage_and_registers_a_version(
     assert len(version.tags["edgeloop.git_commit"]) >= 40
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "data_card")}
     assert artifacts == {"data_card/data_card.md", "data_card/data_card.json"}
+    variants = {a.path for a in client.list_artifacts(run.info.run_id, "variants")}
+    assert "variants/int8_static.onnx" in variants and "variants/fp32.onnx" in variants
+    assert version.tags["edgeloop.ship_variant"] == "int8_static"
+    assert version.tags["edgeloop.deployable_profiles"] == "gateway"
+    assert run.data.metrics["variant.int8_static.size_bytes"] < (
+        run.data.metrics["variant.fp32.size_bytes"] / 2
+    )
     card = client.download_artifacts(run.info.run_id, "data_card/data_card.json")
     assert '"rows": 1797' in Path(card).read_text()
 
     again = pipeline(project)
-    assert again.skipped == ["prepare", "validate", "train", "evaluate"]
+    assert again.skipped == ["prepare", "validate", "train", "evaluate", "optimize"]
     assert again.model.version == result.model.version
     assert not again.model.newly_registered
 
@@ -84,6 +93,7 @@ def test_pipeline_logs_lineage_and_registers_a_version(
 
 def test_a_bad_batch_stops_before_training(pipeline, mlflow_uri, project_root):
     params = default_params_dict(
+        optimize=FAST_OPTIMIZE,
         train={"epochs": 2},
         validation={"feature_range": [0, 15]},  # digits go up to 16: a broken batch
         registry={"model_name": "edgeloop-it-rejected"},

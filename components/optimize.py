@@ -1,0 +1,362 @@
+"""Stage `optimize`: the device variants of the trained model (ONNX fp32, pruned,
+int8 static/dynamic for PyTorch; TFLite fp32/fp16/int8 for Keras), each measured in
+the runtime a device would use (size, parameters, MACs, latency, accuracy), gated on
+accuracy drop, checked against the device profiles, and infra-validated in a
+separate process under each profile's memory limit."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from components.config import DeviceProfile, OptimizeConfig, Params  # noqa: E402
+from components.model import Classifier, TorchClassifier, load_classifier  # noqa: E402
+from components.runtime import load_runtime, predict, single_sample_latency  # noqa: E402
+from components.stage import exit_with, run_stage, stage_parser  # noqa: E402
+from components.torch_train import Arrays, loader_for, train_epoch  # noqa: E402
+from components.train import to_arrays  # noqa: E402
+
+log = logging.getLogger("edgeloop.optimize")
+REPORT = "variants.json"
+
+
+@dataclass(frozen=True)
+class Built:
+    """A variant file and what is known of it before it is measured."""
+
+    name: str
+    path: Path
+    parameters: int
+    macs: int
+    weight_bytes_per_param: int
+    peak_activations: int
+
+
+@dataclass
+class VariantReport:
+    name: str
+    file: str
+    size_bytes: int
+    gzip_bytes: int
+    parameters: int
+    macs: int
+    accuracy: float
+    accuracy_drop: float
+    latency_median_ms: float
+    latency_p95_ms: float
+    estimated_ram_kb: float
+    accepted: bool
+    reason: str
+    deployable_to: list[str] = field(default_factory=list)
+    not_deployable: dict[str, str] = field(default_factory=dict)
+
+
+def _finetune(model: object, train: Arrays, epochs: int, lr: float, seed: int) -> None:
+    import torch
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)  # type: ignore[attr-defined]
+    loader = loader_for(train, 64, seed)
+    for _ in range(epochs):
+        train_epoch(model, loader, optimizer)  # type: ignore[arg-type]
+    model.eval()  # type: ignore[attr-defined]
+
+
+def build_torch_variants(
+    classifier: TorchClassifier,
+    train: Arrays,
+    cfg: OptimizeConfig,
+    out: Path,
+    *,
+    lr: float,
+    seed: int,
+) -> list[Built]:
+    from components import compress
+
+    model, n = classifier.model, classifier.spec.n_features
+    calibration = train.x[: cfg.calibration_samples]
+    pruned = compress.prune_structured(model, cfg.prune_amount)
+    if cfg.finetune_epochs:
+        _finetune(pruned, train, cfg.finetune_epochs, lr, seed)
+    full = (
+        compress.count_parameters(model),
+        compress.count_macs(model, n),
+        compress.peak_activation_elements(model, n),
+    )
+    small = (
+        compress.count_parameters(pruned),
+        compress.count_macs(pruned, n),
+        compress.peak_activation_elements(pruned, n),
+    )
+    fp32 = compress.export_onnx(model, n, out / "fp32.onnx")
+    pruned_fp32 = compress.export_onnx(pruned, n, out / "pruned.onnx")
+    return [
+        Built("fp32", fp32, full[0], full[1], 4, full[2]),
+        Built(
+            "int8_static",
+            compress.quantize_int8_static(fp32, out / "int8_static.onnx", calibration),
+            full[0],
+            full[1],
+            1,
+            full[2],
+        ),
+        Built(
+            "int8_dynamic",
+            compress.quantize_int8_dynamic(fp32, out / "int8_dynamic.onnx"),
+            full[0],
+            full[1],
+            1,
+            full[2],
+        ),
+        Built("pruned", pruned_fp32, small[0], small[1], 4, small[2]),
+        Built(
+            "pruned_int8_static",
+            compress.quantize_int8_static(
+                pruned_fp32, out / "pruned_int8_static.onnx", calibration
+            ),
+            small[0],
+            small[1],
+            1,
+            small[2],
+        ),
+    ]
+
+
+def build_keras_variants(
+    classifier: Classifier, train: Arrays, cfg: OptimizeConfig, out: Path
+) -> list[Built]:
+    from components import tflite
+
+    model = classifier.model  # type: ignore[attr-defined]
+    params = int(model.count_params())
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        Built("fp32", tflite.convert_fp32(model, out / "fp32.tflite"), params, 0, 4, 0),
+        Built("fp16", tflite.convert_fp16(model, out / "fp16.tflite"), params, 0, 2, 0),
+        Built(
+            "int8",
+            tflite.convert_int8(
+                model, out / "int8.tflite", train.x[: cfg.calibration_samples]
+            ),
+            params,
+            0,
+            1,
+            0,
+        ),
+    ]
+
+
+def infra_validate(
+    path: Path, samples: np.ndarray, expected: np.ndarray, memory_mb: int | None
+) -> str | None:
+    """Load the file in its runtime in a fresh process under the memory limit and
+    answer real queries; None when it answers like the in-process runtime."""
+    with tempfile.NamedTemporaryFile(suffix=".npy", delete=False) as handle:
+        np.save(handle, samples)
+    command = [
+        sys.executable,
+        "-m",
+        "components.runtime",
+        str(path),
+        handle.name,
+        "--memory-mb",
+        str(memory_mb or 0),
+    ]
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=120, check=False
+        )
+    finally:
+        Path(handle.name).unlink()
+    try:
+        answer = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"runtime process failed (exit {done.returncode}): {tail}"
+    if not answer["ok"]:
+        return f"runtime could not load or answer: {answer['error']}"
+    if answer["answers"] != expected.tolist():
+        return "runtime process answered differently from the measured runtime"
+    return None
+
+
+def profile_problem(report: VariantReport, profile: DeviceProfile) -> str | None:
+    if profile.max_model_kb and report.size_bytes / 1024 > profile.max_model_kb:
+        return (
+            f"file {report.size_bytes / 1024:.0f} KB > max_model_kb "
+            f"{profile.max_model_kb:.0f}"
+        )
+    if profile.max_ram_kb and report.estimated_ram_kb > profile.max_ram_kb:
+        return (
+            f"estimated RAM {report.estimated_ram_kb:.0f} KB > max_ram_kb "
+            f"{profile.max_ram_kb:.0f}"
+        )
+    return None
+
+
+def measure(
+    built: Built, test: Arrays, reference: float, params: Params
+) -> VariantReport:
+    cfg = params.optimize
+    runtime = load_runtime(built.path)
+    accuracy = float((predict(runtime, test.x) == test.y).mean())
+    latency = single_sample_latency(runtime, test.x, runs=cfg.latency_runs)
+    drop = reference - accuracy
+    accepted = drop <= cfg.max_accuracy_drop + 1e-12
+    weights = built.parameters * built.weight_bytes_per_param
+    activations = built.peak_activations * max(built.weight_bytes_per_param, 1)
+    report = VariantReport(
+        name=built.name,
+        file=built.path.name,
+        size_bytes=built.path.stat().st_size,
+        gzip_bytes=len(gzip.compress(built.path.read_bytes(), compresslevel=9)),
+        parameters=built.parameters,
+        macs=built.macs,
+        accuracy=accuracy,
+        accuracy_drop=drop,
+        latency_median_ms=latency.median_ms,
+        latency_p95_ms=latency.p95_ms,
+        estimated_ram_kb=(weights + activations) / 1024,
+        accepted=accepted,
+        reason=""
+        if accepted
+        else (
+            f"accuracy drop {drop * 100:.2f} points > optimize.max_accuracy_drop "
+            f"{cfg.max_accuracy_drop * 100:.2f}"
+        ),
+    )
+    samples = test.x[: cfg.infra_samples]
+    expected = predict(runtime, samples)
+    for name, profile in cfg.profiles.items():
+        problem = (
+            report.reason
+            or profile_problem(report, profile)
+            or infra_validate(built.path, samples, expected, profile.runtime_memory_mb)
+        )
+        if problem:
+            report.not_deployable[name] = problem
+        else:
+            report.deployable_to.append(name)
+    return report
+
+
+def optimize_model(
+    params: Params, model_dir: Path, prepared: Path, out: Path
+) -> tuple[float, list[VariantReport]]:
+    """Build, measure, gate and check every variant; returns the framework model's
+    test accuracy (the reference) and the variant reports."""
+    label = params.data.label_column
+    classifier = load_classifier(model_dir)
+    spec = classifier.spec
+    train = to_arrays(pd.read_parquet(prepared / "train.parquet"), spec, label)
+    test = to_arrays(pd.read_parquet(prepared / "test.parquet"), spec, label)
+    reference = float((classifier.predict_proba(test.x).argmax(1) == test.y).mean())
+    out.mkdir(parents=True, exist_ok=True)
+    if spec.backend == "keras":
+        built = build_keras_variants(classifier, train, params.optimize, out)
+    else:
+        assert isinstance(classifier, TorchClassifier)
+        built = build_torch_variants(
+            classifier,
+            train,
+            params.optimize,
+            out,
+            lr=params.train.learning_rate,
+            seed=params.train.seed,
+        )
+    return reference, [measure(b, test, reference, params) for b in built]
+
+
+def write_report(
+    reference: float, reports: list[VariantReport], ship: str, folder: Path
+) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {
+        "reference_accuracy": reference,
+        "ship_variant": ship,
+        "variants": [asdict(r) for r in reports],
+    }
+    (folder / REPORT).write_text(json.dumps(record, indent=1) + "\n")
+    lines = [
+        "| variant | KB | gzip KB | params | MACs | accuracy | drop (pt) | "
+        "median ms | p95 ms | gate | deployable to |",
+        "|" + "---|" * 11,
+    ]
+    for r in reports:
+        lines.append(
+            f"| {r.name}{' (ships)' if r.name == ship else ''} | "
+            f"{r.size_bytes / 1024:.1f} | {r.gzip_bytes / 1024:.1f} | {r.parameters} | "
+            f"{r.macs} | {r.accuracy:.4f} | {r.accuracy_drop * 100:.2f} | "
+            f"{r.latency_median_ms:.4f} | {r.latency_p95_ms:.4f} | "
+            f"{'pass' if r.accepted else 'REJECTED: ' + r.reason} | "
+            f"{', '.join(r.deployable_to) or '-'} |"
+        )
+    problems = [
+        f"- {r.name} not deployable to {p}: {why}"
+        for r in reports
+        for p, why in r.not_deployable.items()
+    ]
+    (folder / "report.md").write_text(
+        f"# Optimized variants (reference accuracy {reference:.4f})\n\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + "\n".join(problems)
+        + "\n"
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for r in reports:
+        for ax, x in ((axes[0], r.size_bytes / 1024), (axes[1], r.latency_median_ms)):
+            ax.scatter(x, r.accuracy, marker="o" if r.accepted else "x")
+            ax.annotate(r.name, (x, r.accuracy), fontsize=8)
+    for ax, label in ((axes[0], "file size (KB)"), (axes[1], "median latency (ms)")):
+        ax.axhline(reference, linestyle="--", linewidth=0.8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy")
+    fig.suptitle("Variants: accuracy against size and latency (x = rejected)")
+    fig.savefig(folder / "tradeoff.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _body(args: argparse.Namespace, params: Params) -> None:
+    reports_dir = (args.reports or params.paths.reports) / "optimize"
+    reference, reports = optimize_model(
+        params,
+        args.model or params.paths.model,
+        args.prepared or params.paths.prepared,
+        args.out or params.paths.variants,
+    )
+    write_report(reference, reports, params.optimize.ship_variant, reports_dir)
+    for r in reports:
+        log.info(
+            "%s: %.1f KB, accuracy %.4f, %.4f ms, %s, deployable to %s",
+            r.name,
+            r.size_bytes / 1024,
+            r.accuracy,
+            r.latency_median_ms,
+            "pass" if r.accepted else "REJECTED",
+            r.deployable_to or "none",
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("optimize", __doc__ or "")
+    for name in ("model", "prepared", "out", "reports"):
+        parser.add_argument(f"--{name}", type=Path, default=None)
+    return run_stage(parser, _body, argv)
+
+
+if __name__ == "__main__":
+    exit_with(main())

@@ -1,0 +1,163 @@
+"""Device variants: structured pruning really shrinks the model, int8 files stay
+within the accuracy budget in their runtime, and the gate, the device profiles and
+the infra-validation say why a variant may not ship."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from components import compress
+from components.config import DeviceProfile, SplitConfig, TrainConfig
+from components.model import ModelSpec, TorchClassifier
+from components.optimize import (
+    VariantReport,
+    infra_validate,
+    optimize_model,
+    profile_problem,
+    write_report,
+)
+from components.runtime import load_runtime, predict
+from components.split import split_dataset
+from components.torch_train import Arrays, train_torch
+from tests.conftest import default_params_dict
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[TorchClassifier, Arrays, Arrays]:
+    frame = load_digits(as_frame=True).frame.rename(columns={"target": "label"})
+    split = split_dataset(frame, SplitConfig(), "label")
+    features = [c for c in frame.columns if c != "label"]
+    spec = ModelSpec(64, list(range(10)), features, 64, (8, 8))
+
+    def arrays(df):
+        return Arrays(df[features].to_numpy(np.float32), df["label"].to_numpy(np.int64))
+
+    result = train_torch(
+        arrays(split.train),
+        arrays(split.val),
+        spec,
+        TrainConfig(epochs=15, learning_rate=0.002),
+    )
+    return TorchClassifier(result.model, spec), arrays(split.train), arrays(split.test)
+
+
+def _acc(classifier, data: Arrays) -> float:
+    return float((classifier.predict_proba(data.x).argmax(1) == data.y).mean())
+
+
+def test_structured_pruning_removes_channels_and_units(trained):
+    classifier, _, test = trained
+    pruned = compress.prune_structured(classifier.model, 0.5)
+    convs = [m for m in pruned if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 16]
+    assert compress.count_parameters(pruned) < 0.3 * compress.count_parameters(
+        classifier.model
+    )
+    assert compress.count_macs(pruned, 64) < 0.3 * compress.count_macs(
+        classifier.model, 64
+    )
+    assert pruned(torch.from_numpy(test.x[:4])).shape == (4, 10)
+
+
+def test_int8_static_onnx_is_smaller_and_within_a_point(trained, tmp_path: Path):
+    classifier, train, test = trained
+    fp32 = compress.export_onnx(classifier.model, 64, tmp_path / "fp32.onnx")
+    int8 = compress.quantize_int8_static(fp32, tmp_path / "int8.onnx", train.x[:200])
+    runtime_fp32, runtime_int8 = load_runtime(fp32), load_runtime(int8)
+    acc_fp32 = float((predict(runtime_fp32, test.x) == test.y).mean())
+    acc_int8 = float((predict(runtime_int8, test.x) == test.y).mean())
+    assert acc_fp32 == pytest.approx(_acc(classifier, test), abs=1e-9)
+    assert acc_fp32 - acc_int8 <= 0.01
+    assert int8.stat().st_size < 0.4 * fp32.stat().st_size
+
+
+def test_infra_validation_refuses_a_process_without_enough_memory(trained, tmp_path):
+    classifier, _, test = trained
+    fp32 = compress.export_onnx(classifier.model, 64, tmp_path / "fp32.onnx")
+    expected = predict(load_runtime(fp32), test.x[:4])
+    assert infra_validate(fp32, test.x[:4], expected, memory_mb=512) is None
+    problem = infra_validate(fp32, test.x[:4], expected, memory_mb=64)
+    assert problem is not None and "runtime" in problem
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(fp32.read_bytes()[:2000])
+    assert "could not load" in infra_validate(broken, test.x[:4], expected, None)
+
+
+def test_profiles_name_the_budget_a_variant_breaks():
+    report = VariantReport(
+        "int8",
+        "int8.onnx",
+        60_000,
+        40_000,
+        38_000,
+        330_000,
+        0.97,
+        0.005,
+        0.01,
+        0.02,
+        400.0,
+        True,
+        "",
+    )
+    assert profile_problem(report, DeviceProfile(max_model_kb=32)) == (
+        "file 59 KB > max_model_kb 32"
+    )
+    assert profile_problem(report, DeviceProfile(max_ram_kb=320)) == (
+        "estimated RAM 400 KB > max_ram_kb 320"
+    )
+    assert profile_problem(report, DeviceProfile()) is None
+
+
+@pytest.mark.slow
+def test_optimize_stage_gates_and_reports(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    import yaml
+
+    from components import evaluate, prepare, train, validate
+
+    raw = default_params_dict(
+        train={"epochs": 10},
+        optimize={
+            "latency_runs": 20,
+            "finetune_epochs": 0,
+            "prune_amount": 0.9,
+            "max_accuracy_drop": 0.01,
+            "profiles": {
+                "tiny": {"max_model_kb": 40, "runtime_memory_mb": 256},
+                "cloud": {},
+            },
+        },
+    )
+    Path("params.yaml").write_text(yaml.safe_dump(raw))
+    for stage in (prepare, validate, train, evaluate):
+        assert stage.main([]) == 0
+    from components.config import load_params
+
+    params = load_params(Path("params.yaml"))
+    reference, reports = optimize_model(
+        params, Path("models/model"), Path("data/prepared"), Path("models/variants")
+    )
+    by_name = {r.name: r for r in reports}
+    assert set(by_name) == {
+        "fp32",
+        "int8_static",
+        "int8_dynamic",
+        "pruned",
+        "pruned_int8_static",
+    }
+    pruned = by_name["pruned"]  # 90% of channels gone, no fine-tuning: rejected
+    assert not pruned.accepted and "> optimize.max_accuracy_drop 1.00" in pruned.reason
+    assert pruned.not_deployable == {"tiny": pruned.reason, "cloud": pruned.reason}
+    fp32, int8 = by_name["fp32"], by_name["int8_static"]
+    assert fp32.accepted and fp32.deployable_to == ["cloud"]
+    assert "max_model_kb 40" in fp32.not_deployable["tiny"]
+    if int8.accepted:
+        assert int8.deployable_to == ["cloud"] or "tiny" in int8.deployable_to
+    write_report(reference, reports, "int8_static", Path("reports/optimize"))
+    assert "REJECTED" in Path("reports/optimize/report.md").read_text()
+    assert Path("reports/optimize/tradeoff.png").stat().st_size > 1000
