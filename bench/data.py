@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.config import Params, load_params
+from components.config import Params, TrainConfig, load_params
 from components.data import load_source
 from components.model import ModelSpec
 from components.split import split_dataset
-from components.torch_train import Arrays
+from components.torch_train import Arrays, TrainResult
 from components.train import spec_for, to_arrays
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,3 +46,17 @@ def default_data(workdir: Path) -> BenchData:
 
 def accuracy(classifier, data: Arrays) -> float:  # noqa: ANN001 - any Classifier
     return float((classifier.predict_proba(data.x).argmax(1) == data.y).mean())
+
+
+def federated_on(data: BenchData, cfg: TrainConfig) -> TrainResult:
+    """Flower's simulation on the bench data, evaluated on its test split."""
+    from components.federated.simulation import run_federated
+
+    return run_federated(
+        data.train,
+        data.test,
+        data.spec,
+        cfg,
+        train_path=data.train_frame_path,
+        label_column=data.params.data.label_column,
+    )

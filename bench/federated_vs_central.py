@@ -12,9 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.data import accuracy, default_data
+from bench.data import accuracy, default_data, federated_on
 from components.config import FederatedConfig
-from components.federated.simulation import run_federated
 from components.model import TorchClassifier
 from components.torch_train import train_torch
 
@@ -60,14 +59,7 @@ def main() -> None:
             }
         )
         start = time.perf_counter()
-        result = run_federated(
-            data.train,
-            data.test,
-            data.spec,
-            cfg,
-            train_path=data.train_frame_path,
-            label_column=data.params.data.label_column,
-        )
+        result = federated_on(data, cfg)
         curve = [row["test_accuracy"] for row in result.history]
         within = next((r for r, acc in enumerate(curve) if acc >= central - 0.02), None)
         name = kind if kind == "iid" else f"dirichlet({args.alpha})"

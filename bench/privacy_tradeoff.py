@@ -13,8 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.data import accuracy, default_data
-from components.federated.simulation import run_federated
+from bench.data import accuracy, default_data, federated_on
 from components.model import TorchClassifier
 from components.torch_train import train_torch
 
@@ -83,14 +82,7 @@ def main() -> None:
                 ),
             }
         )
-        result = run_federated(
-            data.train,
-            data.test,
-            data.spec,
-            cfg,
-            train_path=data.train_frame_path,
-            label_column=data.params.data.label_column,
-        )
+        result = federated_on(data, cfg)
         acc = result.history[-1]["test_accuracy"]
         reference = acc if reference is None else reference
         spent = f"{result.privacy.epsilon:.2f}" if result.privacy else "inf"

@@ -247,14 +247,28 @@ class OptimizeConfig(Strict):
     )
 
 
+class GatesConfig(Strict):
+    """What a new version must meet to become `challenger`."""
+
+    min_test_accuracy: float = Field(0.9, ge=0, le=1)
+    max_drop_vs_champion: float = Field(0.01, ge=0, le=1)
+    max_ship_kb: float | None = Field(None, gt=0)
+    max_ship_latency_ms: float | None = Field(None, gt=0)
+    require_ship_accepted: bool = True
+
+
 class RegistryConfig(Strict):
     model_name: str = Field(min_length=1)
+    gates: GatesConfig = GatesConfig()
+    # auto: a challenger that is at least as accurate as the champion is promoted;
+    # manual: a person promotes (MLflow UI or `edgeloop promote`).
+    promotion: Literal["auto", "manual"] = "auto"
 
 
 # The optimized variants each backend produces (see components/optimize.py).
 VARIANTS = {
     "torch": ("fp32", "int8_static", "int8_dynamic", "pruned", "pruned_int8_static"),
-    "keras": ("fp32", "fp16", "int8"),
+    "keras": ("fp32", "fp16", "int8_static"),  # TFLite full-integer, calibrated
 }
 
 
@@ -317,6 +331,8 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{key}: unknown key; allowed keys here: {allowed}"
     if error["type"] == "missing":
         return f"{key}: required key is missing"
+    if not error["loc"]:  # a check across sections: the message names the keys
+        return error["msg"].removeprefix("Value error, ")
     return f"{key}: {error['msg']} (got {error.get('input')!r})"
 
 

@@ -147,9 +147,9 @@ def build_keras_variants(
         Built("fp32", tflite.convert_fp32(model, out / "fp32.tflite"), params, 0, 4, 0),
         Built("fp16", tflite.convert_fp16(model, out / "fp16.tflite"), params, 0, 2, 0),
         Built(
-            "int8",
+            "int8_static",
             tflite.convert_int8(
-                model, out / "int8.tflite", train.x[: cfg.calibration_samples]
+                model, out / "int8_static.tflite", train.x[: cfg.calibration_samples]
             ),
             params,
             0,

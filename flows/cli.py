@@ -116,6 +116,17 @@ def _print_result(result: object, settings: Settings) -> None:
     for key, value in model.metrics.items():
         console.print(f"  {key}: [bold]{value:.4f}[/]")
     state = "registered" if model.newly_registered else "already registered, unchanged"
+    gate = result.gate
+    console.print(
+        "gates: "
+        + (
+            "[green]passed[/]"
+            if gate.passed
+            else "[red]failed[/]: " + "; ".join(gate.failures)
+        )
+        + f"; champion: v{result.champion or '-'}, challenger: "
+        f"v{result.challenger or '-'}"
+    )
     base = settings.tracking_uri
     console.print(
         f"model [bold]{model.name}[/] version [bold]{model.version}[/] ({state})\n"
@@ -126,6 +137,88 @@ def _print_result(result: object, settings: Settings) -> None:
         f"  MLflow model: {base}/#/models/{model.name}/versions/{model.version}\n"
         f"  Prefect run:  {settings.prefect_ui}/runs/flow-run/{result.flow_run_id}"
     )
+
+
+def _registry_client(params_file: Path) -> tuple[object, str]:
+    from mlflow import MlflowClient
+
+    from components.config import load_params
+    from flows.services import is_healthy
+
+    settings = get_settings()
+    if not is_healthy(f"{settings.tracking_uri}/health"):
+        raise ServiceError(
+            f"MLflow at {settings.tracking_uri} is not answering",
+            hint="start the services with `edgeloop up`",
+        )
+    return MlflowClient(settings.tracking_uri), load_params(
+        params_file
+    ).registry.model_name
+
+
+ParamsOption = Annotated[Path, typer.Option("--params")]
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="the model version to make champion")],
+    reason: Annotated[str, typer.Option(help="why, for the alias history")] = "manual",
+    params_file: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Make VERSION the champion (it must have passed the gates)."""
+    from flows.registry import promote as promote_version
+
+    client, name = _registry_client(params_file)
+    change = promote_version(client, name, version, reason)
+    console.print(
+        f"{name}: champion v{change.from_version or '-'} -> "
+        f"v{change.to_version} ({change.who}: {change.why})"
+    )
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option(help="why, for the alias history")] = "manual",
+    params_file: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Move champion back to the version that held it before."""
+    from flows.registry import rollback as rollback_champion
+
+    client, name = _registry_client(params_file)
+    change = rollback_champion(client, name, reason)
+    console.print(f"{name}: champion v{change.from_version} -> v{change.to_version}")
+
+
+@app.command()
+def history(
+    at: Annotated[
+        str | None, typer.Option(help="ISO time: who was champion then")
+    ] = None,
+    params_file: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Every alias change of the registered model; with --at, the champion at T."""
+    from datetime import UTC, datetime
+
+    from flows.registry import CHAMPION, alias_at
+    from flows.registry import history as alias_history
+
+    client, name = _registry_client(params_file)
+    changes = alias_history(client, name)
+    if at is not None:
+        when = datetime.fromisoformat(at)
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        holder = alias_at(changes, CHAMPION, when)
+        console.print(
+            f"{name}: champion at {when.isoformat()}: "
+            + (f"v{holder}" if holder else "none")
+        )
+        return
+    table = Table("when", "alias", "from", "to", "who", "why", title=name)
+    for c in changes:
+        table.add_row(
+            c.when, c.alias, c.from_version or "-", c.to_version, c.who, c.why
+        )
+    console.print(table)
 
 
 @app.command()

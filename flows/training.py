@@ -7,15 +7,17 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.context import get_run_context
 
 from components.config import DEFAULT_PARAMS, Params, load_params
 from components.errors import EdgeloopError, error_class
+from components.gates import GateDecision
 from components.settings import get_settings
 from components.stage import failure_report
 from components.train import TRAINING
-from flows import dvc_stages, tracking
+from flows import dvc_stages, registry, tracking
 
 MODEL_STAGES = ("train", "evaluate", "optimize")
 
@@ -27,6 +29,9 @@ class PipelineResult:
     lineage: tracking.Lineage
     flow_run_id: str
     pushed_files: int
+    gate: GateDecision
+    champion: str | None
+    challenger: str | None
 
     @property
     def skipped(self) -> list[str]:
@@ -104,6 +109,22 @@ def register_model(
     return model, lineage
 
 
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
+def gate_version(
+    tracking_uri: str, name: str, version: str, params: Params
+) -> GateDecision:
+    decision = registry.apply_gates(
+        MlflowClient(tracking_uri), name, version, params.registry
+    )
+    get_run_logger().info(
+        "gates for %s v%s: %s",
+        name,
+        version,
+        "passed" if decision.passed else "failed: " + "; ".join(decision.failures),
+    )
+    return decision
+
+
 @flow(name="training_pipeline")
 def training_pipeline(project_dir: str = ".", tracking_uri: str = "") -> PipelineResult:
     """prepare -> validate -> train -> evaluate (DVC), push the data version, then
@@ -121,10 +142,15 @@ def training_pipeline(project_dir: str = ".", tracking_uri: str = "") -> Pipelin
             raise
     pushed = push_data(project)
     model, lineage = register_model(tracking_uri, project, params)
+    gate = gate_version(tracking_uri, model.name, model.version, params)
+    client = MlflowClient(tracking_uri)
     return PipelineResult(
         stages=stages,
         model=model,
         lineage=lineage,
         flow_run_id=str(get_run_context().flow_run.id),
         pushed_files=pushed,
+        gate=gate,
+        champion=registry.alias_version(client, model.name, registry.CHAMPION),
+        challenger=registry.alias_version(client, model.name, registry.CHALLENGER),
     )

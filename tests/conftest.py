@@ -6,14 +6,19 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.datasets import load_digits
 
-from components.config import Params, load_params, parse_params
+from components.config import Params, SplitConfig, load_params, parse_params
+from components.model import ModelSpec
+from components.split import SplitResult, split_dataset
+from components.torch_train import Arrays
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -99,3 +104,38 @@ def default_params_dict(**overrides: dict) -> dict:
     for section, values in overrides.items():
         raw[section] = raw[section] | values
     return raw
+
+
+@dataclass(frozen=True)
+class DigitsSubset:
+    """A stratified split of the first `rows` digits, as frames and as arrays."""
+
+    split: SplitResult
+    spec: ModelSpec
+    train: Arrays
+    val: Arrays
+    test: Arrays
+
+
+def digits_subset(
+    rows: int, split_cfg: SplitConfig, hidden_units: int = 32
+) -> DigitsSubset:
+    frame = (
+        load_digits(as_frame=True).frame.head(rows).rename(columns={"target": "label"})
+    )
+    split = split_dataset(frame, split_cfg, "label")
+    features = [c for c in frame.columns if c != "label"]
+    spec = ModelSpec(
+        n_features=64,
+        classes=list(range(10)),
+        feature_columns=features,
+        hidden_units=hidden_units,
+        image_shape=(8, 8),
+    )
+
+    def arrays(df: pd.DataFrame) -> Arrays:
+        return Arrays(df[features].to_numpy(np.float32), df["label"].to_numpy(np.int64))
+
+    return DigitsSubset(
+        split, spec, arrays(split.train), arrays(split.val), arrays(split.test)
+    )

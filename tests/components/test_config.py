@@ -23,7 +23,7 @@ def test_unknown_top_level_key_is_an_error():
     with pytest.raises(
         ConfigError,
         match=r"trian: unknown key; allowed keys here: "
-        r"paths, data, split, validation, train, registry",
+        r"paths, data, split, validation, train, optimize, registry",
     ):
         parse_params(raw)
 
@@ -94,3 +94,13 @@ def test_missing_file_and_bad_yaml(tmp_path: Path):
     bad.write_text("data: [unclosed")
     with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
         load_params(bad)
+
+
+def test_ship_variant_must_exist_for_the_backend():
+    raw = default_params_dict(optimize={"ship_variant": "fp16"})
+    with pytest.raises(
+        ConfigError,
+        match=r"optimize.ship_variant 'fp16' is not made "
+        r"by the torch backend; allowed: fp32, int8_static",
+    ):
+        parse_params(raw)

@@ -6,40 +6,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-from sklearn.datasets import load_digits
 
 from components.config import FederatedConfig, SplitConfig, TrainConfig
 from components.errors import TrainingError
 from components.federated.simulation import run_federated
 from components.federated.task import label_histograms, partition_rows
 from components.model import ModelSpec, TorchClassifier
-from components.split import split_dataset
 from components.torch_train import Arrays
+from tests.conftest import digits_subset
 
 
 @pytest.fixture(scope="module")
 def digits_parts(tmp_path_factory) -> tuple[Path, Arrays, Arrays, ModelSpec]:
-    frame = (
-        load_digits(as_frame=True).frame.head(900).rename(columns={"target": "label"})
-    )
-    split = split_dataset(frame, SplitConfig(val=0.15, test=0.2), "label")
-    features = [c for c in frame.columns if c != "label"]
+    data = digits_subset(900, SplitConfig(val=0.15, test=0.2))
     path = tmp_path_factory.mktemp("fed") / "train.parquet"
-    split.train.to_parquet(path, index=False)
-    spec = ModelSpec(
-        n_features=64,
-        classes=list(range(10)),
-        feature_columns=features,
-        hidden_units=32,
-        image_shape=(8, 8),
-    )
-
-    def arrays(df: pd.DataFrame) -> Arrays:
-        return Arrays(df[features].to_numpy(np.float32), df["label"].to_numpy(np.int64))
-
-    return path, arrays(split.train), arrays(split.test), spec
+    data.split.train.to_parquet(path, index=False)
+    return path, data.train, data.test, data.spec
 
 
 def test_iid_partitions_cover_every_row_once():

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
 from components import compress
 from components.config import DeviceProfile, SplitConfig, TrainConfig
-from components.model import ModelSpec, TorchClassifier
+from components.model import TorchClassifier
 from components.optimize import (
     VariantReport,
     infra_validate,
@@ -22,28 +20,17 @@ from components.optimize import (
     write_report,
 )
 from components.runtime import load_runtime, predict
-from components.split import split_dataset
 from components.torch_train import Arrays, train_torch
-from tests.conftest import default_params_dict
+from tests.conftest import default_params_dict, digits_subset
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[TorchClassifier, Arrays, Arrays]:
-    frame = load_digits(as_frame=True).frame.rename(columns={"target": "label"})
-    split = split_dataset(frame, SplitConfig(), "label")
-    features = [c for c in frame.columns if c != "label"]
-    spec = ModelSpec(64, list(range(10)), features, 64, (8, 8))
-
-    def arrays(df):
-        return Arrays(df[features].to_numpy(np.float32), df["label"].to_numpy(np.int64))
-
+def trained() -> tuple[TorchClassifier, Arrays, Arrays]:
+    data = digits_subset(1797, SplitConfig(), hidden_units=64)
     result = train_torch(
-        arrays(split.train),
-        arrays(split.val),
-        spec,
-        TrainConfig(epochs=15, learning_rate=0.002),
+        data.train, data.val, data.spec, TrainConfig(epochs=15, learning_rate=0.002)
     )
-    return TorchClassifier(result.model, spec), arrays(split.train), arrays(split.test)
+    return TorchClassifier(result.model, data.spec), data.train, data.test
 
 
 def _acc(classifier, data: Arrays) -> float:

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from sklearn.datasets import load_digits
 from torch import nn
 
 from components import train as train_stage
@@ -19,30 +18,14 @@ from components.errors import ConfigError, PrivacyBudgetError, TrainingError
 from components.model import ModelSpec, load_classifier
 from components.privacy import PrivacyLedger, PrivacySpent
 from components.search import run_search
-from components.split import split_dataset
 from components.torch_train import Arrays, make_private_model, train_torch
-from tests.conftest import default_params_dict
+from tests.conftest import default_params_dict, digits_subset
 
 
 @pytest.fixture(scope="module")
 def digits_small() -> tuple[Arrays, Arrays, Arrays, ModelSpec]:
-    frame = (
-        load_digits(as_frame=True).frame.head(700).rename(columns={"target": "label"})
-    )
-    split = split_dataset(frame, SplitConfig(val=0.2, test=0.2), "label")
-    features = [c for c in frame.columns if c != "label"]
-    spec = ModelSpec(
-        n_features=64,
-        classes=list(range(10)),
-        feature_columns=features,
-        hidden_units=32,
-        image_shape=(8, 8),
-    )
-
-    def arrays(df):
-        return Arrays(df[features].to_numpy(np.float32), df["label"].to_numpy(np.int64))
-
-    return arrays(split.train), arrays(split.val), arrays(split.test), spec
+    data = digits_subset(700, SplitConfig(val=0.2, test=0.2))
+    return data.train, data.val, data.test, data.spec
 
 
 def _cfg(**update) -> TrainConfig:

@@ -64,6 +64,10 @@ def test_pipeline_logs_lineage_and_registers_a_version(
     variants = {a.path for a in client.list_artifacts(run.info.run_id, "variants")}
     assert "variants/int8_static.onnx" in variants and "variants/fp32.onnx" in variants
     assert version.tags["edgeloop.ship_variant"] == "int8_static"
+    expected_gate = "passed" if result.gate.passed else "failed"
+    assert version.tags["edgeloop.gate"] == expected_gate
+    if result.gate.passed:  # auto promotion: the first passing version is champion
+        assert result.champion == result.model.version
     assert version.tags["edgeloop.deployable_profiles"] == "gateway"
     assert run.data.metrics["variant.int8_static.size_bytes"] < (
         run.data.metrics["variant.fp32.size_bytes"] / 2

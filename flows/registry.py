@@ -1,0 +1,181 @@
+"""The MLflow registry side of promotion: gates decide `challenger`, policy or a
+person sets `champion`, and every alias change is recorded (who, when, from which
+version to which, why) as a tag on the registered model, since the registry keeps
+no alias history of its own."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from components.config import RegistryConfig
+from components.errors import EdgeloopError
+from components.gates import Candidate, GateDecision, decide
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY_PREFIX = "edgeloop.alias_history."
+TAG = "edgeloop."
+
+
+class PromotionError(EdgeloopError):
+    """A promotion or rollback the registry's state does not allow."""
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    alias: str
+    from_version: str | None
+    to_version: str
+    who: str
+    when: str
+    why: str
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def history(client: MlflowClient, name: str) -> list[AliasChange]:
+    tags = client.get_registered_model(name).tags
+    return [
+        AliasChange(**json.loads(tags[k]))
+        for k in sorted(k for k in tags if k.startswith(HISTORY_PREFIX))
+    ]
+
+
+def set_alias(
+    client: MlflowClient, name: str, alias: str, version: str, *, who: str, why: str
+) -> AliasChange:
+    change = AliasChange(
+        alias,
+        alias_version(client, name, alias),
+        str(version),
+        who,
+        datetime.now(UTC).isoformat(timespec="seconds"),
+        why,
+    )
+    client.set_registered_model_alias(name, alias, str(version))
+    client.set_registered_model_tag(
+        name,
+        f"{HISTORY_PREFIX}{len(history(client, name)):06d}",
+        json.dumps(asdict(change)),
+    )
+    return change
+
+
+def alias_at(changes: list[AliasChange], alias: str, when: datetime) -> str | None:
+    """Which version held `alias` at time `when` (None before the first change)."""
+    holder = None
+    for change in changes:
+        if change.alias == alias and datetime.fromisoformat(change.when) <= when:
+            holder = change.to_version
+    return holder
+
+
+def candidate(client: MlflowClient, name: str, version: str) -> Candidate:
+    model_version = client.get_model_version(name, version)
+    metrics = client.get_run(model_version.run_id).data.metrics
+    tags = model_version.tags
+    ship = tags.get(f"{TAG}ship_variant", "")
+    return Candidate(
+        version=str(version),
+        test_accuracy=metrics["test_accuracy"],
+        ship_bytes=metrics.get(f"variant.{ship}.size_bytes", float("inf")),
+        ship_latency_ms=metrics.get(f"variant.{ship}.latency_median_ms", float("inf")),
+        ship_accepted=tags.get(f"{TAG}ship_accepted") == "true",
+    )
+
+
+def apply_gates(
+    client: MlflowClient, name: str, version: str, cfg: RegistryConfig
+) -> GateDecision:
+    """Gate a new version: tag it with the result, make it `challenger` if it
+    passes, and `champion` too when promotion is auto and it beats the champion."""
+    tags = client.get_model_version(name, version).tags
+    if f"{TAG}gate" in tags:  # already decided (a cached rerun)
+        failures = tags.get(f"{TAG}gate_failures", "")
+        return GateDecision(str(version), [f for f in failures.split("; ") if f])
+    champion_version = alias_version(client, name, CHAMPION)
+    champion = (
+        candidate(client, name, champion_version)
+        if champion_version and champion_version != str(version)
+        else None
+    )
+    decision = decide(candidate(client, name, version), champion, cfg.gates)
+    client.set_model_version_tag(
+        name, version, f"{TAG}gate", "passed" if decision.passed else "failed"
+    )
+    client.set_model_version_tag(
+        name, version, f"{TAG}gate_failures", "; ".join(decision.failures)
+    )
+    if decision.passed:
+        set_alias(
+            client, name, CHALLENGER, version, who="edgeloop gates", why="passed gates"
+        )
+        if cfg.promotion == "auto" and decision.beats_champion:
+            why = (
+                "first version to pass the gates"
+                if champion is None
+                else f"auto: {decision.version} is at least as accurate as "
+                f"v{champion.version}"
+            )
+            set_alias(
+                client, name, CHAMPION, version, who="edgeloop auto-promotion", why=why
+            )
+    return decision
+
+
+def promote(
+    client: MlflowClient, name: str, version: str, why: str, who: str | None = None
+) -> AliasChange:
+    """A person makes `version` the champion; a version that failed a gate cannot."""
+    try:
+        tags = client.get_model_version(name, version).tags
+    except MlflowException:
+        raise PromotionError(f"model {name!r} has no version {version!r}") from None
+    if tags.get(f"{TAG}gate") != "passed":
+        raise PromotionError(
+            f"version {version} of {name!r} did not pass the gates: "
+            f"{tags.get(f'{TAG}gate_failures') or 'not gated'}",
+            hint="only a version that passed the gates can become champion",
+        )
+    return set_alias(
+        client, name, CHAMPION, version, who=who or getpass.getuser(), why=why
+    )
+
+
+def rollback(
+    client: MlflowClient, name: str, why: str, who: str | None = None
+) -> AliasChange:
+    """Move `champion` back to the version that held it before the current one."""
+    current = alias_version(client, name, CHAMPION)
+    changes = [c for c in history(client, name) if c.alias == CHAMPION]
+    previous = next(
+        (
+            c.from_version
+            for c in reversed(changes)
+            if c.to_version == current and c.from_version and c.from_version != current
+        ),
+        None,
+    )
+    if previous is None:
+        raise PromotionError(
+            f"{name!r}: no earlier champion to roll back to "
+            f"(current: {current or 'none'})"
+        )
+    return set_alias(
+        client,
+        name,
+        CHAMPION,
+        previous,
+        who=who or getpass.getuser(),
+        why=f"rollback: {why}",
+    )
