@@ -14,6 +14,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     mlflow_port: int = Field(5000, ge=1, le=65535)
     prefect_port: int = Field(4200, ge=1, le=65535)
+    webhook_port: int = Field(5055, ge=1, le=65535)
     state_dir: Path = Path(".edgeloop")
     # Point at servers you run elsewhere instead of the ones `edgeloop up` starts.
     mlflow_tracking_uri: str | None = None
@@ -23,6 +24,10 @@ class Settings(BaseSettings):
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://{self.host}:{self.webhook_port}/mlflow/webhook"
 
     @property
     def prefect_api(self) -> str:

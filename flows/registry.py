@@ -54,21 +54,50 @@ def history(client: MlflowClient, name: str) -> list[AliasChange]:
 def set_alias(
     client: MlflowClient, name: str, alias: str, version: str, *, who: str, why: str
 ) -> AliasChange:
+    previous = alias_version(client, name, alias)
+    client.set_registered_model_alias(name, alias, str(version))
+    return record_change(client, name, alias, previous, str(version), who=who, why=why)
+
+
+def record_change(
+    client: MlflowClient,
+    name: str,
+    alias: str,
+    previous: str | None,
+    version: str,
+    *,
+    who: str,
+    why: str,
+) -> AliasChange:
+    """Append one alias change to the registered model's history tags."""
     change = AliasChange(
         alias,
-        alias_version(client, name, alias),
+        previous,
         str(version),
         who,
         datetime.now(UTC).isoformat(timespec="seconds"),
         why,
     )
-    client.set_registered_model_alias(name, alias, str(version))
     client.set_registered_model_tag(
         name,
         f"{HISTORY_PREFIX}{len(history(client, name)):06d}",
         json.dumps(asdict(change)),
     )
     return change
+
+
+def record_external_change(
+    client: MlflowClient, name: str, alias: str, version: str, who: str
+) -> AliasChange | None:
+    """An alias set outside the stack (the MLflow UI or REST API), as a webhook
+    reports it; None when the stack already recorded that very change."""
+    changes = [c for c in history(client, name) if c.alias == alias]
+    if changes and changes[-1].to_version == str(version):
+        return None
+    previous = changes[-1].to_version if changes else None
+    return record_change(
+        client, name, alias, previous, version, who=who, why="alias set in the registry"
+    )
 
 
 def alias_at(changes: list[AliasChange], alias: str, when: datetime) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -70,7 +71,16 @@ def mlflow_spec(settings: Settings) -> ServiceSpec:
             "--workers",
             "1",
         ],
-        env={"MLFLOW_ENABLE_TELEMETRY": "false", "MLFLOW_DISABLE_TELEMETRY": "true"},
+        env={
+            "MLFLOW_ENABLE_TELEMETRY": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            # Registry webhooks to the stack's own receiver on loopback, over http.
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": stack_secrets(settings)[
+                "mlflow_webhook_key"
+            ],
+        },
         port_setting="EDGELOOP_MLFLOW_PORT",
     )
 
@@ -107,12 +117,76 @@ def prefect_spec(settings: Settings) -> ServiceSpec:
     )
 
 
+def stack_secrets(settings: Settings) -> dict[str, str]:
+    """The webhook's HMAC secret and MLflow's key for storing it, made once per state
+    folder (mode 600), never in the repository."""
+    path = settings.state_dir / "secrets.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from cryptography.fernet import Fernet
+
+    secrets_ = {
+        "webhook_secret": secrets.token_urlsafe(32),
+        "mlflow_webhook_key": Fernet.generate_key().decode(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(secrets_))
+    return secrets_
+
+
+def webhook_spec(settings: Settings) -> ServiceSpec:
+    url = f"http://{settings.host}:{settings.webhook_port}"
+    return ServiceSpec(
+        name="webhook",
+        port=settings.webhook_port,
+        health_url=f"{url}/health",
+        ui_url=settings.webhook_url,
+        command=[
+            sys.executable,
+            "-m",
+            "flows.webhook_receiver",
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.webhook_port),
+            "--tracking-uri",
+            settings.tracking_uri,
+        ],
+        env=prefect_env(settings)
+        | {"EDGELOOP_WEBHOOK_SECRET": stack_secrets(settings)["webhook_secret"]},
+        port_setting="EDGELOOP_WEBHOOK_PORT",
+    )
+
+
+def ensure_webhook(settings: Settings) -> str:
+    """Register the receiver with MLflow for alias changes (once; the secret is
+    refreshed if the webhook already exists)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(settings.tracking_uri)
+    secret = stack_secrets(settings)["webhook_secret"]
+    for hook in client.list_webhooks():
+        if hook.url == settings.webhook_url:
+            client.update_webhook(hook.webhook_id, secret=secret)
+            return hook.webhook_id
+    hook = client.create_webhook(
+        name="edgeloop-release",
+        url=settings.webhook_url,
+        events=["model_version_alias.created"],
+        secret=secret,
+        description="alias changes start edgeloop's release flow",
+    )
+    return hook.webhook_id
+
+
 def local_services(settings: Settings) -> list[ServiceSpec]:
     specs = []
     if settings.mlflow_tracking_uri is None:
         specs.append(mlflow_spec(settings))
     if settings.prefect_api_url is None:
         specs.append(prefect_spec(settings))
+    specs.append(webhook_spec(settings))
     return specs
 
 
@@ -264,9 +338,12 @@ def service_states(settings: Settings) -> list[ServiceState]:
 def start_all(
     settings: Settings, progress: Callable[[str], None] = lambda _: None
 ) -> list[ServiceState]:
-    return [
+    states = [
         start_service(spec, settings, progress) for spec in local_services(settings)
     ]
+    progress("registering the MLflow webhook")
+    ensure_webhook(settings)
+    return states
 
 
 def stop_all(settings: Settings) -> list[str]:

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 from sklearn.datasets import load_digits
 
 from flows.services import free_port, is_healthy
@@ -86,6 +87,7 @@ def test_up_status_down(tmp_path: Path):
         "EDGELOOP_STATE_DIR": str(tmp_path / "state"),
         "EDGELOOP_MLFLOW_PORT": str(free_port()),
         "EDGELOOP_PREFECT_PORT": str(free_port()),
+        "EDGELOOP_WEBHOOK_PORT": str(free_port()),
     }
     mlflow = f"http://127.0.0.1:{env['EDGELOOP_MLFLOW_PORT']}"
     prefect = f"http://127.0.0.1:{env['EDGELOOP_PREFECT_PORT']}"
@@ -96,11 +98,15 @@ def test_up_status_down(tmp_path: Path):
         again = edgeloop("up", env=env)
         assert again.returncode == 0
         status = edgeloop("status", env=env)
-        assert status.stdout.count(" up ") == 2, status.stdout
+        assert status.stdout.count(" up ") == 3, status.stdout
+        hooks = MlflowClient(mlflow).list_webhooks()
+        assert [h.url for h in hooks] == [
+            f"http://127.0.0.1:{env['EDGELOOP_WEBHOOK_PORT']}/mlflow/webhook"
+        ]
         busy = edgeloop("up", env=env | {"EDGELOOP_STATE_DIR": str(tmp_path / "other")})
         assert busy.returncode == 1 and "already in use" in busy.stderr
     finally:
         down = edgeloop("down", env=env)
-    assert "mlflow" in down.stdout and "prefect" in down.stdout
+    assert all(name in down.stdout for name in ("mlflow", "prefect", "webhook"))
     assert not is_healthy(f"{mlflow}/health")
     assert not is_healthy(f"{prefect}/api/health")
