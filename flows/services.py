@@ -21,6 +21,8 @@ from pathlib import Path
 from components.errors import ServiceError
 from components.settings import Settings
 
+WEBHOOK_CACHE_TTL_S = 5
+
 
 @dataclass(frozen=True)
 class ServiceSpec:
@@ -77,6 +79,8 @@ def mlflow_spec(settings: Settings) -> ServiceSpec:
             # Registry webhooks to the stack's own receiver on loopback, over http.
             "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
             "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            # How long the server caches its webhook list (default 60 s).
+            "MLFLOW_WEBHOOK_CACHE_TTL": str(WEBHOOK_CACHE_TTL_S),
             "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": stack_secrets(settings)[
                 "mlflow_webhook_key"
             ],
