@@ -30,6 +30,7 @@ class PathsConfig(Strict):
     reports: Path = Path("reports")
     # Not a DVC output: it must outlive every rerun of the train stage.
     privacy_ledger: Path = Path("data/privacy_ledger.json")
+    prediction_log: Path = Path("data/predictions")
 
 
 class DataConfig(Strict):
@@ -257,6 +258,18 @@ class GatesConfig(Strict):
     require_ship_accepted: bool = True
 
 
+class ServingConfig(Strict):
+    alias: str = "champion"
+    # fp32: the full-precision device file (ONNX or TFLite); ship: optimize.ship_variant
+    variant: Literal["fp32", "ship"] = "fp32"
+    max_batch_size: int = Field(64, ge=1)
+    max_latency_ms: int = Field(20, ge=1)
+    max_request_rows: int = Field(256, ge=1)
+    poll_s: float = Field(2.0, gt=0)  # how often the alias is checked for a new version
+    log_sample_rate: float = Field(0.1, ge=0, le=1)
+    log_rows_per_file: int = Field(1000, ge=1)
+
+
 class RegistryConfig(Strict):
     model_name: str = Field(min_length=1)
     gates: GatesConfig = GatesConfig()
@@ -280,6 +293,7 @@ class Params(Strict):
     train: TrainConfig = TrainConfig()
     optimize: OptimizeConfig = OptimizeConfig()
     registry: RegistryConfig
+    serving: ServingConfig = ServingConfig()
 
     @model_validator(mode="after")
     def _ship_variant_exists(self) -> Params:

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from components.config import GatesConfig, RegistryConfig
 from flows import registry
-from tests.flows.conftest import register_measured_version
+from tests.conftest import register_measured_version
 
 pytestmark = [pytest.mark.integration]
 

@@ -21,7 +21,7 @@ from flows.services import (
     webhook_spec,
 )
 from flows.webhook_receiver import PATH, create_app, expected_signature
-from tests.flows.conftest import register_measured_version
+from tests.conftest import register_measured_version
 
 SECRET = "test-secret"
 EVENT = json.dumps(

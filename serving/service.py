@@ -1,0 +1,139 @@
+"""BentoML serving of the registry's model behind an alias (`champion` by default).
+
+`Classifier` runs the model with adaptive batching; `Predictor` is the front door: it
+checks each request on its own (so a bad one never fails a batch of good ones),
+answers 4xx with what was expected, and logs a sample for monitoring. The alias is
+polled; a new version is loaded beside the old one and swapped in whole, so no
+request fails during a switch.
+
+    bentoml serve serving.service:Predictor --host 127.0.0.1 --port 3000
+(params.yaml from the working folder or EDGELOOP_PARAMS; MLflow from the settings)"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from pathlib import Path
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import InvalidArgument
+from pydantic import BaseModel
+
+from components.config import load_params
+from components.settings import get_settings
+from serving.model_source import AliasSource, LoadedModel
+from serving.prediction_log import PredictionLog
+
+log = logging.getLogger("edgeloop.serving")
+
+
+class Prediction(BaseModel):
+    label: int | str
+    probabilities: list[float]
+    model_version: str
+
+
+def _params_path() -> Path:
+    return Path(os.environ.get("EDGELOOP_PARAMS", "params.yaml"))
+
+
+@bentoml.service(name="edgeloop-classifier", traffic={"timeout": 30})
+class Classifier:
+    def __init__(self) -> None:
+        params = load_params(_params_path())
+        self.cfg = params.serving
+        self.source = AliasSource(
+            get_settings().tracking_uri, params.registry.model_name, self.cfg
+        )
+        self.model: LoadedModel = self.source.load(self.source.current_version())
+        self.stop = threading.Event()
+        threading.Thread(target=self._follow_alias, daemon=True).start()
+
+    def _follow_alias(self) -> None:
+        while not self.stop.wait(self.cfg.poll_s):
+            try:
+                version = self.source.current_version()
+                if version != self.model.version:
+                    loaded = self.source.load(version)
+                    self.model = loaded  # one reference swap: requests see old or new
+                    log.info("now serving version %s", version)
+            except Exception:  # noqa: BLE001 - keep serving the loaded model
+                log.exception(
+                    "could not follow the alias; still serving v%s", self.model.version
+                )
+
+    @bentoml.api
+    def describe(self) -> dict:
+        model = self.model
+        return {
+            "model_version": model.version,
+            "variant": model.variant,
+            "n_features": model.n_features,
+            "classes": model.classes,
+        }
+
+    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=20)
+    def classify(self, features: np.ndarray) -> list[dict]:
+        model = self.model  # the same model for the whole batch
+        probabilities = model.probabilities(features.astype(np.float32))
+        return [
+            {
+                "label": model.classes[int(p.argmax())],
+                "probabilities": [float(v) for v in p],
+                "model_version": model.version,
+            }
+            for p in probabilities
+        ]
+
+
+@bentoml.service(name="edgeloop", traffic={"timeout": 30, "max_concurrency": 512})
+class Predictor:
+    classifier = bentoml.depends(Classifier)
+
+    def __init__(self) -> None:
+        params = load_params(_params_path())
+        self.cfg = params.serving
+        self.log = PredictionLog(
+            params.paths.prediction_log,
+            self.cfg.log_sample_rate,
+            self.cfg.log_rows_per_file,
+        )
+        self.n_features: int | None = None
+
+    async def _expected_features(self) -> int:
+        if self.n_features is None:
+            self.n_features = int(
+                (await self.classifier.to_async.describe())["n_features"]
+            )
+        return self.n_features
+
+    @bentoml.api
+    async def predict(self, instances: list[list[float]]) -> list[Prediction]:
+        """Classify rows of raw features; answers one Prediction per row."""
+        n = await self._expected_features()
+        if not instances or len(instances) > self.cfg.max_request_rows:
+            raise InvalidArgument(
+                f"instances: expected 1 to {self.cfg.max_request_rows} "
+                f"rows, got {len(instances)}"
+            )
+        for i, row in enumerate(instances):
+            if len(row) != n:
+                raise InvalidArgument(
+                    f"instances[{i}]: expected {n} features, got {len(row)}"
+                )
+            if not all(math.isfinite(v) for v in row):
+                raise InvalidArgument(f"instances[{i}]: NaN or infinite value")
+        answers = await self.classifier.to_async.classify(
+            np.asarray(instances, dtype=np.float32)
+        )
+        for row, answer in zip(instances, answers, strict=True):
+            self.log.offer(
+                row,
+                answer["label"],
+                max(answer["probabilities"]),
+                answer["model_version"],
+            )
+        return [Prediction(**a) for a in answers]

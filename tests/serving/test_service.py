@@ -1,0 +1,173 @@
+"""The BentoML service as `bentoml serve` runs it, against a real MLflow registry:
+it answers with the champion's version, refuses bad input with a 4xx that says what
+was expected, exposes health and metrics, logs a sample of predictions, and follows
+an alias change without a failed request."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from flows.services import free_port
+from tests.conftest import BIN, FAST_OPTIMIZE, default_params_dict, make_project
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+@pytest.fixture
+def served(mlflow_uri, prefect_harness, project_root):
+    """A champion registered by the pipeline, and `bentoml serve` for it."""
+    from flows.training import training_pipeline
+
+    params = default_params_dict(
+        optimize=FAST_OPTIMIZE,
+        registry={"model_name": "it-serving"},
+        serving={"poll_s": 0.5, "log_sample_rate": 1.0},
+    )
+    project = make_project(project_root, params)
+    result = training_pipeline(project_dir=str(project), tracking_uri=mlflow_uri)
+    assert result.champion == result.model.version
+    port = free_port()
+    env = os.environ | {
+        "EDGELOOP_MLFLOW_TRACKING_URI": mlflow_uri,
+        "EDGELOOP_PARAMS": str(project / "params.yaml"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+    log = (project / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [
+            str(BIN / "bentoml"),
+            "serve",
+            "serving.service:Predictor",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=project,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, (project / "serve.log").read_text()[-3000:]
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "bentoml serve did not become ready"
+        time.sleep(1)
+    try:
+        yield url, project, result.model.version
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _rows(project: Path, n: int) -> list[list[float]]:
+    test = pd.read_parquet(project / "data" / "prepared" / "test.parquet")
+    return test.drop(columns="label").head(n).to_numpy().tolist()
+
+
+def test_serving_answers_refuses_and_follows_the_alias(served, mlflow_uri):
+    url, project, version = served
+    rows = _rows(project, 20)
+    answer = httpx.post(f"{url}/predict", json={"instances": rows[:3]})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert [a["model_version"] for a in body] == [version] * 3
+    assert all(abs(sum(a["probabilities"]) - 1) < 1e-6 for a in body)
+
+    bad = {
+        "wrong shape": ({"instances": [[1.0, 2.0]]}, "expected 64 features, got 2"),
+        "too many rows": ({"instances": [rows[0]] * 300}, "expected 1 to 256 rows"),
+        "empty": ({"instances": []}, "expected 1 to 256 rows"),
+        "wrong type": ({"instances": [["x"] * 64]}, "valid number"),
+        "missing field": ({"rows": rows[:1]}, "instances"),
+    }
+    for case, (payload, expected) in bad.items():
+        refused = httpx.post(f"{url}/predict", json=payload)
+        assert refused.status_code == 400, case
+        assert expected in refused.text, (case, refused.text)
+    nan = httpx.post(
+        f"{url}/predict",
+        content='{"instances": [[NaN' + ", 0" * 63 + "]]}",
+        headers={"content-type": "application/json"},
+    )
+    assert nan.status_code == 400 and "NaN or infinite" in nan.text
+    not_json = httpx.post(
+        f"{url}/predict",
+        content="{not json",
+        headers={"content-type": "application/json"},
+    )
+    assert not_json.status_code == 400
+    assert httpx.get(f"{url}/livez").status_code == 200
+    assert "bentoml_service_request_total" in httpx.get(f"{url}/metrics").text
+
+    # A new version behind `champion` (as a person sets it in the MLflow UI): the
+    # service switches while traffic flows, with no failed request, in order.
+    client = MlflowClient(mlflow_uri)
+    current = client.get_model_version("it-serving", version)
+    mlflow.set_tracking_uri(mlflow_uri)
+    new = mlflow.register_model(current.source, "it-serving").version
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(timeout=10) as http:
+            for _ in range(600):  # bounded: at most 600 requests
+                if stop.is_set():
+                    return
+                reply = http.post(f"{url}/predict", json={"instances": rows[:2]})
+                seen.append(
+                    (
+                        reply.status_code,
+                        reply.json()[0]["model_version"]
+                        if reply.status_code == 200
+                        else reply.text,
+                    )
+                )
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    time.sleep(1.0)
+    client.set_registered_model_alias("it-serving", "champion", new)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not seen or seen[-1][1] != str(new)):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    stop.set()
+    sender.join(timeout=30)
+    assert all(status == 200 for status, _ in seen), seen
+    versions = [v for _, v in seen]
+    switch = versions.index(str(new))
+    assert set(versions[:switch]) == {version} and set(versions[switch:]) == {str(new)}
+
+    time.sleep(2.5)  # the log writer flushes after a second without new samples
+    logged = pd.concat(
+        pd.read_parquet(p) for p in (project / "data" / "predictions").glob("*.parquet")
+    )
+    assert len(logged) >= 3 and {"model_version", "label", "confidence", "f0"} <= set(
+        logged.columns
+    )
+    assert (
+        yaml.safe_load((project / "params.yaml").read_text())["serving"][
+            "log_sample_rate"
+        ]
+        == 1.0
+    )
