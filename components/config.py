@@ -262,8 +262,6 @@ class ServingConfig(Strict):
     alias: str = "champion"
     # fp32: the full-precision device file (ONNX or TFLite); ship: optimize.ship_variant
     variant: Literal["fp32", "ship"] = "fp32"
-    max_batch_size: int = Field(64, ge=1)
-    max_latency_ms: int = Field(20, ge=1)
     max_request_rows: int = Field(256, ge=1)
     poll_s: float = Field(2.0, gt=0)  # how often the alias is checked for a new version
     log_sample_rate: float = Field(0.1, ge=0, le=1)
