@@ -111,14 +111,15 @@ class Predictor:
             self.cfg.log_sample_rate,
             self.cfg.log_rows_per_file,
         )
-        self.n_features: int | None = None
+        # (version, feature count) of the model last seen; refreshed when an answer
+        # comes from another version, so a switch cannot leave a stale check.
+        self.shape: tuple[str, int] | None = None
 
     async def _expected_features(self) -> int:
-        if self.n_features is None:
-            self.n_features = int(
-                (await self.classifier.to_async.describe())["n_features"]
-            )
-        return self.n_features
+        if self.shape is None:
+            described = await self.classifier.to_async.describe()
+            self.shape = (str(described["model_version"]), int(described["n_features"]))
+        return self.shape[1]
 
     @bentoml.api
     async def predict(self, instances: list[list[float]]) -> list[Prediction]:
@@ -139,6 +140,8 @@ class Predictor:
         answers = await self.classifier.to_async.classify(
             np.asarray(instances, dtype=np.float32)
         )
+        if self.shape is not None and answers[0]["model_version"] != self.shape[0]:
+            self.shape = None  # a new version answered: re-read its feature count
         for row, answer in zip(instances, answers, strict=True):
             self.log.offer(
                 row,
