@@ -15,6 +15,7 @@ class Settings(BaseSettings):
     mlflow_port: int = Field(5000, ge=1, le=65535)
     prefect_port: int = Field(4200, ge=1, le=65535)
     webhook_port: int = Field(5055, ge=1, le=65535)
+    serving_port: int = Field(3000, ge=1, le=65535)
     state_dir: Path = Path(".edgeloop")
     # Point at servers you run elsewhere instead of the ones `edgeloop up` starts.
     mlflow_tracking_uri: str | None = None
@@ -28,6 +29,10 @@ class Settings(BaseSettings):
     @property
     def webhook_url(self) -> str:
         return f"http://{self.host}:{self.webhook_port}/mlflow/webhook"
+
+    @property
+    def serving_url(self) -> str:
+        return f"http://{self.host}:{self.serving_port}"
 
     @property
     def prefect_api(self) -> str:

@@ -45,7 +45,7 @@ def _prefect_client_env(settings: Settings) -> None:
 
 @app.command()
 def up() -> None:
-    """Start the local services (MLflow, Prefect) on loopback."""
+    """Start the local services (MLflow, Prefect, webhook, serving) on loopback."""
     from flows.services import start_all
 
     settings = get_settings()
@@ -102,6 +102,14 @@ def run(
         project_dir=str(project), tracking_uri=settings.tracking_uri
     )
     _print_result(result, settings)
+    from flows.services import ensure_serving
+
+    with console.status("serving") as status:
+        serving = ensure_serving(settings, project / "params.yaml", status.update)
+    if serving is not None:
+        console.print(
+            f"  serving:      {serving.url}/predict (champion v{result.champion})"
+        )
 
 
 def _print_result(result: object, settings: Settings) -> None:

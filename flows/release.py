@@ -1,13 +1,14 @@
 """The `release` flow: what follows an alias change in the registry. It records the
 change in the alias history when it came from outside the stack (the MLflow UI),
-and, for `champion`, states what is to be released: the version, its shipped
-variant and the device profiles it may go to. (Serving and the edge fleet will act
-on it: see README.)"""
+states what is to be released (the version, its shipped variant and the device
+profiles it may go to), and tells the running BentoML service to re-read its alias,
+so a promotion reaches serving at once rather than at its next poll."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import httpx
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 
@@ -23,6 +24,7 @@ class ReleasePlan:
     ship_variant: str | None
     deployable_profiles: list[str]
     gate: str | None
+    serving: str
 
 
 @task(retries=2, retry_delay_seconds=2)
@@ -38,6 +40,21 @@ def describe(tracking_uri: str, name: str, version: str) -> dict[str, str]:
     return dict(MlflowClient(tracking_uri).get_model_version(name, version).tags)
 
 
+@task(retries=2, retry_delay_seconds=1)
+def refresh_serving(serving_url: str | None) -> str:
+    """Ask the service to switch now; a service that is not running needs nothing
+    (it loads the alias' version when it starts)."""
+    if serving_url is None:
+        return "not configured"
+    try:
+        answer = httpx.post(f"{serving_url}/refresh", json={}, timeout=60)
+    except httpx.ConnectError:
+        return f"not running at {serving_url}"
+    answer.raise_for_status()
+    body = answer.json()
+    return f"v{body['model_version']} (was v{body['previous_version']})"
+
+
 @flow(name="release")
 def release(
     tracking_uri: str,
@@ -45,9 +62,12 @@ def release(
     alias: str,
     version: str,
     who: str = "registry (webhook)",
+    *,
+    serving_url: str | None = None,
 ) -> ReleasePlan:
     recorded = record(tracking_uri, name, alias, version, who)
     tags = describe(tracking_uri, name, version)
+    serving = refresh_serving(serving_url)
     profiles = tags.get("edgeloop.deployable_profiles", "none")
     plan = ReleasePlan(
         model=name,
@@ -57,6 +77,7 @@ def release(
         ship_variant=tags.get("edgeloop.ship_variant"),
         deployable_profiles=[] if profiles == "none" else profiles.split(","),
         gate=tags.get("edgeloop.gate"),
+        serving=serving,
     )
     get_run_logger().info("release: %s", plan)
     return plan

@@ -1,5 +1,6 @@
-"""The local services `edgeloop up` starts: an MLflow server on SQLite with a local
-artifact folder, and a Prefect server on SQLite, both on loopback."""
+"""The local services `edgeloop up` starts, all on loopback: an MLflow server on
+SQLite with a local artifact folder, a Prefect server on SQLite, the receiver of
+MLflow's registry webhook, and BentoML serving of the champion (once there is one)."""
 
 from __future__ import annotations
 
@@ -156,11 +157,77 @@ def webhook_spec(settings: Settings) -> ServiceSpec:
             str(settings.webhook_port),
             "--tracking-uri",
             settings.tracking_uri,
+            "--serving-url",
+            settings.serving_url,
         ],
         env=prefect_env(settings)
         | {"EDGELOOP_WEBHOOK_SECRET": stack_secrets(settings)["webhook_secret"]},
         port_setting="EDGELOOP_WEBHOOK_PORT",
     )
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def serving_spec(
+    settings: Settings, params_file: Path = Path("params.yaml")
+) -> ServiceSpec:
+    """`bentoml serve` of the registry's champion (see serving/service.py)."""
+    return ServiceSpec(
+        name="serving",
+        port=settings.serving_port,
+        health_url=f"{settings.serving_url}/readyz",
+        ui_url=settings.serving_url,
+        command=[
+            _bin("bentoml"),
+            "serve",
+            "serving.service:Predictor",
+            "--working-dir",
+            str(PROJECT_ROOT),
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.serving_port),
+        ],
+        env={
+            "EDGELOOP_MLFLOW_TRACKING_URI": settings.tracking_uri,
+            "EDGELOOP_PARAMS": str(params_file.resolve()),
+            "BENTOML_DO_NOT_TRACK": "true",
+        },
+        port_setting="EDGELOOP_SERVING_PORT",
+    )
+
+
+def champion_version(settings: Settings, params_file: Path) -> str | None:
+    """The version serving would load, or None while the registry has no champion."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from components.config import load_params
+
+    params = load_params(params_file)
+    try:
+        return (
+            MlflowClient(settings.tracking_uri)
+            .get_model_version_by_alias(
+                params.registry.model_name, params.serving.alias
+            )
+            .version
+        )
+    except MlflowException:
+        return None
+
+
+def ensure_serving(
+    settings: Settings,
+    params_file: Path = Path("params.yaml"),
+    progress: Callable[[str], None] = lambda _: None,
+) -> ServiceState | None:
+    """Start serving once there is a champion to serve; None until then."""
+    if champion_version(settings, params_file) is None:
+        progress("serving waits for a champion (run the pipeline: `edgeloop run`)")
+        return None
+    return start_service(serving_spec(settings, params_file), settings, progress)
 
 
 def ensure_webhook(settings: Settings) -> str:
@@ -191,6 +258,7 @@ def local_services(settings: Settings) -> list[ServiceSpec]:
     if settings.prefect_api_url is None:
         specs.append(prefect_spec(settings))
     specs.append(webhook_spec(settings))
+    specs.append(serving_spec(settings))
     return specs
 
 
@@ -343,11 +411,14 @@ def start_all(
     settings: Settings, progress: Callable[[str], None] = lambda _: None
 ) -> list[ServiceState]:
     states = [
-        start_service(spec, settings, progress) for spec in local_services(settings)
+        start_service(spec, settings, progress)
+        for spec in local_services(settings)
+        if spec.name != "serving"
     ]
     progress("registering the MLflow webhook")
     ensure_webhook(settings)
-    return states
+    serving = ensure_serving(settings, progress=progress)
+    return states + ([serving] if serving else [])
 
 
 def stop_all(settings: Settings) -> list[str]:

@@ -59,7 +59,9 @@ def verify(
         raise HTTPException(401, "signature does not match")
 
 
-def create_app(secret: str, tracking_uri: str) -> FastAPI:
+def create_app(
+    secret: str, tracking_uri: str, serving_url: str | None = None
+) -> FastAPI:
     app = FastAPI(title="edgeloop MLflow webhook receiver")
 
     @app.get("/health")
@@ -87,6 +89,7 @@ def create_app(secret: str, tracking_uri: str) -> FastAPI:
             name=data["name"],
             alias=data["alias"],
             version=str(data["version"]),
+            serving_url=serving_url,
         )
         return Response(
             content=json.dumps({"release": data}),
@@ -102,12 +105,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tracking-uri", required=True)
+    parser.add_argument("--serving-url", help="the BentoML service to refresh")
     args = parser.parse_args()
     secret = os.environ.get("EDGELOOP_WEBHOOK_SECRET")
     if not secret:
         parser.error("EDGELOOP_WEBHOOK_SECRET is not set")
     uvicorn.run(
-        create_app(secret, args.tracking_uri),
+        create_app(secret, args.tracking_uri, args.serving_url),
         host=args.host,
         port=args.port,
         log_level="warning",

@@ -4,7 +4,8 @@
 checks each request on its own (so a bad one never fails a batch of good ones),
 answers 4xx with what was expected, and logs a sample for monitoring. The alias is
 polled; a new version is loaded beside the old one and swapped in whole, so no
-request fails during a switch.
+request fails during a switch. The release flow calls `/refresh` after an alias
+change, so a promotion does not wait for the next poll.
 
     bentoml serve serving.service:Predictor --host 127.0.0.1 --port 3000
 (params.yaml from the working folder or EDGELOOP_PARAMS; MLflow from the settings)"""
@@ -56,21 +57,35 @@ class Classifier:
             get_settings().tracking_uri, params.registry.model_name, self.cfg
         )
         self.model: LoadedModel = self.source.load(self.source.current_version())
+        self.switching = threading.Lock()
         self.stop = threading.Event()
         threading.Thread(target=self._follow_alias, daemon=True).start()
+
+    def _switch(self) -> tuple[str, str]:
+        """Load the version the alias names now, if it is another one; the old model
+        answers until the new one is loaded. Returns (before, after)."""
+        with self.switching:
+            before = self.model.version
+            version = self.source.current_version()
+            if version != before:
+                self.model = self.source.load(version)  # one reference swap
+                log.info("now serving version %s (was %s)", version, before)
+            return before, self.model.version
 
     def _follow_alias(self) -> None:
         while not self.stop.wait(self.cfg.poll_s):
             try:
-                version = self.source.current_version()
-                if version != self.model.version:
-                    loaded = self.source.load(version)
-                    self.model = loaded  # one reference swap: requests see old or new
-                    log.info("now serving version %s", version)
+                self._switch()
             except Exception:  # noqa: BLE001 - keep serving the loaded model
                 log.exception(
                     "could not follow the alias; still serving v%s", self.model.version
                 )
+
+    @bentoml.api
+    def refresh(self) -> dict:
+        """Re-read the alias now (the release flow calls this after a change)."""
+        before, after = self._switch()
+        return {"previous_version": before, "model_version": after}
 
     @bentoml.api
     def describe(self) -> dict:
@@ -120,6 +135,14 @@ class Predictor:
             described = await self.classifier.to_async.describe()
             self.shape = (str(described["model_version"]), int(described["n_features"]))
         return self.shape[1]
+
+    @bentoml.api
+    async def refresh(self) -> dict:
+        """Switch to the version the alias names now, without waiting for the next
+        poll. Safe to call by anyone on loopback: it only re-reads the registry."""
+        answer = await self.classifier.to_async.refresh()
+        self.shape = None
+        return answer
 
     @bentoml.api
     async def predict(self, instances: list[list[float]]) -> list[Prediction]:

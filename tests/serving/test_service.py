@@ -1,7 +1,8 @@
 """The BentoML service as `bentoml serve` runs it, against a real MLflow registry:
 it answers with the champion's version, refuses bad input with a 4xx that says what
 was expected, exposes health and metrics, logs a sample of predictions, and follows
-an alias change without a failed request."""
+an alias change made in the registry (through the webhook and the release flow)
+without a failed request."""
 
 from __future__ import annotations
 
@@ -18,21 +19,33 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from flows.services import free_port
+from flows import registry
+from flows.services import (
+    WEBHOOK_CACHE_TTL_S,
+    ensure_webhook,
+    free_port,
+    start_service,
+    stop_pid,
+    webhook_spec,
+)
 from tests.conftest import BIN, FAST_OPTIMIZE, default_params_dict, make_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 @pytest.fixture
-def served(mlflow_uri, prefect_harness, project_root):
-    """A champion registered by the pipeline, and `bentoml serve` for it."""
+def served(mlflow_uri, prefect_harness, project_root, stack_settings):
+    """A champion registered by the pipeline, `bentoml serve` for it, and the
+    stack's webhook receiver, which tells serving about alias changes. Serving's own
+    poll is an hour, so a switch within the test can only come through the webhook."""
+    from prefect.settings import PREFECT_API_URL
+
     from flows.training import training_pipeline
 
     params = default_params_dict(
         optimize=FAST_OPTIMIZE,
         registry={"model_name": "it-serving"},
-        serving={"poll_s": 0.5, "log_sample_rate": 1.0},
+        serving={"poll_s": 3600, "log_sample_rate": 1.0},
     )
     project = make_project(project_root, params)
     result = training_pipeline(project_dir=str(project), tracking_uri=mlflow_uri)
@@ -61,6 +74,11 @@ def served(mlflow_uri, prefect_harness, project_root):
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
+    settings = stack_settings.model_copy(
+        update={"prefect_api_url": PREFECT_API_URL.value(), "serving_port": port}
+    )
+    receiver = start_service(webhook_spec(settings), settings)
+    ensure_webhook(settings)
     deadline = time.monotonic() + 120
     while True:
         assert proc.poll() is None, (project / "serve.log").read_text()[-3000:]
@@ -77,6 +95,8 @@ def served(mlflow_uri, prefect_harness, project_root):
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
         log.close()
+        assert receiver.pid is not None
+        stop_pid(receiver.pid)
 
 
 def _rows(project: Path, n: int) -> list[list[float]]:
@@ -119,8 +139,9 @@ def test_serving_answers_refuses_and_follows_the_alias(served, mlflow_uri):
     assert httpx.get(f"{url}/livez").status_code == 200
     assert "bentoml_service_request_total" in httpx.get(f"{url}/metrics").text
 
-    # A new version behind `champion` (as a person sets it in the MLflow UI): the
-    # service switches while traffic flows, with no failed request, in order.
+    # A new version behind `champion`, set as a person does in the MLflow UI: the
+    # webhook's release flow tells serving, which switches while traffic flows, with
+    # no failed request, in order.
     client = MlflowClient(mlflow_uri)
     current = client.get_model_version("it-serving", version)
     mlflow.set_tracking_uri(mlflow_uri)
@@ -130,9 +151,10 @@ def test_serving_answers_refuses_and_follows_the_alias(served, mlflow_uri):
 
     def traffic() -> None:
         with httpx.Client(timeout=10) as http:
-            for _ in range(600):  # bounded: at most 600 requests
+            for _ in range(4000):  # bounded: at most 4000 requests, >= 40 s
                 if stop.is_set():
                     return
+                time.sleep(0.01)
                 reply = http.post(f"{url}/predict", json={"instances": rows[:2]})
                 seen.append(
                     (
@@ -145,8 +167,13 @@ def test_serving_answers_refuses_and_follows_the_alias(served, mlflow_uri):
 
     sender = threading.Thread(target=traffic)
     sender.start()
-    time.sleep(1.0)
-    client.set_registered_model_alias("it-serving", "champion", new)
+    time.sleep(WEBHOOK_CACHE_TTL_S + 1)  # MLflow's cached webhook list is refreshed
+    # What the MLflow UI sends when a person sets the alias on the version page.
+    answer = httpx.post(
+        f"{mlflow_uri}/api/2.0/mlflow/registered-models/alias",
+        json={"name": "it-serving", "alias": "champion", "version": new},
+    )
+    assert answer.status_code == 200, answer.text
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (not seen or seen[-1][1] != str(new)):
         time.sleep(0.2)
@@ -157,6 +184,10 @@ def test_serving_answers_refuses_and_follows_the_alias(served, mlflow_uri):
     versions = [v for _, v in seen]
     switch = versions.index(str(new))
     assert set(versions[:switch]) == {version} and set(versions[switch:]) == {str(new)}
+    # The switch came from the release flow the webhook started (poll_s is an hour).
+    assert ("champion", str(new), "registry (webhook)") in [
+        (c.alias, c.to_version, c.who) for c in registry.history(client, "it-serving")
+    ]
 
     time.sleep(2.5)  # the log writer flushes after a second without new samples
     logged = pd.concat(
