@@ -55,6 +55,11 @@ def up() -> None:
         console.print(
             f"[green]{state.name}[/] {state.url}  (pid {state.pid}, log {state.log})"
         )
+    if "serving" not in {state.name for state in states}:
+        console.print(
+            "[yellow]serving[/] waits for a champion: `edgeloop run` trains one and "
+            "starts it"
+        )
 
 
 @app.command()

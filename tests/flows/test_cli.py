@@ -88,12 +88,14 @@ def test_up_status_down(tmp_path: Path):
         "EDGELOOP_MLFLOW_PORT": str(free_port()),
         "EDGELOOP_PREFECT_PORT": str(free_port()),
         "EDGELOOP_WEBHOOK_PORT": str(free_port()),
+        "EDGELOOP_SERVING_PORT": str(free_port()),
     }
     mlflow = f"http://127.0.0.1:{env['EDGELOOP_MLFLOW_PORT']}"
     prefect = f"http://127.0.0.1:{env['EDGELOOP_PREFECT_PORT']}"
     try:
         up = edgeloop("up", env=env)
         assert up.returncode == 0, up.stderr
+        assert "serving waits for a champion" in up.stdout  # a fresh registry
         assert is_healthy(f"{mlflow}/health") and is_healthy(f"{prefect}/api/health")
         again = edgeloop("up", env=env)
         assert again.returncode == 0
