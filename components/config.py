@@ -276,6 +276,56 @@ class RegistryConfig(Strict):
     promotion: Literal["auto", "manual"] = "auto"
 
 
+class RolloutChecks(Strict):
+    """How a rollout stage is judged, on the model as devices run it, against the
+    previous version on the same devices."""
+
+    min_install_success: float = Field(0.95, ge=0, le=1)
+    max_error_rate: float = Field(0.05, ge=0, le=1)  # inference errors / inferences
+    max_latency_ratio: float = Field(2.0, gt=0)  # median latency, new / previous
+    max_confidence_drop: float = Field(0.10, ge=0, le=1)  # mean top-1 confidence
+    max_class_shift: float = Field(0.25, ge=0, le=1)  # total variation distance
+    # Fleet-wide stop: devices failed on this rollout, percent of the whole fleet.
+    abort_failed_percent: float = Field(20.0, gt=0, le=100)
+
+
+class FleetConfig(Strict):
+    canary_percent: float = Field(10.0, gt=0, le=100)
+    canary_cohort: str | None = None  # a named cohort instead of a percent
+    waves: list[float] = Field(default_factory=lambda: [50.0])  # then 100 (full)
+    bake_s: float = Field(5.0, ge=0)  # minimum time a stage runs before judging
+    stage_timeout_s: float = Field(120.0, gt=0)  # judge with what has reported then
+    min_reported: float = Field(0.9, gt=0, le=1)  # share of a stage that must report
+    checks: RolloutChecks = RolloutChecks()
+    poll_s: float = Field(2.0, gt=0)  # device check-in interval
+    poll_jitter: float = Field(0.5, ge=0, le=1)  # +- share of poll_s
+    max_backoff_s: float = Field(60.0, gt=0)
+    telemetry_batch: int = Field(64, ge=1)  # inferences summarised per report
+    max_telemetry_bytes: int = Field(65536, ge=1024)
+    timestamp_expiry_s: int = Field(86400, ge=60)  # TUF timestamp lifetime
+    metadata_expiry_days: int = Field(30, ge=1)  # snapshot / targets lifetime
+    # Simulator: cohorts, the profile mix, and cohorts that share raw input samples.
+    cohorts: list[str] = Field(
+        default_factory=lambda: ["north", "south", "east"], min_length=1
+    )
+    profile_mix: dict[str, float] = Field(
+        default_factory=lambda: {"mcu": 0.5, "gateway": 0.3, "cloud": 0.2}
+    )
+    sample_cohorts: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _waves_rise(self) -> FleetConfig:
+        stages = [self.canary_percent, *self.waves]
+        if any(b <= a for a, b in zip(stages, stages[1:], strict=False)) or any(
+            w >= 100 for w in self.waves
+        ):
+            raise ValueError(
+                f"fleet.waves {self.waves}: expected rising percents above "
+                f"canary_percent {self.canary_percent} and below 100 (full comes last)"
+            )
+        return self
+
+
 # The optimized variants each backend produces (see components/optimize.py).
 VARIANTS = {
     "torch": ("fp32", "int8_static", "int8_dynamic", "pruned", "pruned_int8_static"),
@@ -292,6 +342,7 @@ class Params(Strict):
     optimize: OptimizeConfig = OptimizeConfig()
     registry: RegistryConfig
     serving: ServingConfig = ServingConfig()
+    fleet: FleetConfig = FleetConfig()
 
     @model_validator(mode="after")
     def _ship_variant_exists(self) -> Params:

@@ -16,6 +16,10 @@ class Settings(BaseSettings):
     prefect_port: int = Field(4200, ge=1, le=65535)
     webhook_port: int = Field(5055, ge=1, le=65535)
     serving_port: int = Field(3000, ge=1, le=65535)
+    fleet_port: int = Field(8300, ge=1, le=65535)
+    # The fleet server's database: SQLite in the state folder unless set (PostgreSQL:
+    # postgresql+psycopg://user:pass@host/db).
+    fleet_database_url: str | None = None
     state_dir: Path = Path(".edgeloop")
     # Point at servers you run elsewhere instead of the ones `edgeloop up` starts.
     mlflow_tracking_uri: str | None = None
@@ -33,6 +37,10 @@ class Settings(BaseSettings):
     @property
     def serving_url(self) -> str:
         return f"http://{self.host}:{self.serving_port}"
+
+    @property
+    def fleet_url(self) -> str:
+        return f"http://{self.host}:{self.fleet_port}"
 
     @property
     def prefect_api(self) -> str:

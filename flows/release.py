@@ -2,7 +2,8 @@
 change in the alias history when it came from outside the stack (the MLflow UI),
 states what is to be released (the version, its shipped variant and the device
 profiles it may go to), and tells the running BentoML service to re-read its alias,
-so a promotion reaches serving at once rather than at its next poll."""
+so a promotion reaches serving at once rather than at its next poll; a new champion
+goes to the edge fleet through the `edge_release` flow."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 
 from flows import registry
+from flows.registry import CHAMPION
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class ReleasePlan:
     deployable_profiles: list[str]
     gate: str | None
     serving: str
+    fleet: str
 
 
 @task(retries=2, retry_delay_seconds=2)
@@ -55,6 +58,21 @@ def refresh_serving(serving_url: str | None) -> str:
     return f"v{body['model_version']} (was v{body['previous_version']})"
 
 
+def release_to_fleet(tracking_uri: str, name: str, version: str, fleet_url: str) -> str:
+    """Start the edge_release subflow; a fleet server that is not running is noted,
+    not an error (the next `edgeloop fleet simulate` or release picks it up)."""
+    try:
+        httpx.get(f"{fleet_url}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError:
+        return f"not running at {fleet_url}"
+    from flows.edge_release import edge_release
+
+    rollout = edge_release(tracking_uri, name, version, fleet_url)
+    if "id" in rollout:
+        return f"rollout {rollout['id']} of v{version}: {rollout['state']}"
+    return str(rollout.get("state"))
+
+
 @flow(name="release")
 def release(
     tracking_uri: str,
@@ -64,10 +82,14 @@ def release(
     who: str = "registry (webhook)",
     *,
     serving_url: str | None = None,
+    fleet_url: str | None = None,
 ) -> ReleasePlan:
     recorded = record(tracking_uri, name, alias, version, who)
     tags = describe(tracking_uri, name, version)
     serving = refresh_serving(serving_url)
+    fleet = "not configured"
+    if alias == CHAMPION and fleet_url is not None:
+        fleet = release_to_fleet(tracking_uri, name, version, fleet_url)
     profiles = tags.get("edgeloop.deployable_profiles", "none")
     plan = ReleasePlan(
         model=name,
@@ -78,6 +100,7 @@ def release(
         deployable_profiles=[] if profiles == "none" else profiles.split(","),
         gate=tags.get("edgeloop.gate"),
         serving=serving,
+        fleet=fleet,
     )
     get_run_logger().info("release: %s", plan)
     return plan

@@ -1,6 +1,7 @@
 """The local services `edgeloop up` starts, all on loopback: an MLflow server on
 SQLite with a local artifact folder, a Prefect server on SQLite, the receiver of
-MLflow's registry webhook, and BentoML serving of the champion (once there is one)."""
+MLflow's registry webhook, the edge fleet server, and BentoML serving of the
+champion (once there is one)."""
 
 from __future__ import annotations
 
@@ -123,21 +124,26 @@ def prefect_spec(settings: Settings) -> ServiceSpec:
 
 
 def stack_secrets(settings: Settings) -> dict[str, str]:
-    """The webhook's HMAC secret and MLflow's key for storing it, made once per state
-    folder (mode 600), never in the repository."""
-    path = settings.state_dir / "secrets.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    """The webhook's HMAC secret, MLflow's key for storing it and the fleet's admin
+    token and enrollment key: made once per state folder (mode 600), never in the
+    repository."""
     from cryptography.fernet import Fernet
 
-    secrets_ = {
-        "webhook_secret": secrets.token_urlsafe(32),
-        "mlflow_webhook_key": Fernet.generate_key().decode(),
+    path = settings.state_dir / "secrets.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    makers = {
+        "webhook_secret": lambda: secrets.token_urlsafe(32),
+        "mlflow_webhook_key": lambda: Fernet.generate_key().decode(),
+        "fleet_admin_token": lambda: secrets.token_urlsafe(32),
+        "fleet_enroll_key": lambda: secrets.token_urlsafe(32),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(json.dumps(secrets_))
-    return secrets_
+    missing = {k: make() for k, make in makers.items() if k not in known}
+    if missing:  # first start, or secrets a newer version added
+        known |= missing
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(known))
+    return known
 
 
 def webhook_spec(settings: Settings) -> ServiceSpec:
@@ -159,14 +165,57 @@ def webhook_spec(settings: Settings) -> ServiceSpec:
             settings.tracking_uri,
             "--serving-url",
             settings.serving_url,
+            "--fleet-url",
+            settings.fleet_url,
         ],
         env=prefect_env(settings)
-        | {"EDGELOOP_WEBHOOK_SECRET": stack_secrets(settings)["webhook_secret"]},
+        | {
+            "EDGELOOP_WEBHOOK_SECRET": stack_secrets(settings)["webhook_secret"],
+            "EDGELOOP_FLEET_ADMIN_TOKEN": stack_secrets(settings)["fleet_admin_token"],
+        },
         port_setting="EDGELOOP_WEBHOOK_PORT",
     )
 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def fleet_env(settings: Settings) -> dict[str, str]:
+    keys = stack_secrets(settings)
+    return {
+        "EDGELOOP_FLEET_ADMIN_TOKEN": keys["fleet_admin_token"],
+        "EDGELOOP_FLEET_ENROLL_KEY": keys["fleet_enroll_key"],
+    }
+
+
+def fleet_spec(
+    settings: Settings, params_file: Path = Path("params.yaml")
+) -> ServiceSpec:
+    """The fleet server (edge_fleet/server.py): devices, rollouts, TUF repository."""
+    command = [
+        sys.executable,
+        "-m",
+        "edge_fleet.server",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.fleet_port),
+        "--state-dir",
+        str((settings.state_dir / "fleet").resolve()),
+        "--params",
+        str(params_file.resolve()),
+    ]
+    if settings.fleet_database_url:
+        command += ["--database-url", settings.fleet_database_url]
+    return ServiceSpec(
+        name="fleet",
+        port=settings.fleet_port,
+        health_url=f"{settings.fleet_url}/health",
+        ui_url=f"{settings.fleet_url}/docs",
+        command=command,
+        env=fleet_env(settings),
+        port_setting="EDGELOOP_FLEET_PORT",
+    )
 
 
 def serving_spec(
@@ -258,6 +307,7 @@ def local_services(settings: Settings) -> list[ServiceSpec]:
     if settings.prefect_api_url is None:
         specs.append(prefect_spec(settings))
     specs.append(webhook_spec(settings))
+    specs.append(fleet_spec(settings))
     specs.append(serving_spec(settings))
     return specs
 

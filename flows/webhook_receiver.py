@@ -60,7 +60,10 @@ def verify(
 
 
 def create_app(
-    secret: str, tracking_uri: str, serving_url: str | None = None
+    secret: str,
+    tracking_uri: str,
+    serving_url: str | None = None,
+    fleet_url: str | None = None,
 ) -> FastAPI:
     app = FastAPI(title="edgeloop MLflow webhook receiver")
 
@@ -90,6 +93,7 @@ def create_app(
             alias=data["alias"],
             version=str(data["version"]),
             serving_url=serving_url,
+            fleet_url=fleet_url,
         )
         return Response(
             content=json.dumps({"release": data}),
@@ -106,12 +110,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--serving-url", help="the BentoML service to refresh")
+    parser.add_argument("--fleet-url", help="the fleet server a champion goes to")
     args = parser.parse_args()
     secret = os.environ.get("EDGELOOP_WEBHOOK_SECRET")
     if not secret:
         parser.error("EDGELOOP_WEBHOOK_SECRET is not set")
     uvicorn.run(
-        create_app(secret, args.tracking_uri, args.serving_url),
+        create_app(secret, args.tracking_uri, args.serving_url, args.fleet_url),
         host=args.host,
         port=args.port,
         log_level="warning",

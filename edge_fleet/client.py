@@ -1,0 +1,77 @@
+"""The fleet server's admin API, for flows, the CLI and tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from components.errors import ServiceError
+
+
+class FleetAdmin:
+    def __init__(self, url: str, token: str, timeout: float = 30) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(
+            base_url=f"{self.url}/v1/admin",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
+
+    def _call(self, method: str, path: str, **kwargs: object) -> object:
+        try:
+            reply = self.http.request(method, path, **kwargs)  # type: ignore[arg-type]
+        except httpx.TransportError as exc:
+            raise ServiceError(
+                f"fleet server at {self.url} is not answering ({exc})",
+                hint="start it with `edgeloop up`",
+            ) from None
+        if reply.status_code >= 400:  # noqa: PLR2004
+            try:
+                detail = reply.json().get("detail", reply.text)
+            except ValueError:
+                detail = reply.text[:300]
+            raise ServiceError(
+                f"fleet server: {method} {path}: {reply.status_code} {detail}"
+            )
+        return reply.json()
+
+    def upload(
+        self, version: str, file: Path, *, variant: str, profiles: list[str]
+    ) -> dict:
+        return self._call(  # type: ignore[return-value]
+            "PUT",
+            f"/models/{version}",
+            params={
+                "variant": variant,
+                "filename": file.name,
+                "profiles": ",".join(profiles),
+            },
+            content=file.read_bytes(),
+        )
+
+    def start_rollout(self, version: str, reason: str = "") -> dict:
+        return self._call(  # type: ignore[return-value]
+            "POST", "/rollouts", json={"version": version, "reason": reason}
+        )
+
+    def rollout(self, rollout_id: int) -> dict:
+        return self._call("GET", f"/rollouts/{rollout_id}")  # type: ignore[return-value]
+
+    def rollouts(self) -> list[dict]:
+        return self._call("GET", "/rollouts")  # type: ignore[return-value]
+
+    def act(self, rollout_id: int, action: str) -> dict:
+        return self._call("POST", f"/rollouts/{rollout_id}/{action}")  # type: ignore[return-value]
+
+    def retarget(self, version: str, reason: str) -> dict:
+        return self._call(  # type: ignore[return-value]
+            "POST", "/retarget", json={"version": version, "reason": reason}
+        )
+
+    def summary(self) -> dict:
+        return self._call("GET", "/fleet")  # type: ignore[return-value]
+
+    def devices(self, cohort: str | None = None) -> list[dict]:
+        params = {"cohort": cohort} if cohort else {}
+        return self._call("GET", "/devices", params=params)  # type: ignore[return-value]

@@ -1,0 +1,126 @@
+"""The fleet server's tables (SQLAlchemy 2): SQLite by default, any SQLAlchemy URL
+(PostgreSQL) by setting `EDGELOOP_FLEET_DATABASE_URL`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    profile: Mapped[str] = mapped_column(String(64))
+    cohort: Mapped[str] = mapped_column(String(64), index=True)
+    labels: Mapped[dict] = mapped_column(JSON, default=dict)
+    current_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    slot: Mapped[str | None] = mapped_column(String(1), nullable=True)
+    # ok | no_model | failed (the last install failed; still on current_version)
+    health: Mapped[str] = mapped_column(String(16), default="no_model")
+    failed_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    enrolled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    last_seen: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+
+
+class Model(Base):
+    __tablename__ = "models"
+
+    version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    filename: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    variant: Mapped[str] = mapped_column(String(64))
+    profiles: Mapped[list] = mapped_column(JSON)
+    blob: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class Rollout(Base):
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(ForeignKey("models.version"))
+    from_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # running | paused | completed | rolled_back | aborted
+    state: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    stage: Mapped[int] = mapped_column(Integer, default=0)
+    stage_started_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=now
+    )
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    finished_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    # Why it stopped: {"check", "value", "threshold", "stage", ...}; never opaque.
+    cause: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    events: Mapped[list] = mapped_column(JSON, default=list)
+
+
+class Telemetry(Base):
+    __tablename__ = "telemetry"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    cohort: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[str] = mapped_column(String(32), index=True)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=now, index=True
+    )
+    inferences: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)
+    latency_ms_median: Mapped[float] = mapped_column(Float)
+    latency_ms_p95: Mapped[float] = mapped_column(Float)
+    confidence_mean: Mapped[float] = mapped_column(Float)
+    class_counts: Mapped[dict] = mapped_column(JSON)
+    # Per-feature summary statistics (mean, std, min, max) of the device's inputs.
+    feature_stats: Mapped[dict] = mapped_column(JSON)
+    samples: Mapped[list | None] = mapped_column(JSON, nullable=True)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection, _record) -> None:  # noqa: ANN001
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+    else:
+        engine = create_engine(url, pool_size=10, max_overflow=20)
+    Base.metadata.create_all(engine)
+    return engine
+
+
+def make_sessions(url: str) -> sessionmaker:
+    return sessionmaker(make_engine(url), expire_on_commit=False)
