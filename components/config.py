@@ -298,6 +298,8 @@ class FleetConfig(Strict):
     min_reported: float = Field(0.9, gt=0, le=1)  # share of a stage that must report
     checks: RolloutChecks = RolloutChecks()
     poll_s: float = Field(2.0, gt=0)  # device check-in interval
+    # A device not seen for this long is offline: not counted in a stage's health.
+    offline_after_s: float = Field(60.0, gt=0)
     poll_jitter: float = Field(0.5, ge=0, le=1)  # +- share of poll_s
     max_backoff_s: float = Field(60.0, gt=0)
     telemetry_batch: int = Field(64, ge=1)  # inferences summarised per report

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -77,12 +77,14 @@ class StageEvidence:
 
 
 def judge(  # noqa: PLR0911 - one return per check, in order
-    evidence: StageEvidence, stage: str, cfg: FleetConfig
+    evidence: StageEvidence, stage: str, cfg: FleetConfig, *, timed_out: bool = False
 ) -> Cause | None:
-    """The first failed check of a stage, or None when it is healthy."""
+    """The first failed check of a stage, or None when it is healthy. Devices that
+    have not reported count as failed installs only once the stage timed out."""
     checks = cfg.checks
     reported = evidence.installed + evidence.failed
-    success = evidence.installed / evidence.devices if evidence.devices else 1.0
+    judged = evidence.devices if timed_out else reported
+    success = evidence.installed / judged if judged else 1.0
     if success < checks.min_install_success:
         return Cause(
             "install_success",
@@ -245,7 +247,12 @@ class Controller:
             return
         model = session.get(Model, rollout.version)
         assert model is not None
-        fleet = session.scalars(select(Device)).all()
+        seen_after = now() - timedelta(seconds=self.cfg.offline_after_s)
+        fleet = [
+            d
+            for d in session.scalars(select(Device))
+            if d.last_seen is not None and _aware(d.last_seen) >= seen_after
+        ]
         eligible = [d for d in fleet if d.profile in model.profiles]
         failed_fleet = [d for d in fleet if d.failed_version == rollout.version]
         failed_percent = 100.0 * len(failed_fleet) / max(len(fleet), 1)
@@ -276,7 +283,12 @@ class Controller:
         )
         if not enough and waited < self.cfg.stage_timeout_s:
             return
-        cause = judge(evidence, stage.name, self.cfg)
+        cause = judge(
+            evidence,
+            stage.name,
+            self.cfg,
+            timed_out=not enough and waited >= self.cfg.stage_timeout_s,
+        )
         if cause is not None:
             self._roll_back(session, rollout, cause)
             return

@@ -24,6 +24,10 @@ console = Console(soft_wrap=True)
 err = Console(stderr=True)
 STATE = {"debug": False}
 
+from flows.fleet_cli import fleet_app  # noqa: E402 - after the app it joins
+
+app.add_typer(fleet_app, name="fleet")
+
 
 @app.callback()
 def _options(
@@ -194,12 +198,36 @@ def rollback(
     reason: Annotated[str, typer.Option(help="why, for the alias history")] = "manual",
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Move champion back to the version that held it before."""
+    """Move champion back to the version that held it before, and retarget the
+    fleet to it (devices holding it in their other slot switch back at once)."""
     from flows.registry import rollback as rollback_champion
 
     client, name = _registry_client(params_file)
     change = rollback_champion(client, name, reason)
     console.print(f"{name}: champion v{change.from_version} -> v{change.to_version}")
+    settings = get_settings()
+    from flows.services import is_healthy
+
+    if is_healthy(f"{settings.fleet_url}/health"):
+        from flows.edge_release import retarget_fleet
+        from flows.fleet_cli import admin
+
+        result = retarget_fleet(
+            admin(settings),
+            settings.tracking_uri,
+            name,
+            change.to_version,
+            f"edgeloop rollback: {reason}",
+        )
+        stopped = result["rolled_back"]
+        console.print(
+            f"fleet: stable v{result['stable']}"
+            + (
+                f"; rollout {stopped['id']} of v{stopped['version']} rolled back"
+                if stopped
+                else ""
+            )
+        )
 
 
 @app.command()

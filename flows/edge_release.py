@@ -25,13 +25,24 @@ ACTIVE = ("running", "paused")
 
 
 def admin_token() -> str:
+    """EDGELOOP_FLEET_ADMIN_TOKEN (set for the services `edgeloop up` starts), else
+    the stack's secrets file in the state folder."""
     token = os.environ.get("EDGELOOP_FLEET_ADMIN_TOKEN")
-    if not token:
+    if token:
+        return token
+    from components.settings import get_settings
+
+    settings = get_settings()
+    path = settings.state_dir / "secrets.json"
+    if not path.exists():
         raise ServiceError(
-            "EDGELOOP_FLEET_ADMIN_TOKEN is not set",
-            hint="`edgeloop up` sets it for the services it starts",
+            f"no fleet admin token: EDGELOOP_FLEET_ADMIN_TOKEN is not set and {path} "
+            "does not exist",
+            hint="start the stack with `edgeloop up`",
         )
-    return token
+    from flows.services import stack_secrets
+
+    return stack_secrets(settings)["fleet_admin_token"]
 
 
 @task(retries=2, retry_delay_seconds=2)
@@ -119,3 +130,17 @@ def edge_release(
             "rollout %s ended: %s %s", rollout["id"], rollout["state"], rollout["cause"]
         )
     return rollout
+
+
+def retarget_fleet(
+    fleet: FleetAdmin, tracking_uri: str, name: str, version: str, reason: str
+) -> dict:
+    """Make `version` the fleet's stable version now (for `edgeloop rollback`)."""
+    shipped = fetch_ship_file.fn(tracking_uri, name, version)
+    fleet.upload(
+        version,
+        Path(shipped["file"]),
+        variant=shipped["variant"],
+        profiles=shipped["profiles"],
+    )
+    return fleet.retarget(version, reason)
