@@ -54,6 +54,10 @@ class CutLink(Exception):
     """The simulated network dropped the connection."""
 
 
+class PowerLoss(BaseException):  # noqa: N818 - not an error the agent may handle
+    """The simulated device lost power: nothing after this point runs."""
+
+
 class ResumingFetcher(FetcherInterface):
     """TUF's network layer on httpx: the device token on every request, and a
     download cut in the middle resumes where it stopped (HTTP Range)."""
@@ -65,8 +69,10 @@ class ResumingFetcher(FetcherInterface):
         *,
         attempts: int = 5,
         cut: Callable[[str], int | None] | None = None,
+        power_loss: bool = False,
     ) -> None:
         self.http, self.token, self.attempts, self.cut = http, token, attempts, cut
+        self.power_loss = power_loss  # a cut is the device dying, not the link
         self.bytes_received = 0
         self.resumes = 0
 
@@ -93,6 +99,8 @@ class ResumingFetcher(FetcherInterface):
                             cut_at = None
                             if part:
                                 yield part
+                            if self.power_loss:
+                                raise PowerLoss(url)
                             raise CutLink(url)
                         received += len(chunk)
                         self.bytes_received += len(chunk)
@@ -157,6 +165,7 @@ class Faults:
     """What can go wrong on this simulated device."""
 
     cut_download: float = 0.0  # chance a download is cut once, midway
+    power_loss: bool = False  # the device dies during its next model download
     broken_hardware: bool = False  # every install fails its smoke test
 
 
@@ -288,7 +297,10 @@ class Agent:
         self.fetcher = ResumingFetcher(
             self.http,
             self.state["token"],
-            cut=self._cut if self.faults.cut_download else None,
+            cut=self._cut
+            if self.faults.cut_download or self.faults.power_loss
+            else None,
+            power_loss=self.faults.power_loss,
         )
         return Updater(
             metadata_dir=str(tuf_dir),
@@ -299,8 +311,9 @@ class Agent:
         )
 
     def _cut(self, url: str) -> int | None:
-        if "/tuf/targets/" in url and self.rng.random() < self.faults.cut_download:
-            return self.rng.randint(1, 4096)
+        chance = 1.0 if self.faults.power_loss else self.faults.cut_download
+        if "/tuf/targets/" in url and self.rng.random() < chance:
+            return self.rng.randint(1, 1024)
         return None
 
     def _assignment(self, updater: Updater) -> TargetFile | None:

@@ -1,0 +1,250 @@
+"""A real fleet server process on loopback, real ONNX models (a linear classifier
+fitted on scikit-learn's digits, written with onnx's helper API, run by ONNX Runtime
+on the devices), and device agents talking HTTP to it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnx
+import pytest
+import yaml
+from onnx import TensorProto, helper, numpy_helper
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+
+from components.config import FleetConfig, load_params
+from edge_fleet.agent import Agent, DataStream, Faults, Identity
+from edge_fleet.client import FleetAdmin
+from flows.services import free_port
+from tests.conftest import default_params_dict
+
+ADMIN, ENROLL = "admin-token-for-tests", "enroll-key-for-tests"
+FAST_FLEET = {
+    "poll_s": 0.2,
+    "bake_s": 0.5,
+    "stage_timeout_s": 20,
+    "telemetry_batch": 16,
+    "offline_after_s": 30,
+    "canary_percent": 25,
+    "waves": [50],
+    # A 25% canary of a dozen devices is itself over the default 20% fleet-wide stop.
+    "checks": {"abort_failed_percent": 50},
+}
+
+
+@dataclass(frozen=True)
+class Digits:
+    x: np.ndarray
+    y: np.ndarray
+
+
+@pytest.fixture(scope="session")
+def digits() -> Digits:
+    data = load_digits()
+    return Digits(data.data.astype(np.float32), data.target)
+
+
+def linear_onnx(path: Path, weights: np.ndarray, bias: np.ndarray) -> Path:
+    """A classifier as ONNX: logits = x @ W + b."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["logits"]),
+        ],
+        "linear",
+        [
+            helper.make_tensor_value_info(
+                "x", TensorProto.FLOAT, [None, weights.shape[0]]
+            )
+        ],
+        [
+            helper.make_tensor_value_info(
+                "logits", TensorProto.FLOAT, [None, weights.shape[1]]
+            )
+        ],
+        initializer=[
+            numpy_helper.from_array(weights.astype(np.float32), "W"),
+            numpy_helper.from_array(bias.astype(np.float32), "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def models(digits: Digits, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """good-1, good-2 (two fits), scrambled (loads, answers the wrong classes) and
+    broken (not a model at all)."""
+    root = tmp_path_factory.mktemp("models")
+    out = {}
+    for name, c in (("good-1", 1.0), ("good-2", 0.5)):
+        fit = LogisticRegression(C=c, max_iter=300).fit(digits.x, digits.y)
+        out[name] = linear_onnx(root / f"{name}.onnx", fit.coef_.T, fit.intercept_)
+    fit = LogisticRegression(C=1.0, max_iter=300).fit(digits.x, digits.y)
+    order = np.roll(np.arange(10), 3)  # every class answered as another one
+    out["scrambled"] = linear_onnx(
+        root / "scrambled.onnx", fit.coef_.T[:, order], fit.intercept_[order]
+    )
+    broken = root / "broken.onnx"
+    broken.write_bytes(b"\x08\x07not an onnx model" * 64)
+    out["broken"] = broken
+    return out
+
+
+@dataclass
+class FleetServer:
+    url: str
+    port: int
+    state_dir: Path
+    params_file: Path
+    cfg: FleetConfig
+    admin: FleetAdmin
+    proc: subprocess.Popen | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.state_dir.parent / "fleet-server.log"
+
+    def start(self) -> None:
+        env = os.environ | {
+            "EDGELOOP_FLEET_ADMIN_TOKEN": ADMIN,
+            "EDGELOOP_FLEET_ENROLL_KEY": ENROLL,
+        }
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "edge_fleet.server",
+                    "--port",
+                    str(self.port),
+                    "--state-dir",
+                    str(self.state_dir),
+                    "--params",
+                    str(self.params_file),
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "fleet server did not start"
+            time.sleep(0.2)
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+
+    @property
+    def factory_root(self) -> bytes:
+        return (self.state_dir / "tuf" / "metadata" / "1.root.json").read_bytes()
+
+    def upload(
+        self, version: str, file: Path, profiles: list[str] | None = None
+    ) -> dict:
+        return self.admin.upload(
+            version, file, variant="linear", profiles=profiles or ["mcu", "gateway"]
+        )
+
+
+def make_fleet_server(tmp_path: Path, **fleet: object) -> FleetServer:
+    params = default_params_dict(fleet=FAST_FLEET | fleet)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    return FleetServer(
+        url,
+        port,
+        tmp_path / "fleet-state",
+        params_file,
+        load_params(params_file).fleet,
+        FleetAdmin(url, ADMIN),
+    )
+
+
+@pytest.fixture
+def fleet_server(tmp_path: Path) -> Iterator[FleetServer]:
+    server = make_fleet_server(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30) as client:
+        yield client
+
+
+def make_agents(
+    server: FleetServer,
+    digits: Digits,
+    http: httpx.Client,
+    n: int,
+    *,
+    home: Path,
+    faults: Callable[[int], Faults] = lambda _: Faults(),
+    profile: str = "gateway",
+) -> list[Agent]:
+    cohorts = server.cfg.cohorts
+    return [
+        Agent(
+            server.url,
+            Identity(f"dev-{i:03d}", profile, cohorts[i % len(cohorts)]),
+            home / f"dev-{i:03d}",
+            factory_root=server.factory_root,
+            enroll_key=ENROLL,
+            cfg=server.cfg,
+            stream=DataStream(digits.x, seed=i),
+            http=http,
+            faults=faults(i),
+        )
+        for i in range(n)
+    ]
+
+
+def drive(
+    agents: list[Agent],
+    until: Callable[[], bool],
+    *,
+    max_s: float = 60,
+    pause_s: float = 0.1,
+) -> None:
+    """Step every agent in turn until `until()` (bounded by max_s)."""
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline:
+        for agent in agents:
+            agent.step()
+        if until():
+            return
+        time.sleep(pause_s)
+    raise AssertionError(f"not reached within {max_s} s")
+
+
+def rollout_over(server: FleetServer) -> Callable[[], bool]:
+    return lambda: server.admin.summary()["active_rollout"] is None
