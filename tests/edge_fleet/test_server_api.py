@@ -1,0 +1,193 @@
+"""The fleet server's API refuses what it must, with a 4xx that says why, and stores
+nothing from a refused call: unknown device, wrong token, one device posting as
+another, oversized or malformed telemetry, missing admin token or enrollment key."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from components.config import FleetConfig
+from edge_fleet.db import Device, Telemetry
+from edge_fleet.server import create_app
+
+ADMIN, ENROLL = "admin-secret", "enroll-secret"
+TELEMETRY = {
+    "version": "1",
+    "inferences": 16,
+    "errors": 0,
+    "latency_ms_median": 0.05,
+    "latency_ms_p95": 0.09,
+    "confidence_mean": 0.93,
+    "class_counts": {"0": 8, "1": 8},
+    "feature_stats": {"mean": [1.0], "std": [0.5], "min": [0.0], "max": [2.0]},
+}
+
+
+@pytest.fixture
+def api(tmp_path):
+    app = create_app(
+        tmp_path / "fleet",
+        FleetConfig(max_telemetry_bytes=4096),
+        admin_token=ADMIN,
+        enroll_key=ENROLL,
+    )
+    with TestClient(app) as client:
+        yield client, app.state.fleet.sessions
+
+
+def _enroll(client, device_id: str, cohort: str = "north") -> str:
+    reply = client.post(
+        "/v1/enroll",
+        json={"device_id": device_id, "profile": "mcu", "cohort": cohort},
+        headers={"X-Enroll-Key": ENROLL},
+    )
+    assert reply.status_code == 201, reply.text
+    return reply.json()["token"]
+
+
+def _checkin(client, device_id: str, token: str | None, body: object, **kw):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return client.post(
+        f"/v1/devices/{device_id}/checkin",
+        content=content,
+        headers=headers | {"content-type": "application/json"},
+        **kw,
+    )
+
+
+def _stored(sessions) -> int:
+    with sessions() as session:
+        return session.scalar(select(func.count()).select_from(Telemetry))
+
+
+GOOD = {"current_version": "1", "slot": "a", "health": "ok", "telemetry": TELEMETRY}
+
+
+def test_a_device_checks_in_and_reads_only_its_own_state(api):
+    client, sessions = api
+    token = _enroll(client, "dev-1")
+    other = _enroll(client, "dev-2")
+    assert _checkin(client, "dev-1", token, GOOD).status_code == 200
+    assert _stored(sessions) == 1
+    mine = client.get("/v1/devices/dev-1", headers={"Authorization": f"Bearer {token}"})
+    assert mine.status_code == 200 and mine.json()["current_version"] == "1"
+    theirs = client.get(
+        "/v1/devices/dev-2", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert theirs.status_code == 403
+    assert other  # dev-2 exists; dev-1's token just cannot read it
+
+
+@pytest.mark.parametrize(
+    ("case", "device", "token", "body", "status", "says"),
+    [
+        ("unknown device", "ghost", "dev-1", GOOD, 404, "'ghost' is not enrolled"),
+        ("no token", "dev-1", None, GOOD, 401, "Authorization: Bearer"),
+        ("wrong token", "dev-1", "not-a-token", GOOD, 401, "unknown device token"),
+        ("posing as another", "dev-2", "dev-1", GOOD, 403, "another device"),
+        ("not JSON", "dev-1", "dev-1", b"{nope", 422, "malformed check-in"),
+        (
+            "wrong type",
+            "dev-1",
+            "dev-1",
+            GOOD | {"telemetry": TELEMETRY | {"inferences": "many"}},
+            422,
+            "inferences",
+        ),
+        (
+            "unknown field",
+            "dev-1",
+            "dev-1",
+            GOOD | {"telemetry": TELEMETRY | {"raw_inputs": [[1, 2]]}},
+            422,
+            "raw_inputs",
+        ),
+        (
+            "impossible value",
+            "dev-1",
+            "dev-1",
+            GOOD | {"telemetry": TELEMETRY | {"confidence_mean": 7}},
+            422,
+            "confidence_mean",
+        ),
+        (
+            "oversized",
+            "dev-1",
+            "dev-1",
+            GOOD
+            | {
+                "telemetry": TELEMETRY
+                | {
+                    "feature_stats": {
+                        k: [0.123456] * 400 for k in ("mean", "std", "min", "max")
+                    }
+                }
+            },
+            413,
+            "fleet.max_telemetry_bytes",
+        ),
+    ],
+)
+def test_refused_check_ins_store_nothing(  # noqa: PLR0917 - pytest parameters
+    api, case, device, token, body, status, says
+):
+    client, sessions = api
+    tokens = {"dev-1": _enroll(client, "dev-1"), "dev-2": _enroll(client, "dev-2")}
+    reply = _checkin(client, device, tokens.get(token, token), body)
+    assert reply.status_code == status, (case, reply.text)
+    assert says in reply.text, (case, reply.text)
+    assert _stored(sessions) == 0
+    with sessions() as session:
+        assert all(d.last_seen is None for d in session.scalars(select(Device)))
+
+
+def test_admin_and_enrollment_need_their_secrets(api):
+    client, sessions = api
+    assert client.get("/v1/admin/devices").status_code == 401
+    wrong = client.get("/v1/admin/devices", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    token = _enroll(client, "dev-1")
+    # A device token is not an admin token.
+    as_device = client.get(
+        "/v1/admin/devices", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert as_device.status_code == 401
+    no_key = client.post(
+        "/v1/enroll", json={"device_id": "dev-9", "profile": "mcu", "cohort": "north"}
+    )
+    assert no_key.status_code == 401 and "X-Enroll-Key" in no_key.text
+    again = client.post(
+        "/v1/enroll",
+        json={"device_id": "dev-1", "profile": "mcu", "cohort": "north"},
+        headers={"X-Enroll-Key": ENROLL},
+    )
+    assert again.status_code == 409  # nobody takes over an enrolled id
+    # The update metadata is for enrolled devices only.
+    assert client.get("/tuf/metadata/1.root.json").status_code == 401
+    root = client.get(
+        "/tuf/metadata/1.root.json", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert root.status_code == 200 and root.json()["signed"]["_type"] == "root"
+    traversal = client.get(
+        "/tuf/metadata/..%2F..%2Fkeys%2Froot.pem",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert traversal.status_code == 404
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Device)) == 1
+
+
+def test_range_requests_are_answered_with_partial_content(api, tmp_path):
+    client, _ = api
+    token = _enroll(client, "dev-1")
+    auth = {"Authorization": f"Bearer {token}"}
+    whole = client.get("/tuf/metadata/1.root.json", headers=auth).content
+    part = client.get(
+        "/tuf/metadata/1.root.json", headers=auth | {"Range": "bytes=10-"}
+    )
+    assert part.status_code == 206 and part.content == whole[10:]
