@@ -156,6 +156,8 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         state_dir=tmp_path_factory.mktemp("edgeloop-state"),
         mlflow_port=free_port(),
         webhook_port=free_port(),
+        serving_port=free_port(),  # nothing of a developer's running stack is reached
+        fleet_port=free_port(),
     )
 
 

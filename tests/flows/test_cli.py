@@ -89,6 +89,7 @@ def test_up_status_down(tmp_path: Path):
         "EDGELOOP_PREFECT_PORT": str(free_port()),
         "EDGELOOP_WEBHOOK_PORT": str(free_port()),
         "EDGELOOP_SERVING_PORT": str(free_port()),
+        "EDGELOOP_FLEET_PORT": str(free_port()),
     }
     mlflow = f"http://127.0.0.1:{env['EDGELOOP_MLFLOW_PORT']}"
     prefect = f"http://127.0.0.1:{env['EDGELOOP_PREFECT_PORT']}"
@@ -100,7 +101,9 @@ def test_up_status_down(tmp_path: Path):
         again = edgeloop("up", env=env)
         assert again.returncode == 0
         status = edgeloop("status", env=env)
-        assert status.stdout.count(" up ") == 3, status.stdout
+        assert status.stdout.count(" up ") == 4, status.stdout  # serving waits
+        fleet = f"http://127.0.0.1:{env['EDGELOOP_FLEET_PORT']}"
+        assert is_healthy(f"{fleet}/health")
         hooks = MlflowClient(mlflow).list_webhooks()
         assert [h.url for h in hooks] == [
             f"http://127.0.0.1:{env['EDGELOOP_WEBHOOK_PORT']}/mlflow/webhook"
@@ -109,6 +112,8 @@ def test_up_status_down(tmp_path: Path):
         assert busy.returncode == 1 and "already in use" in busy.stderr
     finally:
         down = edgeloop("down", env=env)
-    assert all(name in down.stdout for name in ("mlflow", "prefect", "webhook"))
+    assert all(
+        name in down.stdout for name in ("mlflow", "prefect", "webhook", "fleet")
+    )
     assert not is_healthy(f"{mlflow}/health")
     assert not is_healthy(f"{prefect}/api/health")

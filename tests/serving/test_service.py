@@ -19,11 +19,14 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from edge_fleet.client import FleetAdmin
 from flows import registry
 from flows.services import (
     WEBHOOK_CACHE_TTL_S,
     ensure_webhook,
+    fleet_spec,
     free_port,
+    stack_secrets,
     start_service,
     stop_pid,
     webhook_spec,
@@ -75,8 +78,13 @@ def served(mlflow_uri, prefect_harness, project_root, stack_settings):
     )
     url = f"http://127.0.0.1:{port}"
     settings = stack_settings.model_copy(
-        update={"prefect_api_url": PREFECT_API_URL.value(), "serving_port": port}
+        update={
+            "prefect_api_url": PREFECT_API_URL.value(),
+            "serving_port": port,
+            "fleet_port": free_port(),
+        }
     )
+    fleet = start_service(fleet_spec(settings, project / "params.yaml"), settings)
     receiver = start_service(webhook_spec(settings), settings)
     ensure_webhook(settings)
     deadline = time.monotonic() + 120
@@ -90,13 +98,14 @@ def served(mlflow_uri, prefect_harness, project_root, stack_settings):
         assert time.monotonic() < deadline, "bentoml serve did not become ready"
         time.sleep(1)
     try:
-        yield url, project, result.model.version
+        yield url, project, result.model.version, settings
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
         log.close()
-        assert receiver.pid is not None
+        assert receiver.pid is not None and fleet.pid is not None
         stop_pid(receiver.pid)
+        stop_pid(fleet.pid)
 
 
 def _rows(project: Path, n: int) -> list[list[float]]:
@@ -104,8 +113,10 @@ def _rows(project: Path, n: int) -> list[list[float]]:
     return test.drop(columns="label").head(n).to_numpy().tolist()
 
 
-def test_serving_answers_refuses_and_follows_the_alias(served, mlflow_uri):
-    url, project, version = served
+def test_serving_answers_refuses_and_follows_the_alias(  # noqa: PLR0915
+    served, mlflow_uri
+):
+    url, project, version, settings = served
     rows = _rows(project, 20)
     answer = httpx.post(f"{url}/predict", json={"instances": rows[:3]})
     assert answer.status_code == 200
@@ -146,6 +157,8 @@ def test_serving_answers_refuses_and_follows_the_alias(served, mlflow_uri):
     current = client.get_model_version("it-serving", version)
     mlflow.set_tracking_uri(mlflow_uri)
     new = mlflow.register_model(current.source, "it-serving").version
+    for key, value in current.tags.items():  # the same measured, shippable files
+        client.set_model_version_tag("it-serving", new, key, value)
     seen: list[tuple[int, str]] = []
     stop = threading.Event()
 
@@ -184,6 +197,14 @@ def test_serving_answers_refuses_and_follows_the_alias(served, mlflow_uri):
     versions = [v for _, v in seen]
     switch = versions.index(str(new))
     assert set(versions[:switch]) == {version} and set(versions[switch:]) == {str(new)}
+    # The release flow also sent the new champion's int8 file to the edge fleet.
+    fleet = FleetAdmin(settings.fleet_url, stack_secrets(settings)["fleet_admin_token"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not fleet.rollouts():
+        time.sleep(0.5)
+    [rollout] = fleet.rollouts()
+    assert rollout["version"] == str(new) and rollout["reason"] == "champion changed"
+    assert rollout["state"] in {"running", "completed"}
     # The switch came from the release flow the webhook started (poll_s is an hour).
     assert ("champion", str(new), "registry (webhook)") in [
         (c.alias, c.to_version, c.who) for c in registry.history(client, "it-serving")

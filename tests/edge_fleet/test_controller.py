@@ -1,0 +1,100 @@
+"""How a stage is judged: each check names itself, its value and its threshold."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.config import FleetConfig
+from edge_fleet.controller import StageEvidence, judge, stages, total_variation
+from edge_fleet.db import Telemetry
+from edge_fleet.tuf_repo import bucket, in_scope
+
+
+def _t(version: str, **kw: object) -> Telemetry:
+    values = {
+        "inferences": 100,
+        "errors": 0,
+        "latency_ms_median": 0.05,
+        "latency_ms_p95": 0.08,
+        "confidence_mean": 0.95,
+        "class_counts": {"0": 50, "1": 50},
+    } | kw
+    return Telemetry(
+        device_id="d", cohort="c", version=version, feature_stats={}, **values
+    )
+
+
+def _evidence(new: list[Telemetry], *, installed: int = 10, failed: int = 0):
+    return StageEvidence(10, installed, failed, new, [_t("1"), _t("1")])
+
+
+CFG = FleetConfig()
+
+
+def test_a_healthy_stage_passes():
+    assert judge(_evidence([_t("2"), _t("2")]), "canary", CFG) is None
+
+
+@pytest.mark.parametrize(
+    ("evidence", "check"),
+    [
+        (_evidence([_t("2")], installed=8, failed=2), "install_success"),
+        (_evidence([_t("2", errors=20)]), "error_rate"),
+        (_evidence([_t("2", latency_ms_median=0.5)]), "latency_ratio"),
+        (_evidence([_t("2", confidence_mean=0.6)]), "confidence_drop"),
+        (_evidence([_t("2", class_counts={"0": 95, "1": 5})]), "class_shift"),
+    ],
+)
+def test_each_failed_check_is_named_with_value_and_threshold(evidence, check):
+    cause = judge(evidence, "wave-1", CFG)
+    assert cause is not None and cause.check == check
+    assert cause.stage == "wave-1"
+    limits = CFG.checks
+    threshold = {
+        "install_success": limits.min_install_success,
+        "error_rate": limits.max_error_rate,
+        "latency_ratio": limits.max_latency_ratio,
+        "confidence_drop": limits.max_confidence_drop,
+        "class_shift": limits.max_class_shift,
+    }[check]
+    assert cause.threshold == threshold
+    assert cause.value != threshold and cause.detail
+
+
+def test_silent_devices_count_only_after_the_stage_times_out():
+    waiting = StageEvidence(10, 9, 0, [_t("2")], [_t("1")])
+    assert judge(waiting, "canary", CFG) is None
+    timed_out = judge(waiting, "canary", CFG, timed_out=True)
+    assert timed_out is not None and timed_out.check == "install_success"
+    assert "1 silent" in timed_out.detail
+
+
+def test_first_rollout_without_baseline_is_judged_on_installs_and_errors():
+    evidence = StageEvidence(4, 4, 0, [_t("1", class_counts={"3": 9})], [])
+    assert judge(evidence, "canary", CFG) is None
+
+
+def test_stages_and_scopes():
+    plan = stages(FleetConfig(canary_percent=5, waves=[25, 50]))
+    assert [(s.name, s.percent) for s in plan] == [
+        ("canary", 5),
+        ("wave-1", 25),
+        ("wave-2", 50),
+        ("full", 100),
+    ]
+    named = stages(FleetConfig(canary_cohort="north"))[0]
+    assert named.cohorts == ("north",) and named.percent == 0
+    ids = [f"d{i}" for i in range(2000)]
+    share = sum(in_scope({"basis_points": 1000}, d, "x", "mcu") for d in ids) / 2000
+    assert 0.08 < share < 0.12  # 10% of devices, by a stable hash
+    assert bucket("d1") == bucket("d1")
+    assert in_scope({"cohorts": ["north"], "basis_points": 0}, "d1", "north", "mcu")
+    assert not in_scope({"profiles": ["gateway"]}, "d1", "north", "mcu")
+    with pytest.raises(ValueError, match="rising percents"):
+        FleetConfig(canary_percent=30, waves=[20])
+
+
+def test_total_variation():
+    assert total_variation({"a": 1}, {"a": 5}) == 0
+    assert total_variation({"a": 1}, {"b": 1}) == 1
+    assert total_variation({"a": 1, "b": 1}, {"a": 1}) == pytest.approx(0.5)
