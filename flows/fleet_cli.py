@@ -223,14 +223,17 @@ def simulate(  # noqa: PLR0913, PLR0917 - the command's options
 
     def settled() -> bool:
         summary = fleet.summary()
-        stable = summary["channels"].get("channel/stable", {}).get("version")
+        channel = summary["channels"].get("channel/stable", {})
+        stable, profiles = channel.get("version"), channel.get("profiles", [])
         return summary["active_rollout"] is None and (
             stable is None
             or all(
-                (a.version == stable and not a.error) or (a.version is None and a.error)
+                a.id.profile not in profiles  # not eligible for this version
+                or (a.version == stable and not a.error)
+                or (a.version is None and a.error)  # cannot install (faulty)
                 for a in agents
             )
-        )  # every device on stable, healthy; or never able to install (faulty)
+        )
 
     stats = asyncio.run(run_fleet(agents, params.fleet, done=settled, max_s=max_s))
     console.print(
