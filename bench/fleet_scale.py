@@ -1,0 +1,291 @@
+"""Fleet scale on this machine, everything on loopback in one run:
+
+1. Check-ins per second the fleet server sustains (authenticated device check-ins
+   with a telemetry batch, written to SQLite) and their p50/p99 latency, against a
+   baseline in the same run: a static file server (Starlette's StaticFiles under
+   uvicorn, no database, no auth) serving the same TUF timestamp metadata.
+2. A rollout of a ~100 KB ONNX model (an MLP fitted on the digits) to N simulated
+   devices (default 1,000), canary -> 2 waves -> full, timed from the rollout's
+   start until every device runs it; with the devices left on a broken model (0 is
+   the target) and bytes received per device against the model's size.
+
+    .venv/bin/python -m bench.fleet_scale [--devices 1000] [--requests 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import yaml
+from sklearn.datasets import load_digits
+from sklearn.neural_network import MLPClassifier
+
+from components.config import load_params
+from edge_fleet.client import FleetAdmin
+from edge_fleet.simulator import FleetSpec, build_fleet, run_fleet
+from flows.services import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+ADMIN, ENROLL = "bench-admin", "bench-enroll"
+
+
+def mlp_onnx(path: Path, hidden: int, seed: int = 0) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    digits = load_digits()
+    fit = MLPClassifier((hidden,), max_iter=60, random_state=seed).fit(
+        digits.data, digits.target
+    )
+    (w1, w2), (b1, b2) = fit.coefs_, fit.intercepts_
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W1"], ["h0"]),
+            helper.make_node("Add", ["h0", "b1"], ["h1"]),
+            helper.make_node("Relu", ["h1"], ["h"]),
+            helper.make_node("MatMul", ["h", "W2"], ["o0"]),
+            helper.make_node("Add", ["o0", "b2"], ["logits"]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 10])],
+        initializer=[
+            numpy_helper.from_array(a.astype(np.float32), n)
+            for a, n in ((w1, "W1"), (b1, "b1"), (w2, "W2"), (b2, "b2"))
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def start(command: list[str], health: str, env: dict[str, str]) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=os.environ | env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(health, timeout=2).status_code == 200:  # noqa: PLR2004
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit(f"{command} did not answer {health}")
+
+
+async def hammer(
+    requests: list[tuple[str, str, dict, bytes | None]], concurrency: int
+) -> tuple[float, list[float], int]:
+    """Send every request (method, url, headers, body) at this concurrency."""
+    latencies: list[float] = []
+    failures = 0
+    queue = list(reversed(requests))
+    async with httpx.AsyncClient(
+        timeout=30, limits=httpx.Limits(max_connections=concurrency)
+    ) as http:
+
+        async def worker() -> None:
+            nonlocal failures
+            while queue:
+                method, url, headers, body = queue.pop()
+                t0 = time.perf_counter()
+                reply = await http.request(method, url, headers=headers, content=body)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                failures += reply.status_code >= 400  # noqa: PLR2004
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(requests) / (time.perf_counter() - t0), latencies, failures
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=384, help="MLP width (~100 KB)")
+    parser.add_argument("--poll-s", type=float, default=3.0)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="edgeloop-fleet-bench-"))
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["fleet"] |= {
+        "poll_s": args.poll_s,
+        "bake_s": 3,
+        "canary_percent": 5,
+        "waves": [25, 50],
+        "stage_timeout_s": 60,
+        "profile_mix": {"gateway": 1.0},
+        "offline_after_s": 120,
+    }
+    params_file = work / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    cfg = load_params(params_file).fleet
+    model = mlp_onnx(work / "mlp.onnx", args.hidden)
+    size = model.stat().st_size
+
+    port, static_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start(
+        [
+            sys.executable,
+            "-m",
+            "edge_fleet.server",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(work / "fleet"),
+            "--params",
+            str(params_file),
+        ],
+        f"{url}/health",
+        {"EDGELOOP_FLEET_ADMIN_TOKEN": ADMIN, "EDGELOOP_FLEET_ENROLL_KEY": ENROLL},
+    )
+    metadata = work / "fleet" / "tuf" / "metadata"
+    static = start(
+        [
+            sys.executable,
+            "-c",
+            "import sys, uvicorn; from starlette.applications import Starlette; "
+            "from starlette.routing import Mount; "
+            "from starlette.staticfiles import StaticFiles; "
+            "app = Starlette(routes=[Mount('/', StaticFiles(directory=sys.argv[1]))]); "
+            "uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[2]), "
+            "log_level='warning')",
+            str(metadata),
+            str(static_port),
+        ],
+        f"http://127.0.0.1:{static_port}/timestamp.json",
+        {},
+    )
+    try:
+        admin = FleetAdmin(url, ADMIN)
+        http = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32))
+        inputs = load_digits().data.astype(np.float32)
+        agents = build_fleet(
+            FleetSpec(devices=args.devices, prefix="bench"),
+            server=url,
+            home=work / "devices",
+            factory_root=(metadata / "1.root.json").read_bytes(),
+            enroll_key=ENROLL,
+            cfg=cfg,
+            inputs=inputs,
+            http=http,
+        )
+        t0 = time.perf_counter()
+        for agent in agents:
+            agent.step()  # enroll + first check-in
+        enrolled_s = time.perf_counter() - t0
+
+        # 1. Check-ins/s against the static baseline, same concurrency.
+        admin.upload("1", model, variant="fp32", profiles=["gateway"])
+        admin.retarget("1", "bench warm-up")
+        for agent in agents:
+            agent.step()  # installs v1
+            agent.step()  # now running v1: check-ins carry telemetry
+        bodies = [
+            json.dumps(agent._checkin()).encode()  # noqa: SLF001 - a real body
+            for agent in agents[:50]
+        ]
+        checkins = [
+            (
+                "POST",
+                f"{url}/v1/devices/{agents[i % 50].id.device_id}/checkin",
+                {
+                    "Authorization": f"Bearer {agents[i % 50].state['token']}",
+                    "content-type": "application/json",
+                },
+                bodies[i % 50],
+            )
+            for i in range(args.requests)
+        ]
+        statics = [
+            ("GET", f"http://127.0.0.1:{static_port}/timestamp.json", {}, None)
+        ] * args.requests
+        # Interleaved, twice each, best run kept: the machine is noisy.
+        static_runs, fleet_runs = [], []
+        for _ in range(2):
+            static_runs.append(asyncio.run(hammer(statics, args.concurrency)))
+            fleet_runs.append(asyncio.run(hammer(checkins, args.concurrency)))
+        static_rps, static_lat, static_fail = max(static_runs, key=lambda r: r[0])
+        fleet_rps, fleet_lat, fleet_fail = max(fleet_runs, key=lambda r: r[0])
+
+        # 2. The rollout to every device.
+        for agent in agents:
+            agent.bytes_received = 0
+        # v2: refitted with another seed, so every byte of the file differs.
+        v2 = mlp_onnx(work / "mlp-v2.onnx", args.hidden, seed=1)
+        admin.upload("2", v2, variant="fp32", profiles=["gateway"])
+        t0 = time.perf_counter()
+        rollout = admin.start_rollout("2", "bench")
+
+        def finished() -> bool:
+            return admin.rollout(rollout["id"])["state"] not in ("running", "paused")
+
+        stats = asyncio.run(
+            run_fleet(
+                agents,
+                cfg,
+                done=lambda: finished() and all(a.version == "2" for a in agents),
+                max_s=600,
+            )
+        )
+        rollout_s = time.perf_counter() - t0
+        final = admin.rollout(rollout["id"])
+        on_new = sum(a.version == "2" for a in agents)
+        broken = sum(a.version is None or a.error is not None for a in agents)
+        per_device = statistics.median(a.bytes_received for a in agents)
+    finally:
+        for proc in (server, static):
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=30)
+
+    print(  # noqa: T201
+        f"devices: {args.devices}; enrolment + first check-in of all: "
+        f"{enrolled_s:.1f} s"
+    )
+    print(  # noqa: T201
+        f"check-ins (c={args.concurrency}, {args.requests} requests): "
+        f"fleet server {fleet_rps:,.0f}/s p50 {pct(fleet_lat, 50):.1f} ms "
+        f"p99 {pct(fleet_lat, 99):.1f} ms ({fleet_fail} failed); static metadata "
+        f"{static_rps:,.0f}/s p50 {pct(static_lat, 50):.1f} ms p99 "
+        f"{pct(static_lat, 99):.1f} ms ({static_fail} failed); "
+        f"ratio {fleet_rps / static_rps:.2f}x"
+    )
+    print(  # noqa: T201
+        f"rollout of a {size / 1024:.0f} KB model canary -> 2 waves -> full: "
+        f"{final['state']} in {rollout_s:.1f} s; {on_new}/{args.devices} devices on "
+        f"it, {broken} without a working model or with an error; "
+        f"{stats.steps} check-ins ({stats.steps / stats.seconds:.0f}/s), "
+        f"{stats.failed_steps} failed"
+    )
+    print(  # noqa: T201
+        f"bytes received per device for the update: median {per_device:,.0f} "
+        f"({per_device / size:.2f}x the model file)"
+    )
+
+
+if __name__ == "__main__":
+    main()
