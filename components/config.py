@@ -328,6 +328,24 @@ class FleetConfig(Strict):
         return self
 
 
+class MonitoringConfig(Strict):
+    """Drift checks: windows, Evidently methods and thresholds, and the trigger.
+
+    Wasserstein distance (normed by the reference's spread) is an effect size, not a
+    p-value, so its verdict does not flip as windows grow (K-S and chi-square do)."""
+
+    serving_window_rows: int = Field(500, ge=10)  # last N logged predictions
+    device_window_reports: int = Field(100, ge=10)  # last N telemetry reports/cohort
+    min_window: int = Field(30, ge=5)  # fewer rows or reports: no verdict
+    reference_batches: int = Field(300, ge=30)  # batch-mean rows drawn for devices
+    num_method: str = "wasserstein"
+    num_threshold: float = Field(0.1, gt=0)  # per column
+    drift_share: float = Field(0.3, gt=0, le=1)  # drifted columns share: window drifts
+    consecutive: int = Field(2, ge=1)  # windows in a row before a trigger (hysteresis)
+    cooldown_s: float = Field(600.0, ge=0)  # after a trigger, per target
+    schedule_cron: str = "0 * * * *"  # the monitor deployment's schedule
+
+
 # The optimized variants each backend produces (see components/optimize.py).
 VARIANTS = {
     "torch": ("fp32", "int8_static", "int8_dynamic", "pruned", "pruned_int8_static"),
@@ -345,6 +363,7 @@ class Params(Strict):
     registry: RegistryConfig
     serving: ServingConfig = ServingConfig()
     fleet: FleetConfig = FleetConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @model_validator(mode="after")
     def _ship_variant_exists(self) -> Params:

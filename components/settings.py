@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     webhook_port: int = Field(5055, ge=1, le=65535)
     serving_port: int = Field(3000, ge=1, le=65535)
     fleet_port: int = Field(8300, ge=1, le=65535)
+    evidently_port: int = Field(8000, ge=1, le=65535)
     # The fleet server's database: SQLite in the state folder unless set (PostgreSQL:
     # postgresql+psycopg://user:pass@host/db).
     fleet_database_url: str | None = None
@@ -41,6 +42,10 @@ class Settings(BaseSettings):
     @property
     def fleet_url(self) -> str:
         return f"http://{self.host}:{self.fleet_port}"
+
+    @property
+    def evidently_url(self) -> str:
+        return f"http://{self.host}:{self.evidently_port}"
 
     @property
     def prefect_api(self) -> str:

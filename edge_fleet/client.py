@@ -75,3 +75,10 @@ class FleetAdmin:
     def devices(self, cohort: str | None = None) -> list[dict]:
         params = {"cohort": cohort} if cohort else {}
         return self._call("GET", "/devices", params=params)  # type: ignore[return-value]
+
+    def telemetry(self, cohort: str | None = None, limit: int = 100) -> list[dict]:
+        params: dict = {"limit": limit} | ({"cohort": cohort} if cohort else {})
+        return self._call("GET", "/telemetry", params=params)  # type: ignore[return-value]
+
+    def cohorts(self) -> list[str]:
+        return self._call("GET", "/cohorts")  # type: ignore[return-value]

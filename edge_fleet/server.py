@@ -327,6 +327,38 @@ def create_app(  # noqa: PLR0915 - the routes share its state
             "last_rollout": rollout_view(last) if last else None,
         }
 
+    @app.get("/v1/admin/telemetry", dependencies=admin_api)
+    def telemetry(
+        session: DB, cohort: str | None = None, limit: int = 100
+    ) -> list[dict]:
+        """The most recent telemetry reports (of one cohort), newest first."""
+        query = (
+            select(Telemetry).order_by(Telemetry.id.desc()).limit(min(limit, 10_000))
+        )
+        if cohort:
+            query = query.where(Telemetry.cohort == cohort)
+        return [
+            {
+                "device_id": t.device_id,
+                "cohort": t.cohort,
+                "version": t.version,
+                "received_at": t.received_at.isoformat(),
+                "inferences": t.inferences,
+                "errors": t.errors,
+                "latency_ms_median": t.latency_ms_median,
+                "confidence_mean": t.confidence_mean,
+                "class_counts": t.class_counts,
+                "feature_stats": t.feature_stats,
+            }
+            for t in session.scalars(query)
+        ]
+
+    @app.get("/v1/admin/cohorts", dependencies=admin_api)
+    def cohorts(session: DB) -> list[str]:
+        return list(
+            session.scalars(select(Device.cohort).distinct().order_by(Device.cohort))
+        )
+
     @app.put("/v1/admin/models/{version}", dependencies=admin_api, status_code=201)
     async def upload(
         version: str,

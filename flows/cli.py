@@ -27,6 +27,42 @@ STATE = {"debug": False}
 from flows.fleet_cli import fleet_app  # noqa: E402 - after the app it joins
 
 app.add_typer(fleet_app, name="fleet")
+drift_app = typer.Typer(no_args_is_help=True, help="drift monitoring (Evidently)")
+app.add_typer(drift_app, name="drift")
+
+
+@drift_app.command("check")
+def drift_check(
+    project: Annotated[Path, typer.Option(help="project root")] = Path("."),
+) -> None:
+    """Run the monitor flow once: serving's log and every fleet cohort against the
+    training reference; snapshots to the Evidently workspace; an event on drift."""
+    from flows.services import evidently_workspace, is_healthy
+
+    settings = get_settings()
+    _prefect_client_env(settings)
+    from flows.monitor import monitor
+
+    fleet = settings.fleet_url if is_healthy(f"{settings.fleet_url}/health") else None
+    outcomes = monitor(
+        str(project),
+        workspace_dir=str(evidently_workspace(settings)),
+        state_file=str(settings.state_dir / "monitor" / "state.json"),
+        fleet_url=fleet,
+    )
+    table = Table("target", "rows", "drift share", "drifted", "decision", title="drift")
+    for o in outcomes:
+        table.add_row(
+            o["target"],
+            str(o["rows"]),
+            f"{o['drift_share']:.2f}",
+            "[red]yes[/]" if o["drifted"] else "no",
+            ("[bold red]retrain: [/]" if o["trigger"] else "") + o["decision"],
+        )
+    console.print(table)
+    if not outcomes:
+        console.print("nothing to check yet: no prediction log and no fleet telemetry")
+    console.print(f"dashboards: {settings.evidently_url}")
 
 
 @app.callback()

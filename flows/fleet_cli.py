@@ -169,6 +169,9 @@ def simulate(  # noqa: PLR0913, PLR0917 - the command's options
     prefix: Annotated[
         str, typer.Option(help="device id prefix (state is kept)")
     ] = "sim",
+    run_s: Annotated[
+        float, typer.Option(help="then keep the devices running (telemetry) this long")
+    ] = 0.0,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Simulate DEVICES devices against the fleet server until the champion is on
@@ -249,6 +252,11 @@ def simulate(  # noqa: PLR0913, PLR0917 - the command's options
             f"broken release v{version}: rollout {last['id']} {last['state']} at "
             f"{last['stage_name']}; cause: {last['cause']}"
         )
+    if run_s > 0:
+        stats = asyncio.run(
+            run_fleet(agents, params.fleet, done=lambda: False, max_s=run_s)
+        )
+        console.print(f"ran {run_s:.0f} s more: {stats.steps} check-ins with telemetry")
     model_bytes = [a.bytes_received for a in agents]
     console.print(
         f"bytes received per device: median {sorted(model_bytes)[len(agents) // 2]:,}; "

@@ -1,7 +1,7 @@
 """The local services `edgeloop up` starts, all on loopback: an MLflow server on
 SQLite with a local artifact folder, a Prefect server on SQLite, the receiver of
-MLflow's registry webhook, the edge fleet server, and BentoML serving of the
-champion (once there is one)."""
+MLflow's registry webhook, the edge fleet server, the Evidently UI, and BentoML
+serving of the champion (once there is one)."""
 
 from __future__ import annotations
 
@@ -247,6 +247,34 @@ def serving_spec(
     )
 
 
+def evidently_spec(settings: Settings) -> ServiceSpec:
+    """`evidently ui` on the workspace the monitor flow writes its snapshots to."""
+    return ServiceSpec(
+        name="evidently",
+        port=settings.evidently_port,
+        health_url=f"{settings.evidently_url}/",
+        ui_url=settings.evidently_url,
+        command=[
+            _bin("evidently"),
+            "ui",
+            "--workspace",
+            str(evidently_workspace(settings)),
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.evidently_port),
+        ],
+        env={"DO_NOT_TRACK": "1"},
+        port_setting="EDGELOOP_EVIDENTLY_PORT",
+    )
+
+
+def evidently_workspace(settings: Settings) -> Path:
+    path = (settings.state_dir / "evidently").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def champion_version(settings: Settings, params_file: Path) -> str | None:
     """The version serving would load, or None while the registry has no champion."""
     from mlflow import MlflowClient
@@ -308,6 +336,7 @@ def local_services(settings: Settings) -> list[ServiceSpec]:
         specs.append(prefect_spec(settings))
     specs.append(webhook_spec(settings))
     specs.append(fleet_spec(settings))
+    specs.append(evidently_spec(settings))
     specs.append(serving_spec(settings))
     return specs
 

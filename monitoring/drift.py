@@ -1,0 +1,173 @@
+"""Drift of one window against the training reference, with Evidently's own preset.
+
+Two kinds of window, one check:
+
+- **serving**: the last logged predictions, row by row (the features and the
+  predicted class), against the training split (its features and labels);
+- **a device cohort**: raw inputs stay on the devices, so each telemetry report is
+  one row of per-feature batch means and standard deviations and predicted-class
+  shares; the reference is the same summary of random training batches of the
+  devices' batch size. A summary of a batch of n varies sqrt(n) times less than one
+  input, so the per-column threshold is scaled by sqrt(n): the same effect size, in
+  units of one input's spread, as the serving check (see `threshold_scale`).
+
+Columns are compared with `monitoring.num_method` (default Wasserstein distance,
+normed by the reference's spread: an effect size, so the verdict does not flip with
+window size as p-value tests do), the predicted class with Jensen-Shannon distance,
+and the window drifts when the drifted share reaches `monitoring.drift_share`
+(Evidently's `DriftedColumnsCount`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from evidently import DataDefinition, Dataset, Report
+from evidently.core.report import Snapshot
+from evidently.presets import DataDriftPreset
+
+from components.config import MonitoringConfig
+
+PREDICTION = "prediction"
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    target: str
+    rows: int
+    drift_share: float
+    drifted_columns: list[str]
+    columns: int
+    drifted: bool  # the window as a whole (share >= monitoring.drift_share)
+    snapshot: Snapshot | None  # None when the window was too small to judge
+
+    def summary(self) -> dict:
+        return {
+            "target": self.target,
+            "rows": self.rows,
+            "drift_share": round(self.drift_share, 4),
+            "drifted": self.drifted,
+            "drifted_columns": self.drifted_columns[:20],
+        }
+
+
+def serving_frames(
+    train: pd.DataFrame, log: pd.DataFrame, window: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reference and current frames for the serving log (features by position)."""
+    features = [c for c in train.columns if c != "label"]
+    reference = train[features].copy()
+    reference.columns = [f"f{i}" for i in range(len(features))]
+    reference[PREDICTION] = train["label"].astype(str).to_numpy()
+    recent = log.sort_values("ts").tail(window) if "ts" in log else log.tail(window)
+    current = recent[[f"f{i}" for i in range(len(features))]].reset_index(drop=True)
+    current[PREDICTION] = recent["label"].astype(str).to_numpy()
+    return reference, current
+
+
+def device_frames(
+    train: pd.DataFrame,
+    reports: list[dict],
+    *,
+    batch: int,
+    reference_batches: int,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reference and current frames of batch summaries (see the module doc)."""
+    features = [c for c in train.columns if c != "label"]
+    classes = sorted(train["label"].astype(str).unique())
+    rng = np.random.default_rng(seed)
+    x = train[features].to_numpy(np.float64)
+    y = train["label"].astype(str).to_numpy()
+    rows = []
+    for _ in range(reference_batches):
+        pick = rng.integers(0, len(x), batch)
+        labels = pd.Series(y[pick]).value_counts(normalize=True)
+        rows.append(
+            list(x[pick].mean(axis=0))
+            + list(x[pick].std(axis=0))
+            + [float(labels.get(k, 0.0)) for k in classes]
+        )
+    n = len(features)
+    columns = (
+        [f"mean_f{i}" for i in range(n)]
+        + [f"std_f{i}" for i in range(n)]
+        + [f"share_{k}" for k in classes]
+    )
+    reference = pd.DataFrame(rows, columns=columns)
+    current = pd.DataFrame(
+        [
+            list(r["feature_stats"]["mean"])
+            + list(r["feature_stats"]["std"])
+            + [r["class_counts"].get(k, 0) / max(r["inferences"], 1) for k in classes]
+            for r in reports
+        ],
+        columns=columns,
+    )
+    return reference, current
+
+
+def check(
+    target: str,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    cfg: MonitoringConfig,
+    *,
+    metadata: dict[str, str] | None = None,
+    threshold_scale: float = 1.0,
+) -> DriftResult:
+    """Evidently's DataDriftPreset on the window; too small a window is no verdict.
+    `threshold_scale`: sqrt(batch size) for device windows (module doc)."""
+    if len(current) < cfg.min_window:
+        return DriftResult(target, len(current), 0.0, [], 0, False, None)
+    categorical = [c for c in current.columns if c == PREDICTION]
+    numerical = [c for c in current.columns if c not in categorical]
+    definition = DataDefinition(
+        numerical_columns=numerical, categorical_columns=categorical
+    )
+    report = Report(
+        [
+            DataDriftPreset(
+                num_method=cfg.num_method,
+                num_threshold=cfg.num_threshold * threshold_scale,
+                cat_method="jensenshannon",
+                cat_threshold=cfg.num_threshold,
+                drift_share=cfg.drift_share,
+            )
+        ],
+        metadata={"target": target} | (metadata or {}),
+        tags=[target],
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snapshot = report.run(
+            Dataset.from_pandas(current, data_definition=definition),
+            Dataset.from_pandas(reference, data_definition=definition),
+        )
+    share, drifted = _read(snapshot)
+    return DriftResult(
+        target,
+        len(current),
+        share,
+        drifted,
+        len(current.columns),
+        share >= cfg.drift_share,
+        snapshot,
+    )
+
+
+def _read(snapshot: Snapshot) -> tuple[float, list[str]]:
+    """Drifted share and columns from the snapshot's metric results."""
+    share, drifted = 0.0, []
+    for metric in snapshot.dict()["metrics"]:
+        config = metric["config"]
+        kind = config["type"].rsplit(":", 1)[-1]
+        if kind == "DriftedColumnsCount":
+            share = float(metric["value"]["share"])
+        elif kind == "ValueDrift":
+            value, threshold = float(metric["value"]), float(config["threshold"])
+            is_p_value = "p_value" in str(config.get("method", ""))
+            if (value < threshold) if is_p_value else (value >= threshold):
+                drifted.append(config["column"])
+    return share, drifted

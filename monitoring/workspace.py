@@ -1,0 +1,56 @@
+"""The Evidently workspace ops teams open with `evidently ui`: one project per
+deployment target (`serving`, `cohort-<name>`), each drift check a snapshot, and a
+dashboard per project (drift share over time, drifted columns, rows checked)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from evidently.core.report import Snapshot
+from evidently.sdk.models import PanelMetric
+from evidently.sdk.panels import counter_panel, line_plot_panel
+from evidently.ui.workspace import Project, Workspace
+
+
+def open_workspace(path: Path) -> Workspace:
+    path.mkdir(parents=True, exist_ok=True)
+    return Workspace(str(path))
+
+
+def project_for(workspace: Workspace, target: str) -> Project:
+    """The target's project, created with its dashboard the first time."""
+    found = workspace.search_project(target)
+    if found:
+        return found[0]
+    project = workspace.create_project(
+        target, description=f"edgeloop drift checks for {target}"
+    )
+    share = PanelMetric(
+        legend="drifted share",
+        metric="DriftedColumnsCount",
+        metric_labels={"value_type": "share"},
+    )
+    count = PanelMetric(
+        legend="drifted columns",
+        metric="DriftedColumnsCount",
+        metric_labels={"value_type": "count"},
+    )
+    project.dashboard.add_panel(
+        counter_panel(title="Drifted share, last check", values=[share], size="half")
+    )
+    project.dashboard.add_panel(
+        counter_panel(title="Drifted columns, last check", values=[count], size="half")
+    )
+    project.dashboard.add_panel(
+        line_plot_panel(title="Drifted share over time", values=[share])
+    )
+    project.dashboard.add_panel(
+        line_plot_panel(title="Drifted columns over time", values=[count])
+    )
+    return project
+
+
+def save(workspace: Workspace, target: str, snapshot: Snapshot) -> str:
+    project = project_for(workspace, target)
+    ref = workspace.add_run(project.id, snapshot, include_data=False)
+    return str(ref.id)
