@@ -29,6 +29,7 @@ class Window:
     reference: pd.DataFrame
     current: pd.DataFrame
     threshold_scale: float
+    min_rows: int
 
 
 def serving_window(project: Path, params: Params, train: pd.DataFrame) -> Window | None:
@@ -40,7 +41,9 @@ def serving_window(project: Path, params: Params, train: pd.DataFrame) -> Window
     reference, current = drift.serving_frames(
         train, log, params.monitoring.serving_window_rows
     )
-    return Window("serving", reference, current, 1.0)
+    return Window(
+        "serving", reference, current, 1.0, params.monitoring.serving_min_rows
+    )
 
 
 def device_windows(fleet_url: str, params: Params, train: pd.DataFrame) -> list[Window]:
@@ -58,7 +61,15 @@ def device_windows(fleet_url: str, params: Params, train: pd.DataFrame) -> list[
             batch=batch,
             reference_batches=params.monitoring.reference_batches,
         )
-        windows.append(Window(f"cohort-{cohort}", reference, current, math.sqrt(batch)))
+        windows.append(
+            Window(
+                f"cohort-{cohort}",
+                reference,
+                current,
+                math.sqrt(batch),
+                params.monitoring.device_min_reports,
+            )
+        )
     return windows
 
 
@@ -70,6 +81,7 @@ def check_window(window: Window, params: Params, workspace_dir: str) -> dict:
         window.current,
         params.monitoring,
         threshold_scale=window.threshold_scale,
+        min_rows=window.min_rows,
     )
     snapshot_id = None
     if result.snapshot is not None:

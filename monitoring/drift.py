@@ -117,10 +117,12 @@ def check(
     *,
     metadata: dict[str, str] | None = None,
     threshold_scale: float = 1.0,
+    min_rows: int | None = None,
 ) -> DriftResult:
     """Evidently's DataDriftPreset on the window; too small a window is no verdict.
-    `threshold_scale`: sqrt(batch size) for device windows (module doc)."""
-    if len(current) < cfg.min_window:
+    `threshold_scale`: sqrt(batch size) for device windows (module doc); `min_rows`:
+    the smallest window judged (default `monitoring.serving_min_rows`)."""
+    if len(current) < (cfg.serving_min_rows if min_rows is None else min_rows):
         return DriftResult(target, len(current), 0.0, [], 0, False, None)
     categorical = [c for c in current.columns if c == PREDICTION]
     numerical = [c for c in current.columns if c not in categorical]

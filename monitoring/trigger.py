@@ -36,7 +36,7 @@ def decide(
     `judged`); say whether to retrain now."""
     if not check["judged"]:
         return Decision(
-            False, f"window of {check['rows']} < {cfg.min_window}", state.streak
+            False, f"window of {check['rows']} too small for a verdict", state.streak
         )
     state.streak = state.streak + 1 if check["drifted"] else 0
     state.history = [*state.history[-49:], {"at": now} | check]

@@ -90,6 +90,7 @@ def test_up_status_down(tmp_path: Path):
         "EDGELOOP_WEBHOOK_PORT": str(free_port()),
         "EDGELOOP_SERVING_PORT": str(free_port()),
         "EDGELOOP_FLEET_PORT": str(free_port()),
+        "EDGELOOP_EVIDENTLY_PORT": str(free_port()),
     }
     mlflow = f"http://127.0.0.1:{env['EDGELOOP_MLFLOW_PORT']}"
     prefect = f"http://127.0.0.1:{env['EDGELOOP_PREFECT_PORT']}"
@@ -101,7 +102,7 @@ def test_up_status_down(tmp_path: Path):
         again = edgeloop("up", env=env)
         assert again.returncode == 0
         status = edgeloop("status", env=env)
-        assert status.stdout.count(" up ") == 4, status.stdout  # serving waits
+        assert status.stdout.count(" up ") == 5, status.stdout  # serving waits
         fleet = f"http://127.0.0.1:{env['EDGELOOP_FLEET_PORT']}"
         assert is_healthy(f"{fleet}/health")
         hooks = MlflowClient(mlflow).list_webhooks()
@@ -113,7 +114,8 @@ def test_up_status_down(tmp_path: Path):
     finally:
         down = edgeloop("down", env=env)
     assert all(
-        name in down.stdout for name in ("mlflow", "prefect", "webhook", "fleet")
+        name in down.stdout
+        for name in ("mlflow", "prefect", "webhook", "fleet", "evidently")
     )
     assert not is_healthy(f"{mlflow}/health")
     assert not is_healthy(f"{prefect}/api/health")

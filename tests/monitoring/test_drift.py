@@ -76,7 +76,9 @@ def test_device_telemetry_windows_with_and_without_a_shift(digits_split):
     reference, current = drift.device_frames(
         train, _reports(held_out, 60), batch=64, reference_batches=200
     )
-    clean = drift.check("cohort-a", reference, current, CFG, threshold_scale=scale)
+    clean = drift.check(
+        "cohort-a", reference, current, CFG, threshold_scale=scale, min_rows=30
+    )
     assert not clean.drifted, clean.summary()
     reference, current = drift.device_frames(
         train,
@@ -84,7 +86,9 @@ def test_device_telemetry_windows_with_and_without_a_shift(digits_split):
         batch=64,
         reference_batches=200,
     )
-    shifted = drift.check("cohort-b", reference, current, CFG, threshold_scale=scale)
+    shifted = drift.check(
+        "cohort-b", reference, current, CFG, threshold_scale=scale, min_rows=30
+    )
     assert shifted.drifted, shifted.summary()
     assert any(c.startswith("mean_f") for c in shifted.drifted_columns)
 
