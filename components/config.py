@@ -349,6 +349,7 @@ class MonitoringConfig(Strict):
     consecutive: int = Field(2, ge=1)  # windows in a row before a trigger (hysteresis)
     cooldown_s: float = Field(600.0, ge=0)  # after a trigger, per target
     schedule_cron: str = "0 * * * *"  # the monitor deployment's schedule
+    retrain_cron: str = "0 3 * * 0"  # training_pipeline's schedule (weekly)
 
 
 # The optimized variants each backend produces (see components/optimize.py).

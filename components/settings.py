@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     serving_port: int = Field(3000, ge=1, le=65535)
     fleet_port: int = Field(8300, ge=1, le=65535)
     evidently_port: int = Field(8000, ge=1, le=65535)
+    worker_port: int = Field(8081, ge=1, le=65535)  # the Prefect worker's health
     # The fleet server's database: SQLite in the state folder unless set (PostgreSQL:
     # postgresql+psycopg://user:pass@host/db).
     fleet_database_url: str | None = None

@@ -1,7 +1,8 @@
 """The local services `edgeloop up` starts, all on loopback: an MLflow server on
 SQLite with a local artifact folder, a Prefect server on SQLite, the receiver of
-MLflow's registry webhook, the edge fleet server, the Evidently UI, and BentoML
-serving of the champion (once there is one)."""
+MLflow's registry webhook, the edge fleet server, the Evidently UI, a Prefect worker
+for the stack's deployments, and BentoML serving of the champion (once there is
+one)."""
 
 from __future__ import annotations
 
@@ -269,6 +270,36 @@ def evidently_spec(settings: Settings) -> ServiceSpec:
     )
 
 
+def worker_spec(settings: Settings) -> ServiceSpec:
+    """A Prefect worker on the `edgeloop` process pool: runs the deployments."""
+    from flows.deployments import POOL
+
+    url = f"http://{settings.host}:{settings.worker_port}"
+    return ServiceSpec(
+        name="worker",
+        port=settings.worker_port,
+        health_url=f"{url}/health",
+        ui_url=f"{settings.prefect_ui}/work-pools/work-pool/{POOL}",
+        command=[
+            _bin("prefect"),
+            "worker",
+            "start",
+            "--pool",
+            POOL,
+            "--type",
+            "process",
+            "--with-healthcheck",
+        ],
+        env=prefect_env(settings)
+        | fleet_env(settings)
+        | {
+            "PREFECT_WORKER_WEBSERVER_HOST": settings.host,
+            "PREFECT_WORKER_WEBSERVER_PORT": str(settings.worker_port),
+        },
+        port_setting="EDGELOOP_WORKER_PORT",
+    )
+
+
 def evidently_workspace(settings: Settings) -> Path:
     path = (settings.state_dir / "evidently").resolve()
     path.mkdir(parents=True, exist_ok=True)
@@ -337,6 +368,7 @@ def local_services(settings: Settings) -> list[ServiceSpec]:
     specs.append(webhook_spec(settings))
     specs.append(fleet_spec(settings))
     specs.append(evidently_spec(settings))
+    specs.append(worker_spec(settings))
     specs.append(serving_spec(settings))
     return specs
 
@@ -489,13 +521,21 @@ def service_states(settings: Settings) -> list[ServiceState]:
 def start_all(
     settings: Settings, progress: Callable[[str], None] = lambda _: None
 ) -> list[ServiceState]:
+    later = {"worker", "serving"}
     states = [
         start_service(spec, settings, progress)
         for spec in local_services(settings)
-        if spec.name != "serving"
+        if spec.name not in later
     ]
     progress("registering the MLflow webhook")
     ensure_webhook(settings)
+    progress("registering the Prefect deployments and the drift automation")
+    from components.config import load_params
+    from flows.deployments import register
+
+    os.environ.update(prefect_env(settings))
+    register(settings, Path("."), load_params(Path("params.yaml")))
+    states.append(start_service(worker_spec(settings), settings, progress))
     serving = ensure_serving(settings, progress=progress)
     return states + ([serving] if serving else [])
 

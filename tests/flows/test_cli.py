@@ -91,6 +91,7 @@ def test_up_status_down(tmp_path: Path):
         "EDGELOOP_SERVING_PORT": str(free_port()),
         "EDGELOOP_FLEET_PORT": str(free_port()),
         "EDGELOOP_EVIDENTLY_PORT": str(free_port()),
+        "EDGELOOP_WORKER_PORT": str(free_port()),
     }
     mlflow = f"http://127.0.0.1:{env['EDGELOOP_MLFLOW_PORT']}"
     prefect = f"http://127.0.0.1:{env['EDGELOOP_PREFECT_PORT']}"
@@ -102,7 +103,7 @@ def test_up_status_down(tmp_path: Path):
         again = edgeloop("up", env=env)
         assert again.returncode == 0
         status = edgeloop("status", env=env)
-        assert status.stdout.count(" up ") == 5, status.stdout  # serving waits
+        assert status.stdout.count(" up ") == 6, status.stdout  # serving waits
         fleet = f"http://127.0.0.1:{env['EDGELOOP_FLEET_PORT']}"
         assert is_healthy(f"{fleet}/health")
         hooks = MlflowClient(mlflow).list_webhooks()
@@ -115,7 +116,7 @@ def test_up_status_down(tmp_path: Path):
         down = edgeloop("down", env=env)
     assert all(
         name in down.stdout
-        for name in ("mlflow", "prefect", "webhook", "fleet", "evidently")
+        for name in ("mlflow", "prefect", "webhook", "fleet", "evidently", "worker")
     )
     assert not is_healthy(f"{mlflow}/health")
     assert not is_healthy(f"{prefect}/api/health")

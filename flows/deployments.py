@@ -1,0 +1,96 @@
+"""The stack's Prefect deployments, their schedules and the drift automation.
+
+`edgeloop up` registers, on a process work pool (`edgeloop`) that the worker it
+starts polls:
+
+- `training_pipeline/edgeloop`, on `monitoring.retrain_cron`, and with a deployment
+  trigger (an automation Prefect creates with it) that runs it on every
+  `edgeloop.drift.detected` event the monitor flow emits;
+- `monitor/edgeloop`, on `monitoring.schedule_cron`;
+- `edge_release/edgeloop`, run on demand with a version.
+
+The monitor's trigger does the de-duplication (hysteresis, cooldown), so one event
+means one retraining."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from components.config import Params
+from components.settings import Settings
+
+POOL = "edgeloop"
+SOURCE = Path(__file__).resolve().parent.parent
+
+
+def ensure_pool() -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+        except ObjectAlreadyExists:
+            pass
+
+
+def register(settings: Settings, project: Path, params: Params) -> dict[str, str]:
+    """Create or update the deployments; returns their ids by flow name."""
+    from prefect import Flow
+    from prefect.events import DeploymentEventTrigger
+
+    from flows.monitor import EVENT
+
+    ensure_pool()
+    project = project.resolve()
+    state = settings.state_dir.resolve()
+    specs = {
+        "training_pipeline": (
+            "flows/training.py:training_pipeline",
+            {"project_dir": str(project), "tracking_uri": settings.tracking_uri},
+            params.monitoring.retrain_cron,
+            [
+                DeploymentEventTrigger(
+                    name="edgeloop: retrain on drift",
+                    expect={EVENT},
+                    match={"prefect.resource.id": "edgeloop.drift.*"},
+                    posture="Reactive",
+                    threshold=1,
+                    within=0,
+                )
+            ],
+        ),
+        "monitor": (
+            "flows/monitor.py:monitor",
+            {
+                "project_dir": str(project),
+                "workspace_dir": str(state / "evidently"),
+                "state_file": str(state / "monitor" / "state.json"),
+                "fleet_url": settings.fleet_url,
+            },
+            params.monitoring.schedule_cron,
+            None,
+        ),
+        "edge_release": (
+            "flows/edge_release.py:edge_release",
+            {"tracking_uri": settings.tracking_uri, "fleet_url": settings.fleet_url},
+            None,
+            None,
+        ),
+    }
+    ids = {}
+    for name, (entrypoint, parameters, cron, triggers) in specs.items():
+        flow = Flow.from_source(source=str(SOURCE), entrypoint=entrypoint)
+        ids[name] = str(
+            flow.deploy(
+                name="edgeloop",
+                work_pool_name=POOL,
+                parameters=parameters,
+                cron=cron,
+                triggers=triggers,
+                print_next_steps=False,
+                ignore_warnings=True,
+            )
+        )
+    return ids

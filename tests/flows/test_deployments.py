@@ -1,0 +1,62 @@
+"""The stack's deployments and the drift automation, on Prefect's test server: a
+drift event from the monitor starts a run of the training_pipeline deployment."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_drift_event_starts_the_training_deployment(
+    prefect_harness, stack_settings, tmp_path
+):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    from components.config import load_params
+    from flows.deployments import register
+    from flows.monitor import EVENT
+    from tests.conftest import REPO
+
+    params = load_params(REPO / "params.yaml")
+    ids = register(stack_settings, tmp_path, params)
+    assert set(ids) == {"training_pipeline", "monitor", "edge_release"}
+    with get_client(sync_client=True) as client:
+        training = client.read_deployment(ids["training_pipeline"])
+        monitor = client.read_deployment(ids["monitor"])
+        assert training.work_pool_name == "edgeloop"
+        assert [s.schedule.cron for s in training.schedules] == [
+            params.monitoring.retrain_cron
+        ]
+        assert [s.schedule.cron for s in monitor.schedules] == [
+            params.monitoring.schedule_cron
+        ]
+        assert training.parameters["project_dir"] == str(tmp_path.resolve())
+    time.sleep(2)  # the server loads the new automation
+    emit_event(
+        event=EVENT,
+        resource={
+            "prefect.resource.id": "edgeloop.drift.cohort-south",
+            "prefect.resource.name": "cohort-south",
+        },
+        payload={"target": "cohort-south", "drift_share": 0.66},
+    )
+    EventsWorker.drain_all()
+    deadline = time.monotonic() + 60
+    runs: list = []
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline and not runs:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(
+                    id=DeploymentFilterId(any_=[training.id])
+                )
+            )
+            runs = [r for r in runs if not r.auto_scheduled]  # not the cron's
+            time.sleep(1)
+    assert runs, "no run of training_pipeline/edgeloop after the drift event"
+    assert runs[0].parameters["project_dir"] == str(tmp_path.resolve())
