@@ -31,6 +31,9 @@ class PathsConfig(Strict):
     # Not a DVC output: it must outlive every rerun of the train stage.
     privacy_ledger: Path = Path("data/privacy_ledger.json")
     prediction_log: Path = Path("data/predictions")
+    # Newly labelled rows (.csv/.parquet, the source's columns): the next training
+    # run adds them to the source, through the same validation, as a new data version.
+    incoming: Path = Path("data/incoming")
 
 
 class DataConfig(Strict):

@@ -80,6 +80,8 @@ def make_project(root: Path, params: dict) -> Path:
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "data" / "incoming").mkdir(parents=True)
+    shutil.copy(REPO / "data" / "incoming" / "README.md", root / "data" / "incoming")
 
     def run(*cmd: str) -> None:
         subprocess.run(cmd, cwd=root, check=True, capture_output=True)
