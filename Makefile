@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint up down status clean
+.PHONY: setup run loop test lint up down status clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/edgeloop up
 	$(BIN)/edgeloop run
+
+# The closed loop after `make run`: fleet, drift, retraining, rollout (see README).
+loop: $(STAMP)
+	$(BIN)/edgeloop loop
 
 test: $(STAMP)
 	$(BIN)/pytest -q -rs

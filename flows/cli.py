@@ -27,6 +27,53 @@ STATE = {"debug": False}
 from flows.fleet_cli import fleet_app  # noqa: E402 - after the app it joins
 
 app.add_typer(fleet_app, name="fleet")
+
+
+@app.command()
+def loop(  # noqa: PLR0913, PLR0917 - the command's options
+    devices: Annotated[int, typer.Option(min=3, help="simulated devices")] = 50,
+    cohort: Annotated[str, typer.Option(help="the cohort that drifts")] = "south",
+    drift: Annotated[str, typer.Option(help="noise | brightness | rotation")] = "noise",
+    strength: Annotated[float, typer.Option()] = 3.0,
+    label_rows: Annotated[int, typer.Option(help="labelled rows that arrive")] = 600,
+    max_s: Annotated[float, typer.Option(help="time for retrain + rollout")] = 900,
+    project: Annotated[Path, typer.Option(help="project root")] = Path("."),
+) -> None:
+    """The closed loop: fleet rollout, drift on a cohort, detection, retraining by
+    the automation, and the new model on every device of that cohort."""
+    from flows.loop import fmt_share, run_loop
+
+    settings = get_settings()
+    _prefect_client_env(settings)
+    report = run_loop(
+        settings,
+        project,
+        devices=devices,
+        cohort=cohort,
+        drift=drift,
+        strength=strength,
+        label_rows=label_rows,
+        max_s=max_s,
+        say=console.print,
+    )
+    table = Table("step", "seconds", "what", title="edgeloop loop")
+    for name, seconds, detail in report.steps:
+        table.add_row(name, f"{seconds:.1f}", detail)
+    console.print(table)
+    console.print(
+        f"drift share of cohort-{cohort}: before {fmt_share(report.drift_before)}, "
+        f"after {fmt_share(report.drift_after)}; versions: v{report.old_version} -> "
+        f"v{report.new_version or '-'}"
+    )
+    console.print(f"[bold]{report.outcome}[/]")
+    console.print(
+        f"MLflow {settings.tracking_uri} | Prefect {settings.prefect_ui} | "
+        f"Evidently {settings.evidently_url} | fleet {settings.fleet_url}/docs"
+    )
+    if not report.outcome.startswith("loop closed"):
+        raise ServiceError(report.outcome)
+
+
 drift_app = typer.Typer(no_args_is_help=True, help="drift monitoring (Evidently)")
 app.add_typer(drift_app, name="drift")
 

@@ -80,6 +80,9 @@ def register(settings: Settings, project: Path, params: Params) -> dict[str, str
         ),
     }
     ids = {}
+    # One run of each at a time: two drifting targets in one monitor run start two
+    # retrainings, and two DVC runs in one project must not overlap (the second
+    # waits, then finds the data version already trained).
     for name, (entrypoint, parameters, cron, triggers) in specs.items():
         flow = Flow.from_source(source=str(SOURCE), entrypoint=entrypoint)
         ids[name] = str(
@@ -89,6 +92,7 @@ def register(settings: Settings, project: Path, params: Params) -> dict[str, str
                 parameters=parameters,
                 cron=cron,
                 triggers=triggers,
+                concurrency_limit=1,
                 print_next_steps=False,
                 ignore_warnings=True,
             )

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import getpass
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -123,11 +124,53 @@ def candidate(client: MlflowClient, name: str, version: str) -> Candidate:
     )
 
 
+def champion_on(
+    client: MlflowClient,
+    name: str,
+    champion: Candidate,
+    candidate_version: str,
+    test_split: Path,
+) -> Candidate:
+    """The champion measured on the candidate's test split when the two were tested
+    on different data versions (new data arrived): accuracy on one test set against
+    accuracy on another is no comparison. Its fp32 device file, in its runtime."""
+    import pandas as pd
+
+    from components.config import ServingConfig
+    from serving.model_source import AliasSource
+
+    tags = client.get_model_version(name, candidate_version).tags
+    theirs = client.get_model_version(name, champion.version).tags
+    key = f"{TAG}prepared_data_md5"
+    if tags.get(key) is None or tags.get(key) == theirs.get(key):
+        return champion
+    loaded = AliasSource(client.tracking_uri, name, ServingConfig(variant="fp32")).load(
+        champion.version
+    )
+    test = pd.read_parquet(test_split)
+    x = test.drop(columns="label").to_numpy("float32")
+    predicted = [loaded.classes[i] for i in loaded.probabilities(x).argmax(axis=1)]
+    accuracy = float((pd.Series(predicted) == test["label"].to_numpy()).mean())
+    client.set_model_version_tag(
+        name,
+        candidate_version,
+        f"{TAG}champion_accuracy_same_data",
+        f"v{champion.version}: {accuracy:.4f}",
+    )
+    return replace(champion, test_accuracy=accuracy)
+
+
 def apply_gates(
-    client: MlflowClient, name: str, version: str, cfg: RegistryConfig
+    client: MlflowClient,
+    name: str,
+    version: str,
+    cfg: RegistryConfig,
+    test_split: Path | None = None,
 ) -> GateDecision:
     """Gate a new version: tag it with the result, make it `challenger` if it
-    passes, and `champion` too when promotion is auto and it beats the champion."""
+    passes, and `champion` too when promotion is auto and it beats the champion.
+    With `test_split`, a champion tested on another data version is measured again
+    on this one before the two are compared."""
     tags = client.get_model_version(name, version).tags
     if f"{TAG}gate" in tags:  # already decided (a cached rerun)
         failures = tags.get(f"{TAG}gate_failures", "")
@@ -138,6 +181,8 @@ def apply_gates(
         if champion_version and champion_version != str(version)
         else None
     )
+    if champion is not None and test_split is not None:
+        champion = champion_on(client, name, champion, version, test_split)
     decision = decide(candidate(client, name, version), champion, cfg.gates)
     client.set_model_version_tag(
         name, version, f"{TAG}gate", "passed" if decision.passed else "failed"

@@ -111,10 +111,10 @@ def register_model(
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
 def gate_version(
-    tracking_uri: str, name: str, version: str, params: Params
+    tracking_uri: str, name: str, version: str, params: Params, test_split: Path
 ) -> GateDecision:
     decision = registry.apply_gates(
-        MlflowClient(tracking_uri), name, version, params.registry
+        MlflowClient(tracking_uri), name, version, params.registry, test_split
     )
     get_run_logger().info(
         "gates for %s v%s: %s",
@@ -142,7 +142,13 @@ def training_pipeline(project_dir: str = ".", tracking_uri: str = "") -> Pipelin
             raise
     pushed = push_data(project)
     model, lineage = register_model(tracking_uri, project, params)
-    gate = gate_version(tracking_uri, model.name, model.version, params)
+    gate = gate_version(
+        tracking_uri,
+        model.name,
+        model.version,
+        params,
+        project / params.paths.prepared / "test.parquet",
+    )
     client = MlflowClient(tracking_uri)
     return PipelineResult(
         stages=stages,
