@@ -76,7 +76,7 @@ def record_change(
         previous,
         str(version),
         who,
-        datetime.now(UTC).isoformat(timespec="seconds"),
+        datetime.now(UTC).isoformat(timespec="microseconds"),
         why,
     )
     client.set_registered_model_tag(
