@@ -141,35 +141,40 @@ def check(
         ],
         metadata={"target": target} | (metadata or {}),
         tags=[target],
+        include_tests=True,
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         snapshot = report.run(
             Dataset.from_pandas(current, data_definition=definition),
             Dataset.from_pandas(reference, data_definition=definition),
         )
-    share, drifted = _read(snapshot)
+    share, drifted, window_drifted = _read(snapshot)
     return DriftResult(
         target,
         len(current),
         share,
         drifted,
         len(current.columns),
-        share >= cfg.drift_share,
+        window_drifted,
         snapshot,
     )
 
 
-def _read(snapshot: Snapshot) -> tuple[float, list[str]]:
-    """Drifted share and columns from the snapshot's metric results."""
-    share, drifted = 0.0, []
-    for metric in snapshot.dict()["metrics"]:
-        config = metric["config"]
-        kind = config["type"].rsplit(":", 1)[-1]
-        if kind == "DriftedColumnsCount":
-            share = float(metric["value"]["share"])
-        elif kind == "ValueDrift":
-            value, threshold = float(metric["value"]), float(config["threshold"])
-            is_p_value = "p_value" in str(config.get("method", ""))
-            if (value < threshold) if is_p_value else (value >= threshold):
-                drifted.append(config["column"])
-    return share, drifted
+def _read(snapshot: Snapshot) -> tuple[float, list[str], bool]:
+    """Evidently's own verdicts (the report runs with its tests): the drifted share,
+    the columns whose drift test failed, and whether the share test failed."""
+    data = snapshot.dict()
+    share = next(
+        float(m["value"]["share"])
+        for m in data["metrics"]
+        if m["config"]["type"].endswith(":DriftedColumnsCount")
+    )
+    drifted, window_drifted = [], False
+    for test in data["tests"]:
+        params = test["metric_config"]["params"]
+        failed = str(test["status"]).endswith("FAIL")
+        if params["type"].endswith(":ValueDrift") and failed:
+            drifted.append(params["column"])
+        elif params["type"].endswith(":DriftedColumnsCount"):
+            window_drifted = failed
+    return share, drifted, window_drifted
