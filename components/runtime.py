@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,16 @@ def load_runtime(path: Path) -> OnnxRuntimeModel | LiteRtModel:
 
 def predict(model: OnnxRuntimeModel | LiteRtModel, x: np.ndarray) -> np.ndarray:
     return model.logits(x).argmax(axis=1)
+
+
+def labelled_accuracy(
+    model: OnnxRuntimeModel | LiteRtModel, test: pd.DataFrame, classes: list
+) -> float:
+    """Accuracy on a prepared split (features + `label`), the model's output index
+    mapped to its class labels."""
+    x = test.drop(columns="label").to_numpy(np.float32)
+    predicted = np.asarray(classes, dtype=object)[predict(model, x)]
+    return float((predicted == test["label"].to_numpy(dtype=object)).mean())
 
 
 def single_sample_latency(

@@ -137,6 +137,7 @@ def champion_on(
     import pandas as pd
 
     from components.config import ServingConfig
+    from components.runtime import labelled_accuracy
     from serving.model_source import AliasSource
 
     tags = client.get_model_version(name, candidate_version).tags
@@ -147,10 +148,9 @@ def champion_on(
     loaded = AliasSource(client.tracking_uri, name, ServingConfig(variant="fp32")).load(
         champion.version
     )
-    test = pd.read_parquet(test_split)
-    x = test.drop(columns="label").to_numpy("float32")
-    predicted = [loaded.classes[i] for i in loaded.probabilities(x).argmax(axis=1)]
-    accuracy = float((pd.Series(predicted) == test["label"].to_numpy()).mean())
+    accuracy = labelled_accuracy(
+        loaded.runtime, pd.read_parquet(test_split), loaded.classes
+    )
     client.set_model_version_tag(
         name,
         candidate_version,
