@@ -15,9 +15,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 
 from components.config import FleetConfig
-from edge_fleet.agent import Agent, DataStream, Faults, Identity, poll_delay
+from edge_fleet.agent import Agent, DataStream, Faults, Identity, poll_delay, shift
 
 
 @dataclass(frozen=True)
@@ -127,3 +128,31 @@ async def run_fleet(
     await asyncio.gather(watch(), *(device(a) for a in agents))
     stats.seconds = time.monotonic() - start
     return stats
+
+
+def labelled_rows(
+    train: pd.DataFrame,
+    *,
+    drift: str,
+    strength: float,
+    rows: int,
+    value_range: tuple[float, float] | None,
+    seed: int = 7,
+) -> pd.DataFrame:
+    """A simulated labelling team's answer to a drifting cohort: training rows with
+    the cohort's shift applied, their true labels, clipped to what a sensor can
+    report (the data contract's range)."""
+    picked = train.sample(min(rows, len(train)), random_state=seed)
+    features = [c for c in train.columns if c != "label"]
+    shifted = shift(
+        picked[features].to_numpy(np.float32),
+        drift,
+        strength,
+        np.random.default_rng(seed),
+    )
+    low, high = value_range or (None, None)
+    frame = pd.DataFrame(shifted.astype(np.float64), columns=features).clip(
+        lower=low, upper=high
+    )
+    frame["label"] = picked["label"].to_numpy()
+    return frame

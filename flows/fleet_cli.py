@@ -176,12 +176,10 @@ def simulate(  # noqa: PLR0913, PLR0917 - the command's options
 ) -> None:
     """Simulate DEVICES devices against the fleet server until the champion is on
     every one of them (rolled out canary -> waves -> full if it is not yet)."""
-    import httpx
-    import pandas as pd
 
     from components.config import load_params
-    from edge_fleet.simulator import FleetSpec, build_fleet, run_fleet
-    from flows.services import champion_version, stack_secrets
+    from edge_fleet.simulator import FleetSpec, run_fleet
+    from flows.services import champion_version
 
     settings = get_settings()
     params = load_params(params_file)
@@ -195,10 +193,6 @@ def simulate(  # noqa: PLR0913, PLR0917 - the command's options
     test = params.paths.prepared / "test.parquet"
     if not test.exists():
         raise ServiceError(f"{test} does not exist", hint="run `edgeloop run` first")
-    inputs = pd.read_parquet(test).drop(columns="label").to_numpy()
-    root = (
-        settings.state_dir / "fleet" / "tuf" / "metadata" / "1.root.json"
-    ).read_bytes()
     spec = FleetSpec(
         devices=devices,
         drift_cohort=drift_cohort,
@@ -208,16 +202,12 @@ def simulate(  # noqa: PLR0913, PLR0917 - the command's options
         cut_share=cut,
         prefix=prefix,
     )
-    http = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32))
-    agents = build_fleet(
+    agents = stack_fleet(
+        settings,
+        params,
         spec,
-        server=settings.fleet_url,
+        test_split=test,
         home=settings.state_dir / "fleet-sim" / prefix,
-        factory_root=root,
-        enroll_key=stack_secrets(settings)["fleet_enroll_key"],
-        cfg=params.fleet,
-        inputs=inputs,
-        http=http,
     )
     for agent in agents:  # enrolled before the rollout, so stages count them
         agent.step()
@@ -263,6 +253,37 @@ def simulate(  # noqa: PLR0913, PLR0917 - the command's options
         f"downloads resumed after a cut: {sum(a.resumes for a in agents)}"
     )
     print_status(fleet)
+
+
+def stack_fleet(
+    settings: Settings,
+    params,
+    spec,
+    *,
+    test_split: Path,
+    home: Path,  # noqa: ANN001
+) -> list:
+    """Simulated devices (edge_fleet.simulator) against this stack's fleet server:
+    the factory root.json of its TUF repository, its enrollment key, and input
+    streams drawn from the test split."""
+    import httpx
+    import pandas as pd
+
+    from edge_fleet.simulator import build_fleet
+    from flows.services import stack_secrets
+
+    return build_fleet(
+        spec,
+        server=settings.fleet_url,
+        home=home,
+        factory_root=(
+            settings.state_dir / "fleet" / "tuf" / "metadata" / "1.root.json"
+        ).read_bytes(),
+        enroll_key=stack_secrets(settings)["fleet_enroll_key"],
+        cfg=params.fleet,
+        inputs=pd.read_parquet(test_split).drop(columns="label").to_numpy(),
+        http=httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32)),
+    )
 
 
 def _ensure_rollout(settings: Settings, name: str, version: str) -> None:

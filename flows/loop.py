@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from components.config import Params, load_params
@@ -45,22 +44,17 @@ class LoopReport:
 def label_incoming(
     project: Path, params: Params, *, drift: str, strength: float, rows: int
 ) -> Path:
-    """Labelled rows of the shifted data, as a labelling team would send them."""
-    from edge_fleet.agent import shift
+    """Labelled rows of the shifted data, as a labelling team would send them, into
+    `paths.incoming`."""
+    from edge_fleet.simulator import labelled_rows
 
-    train = pd.read_parquet(project / params.paths.prepared / "train.parquet")
-    picked = train.sample(min(rows, len(train)), random_state=7)
-    features = [c for c in train.columns if c != "label"]
-    shifted = shift(
-        picked[features].to_numpy(np.float32),
-        drift,
-        strength,
-        np.random.default_rng(7),
+    frame = labelled_rows(
+        pd.read_parquet(project / params.paths.prepared / "train.parquet"),
+        drift=drift,
+        strength=strength,
+        rows=rows,
+        value_range=params.validation.feature_range,
     )
-    frame = pd.DataFrame(shifted.astype(np.float64), columns=features)
-    low, high = params.validation.feature_range or (None, None)
-    frame = frame.clip(lower=low, upper=high)  # what a sensor can report
-    frame["label"] = picked["label"].to_numpy()
     folder = project / params.paths.incoming
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"labelled-{drift}-{int(time.time())}.parquet"
@@ -80,13 +74,12 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
     max_s: float,
     say=print,  # noqa: ANN001
 ) -> LoopReport:
-    import httpx
     from mlflow import MlflowClient
 
-    from edge_fleet.simulator import FleetSpec, build_fleet, run_fleet
-    from flows.fleet_cli import _ensure_rollout, admin
+    from edge_fleet.simulator import FleetSpec, run_fleet
+    from flows.fleet_cli import _ensure_rollout, admin, stack_fleet
     from flows.monitor import monitor
-    from flows.services import champion_version, evidently_workspace, stack_secrets
+    from flows.services import champion_version, evidently_workspace
 
     params = load_params(project / "params.yaml")
     if cohort not in params.fleet.cohorts:
@@ -101,22 +94,12 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
     fleet = admin(settings)
     client = MlflowClient(settings.tracking_uri)
     name = params.registry.model_name
-    inputs = (
-        pd.read_parquet(project / params.paths.prepared / "test.parquet")
-        .drop(columns="label")
-        .to_numpy()
-    )
-    agents = build_fleet(
+    agents = stack_fleet(
+        settings,
+        params,
         FleetSpec(devices=devices, prefix=f"loop{int(time.time())}"),
-        server=settings.fleet_url,
+        test_split=project / params.paths.prepared / "test.parquet",
         home=settings.state_dir / "fleet-sim" / "loop",
-        factory_root=(
-            settings.state_dir / "fleet" / "tuf" / "metadata" / "1.root.json"
-        ).read_bytes(),
-        enroll_key=stack_secrets(settings)["fleet_enroll_key"],
-        cfg=params.fleet,
-        inputs=inputs,
-        http=httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32)),
     )
     drifting = [a for a in agents if a.id.cohort == cohort]
 
