@@ -42,6 +42,8 @@ def build_card(
             )
         },
         "dvc_raw_md5": raw_md5,
+        # labelled files from `paths.incoming` in this version (paths in the folder)
+        "incoming_files": list(info.get("incoming_files", [])),
     }
 
 
@@ -60,6 +62,8 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"- **Splits** (stratified): {splits}",
             f"- **DVC md5 of the raw batch**: `{card['dvc_raw_md5']}`",
             f"- **Known limitations**: {card['known_limitations']}",
+            "- **Labelled rows added from the incoming folder**: "
+            + (", ".join(f"`{f}`" for f in card["incoming_files"]) or "none"),
             "",
             "## Description",
             "",

@@ -23,18 +23,32 @@ def raw_batch_path(raw_dir: Path, cfg: DataConfig) -> Path:
     return raw_dir / f"{cfg.name}.parquet"
 
 
+def labelled_files(folder: Path) -> list[str]:
+    """The .csv/.parquet files under `folder` (subfolders too), as sorted paths
+    relative to it; other files (a README) and hidden ones are not data."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        f.relative_to(folder).as_posix()
+        for f in folder.rglob("*")
+        if f.is_file()
+        and f.suffix.lower() in (".csv", ".parquet")
+        and not f.name.startswith(".")
+    )
+
+
 def incoming_rows(
     folder: Path | None, columns: list[str]
 ) -> tuple[pd.DataFrame | None, list[str]]:
-    """Every labelled file in the incoming folder, in name order, with exactly the
-    source's columns; a file with other columns stops the stage, naming it."""
-    if folder is None or not folder.is_dir():
+    """Every labelled file in the incoming folder and its target subfolders
+    (`serving/`, `cohort-<name>/`: where the labelled rows came from), in path order,
+    with exactly the source's columns; a file with other columns stops the stage,
+    naming it. Returns the rows and the files' paths relative to the folder."""
+    if folder is None:
         return None, []
-    files = sorted(
-        f for f in folder.iterdir() if f.suffix.lower() in (".csv", ".parquet")
-    )
+    names = labelled_files(folder)
     frames = []
-    for file in files:
+    for file in (folder / name for name in names):
         frame = read_table(file)
         if sorted(frame.columns) != sorted(columns):
             missing = sorted(set(columns) - set(frame.columns))
@@ -47,7 +61,7 @@ def incoming_rows(
         frames.append(frame[columns])
     if not frames:
         return None, []
-    return pd.concat(frames, ignore_index=True), [f.name for f in files]
+    return pd.concat(frames, ignore_index=True), names
 
 
 def export_source(

@@ -22,15 +22,17 @@ def test_incoming_rows_are_added_in_file_order(tmp_path):
     (incoming / "README.md").write_text("ignored")
     base.head(5).assign(label=1).to_csv(incoming / "b.csv", index=False)
     base.tail(3).to_parquet(incoming / "a.parquet")
+    (incoming / "cohort-south").mkdir()  # labelled rows from one deployment target
+    base.head(2).to_parquet(incoming / "cohort-south" / "c.parquet")
     out = export_source(CFG, tmp_path / "raw", incoming=incoming)
     combined = pd.read_parquet(out)
-    assert len(combined) == len(base) + 8
+    assert len(combined) == len(base) + 10
     assert list(combined.columns) == list(base.columns)
     assert combined.dtypes.equals(base.dtypes)
-    assert (combined.tail(5)["label"] == 1).all()  # b.csv after a.parquet
+    assert (combined.iloc[-7:-2]["label"] == 1).all()  # b.csv after a.parquet
     info = json.loads((tmp_path / "raw" / "source.json").read_text())
-    assert info["incoming_files"] == ["a.parquet", "b.csv"]
-    assert info["incoming_rows"] == 8
+    assert info["incoming_files"] == ["a.parquet", "b.csv", "cohort-south/c.parquet"]
+    assert info["incoming_rows"] == 10
 
 
 def test_an_incoming_file_with_other_columns_is_refused_by_name(tmp_path):
