@@ -23,6 +23,17 @@ POOL = "edgeloop"
 SOURCE = Path(__file__).resolve().parent.parent
 
 
+# Prefect renders these from the triggering event (Jinja) when the automation runs
+# the deployment. A bare "{{ x }}" is rendered through `tojson` to keep its type,
+# which a UUID does not survive: the event id is rendered as text.
+DRIFT_EVENT_PARAMETERS = {
+    "event_id": {"__prefect_kind": "jinja", "template": "{{ event.id }}"},
+    "target": "{{ event.payload.target }}",
+    "drift_share": "{{ event.payload.drift_share }}",
+    "snapshot_id": "{{ event.payload.snapshot_id }}",
+}
+
+
 def ensure_pool() -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -45,10 +56,11 @@ def register(settings: Settings, project: Path, params: Params) -> dict[str, str
     ensure_pool()
     project = project.resolve()
     state = settings.state_dir.resolve()
+    training = {"project_dir": str(project), "tracking_uri": settings.tracking_uri}
     specs = {
         "training_pipeline": (
             "flows/training.py:training_pipeline",
-            {"project_dir": str(project), "tracking_uri": settings.tracking_uri},
+            training,
             params.monitoring.retrain_cron,
             [
                 DeploymentEventTrigger(
@@ -58,6 +70,9 @@ def register(settings: Settings, project: Path, params: Params) -> dict[str, str
                     posture="Reactive",
                     threshold=1,
                     within=0,
+                    # The event, templated into the run: its MLflow run and version
+                    # are tagged with it (flows/training.py, why_tags).
+                    parameters=training | {"trigger": DRIFT_EVENT_PARAMETERS},
                 )
             ],
         ),
@@ -68,6 +83,7 @@ def register(settings: Settings, project: Path, params: Params) -> dict[str, str
                 "workspace_dir": str(state / "evidently"),
                 "state_file": str(state / "monitor" / "state.json"),
                 "fleet_url": settings.fleet_url,
+                "tracking_uri": settings.tracking_uri,
             },
             params.monitoring.schedule_cron,
             None,

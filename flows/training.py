@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
@@ -83,7 +84,7 @@ def push_data(project: Path) -> int:
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
 def register_model(
-    tracking_uri: str, project: Path, params: Params
+    tracking_uri: str, project: Path, params: Params, why: dict[str, str]
 ) -> tuple[tracking.RegisteredModel, tracking.Lineage]:
     hashes = dvc_stages.output_hashes(project)
     paths = params.paths
@@ -99,7 +100,7 @@ def register_model(
         privacy=tracking.privacy_tags(training),
         variants=tracking.variant_tags(project / paths.reports / "optimize"),
     )
-    model = tracking.log_training_run(tracking_uri, project, params, lineage)
+    model = tracking.log_training_run(tracking_uri, project, params, lineage, why)
     get_run_logger().info(
         "model %s version %s %s",
         model.name,
@@ -125,10 +126,34 @@ def gate_version(
     return decision
 
 
+def why_tags(trigger: dict[str, Any] | None) -> dict[str, str]:
+    """What started this run, as tags for its MLflow run and model version: the
+    drift event (target, share, event and Evidently snapshot ids) when the drift
+    automation passed one, else the schedule or a person; and the Prefect flow run."""
+    flow_run = get_run_context().flow_run
+    tags = {f"{tracking.TAG}prefect_flow_run_id": str(flow_run.id)}
+    if trigger:
+        tags[f"{tracking.TAG}trigger"] = "drift"
+        for key in ("target", "drift_share", "event_id", "snapshot_id"):
+            if trigger.get(key) is not None:
+                tags[f"{tracking.TAG}trigger.{key}"] = str(trigger[key])
+    else:
+        tags[f"{tracking.TAG}trigger"] = (
+            "schedule" if flow_run.auto_scheduled else "manual"
+        )
+    return tags
+
+
 @flow(name="training_pipeline")
-def training_pipeline(project_dir: str = ".", tracking_uri: str = "") -> PipelineResult:
+def training_pipeline(
+    project_dir: str = ".",
+    tracking_uri: str = "",
+    trigger: dict[str, Any] | None = None,
+) -> PipelineResult:
     """prepare -> validate -> train -> evaluate (DVC), push the data version, then
-    log and register the model in MLflow (settings' server unless given)."""
+    log and register the model in MLflow (settings' server unless given).
+    `trigger`: the drift event that started the run (the drift automation fills it
+    in), kept on the MLflow run and version."""
     project = Path(project_dir).resolve()
     params = load_params(project / DEFAULT_PARAMS)
     tracking_uri = tracking_uri or get_settings().tracking_uri
@@ -141,7 +166,7 @@ def training_pipeline(project_dir: str = ".", tracking_uri: str = "") -> Pipelin
                 record_failure(tracking_uri, params, stage, str(exc))
             raise
     pushed = push_data(project)
-    model, lineage = register_model(tracking_uri, project, params)
+    model, lineage = register_model(tracking_uri, project, params, why_tags(trigger))
     gate = gate_version(
         tracking_uri,
         model.name,

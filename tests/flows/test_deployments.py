@@ -1,5 +1,6 @@
 """The stack's deployments and the drift automation, on Prefect's test server: a
-drift event from the monitor starts a run of the training_pipeline deployment."""
+drift event from the monitor starts a run of the training_pipeline deployment, with
+the event in its parameters."""
 
 from __future__ import annotations
 
@@ -44,7 +45,12 @@ def test_a_drift_event_starts_the_training_deployment(
             "prefect.resource.id": "edgeloop.drift.cohort-south",
             "prefect.resource.name": "cohort-south",
         },
-        payload={"target": "cohort-south", "drift_share": 0.66},
+        payload={
+            "target": "cohort-south",
+            "drift_share": 0.66,
+            "drifted_columns": ["mean_f3"],
+            "snapshot_id": "snap-1",
+        },
     )
     EventsWorker.drain_all()
     deadline = time.monotonic() + 60
@@ -60,3 +66,7 @@ def test_a_drift_event_starts_the_training_deployment(
             time.sleep(1)
     assert runs, "no run of training_pipeline/edgeloop after the drift event"
     assert runs[0].parameters["project_dir"] == str(tmp_path.resolve())
+    # The event reaches the run (its MLflow run and version are tagged with it).
+    trigger = runs[0].parameters["trigger"]
+    assert trigger["target"] == "cohort-south" and trigger["drift_share"] == 0.66
+    assert trigger["snapshot_id"] == "snap-1" and len(trigger["event_id"]) == 36
