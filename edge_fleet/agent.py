@@ -118,12 +118,14 @@ class ResumingFetcher(FetcherInterface):
 @dataclass
 class DataStream:
     """The device's local inputs: rows drawn from a labelled set, optionally
-    shifted (the drift a cohort can be given)."""
+    shifted (the drift a cohort can be given), within what the sensor can report
+    (`value_range`, the data contract's feature range, when given)."""
 
     x: np.ndarray
     seed: int
     drift: str | None = None
     strength: float = 0.0
+    value_range: tuple[float, float] | None = None
     rng: np.random.Generator = field(init=False)
 
     def __post_init__(self) -> None:
@@ -131,7 +133,10 @@ class DataStream:
 
     def batch(self, n: int) -> np.ndarray:
         rows = self.x[self.rng.integers(0, len(self.x), n)].astype(np.float32)
-        return shift(rows, self.drift, self.strength, self.rng)
+        rows = shift(rows, self.drift, self.strength, self.rng)
+        if self.value_range is not None:
+            rows = np.clip(rows, *self.value_range)
+        return rows
 
 
 def shift(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -37,17 +38,25 @@ class FleetAdmin:
         return reply.json()
 
     def upload(
-        self, version: str, file: Path, *, variant: str, profiles: list[str]
+        self,
+        version: str,
+        file: Path,
+        *,
+        variant: str,
+        profiles: list[str],
+        class_prior: dict[str, float] | None = None,
     ) -> dict:
+        """`class_prior`: the class shares of the version's training data (the
+        rollout checks predicted classes against it)."""
+        params = {
+            "variant": variant,
+            "filename": file.name,
+            "profiles": ",".join(profiles),
+        }
+        if class_prior is not None:
+            params["class_prior"] = json.dumps(class_prior)
         return self._call(  # type: ignore[return-value]
-            "PUT",
-            f"/models/{version}",
-            params={
-                "variant": variant,
-                "filename": file.name,
-                "profiles": ",".join(profiles),
-            },
-            content=file.read_bytes(),
+            "PUT", f"/models/{version}", params=params, content=file.read_bytes()
         )
 
     def start_rollout(self, version: str, reason: str = "") -> dict:

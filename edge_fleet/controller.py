@@ -74,6 +74,7 @@ class StageEvidence:
     failed: int
     new: list[Telemetry]
     previous: list[Telemetry]
+    prior: dict[str, float] | None = None  # class shares of the new version's data
 
 
 def judge(  # noqa: PLR0911 - one return per check, in order
@@ -128,14 +129,24 @@ def judge(  # noqa: PLR0911 - one return per check, in order
             stage,
             "mean top-1 confidence, previous minus new version",
         )
-    shift = total_variation(_class_counts(old), _class_counts(new))
+    before, after = _class_counts(old), _class_counts(new)
+    if evidence.prior:
+        # Against the classes the new version was trained on: a model that collapses
+        # moves away from them; one retrained for drifted inputs moves back towards
+        # them, which is a large shift from the previous version, not a failure.
+        shift = total_variation(after, evidence.prior) - total_variation(
+            before, evidence.prior
+        )
+        detail = (
+            "total variation distance of predicted classes from the training class "
+            "shares, new minus previous version"
+        )
+    else:
+        shift = total_variation(before, after)
+        detail = "total variation distance of predicted classes, previous vs new"
     if shift > checks.max_class_shift:
         return Cause(
-            "class_shift",
-            round(shift, 4),
-            checks.max_class_shift,
-            stage,
-            "total variation distance of predicted classes, previous vs new",
+            "class_shift", round(shift, 4), checks.max_class_shift, stage, detail
         )
     return None
 
@@ -153,7 +164,8 @@ def _class_counts(rows: list[Telemetry]) -> dict[str, int]:
     return counts
 
 
-def total_variation(a: dict[str, int], b: dict[str, int]) -> float:
+def total_variation(a: dict[str, float], b: dict[str, float]) -> float:
+    """Between two class distributions given as counts or shares."""
     na, nb = sum(a.values()), sum(b.values())
     if not na or not nb:
         return 0.0
@@ -347,7 +359,15 @@ class Controller:
                     .limit(20 * len(ids))
                 )
             )
-        return StageEvidence(len(members), installed, failed, new, previous)
+        model = session.get(Model, rollout.version)
+        return StageEvidence(
+            len(members),
+            installed,
+            failed,
+            new,
+            previous,
+            model.class_prior if model is not None else None,
+        )
 
     def _roll_back(self, session: Session, rollout: Rollout, cause: Cause) -> None:
         self.repo.publish({ROLLOUT: None})  # devices in scope go back to stable

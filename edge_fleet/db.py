@@ -14,6 +14,8 @@ from sqlalchemy import (
     String,
     create_engine,
     event,
+    inspect,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
@@ -57,6 +59,9 @@ class Model(Base):
     variant: Mapped[str] = mapped_column(String(64))
     profiles: Mapped[list] = mapped_column(JSON)
     blob: Mapped[str] = mapped_column(String(500))
+    # Class shares of the version's training data ({label: share}), when given: the
+    # rollout's class-distribution check measures against it (controller.judge).
+    class_prior: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
@@ -119,7 +124,22 @@ def make_engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_size=10, max_overflow=20)
     Base.metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Nullable columns added since a database was created (create_all makes missing
+    tables only): added in place, so an existing fleet state keeps its devices."""
+    found = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        have = {c["name"] for c in found.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have and column.nullable:
+                kind = column.type.compile(dialect=engine.dialect)
+                add = f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'
+                with engine.begin() as connection:
+                    connection.execute(text(add))
 
 
 def make_sessions(url: str) -> sessionmaker:

@@ -16,6 +16,7 @@ upload, rollouts (start, pause, resume, abort, rollback), retarget.
 import argparse
 import hashlib
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -363,13 +364,16 @@ def create_app(  # noqa: PLR0915 - the routes share its state
     async def upload(
         version: str,
         request: Request,
+        *,
         variant: str,
         filename: str,
         profiles: str,
+        class_prior: str | None = None,
     ) -> dict:
         data = await request.body()
         if not data:
             raise HTTPException(422, "expected the model file as the request body")
+        prior = _class_prior(class_prior)
         if Path(filename).name != filename or not filename:
             raise HTTPException(422, f"filename {filename!r}: expected a bare name")
         digest = hashlib.sha256(data).hexdigest()
@@ -392,6 +396,7 @@ def create_app(  # noqa: PLR0915 - the routes share its state
                 variant=variant,
                 profiles=[p for p in profiles.split(",") if p],
                 blob=str(blob),
+                class_prior=prior,
             )
             session.add(model)
             session.commit()
@@ -444,6 +449,32 @@ def create_app(  # noqa: PLR0915 - the routes share its state
     return app
 
 
+def _class_prior(raw: str | None) -> dict[str, float] | None:
+    """`class_prior`: a JSON object of class label -> share (0..1, summing to 1)."""
+    if raw is None:
+        return None
+    try:
+        prior = json.loads(raw)
+        ok = (
+            isinstance(prior, dict)
+            and prior
+            and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
+                for v in prior.values()
+            )
+            and abs(sum(prior.values()) - 1) < 1e-3
+        )
+    except ValueError:
+        ok = False
+    if not ok:
+        raise HTTPException(
+            422,
+            f"class_prior {raw[:80]!r}: expected a JSON object of class label -> "
+            "share, shares in [0, 1] summing to 1",
+        )
+    return {str(k): float(v) for k, v in prior.items()}
+
+
 def _device_dict(d: Device) -> dict:
     return {
         "id": d.id,
@@ -467,6 +498,7 @@ def _model_dict(m: Model) -> dict:
         "size": m.size,
         "variant": m.variant,
         "profiles": m.profiles,
+        "class_prior": m.class_prior,
     }
 
 

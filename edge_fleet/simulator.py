@@ -43,8 +43,10 @@ def build_fleet(  # noqa: PLR0913
     cfg: FleetConfig,
     inputs: np.ndarray,
     http: httpx.Client,
+    value_range: tuple[float, float] | None = None,
 ) -> list[Agent]:
-    """Devices with profiles drawn from `fleet.profile_mix` and cohorts in turn."""
+    """Devices with profiles drawn from `fleet.profile_mix` and cohorts in turn;
+    their inputs stay within `value_range` (the sensor's, when given)."""
     rng = random.Random(spec.seed)
     profiles, weights = zip(*cfg.profile_mix.items(), strict=True)
     agents = []
@@ -67,6 +69,7 @@ def build_fleet(  # noqa: PLR0913
                     seed=spec.seed * 100_003 + i,
                     drift=spec.drift if drifting else None,
                     strength=spec.drift_strength if drifting else 0.0,
+                    value_range=value_range,
                 ),
                 http=http,
                 faults=Faults(

@@ -66,7 +66,20 @@ def fetch_ship_file(tracking_uri: str, name: str, version: str) -> dict:
         "file": local,
         "variant": tags.get("edgeloop.ship_variant", "unknown"),
         "profiles": [] if profiles == "none" else profiles.split(","),
+        "class_prior": _class_prior(tracking_uri, model_version.run_id),
     }
+
+
+def _class_prior(tracking_uri: str, run_id: str) -> dict[str, float] | None:
+    """The class shares of the training split, from the run's data card."""
+    from flows.tracking import data_card
+
+    card = data_card(tracking_uri, run_id) or {}
+    counts = card.get("splits", {}).get("train", {}).get("class_distribution")
+    if not counts:
+        return None
+    total = sum(counts.values())
+    return {str(k): v / total for k, v in counts.items()}
 
 
 @task(retries=2, retry_delay_seconds=2)
@@ -81,6 +94,7 @@ def upload(fleet_url: str, version: str, shipped: dict) -> dict:
         Path(shipped["file"]),
         variant=shipped["variant"],
         profiles=shipped["profiles"],
+        class_prior=shipped["class_prior"],
     )
 
 
@@ -142,5 +156,6 @@ def retarget_fleet(
         Path(shipped["file"]),
         variant=shipped["variant"],
         profiles=shipped["profiles"],
+        class_prior=shipped["class_prior"],
     )
     return fleet.retarget(version, reason)

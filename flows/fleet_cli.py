@@ -265,7 +265,7 @@ def stack_fleet(
 ) -> list:
     """Simulated devices (edge_fleet.simulator) against this stack's fleet server:
     the factory root.json of its TUF repository, its enrollment key, and input
-    streams drawn from the test split."""
+    streams drawn from the test split, within the data contract's feature range."""
     import httpx
     import pandas as pd
 
@@ -283,6 +283,7 @@ def stack_fleet(
         cfg=params.fleet,
         inputs=pd.read_parquet(test_split).drop(columns="label").to_numpy(),
         http=httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32)),
+        value_range=params.validation.feature_range,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -15,6 +16,7 @@ import mlflow.pytorch
 import pandas as pd
 import torch
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from components.config import Params
@@ -98,11 +100,16 @@ def find_version(client: MlflowClient, name: str, model_md5: str) -> Any | None:
 
 
 def log_training_run(
-    tracking_uri: str, project: Path, params: Params, lineage: Lineage
+    tracking_uri: str,
+    project: Path,
+    params: Params,
+    lineage: Lineage,
+    why: dict[str, str] | None = None,
 ) -> RegisteredModel:
     """Log the run (params, per-step and test metrics, data card, lineage, privacy,
     partitions, search trials, model) and register it; a model already registered
-    is found, not registered twice."""
+    is found, not registered twice. `why`: tags of what started the run (the drift
+    event, the Prefect flow run), on the run and the version."""
     client = MlflowClient(tracking_uri)
     name = params.registry.model_name
     reports = project / params.paths.reports
@@ -125,7 +132,9 @@ def log_training_run(
         run_name=f"{params.data.name}-{lineage.model_md5[:8]}"
     ) as run:
         mlflow.log_params(flatten(params.model_dump(mode="json")))
-        mlflow.set_tags(lineage.tags() | {f"{TAG}data.name": params.data.name})
+        mlflow.set_tags(
+            lineage.tags() | {f"{TAG}data.name": params.data.name} | (why or {})
+        )
         _log_history(training)
         mlflow.log_metrics(metrics | {"best_step": training["best_epoch"]})
         _log_training_details(training)
@@ -140,11 +149,23 @@ def log_training_run(
         _log_variants(project / params.paths.variants, reports / "optimize")
         info = _log_model(project / params.paths.model, prepared, name)
     version = str(info.registered_model_version)
-    for key, value in lineage.tags().items():
+    for key, value in (lineage.tags() | (why or {})).items():
         client.set_model_version_tag(name, version, key, value)
     return RegisteredModel(
         name, version, run.info.run_id, experiment.experiment_id, metrics, True
     )
+
+
+def data_card(tracking_uri: str, run_id: str) -> dict[str, Any] | None:
+    """The data card logged with a training run (None for a run without one)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = MlflowClient(tracking_uri).download_artifacts(
+                run_id, "data_card/data_card.json", tmp
+            )
+        except (MlflowException, OSError):
+            return None
+        return json.loads(Path(path).read_text())
 
 
 def _log_history(training: dict[str, Any]) -> None:

@@ -98,3 +98,22 @@ def test_total_variation():
     assert total_variation({"a": 1}, {"a": 5}) == 0
     assert total_variation({"a": 1}, {"b": 1}) == 1
     assert total_variation({"a": 1, "b": 1}, {"a": 1}) == pytest.approx(0.5)
+
+
+def test_class_shift_is_measured_against_the_training_classes_when_known():
+    """A model retrained for drifted inputs moves its predictions back to the
+    training classes: a big change from the previous version, and no failure; a
+    collapse moves them away and fails, with or without the prior."""
+    prior = {"0": 0.5, "1": 0.5}
+    collapsed_before = [_t("1", class_counts={"0": 95, "1": 5})] * 2
+    fixed = [_t("2", class_counts={"0": 52, "1": 48})]
+    assert judge(StageEvidence(10, 10, 0, fixed, collapsed_before), "w", CFG)
+    assert (
+        judge(StageEvidence(10, 10, 0, fixed, collapsed_before, prior), "w", CFG)
+        is None
+    )
+    collapse = [_t("2", class_counts={"0": 98, "1": 2})]
+    cause = judge(StageEvidence(10, 10, 0, collapse, [_t("1")], prior), "w", CFG)
+    assert cause is not None and cause.check == "class_shift"
+    assert cause.value == pytest.approx(0.48 - 0.0)
+    assert "training class shares" in cause.detail

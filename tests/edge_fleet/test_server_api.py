@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from components.config import FleetConfig
-from edge_fleet.db import Device, Telemetry
+from edge_fleet.db import Device, Model, Telemetry
 from edge_fleet.server import create_app
 
 ADMIN, ENROLL = "admin-secret", "enroll-secret"
@@ -191,3 +191,50 @@ def test_range_requests_are_answered_with_partial_content(api, tmp_path):
         "/tuf/metadata/1.root.json", headers=auth | {"Range": "bytes=10-"}
     )
     assert part.status_code == 206 and part.content == whole[10:]
+
+
+def test_a_model_upload_keeps_its_class_prior_and_refuses_a_bad_one(api):
+    client, sessions = api
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    params = {"variant": "int8_static", "filename": "m.onnx", "profiles": "gateway"}
+    for bad in ('{"0": 0.7, "1": 0.7}', "[0.5, 0.5]", '{"0": "half"}', "{"):
+        refused = client.put(
+            "/v1/admin/models/3",
+            params=params | {"class_prior": bad},
+            content=b"model",
+            headers=admin,
+        )
+        assert refused.status_code == 422 and "class_prior" in refused.text
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Model)) == 0
+    stored = client.put(
+        "/v1/admin/models/3",
+        params=params | {"class_prior": '{"0": 0.25, "1": 0.75}'},
+        content=b"model",
+        headers=admin,
+    )
+    assert stored.status_code == 201, stored.text
+    assert stored.json()["class_prior"] == {"0": 0.25, "1": 0.75}
+
+
+def test_an_older_fleet_database_gains_new_columns_in_place(tmp_path):
+    """A state folder from before `models.class_prior` existed keeps working."""
+    import sqlite3
+
+    from edge_fleet.db import make_engine
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE models (version VARCHAR(32) PRIMARY KEY, filename "
+            "VARCHAR(128), sha256 VARCHAR(64), size INTEGER, variant VARCHAR(64), "
+            "profiles JSON, blob VARCHAR(500), created_at DATETIME)"
+        )
+        db.execute(
+            "INSERT INTO models VALUES ('1', 'm.onnx', 'ab', 5, 'fp32', '[]', 'b', "
+            "'2026-11-01 00:00:00')"
+        )
+    make_engine(f"sqlite:///{path}")
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT version, class_prior FROM models").fetchall()
+    assert rows == [("1", None)]
