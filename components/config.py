@@ -346,6 +346,10 @@ class MonitoringConfig(Strict):
     serving_min_rows: int = Field(300, ge=5)
     device_min_reports: int = Field(30, ge=5)
     reference_batches: int = Field(300, ge=30)  # batch-mean rows drawn for devices
+    # A target's own labelled rows in the champion's data (paths.incoming/<target>/)
+    # become its reference from this many on (monitoring/reference.py).
+    target_reference_min_rows: int = Field(200, ge=10)
+    delayed_labels_min_rows: int = Field(50, ge=5)  # accuracy on newer labels
     num_method: str = "wasserstein"
     num_threshold: float = Field(0.1, gt=0)  # per column
     drift_share: float = Field(0.3, gt=0, le=1)  # drifted columns share: window drifts

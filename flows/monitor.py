@@ -1,5 +1,6 @@
 """The `monitor` flow: drift of serving's prediction log and of each fleet cohort's
-telemetry against the training reference (Evidently), each check stored as a
+telemetry against the champion's reference (Evidently; monitoring/reference.py),
+the champion's accuracy on each target's delayed labels, each check stored as a
 snapshot in the Evidently workspace, and a Prefect event when drift persists.
 
 The event (`edgeloop.drift.detected`, resource `edgeloop.drift.<target>`) carries the
@@ -12,12 +13,20 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
 
 from components.config import Params, load_params
 from monitoring import drift, trigger
+from monitoring.reference import (
+    ChampionData,
+    champion_data,
+    delayed_labels,
+    general_rows,
+    reference_rows,
+)
 from monitoring.workspace import open_workspace, save
 
 EVENT = "edgeloop.drift.detected"
@@ -30,23 +39,47 @@ class Window:
     current: pd.DataFrame
     threshold_scale: float
     min_rows: int
+    reference_from: str  # "training split" or the target's own labelled rows
 
 
-def serving_window(project: Path, params: Params, train: pd.DataFrame) -> Window | None:
+@dataclass(frozen=True)
+class References:
+    """Each target's reference: its own labelled rows in the champion's data when
+    there are enough, else the training split (monitoring/reference.py)."""
+
+    project: Path
+    params: Params
+    train: pd.DataFrame
+    champion: ChampionData | None
+
+    def rows(self, target: str) -> tuple[pd.DataFrame, str]:
+        own = reference_rows(self.project, self.params, target, self.champion)
+        if own is not None:
+            version = self.champion.version if self.champion else "-"
+            return own, f"{len(own)} labelled rows of {target} (v{version})"
+        general = general_rows(self.project, self.params, self.train, self.champion)
+        left_out = len(self.train) - len(general)
+        return general, "training split" + (
+            f" without {left_out} rows of other targets" if left_out else ""
+        )
+
+
+def serving_window(project: Path, params: Params, refs: References) -> Window | None:
     folder = project / params.paths.prediction_log
     files = sorted(folder.glob("*.parquet")) if folder.exists() else []
     if not files:
         return None
     log = pd.concat(pd.read_parquet(f) for f in files[-50:])
+    rows, source = refs.rows("serving")
     reference, current = drift.serving_frames(
-        train, log, params.monitoring.serving_window_rows
+        rows, log, params.monitoring.serving_window_rows
     )
     return Window(
-        "serving", reference, current, 1.0, params.monitoring.serving_min_rows
+        "serving", reference, current, 1.0, params.monitoring.serving_min_rows, source
     )
 
 
-def device_windows(fleet_url: str, params: Params, train: pd.DataFrame) -> list[Window]:
+def device_windows(fleet_url: str, params: Params, refs: References) -> list[Window]:
     from edge_fleet.client import FleetAdmin
     from flows.edge_release import admin_token
 
@@ -54,20 +87,23 @@ def device_windows(fleet_url: str, params: Params, train: pd.DataFrame) -> list[
     batch = params.fleet.telemetry_batch
     windows = []
     for cohort in fleet.cohorts():
+        target = f"cohort-{cohort}"
         reports = fleet.telemetry(cohort, params.monitoring.device_window_reports)
+        rows, source = refs.rows(target)
         reference, current = drift.device_frames(
-            train,
+            rows,
             reports,
             batch=batch,
             reference_batches=params.monitoring.reference_batches,
         )
         windows.append(
             Window(
-                f"cohort-{cohort}",
+                target,
                 reference,
                 current,
                 math.sqrt(batch),
                 params.monitoring.device_min_reports,
+                source,
             )
         )
     return windows
@@ -91,7 +127,44 @@ def check_window(window: Window, params: Params, workspace_dir: str) -> dict:
     return result.summary() | {
         "snapshot_id": snapshot_id,
         "judged": result.snapshot is not None,
+        "reference": window.reference_from,
     }
+
+
+@task
+def check_delayed_labels(
+    target: str,
+    labelled: pd.DataFrame,
+    refs: References,
+    tracking_uri: str,
+    workspace_dir: str,
+) -> dict:
+    """The champion's accuracy (the serving variant) on labels that arrived for the
+    target after its training data, against its own test split (Evidently's
+    ClassificationPreset)."""
+    from components.runtime import predict
+    from serving.model_source import AliasSource
+
+    params, champion = refs.params, refs.champion
+    assert champion is not None
+    test = pd.read_parquet(refs.project / params.paths.prepared / "test.parquet")
+    loaded = AliasSource(tracking_uri, params.registry.model_name, params.serving).load(
+        champion.version
+    )
+    classes = np.asarray(loaded.classes, dtype=object)
+
+    def with_predictions(frame: pd.DataFrame) -> pd.DataFrame:
+        x = frame.drop(columns="label").to_numpy(np.float32)
+        return frame.assign(**{drift.PREDICTION: classes[predict(loaded.runtime, x)]})
+
+    result = drift.performance(
+        target,
+        with_predictions(labelled),
+        with_predictions(test),
+        metadata={"version": champion.version, "variant": loaded.variant},
+    )
+    snapshot_id = save(open_workspace(Path(workspace_dir)), target, result.snapshot)
+    return result.summary() | {"performance_snapshot_id": snapshot_id}
 
 
 @flow(name="monitor")
@@ -101,17 +174,28 @@ def monitor(
     workspace_dir: str,
     state_file: str,
     fleet_url: str | None = None,
+    tracking_uri: str | None = None,
 ) -> list[dict]:
+    """Check every target once. Without `tracking_uri` (no registry) the reference is
+    the training split and delayed labels are not checked."""
     log = get_run_logger()
     project = Path(project_dir)
     params = load_params(project / "params.yaml")
-    train = pd.read_parquet(project / params.paths.prepared / "train.parquet")
+    prepared = project / params.paths.prepared
+    champion = (
+        champion_data(tracking_uri, params.registry.model_name)
+        if tracking_uri
+        else None
+    )
+    refs = References(
+        project, params, pd.read_parquet(prepared / "train.parquet"), champion
+    )
     windows = []
-    serving = serving_window(project, params, train)
+    serving = serving_window(project, params, refs)
     if serving is not None:
         windows.append(serving)
     if fleet_url is not None:
-        windows += device_windows(fleet_url, params, train)
+        windows += device_windows(fleet_url, params, refs)
     store = trigger.StateStore(Path(state_file))
     states = store.load()
     outcomes = []
@@ -120,6 +204,11 @@ def monitor(
         state = states.setdefault(window.target, trigger.TargetState())
         decision = trigger.decide(state, summary, params.monitoring, trigger.now())
         summary |= {"trigger": decision.trigger, "decision": decision.reason}
+        labelled = delayed_labels(project, params, window.target, champion)
+        if labelled is not None and champion is not None and tracking_uri:
+            summary |= check_delayed_labels(
+                window.target, labelled, refs, tracking_uri, workspace_dir
+            )
         if decision.trigger:
             event = emit_event(
                 event=EVENT,

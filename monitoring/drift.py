@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from evidently import DataDefinition, Dataset, Report
+from evidently import DataDefinition, Dataset, MulticlassClassification, Report
 from evidently.core.report import Snapshot
-from evidently.presets import DataDriftPreset
+from evidently.presets import ClassificationPreset, DataDriftPreset
 
 from components.config import MonitoringConfig
 
@@ -178,3 +178,66 @@ def _read(snapshot: Snapshot) -> tuple[float, list[str], bool]:
         elif params["type"].endswith(":DriftedColumnsCount"):
             window_drifted = failed
     return share, drifted, window_drifted
+
+
+@dataclass(frozen=True)
+class PerformanceResult:
+    target: str
+    rows: int
+    accuracy: float
+    reference_accuracy: float
+    degraded: bool  # Evidently's accuracy test against the reference failed
+    snapshot: Snapshot
+
+    def summary(self) -> dict:
+        return {
+            "delayed_label_rows": self.rows,
+            "accuracy_delayed": round(self.accuracy, 4),
+            "accuracy_reference": round(self.reference_accuracy, 4),
+            "performance_degraded": self.degraded,
+        }
+
+
+def performance(
+    target: str,
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    *,
+    metadata: dict[str, str] | None = None,
+) -> PerformanceResult:
+    """Evidently's ClassificationPreset on delayed labels: `current` and `reference`
+    (the champion's test split) each hold `label` and the champion's `prediction`.
+    Its accuracy test is Evidently's default against the reference (within 20%)."""
+    definition = DataDefinition(
+        classification=[
+            MulticlassClassification(target="label", prediction_labels=PREDICTION)
+        ],
+        categorical_columns=["label", PREDICTION],
+    )
+
+    def dataset(frame: pd.DataFrame) -> Dataset:
+        labels = frame[["label", PREDICTION]].astype(str).reset_index(drop=True)
+        return Dataset.from_pandas(labels, data_definition=definition)
+
+    report = Report(
+        [ClassificationPreset()],
+        metadata={"target": target, "check": "delayed labels"} | (metadata or {}),
+        tags=[target, "performance"],
+        include_tests=True,
+    )
+    snapshot = report.run(dataset(current), dataset(reference))
+    data = snapshot.dict()
+    degraded = any(
+        t["metric_config"]["params"]["type"].endswith(":Accuracy")
+        and str(t["status"]).endswith("FAIL")
+        for t in data["tests"]
+    )
+    accuracy = next(
+        float(m["value"])
+        for m in data["metrics"]
+        if m["config"]["type"].endswith(":Accuracy")
+    )
+    hits = reference["label"].astype(str) == reference[PREDICTION].astype(str)
+    return PerformanceResult(
+        target, len(current), accuracy, float(hits.mean()), degraded, snapshot
+    )

@@ -1,6 +1,7 @@
 """The Evidently workspace ops teams open with `evidently ui`: one project per
-deployment target (`serving`, `cohort-<name>`), each drift check a snapshot, and a
-dashboard per project (drift share over time, drifted columns, rows checked)."""
+deployment target (`serving`, `cohort-<name>`), each drift check (and each check of
+delayed labels) a snapshot, and a dashboard per project (drift share and drifted
+columns over time, the champion's accuracy on delayed labels)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ def project_for(workspace: Workspace, target: str) -> Project:
     )
     project.dashboard.add_panel(
         line_plot_panel(title="Drifted columns over time", values=[count])
+    )
+    project.dashboard.add_panel(
+        line_plot_panel(
+            title="Champion's accuracy on delayed labels",
+            values=[PanelMetric(legend="accuracy", metric="Accuracy")],
+        )
     )
     return project
 
