@@ -1,5 +1,6 @@
-# The two commands: `make run` (the pipeline once on the embedded default) and
-# `make test` (the whole suite). Both set up .venv from the lock first.
+# The two commands: `make run` (the services, the pipeline on the embedded default,
+# then the closed loop on a simulated fleet) and `make test` (the whole suite). Both
+# set up .venv from the lock first.
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -20,8 +21,10 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/edgeloop up
 	$(BIN)/edgeloop run
+	$(BIN)/edgeloop loop
 
-# The closed loop after `make run`: fleet, drift, retraining, rollout (see README).
+# The closed loop alone, on running services with a champion: fleet, drift,
+# retraining, rollout (see README).
 loop: $(STAMP)
 	$(BIN)/edgeloop loop
 

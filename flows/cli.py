@@ -32,7 +32,10 @@ app.add_typer(fleet_app, name="fleet")
 @app.command()
 def loop(  # noqa: PLR0913, PLR0917 - the command's options
     devices: Annotated[int, typer.Option(min=3, help="simulated devices")] = 50,
-    cohort: Annotated[str, typer.Option(help="the cohort that drifts")] = "south",
+    cohort: Annotated[
+        str,
+        typer.Option(help="the cohort that drifts; auto: one not drifted before"),
+    ] = "auto",
     drift: Annotated[str, typer.Option(help="noise | brightness | rotation")] = "noise",
     strength: Annotated[float, typer.Option()] = 3.0,
     label_rows: Annotated[int, typer.Option(help="labelled rows that arrive")] = 600,
@@ -61,10 +64,17 @@ def loop(  # noqa: PLR0913, PLR0917 - the command's options
         table.add_row(name, f"{seconds:.1f}", detail)
     console.print(table)
     console.print(
-        f"drift share of cohort-{cohort}: before {fmt_share(report.drift_before)}, "
-        f"after {fmt_share(report.drift_after)}; versions: v{report.old_version} -> "
-        f"v{report.new_version or '-'}"
+        f"drift share of cohort-{report.cohort}: before "
+        f"{fmt_share(report.drift_before)}, after {fmt_share(report.drift_after)}; "
+        f"versions: v{report.old_version} -> v{report.new_version or '-'}"
     )
+    if report.accuracy_before or report.accuracy_after:
+        console.print(
+            f"accuracy on the cohort's delayed labels: before "
+            f"{report.accuracy_before or '-'}; after {report.accuracy_after or '-'}"
+        )
+    if report.why:
+        console.print(f"v{report.new_version}: {report.why}")
     console.print(f"[bold]{report.outcome}[/]")
     console.print(
         f"MLflow {settings.tracking_uri} | Prefect {settings.prefect_ui} | "
@@ -83,7 +93,8 @@ def drift_check(
     project: Annotated[Path, typer.Option(help="project root")] = Path("."),
 ) -> None:
     """Run the monitor flow once: serving's log and every fleet cohort against the
-    training reference; snapshots to the Evidently workspace; an event on drift."""
+    champion's reference, accuracy on delayed labels; snapshots to the Evidently
+    workspace; an event on drift."""
     from flows.services import evidently_workspace, is_healthy
 
     settings = get_settings()
@@ -91,20 +102,39 @@ def drift_check(
     from flows.monitor import monitor
 
     fleet = settings.fleet_url if is_healthy(f"{settings.fleet_url}/health") else None
+    registry = settings.tracking_uri
     outcomes = monitor(
         str(project),
         workspace_dir=str(evidently_workspace(settings)),
         state_file=str(settings.state_dir / "monitor" / "state.json"),
         fleet_url=fleet,
+        tracking_uri=registry if is_healthy(f"{registry}/health") else None,
     )
-    table = Table("target", "rows", "drift share", "drifted", "decision", title="drift")
+    table = Table(
+        "target",
+        "rows",
+        "drift share",
+        "drifted",
+        "decision",
+        "reference",
+        "accuracy, delayed labels",
+        title="drift",
+    )
     for o in outcomes:
+        accuracy = (
+            f"{o['accuracy_delayed']:.3f} on {o['delayed_label_rows']} rows "
+            f"(test {o['accuracy_reference']:.3f})"
+            if "accuracy_delayed" in o
+            else "-"
+        )
         table.add_row(
             o["target"],
             str(o["rows"]),
             f"{o['drift_share']:.2f}",
             "[red]yes[/]" if o["drifted"] else "no",
             ("[bold red]retrain: [/]" if o["trigger"] else "") + o["decision"],
+            o["reference"],
+            accuracy,
         )
     console.print(table)
     if not outcomes:

@@ -26,40 +26,77 @@ import pandas as pd
 from components.config import Params, load_params
 from components.errors import ServiceError
 from components.settings import Settings
+from monitoring.reference import ChampionData, champion_data, reference_rows
 
 
 @dataclass
 class LoopReport:
     steps: list[tuple[str, float, str]] = field(default_factory=list)
+    cohort: str = ""
     drift_before: float | None = None
     drift_after: float | None = None
+    accuracy_before: str | None = None  # old champion on the cohort's delayed labels
+    accuracy_after: str | None = None  # new champion on the next batch of labels
     old_version: str | None = None
     new_version: str | None = None
+    why: str = ""  # the new version's trigger and gate decision, from its tags
     outcome: str = ""
 
     def step(self, name: str, started: float, detail: str) -> None:
         self.steps.append((name, time.monotonic() - started, detail))
 
 
-def label_incoming(
-    project: Path, params: Params, *, drift: str, strength: float, rows: int
+def label_incoming(  # noqa: PLR0913
+    project: Path,
+    params: Params,
+    target: str,
+    *,
+    drift: str,
+    strength: float,
+    rows: int,
 ) -> Path:
     """Labelled rows of the shifted data, as a labelling team would send them, into
-    `paths.incoming`."""
+    `paths.incoming/<target>/`; each batch is a new draw (its seed in the name)."""
     from edge_fleet.simulator import labelled_rows
 
+    seed = time.time_ns() % 2**31
     frame = labelled_rows(
         pd.read_parquet(project / params.paths.prepared / "train.parquet"),
         drift=drift,
         strength=strength,
         rows=rows,
         value_range=params.validation.feature_range,
+        seed=seed,
     )
-    folder = project / params.paths.incoming
+    folder = project / params.paths.incoming / target
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"labelled-{drift}-{int(time.time())}.parquet"
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    path = folder / f"labelled-{drift}-{stamp}-{seed}.parquet"
     frame.to_parquet(path, index=False)
     return path
+
+
+def pick_cohort(
+    project: Path, params: Params, cohort: str, champion: ChampionData | None
+) -> str:
+    """`auto`: the first cohort whose champion has none of its own labelled rows yet
+    (its reference is still the training split, so a shift on it is drift)."""
+    if cohort != "auto":
+        if cohort not in params.fleet.cohorts:
+            raise ServiceError(
+                f"--cohort {cohort!r}: not one of fleet.cohorts {params.fleet.cohorts}"
+            )
+        return cohort
+    for name in params.fleet.cohorts:
+        if reference_rows(project, params, f"cohort-{name}", champion) is None:
+            return name
+    raise ServiceError(
+        f"--cohort auto: every cohort of fleet.cohorts {params.fleet.cohorts} already "
+        f"has its own labelled rows in v{champion.version if champion else '-'}'s "
+        "data, so the same shift on it is no longer drift",
+        hint=f"name one with --cohort, or move {params.paths.incoming}/cohort-*/ "
+        "away to return to the embedded default data",
+    )
 
 
 def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
@@ -82,18 +119,17 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
     from flows.services import champion_version, evidently_workspace
 
     params = load_params(project / "params.yaml")
-    if cohort not in params.fleet.cohorts:
-        raise ServiceError(
-            f"--cohort {cohort!r}: not one of fleet.cohorts {params.fleet.cohorts}"
-        )
     report = LoopReport()
     champion = champion_version(settings, project / "params.yaml")
     if champion is None:
         raise ServiceError("no champion yet", hint="run `edgeloop run` first")
-    report.old_version = champion
+    name = params.registry.model_name
+    cohort = pick_cohort(
+        project, params, cohort, champion_data(settings.tracking_uri, name)
+    )
+    report.old_version, report.cohort = champion, cohort
     fleet = admin(settings)
     client = MlflowClient(settings.tracking_uri)
-    name = params.registry.model_name
     agents = stack_fleet(
         settings,
         params,
@@ -102,12 +138,25 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
         home=settings.state_dir / "fleet-sim" / "loop",
     )
     drifting = [a for a in agents if a.id.cohort == cohort]
+    target = f"cohort-{cohort}"
+    state_file = settings.state_dir / "monitor" / "loop-state.json"
+    state_file.unlink(missing_ok=True)  # this demo's own trigger history
 
     def fleet_for(seconds: float, done=lambda: False) -> None:  # noqa: ANN001
         asyncio.run(run_fleet(agents, params.fleet, done=done, max_s=seconds))
 
     def stable() -> str | None:
         return fleet.summary()["channels"].get("channel/stable", {}).get("version")
+
+    def check() -> dict:
+        outcomes = monitor(
+            str(project),
+            workspace_dir=str(evidently_workspace(settings)),
+            state_file=str(state_file),
+            fleet_url=settings.fleet_url,
+            tracking_uri=settings.tracking_uri,
+        )
+        return next(o for o in outcomes if o["target"] == target)
 
     # 1. The champion on the fleet.
     t0 = time.monotonic()
@@ -134,7 +183,7 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
     for agent in drifting:
         agent.stream.drift, agent.stream.strength = drift, strength
     labels = label_incoming(
-        project, params, drift=drift, strength=strength, rows=label_rows
+        project, params, target, drift=drift, strength=strength, rows=label_rows
     )
     per_s = max(len(drifting) / params.fleet.poll_s, 0.1)
     fill = params.monitoring.device_window_reports / per_s + 2 * params.fleet.poll_s
@@ -150,18 +199,11 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
 
     # 3. The monitor until its trigger fires (hysteresis: consecutive windows).
     t0 = time.monotonic()
-    state_file = settings.state_dir / "monitor" / "loop-state.json"
-    state_file.unlink(missing_ok=True)  # this demo's own trigger history
-    target, fired = f"cohort-{cohort}", None
+    fired = None
     for _ in range(params.monitoring.consecutive + 2):
-        outcomes = monitor(
-            str(project),
-            workspace_dir=str(evidently_workspace(settings)),
-            state_file=str(state_file),
-            fleet_url=settings.fleet_url,
-        )
-        mine = next(o for o in outcomes if o["target"] == target)
+        mine = check()
         report.drift_before = report.drift_before or mine["drift_share"]
+        report.accuracy_before = report.accuracy_before or _accuracy(mine, champion)
         say(
             f"3. monitor: {target} drift share {mine['drift_share']:.2f}: "
             f"{mine['decision']}"
@@ -171,7 +213,10 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
             break
         fleet_for(params.fleet.poll_s * 3)
     if fired is None:
-        report.outcome = "drift did not trigger retraining"
+        report.outcome = (
+            f"drift on {target} did not trigger retraining (against "
+            f"{mine['reference']})"
+        )
         return report
     report.step("drift detected", t0, f"event {fired.get('event_id')}")
 
@@ -193,9 +238,23 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
         latest = max(
             client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)
         )
+        stopped = [
+            r
+            for r in fleet.rollouts()
+            if r["version"] == latest.version
+            and r["state"] in ("rolled_back", "aborted")
+        ]
+        if latest.version != champion and stopped:
+            report.new_version = latest.version
+            report.outcome = (
+                f"v{latest.version}'s rollout was {stopped[-1]['state']}: "
+                f"{stopped[-1]['cause']}"
+            )
+            return report
         gate = latest.tags.get("edgeloop.gate")
         if latest.version != champion and gate and gate != "passed":
             report.new_version = latest.version
+            report.why = why(latest.tags)
             report.outcome = (
                 f"v{latest.version} retrained but failed the gates: "
                 f"{latest.tags.get('edgeloop.gate_failures')}"
@@ -205,27 +264,67 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
     if not new_champion_everywhere():
         report.outcome = f"no new champion on cohort {cohort} within {max_s:.0f} s"
         return report
+    report.why = why(client.get_model_version(name, report.new_version).tags)
     report.step(
         "retrained and rolled out",
         t0,
         f"v{report.new_version} on all {len(drifting)} devices of {cohort}",
     )
     latency = time.monotonic() - injected_at
-    fleet_for(fill)
-    outcomes = monitor(
-        str(project),
-        workspace_dir=str(evidently_workspace(settings)),
-        state_file=str(state_file),
-        fleet_url=settings.fleet_url,
+
+    # 6. After: the cohort against the new champion's reference, and its accuracy
+    #    on the next labelled batch (the labelling team keeps labelling).
+    t0 = time.monotonic()
+    later = label_incoming(
+        project,
+        params,
+        target,
+        drift=drift,
+        strength=strength,
+        rows=max(label_rows // 2, params.monitoring.delayed_labels_min_rows),
     )
-    report.drift_after = next(o for o in outcomes if o["target"] == target)[
-        "drift_share"
-    ]
+    fleet_for(fill)
+    after = check()
+    report.drift_after = after["drift_share"]
+    report.accuracy_after = _accuracy(after, report.new_version)
+    report.step(
+        "after",
+        t0,
+        f"{target} against {after['reference']}; next labels in "
+        f"{later.relative_to(project)}",
+    )
     report.outcome = (
         f"loop closed: drift injected -> v{report.new_version} on every device of "
         f"{cohort} in {latency:.0f} s"
     )
     return report
+
+
+def why(tags: dict[str, str]) -> str:
+    """What started a version's training and what its gates said (its tags)."""
+    trigger = tags.get("edgeloop.trigger", "manual")
+    if trigger == "drift":
+        started = (
+            f"drift on {tags.get('edgeloop.trigger.target')} (share "
+            f"{tags.get('edgeloop.trigger.drift_share')}, event "
+            f"{tags.get('edgeloop.trigger.event_id')}, Evidently snapshot "
+            f"{tags.get('edgeloop.trigger.snapshot_id')})"
+        )
+    else:
+        started = trigger
+    gate = tags.get("edgeloop.gate", "not gated")
+    if gate != "passed" and tags.get("edgeloop.gate_failures"):
+        gate += f": {tags['edgeloop.gate_failures']}"
+    return f"trained for {started}; gates {gate}"
+
+
+def _accuracy(outcome: dict, version: str | None) -> str | None:
+    if "accuracy_delayed" not in outcome:
+        return None
+    return (
+        f"v{version} {outcome['accuracy_delayed']:.3f} on "
+        f"{outcome['delayed_label_rows']} delayed labels"
+    )
 
 
 def _eligible(fleet) -> set[str]:  # noqa: ANN001
