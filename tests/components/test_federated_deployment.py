@@ -49,7 +49,7 @@ def federation(tmp_path: Path) -> Iterator[tuple[dict[str, str], int]]:
             "--port",
             str(port),
             "--database",
-            ":flwr-in-memory-state:",
+            ":flwr-in-memory:",  # Flower's in-memory state (no file)
         ]
     ]
     commands += [
