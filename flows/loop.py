@@ -8,7 +8,8 @@
 4. the Prefect automation runs the `training_pipeline` deployment on the worker:
    a new data version, a new model, the same gates;
 5. a new champion goes out through the webhook, the release flow and the fleet's
-   rollout, until every device of the drifting cohort runs it.
+   rollout, until every device of the drifting cohort runs it (every one of a
+   profile the file is deployable to; the others run what they ran).
 
 It ends with a report: each step's time, the drift share before and after, the
 versions, and where to look. Needs `edgeloop up` and a champion (`edgeloop run`)."""
@@ -185,14 +186,16 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
     labels = label_incoming(
         project, params, target, drift=drift, strength=strength, rows=label_rows
     )
-    per_s = max(len(drifting) / params.fleet.poll_s, 0.1)
+    running = [a for a in drifting if a.version is not None]  # those that report
+    per_s = max(len(running) / params.fleet.poll_s, 0.1)
     fill = params.monitoring.device_window_reports / per_s + 2 * params.fleet.poll_s
     injected_at = time.monotonic()
     fleet_for(fill)
     report.step(
         "drift injected",
         t0,
-        f"{drift} {strength:g} on cohort {cohort} ({len(drifting)} devices); "
+        f"{drift} {strength:g} on cohort {cohort} ({len(drifting)} devices, "
+        f"{len(running)} running a model); "
         f"{label_rows} labelled rows in {labels.relative_to(project)}",
     )
     say(f"2. {report.steps[-1][2]}")
@@ -223,13 +226,19 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
     # 4.-5. The automation retrains on the worker; a new champion goes out.
     t0 = time.monotonic()
 
+    def eligible_drifting() -> list:
+        """The cohort's devices of a profile the stable file is deployable to (the
+        others keep what they run)."""
+        profiles = _eligible(fleet)
+        return [a for a in drifting if a.id.profile in profiles]
+
     def new_champion_everywhere() -> bool:
         current = champion_version(settings, project / "params.yaml")
         return (
             current is not None
             and current != champion
             and stable() == current
-            and all(a.version == current for a in drifting)
+            and all(a.version == current for a in eligible_drifting())
         )
 
     deadline = time.monotonic() + max_s
@@ -268,7 +277,8 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
     report.step(
         "retrained and rolled out",
         t0,
-        f"v{report.new_version} on all {len(drifting)} devices of {cohort}",
+        f"v{report.new_version} on all {len(eligible_drifting())} devices of "
+        f"{cohort} its file is deployable to ({len(drifting)} in the cohort)",
     )
     latency = time.monotonic() - injected_at
 
