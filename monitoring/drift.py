@@ -27,6 +27,12 @@ import numpy as np
 import pandas as pd
 from evidently import DataDefinition, Dataset, MulticlassClassification, Report
 from evidently.core.report import Snapshot
+from evidently.metrics import (
+    DatasetMissingValueCount,
+    MeanValue,
+    RowCount,
+    UniqueValueCount,
+)
 from evidently.presets import ClassificationPreset, DataDriftPreset
 from sklearn.exceptions import UndefinedMetricWarning
 
@@ -139,7 +145,8 @@ def check(
                 cat_method="jensenshannon",
                 cat_threshold=cfg.num_threshold,
                 drift_share=cfg.drift_share,
-            )
+            ),
+            *_quality_and_predictions(current),
         ],
         metadata={"target": target} | (metadata or {}),
         tags=[target],
@@ -160,6 +167,18 @@ def check(
         window_drifted,
         snapshot,
     )
+
+
+def _quality_and_predictions(current: pd.DataFrame) -> list:
+    """Next to drift, for the dashboards: data quality (rows, missing values) and the
+    prediction distribution (serving: the predicted class's shares; devices: each
+    class's mean share in the window's reports). A handful of cheap metrics, not
+    DataSummaryPreset, which costs ~12 s per device window here."""
+    metrics: list = [RowCount(), DatasetMissingValueCount()]
+    if PREDICTION in current.columns:
+        metrics.append(UniqueValueCount(column=PREDICTION))
+    metrics += [MeanValue(column=c) for c in current.columns if c.startswith("share_")]
+    return metrics
 
 
 def _read(snapshot: Snapshot) -> tuple[float, list[str], bool]:

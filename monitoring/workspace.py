@@ -1,7 +1,8 @@
 """The Evidently workspace ops teams open with `evidently ui`: one project per
 deployment target (`serving`, `cohort-<name>`), each drift check (and each check of
 delayed labels) a snapshot, and a dashboard per project (drift share and drifted
-columns over time, the champion's accuracy on delayed labels)."""
+columns over time, predicted class shares, data quality, the champion's accuracy on
+delayed labels)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,40 @@ def project_for(workspace: Workspace, target: str) -> Project:
     )
     project.dashboard.add_panel(
         line_plot_panel(title="Drifted columns over time", values=[count])
+    )
+    project.dashboard.add_panel(
+        line_plot_panel(
+            title="Predicted class shares over time",
+            values=[
+                # serving: the predicted class; devices: mean share per class
+                PanelMetric(
+                    legend="share",
+                    metric="UniqueValueCount",
+                    metric_labels={"value_type": "share"},
+                ),
+                PanelMetric(legend="mean share", metric="MeanValue"),
+            ],
+        )
+    )
+    project.dashboard.add_panel(
+        line_plot_panel(
+            title="Data quality: missing values share",
+            values=[
+                PanelMetric(
+                    legend="missing share",
+                    metric="DatasetMissingValueCount",
+                    metric_labels={"value_type": "share"},
+                )
+            ],
+            size="half",
+        )
+    )
+    project.dashboard.add_panel(
+        counter_panel(
+            title="Rows in the last window",
+            values=[PanelMetric(legend="rows", metric="RowCount")],
+            size="half",
+        )
     )
     project.dashboard.add_panel(
         line_plot_panel(

@@ -142,6 +142,11 @@ def test_the_loop_closes_on_a_small_fleet(tmp_path):
             evidently, "cohort-south", "DriftedColumnsCount", {"value_type": "share"}
         )
         assert quiet and max(quiet) < 0.3, quiet  # not measured against north's rows
+        # The prediction distribution and data quality panels have their points.
+        class_means = dashboard_series(evidently, f"cohort-{cohort}", "MeanValue", {})
+        assert len(class_means) == 10 * len(shares)  # ten classes per check
+        rows = dashboard_series(evidently, f"cohort-{cohort}", "RowCount", {})
+        assert len(rows) == len(shares) and min(rows) >= 20
         accuracy = dashboard_series(evidently, f"cohort-{cohort}", "Accuracy", {})
         assert accuracy and accuracy[0] < 0.9, accuracy  # v1 on the noisy labels
     finally:

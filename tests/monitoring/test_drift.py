@@ -68,6 +68,22 @@ def test_shifted_serving_window_drifts(digits_split):
     result = drift.check("serving", reference, current, CFG)
     assert result.drifted and result.drift_share >= CFG.drift_share, result.summary()
     assert len(result.drifted_columns) > 10
+    # Next to drift, for the dashboards: data quality and the prediction distribution.
+    values = _values(result)
+    assert values["RowCount"] == 500
+    assert values["DatasetMissingValueCount"]["share"] == 0
+    shares = values["UniqueValueCount"]["shares"]
+    assert set(shares) == {str(k) for k in range(10)}
+    assert sum(shares.values()) == pytest.approx(1)
+
+
+def _values(result: drift.DriftResult) -> dict:
+    return {
+        m["config"]["type"].rsplit(":", 1)[-1]: m["value"]
+        for m in result.snapshot.dict()["metrics"]
+        if m["config"].get("column", "").startswith(("share_", "prediction"))
+        or m["config"]["type"].endswith(("RowCount", "DatasetMissingValueCount"))
+    }
 
 
 def test_device_telemetry_windows_with_and_without_a_shift(digits_split):
@@ -91,6 +107,12 @@ def test_device_telemetry_windows_with_and_without_a_shift(digits_split):
     )
     assert shifted.drifted, shifted.summary()
     assert any(c.startswith("mean_f") for c in shifted.drifted_columns)
+    class_means = [
+        m["value"]
+        for m in shifted.snapshot.dict()["metrics"]
+        if m["config"]["type"].endswith(":MeanValue")
+    ]
+    assert len(class_means) == 10 and sum(class_means) == pytest.approx(1)
 
 
 def test_a_window_below_the_minimum_gets_no_verdict(digits_split):
