@@ -1,5 +1,7 @@
 """The same ClientApp/ServerApp under Flower's deployment engine: a SuperLink and
-two SuperNodes as separate processes on loopback, the run submitted with `flwr run`."""
+two SuperNodes as separate processes on loopback, over TLS with certificates the
+stack makes (components/federated/tls.py), the run submitted with `flwr run`; a
+SuperNode that does not trust the SuperLink's CA is refused."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import yaml
 from sklearn.datasets import load_digits
 
 from components.config import SplitConfig
+from components.federated.tls import make_certificates
 from components.model import load_classifier
 from components.split import split_dataset
 from flows.services import free_port, port_in_use
@@ -27,23 +30,30 @@ APP = REPO / "components" / "federated" / "app"
 
 @pytest.fixture
 def federation(tmp_path: Path) -> Iterator[tuple[dict[str, str], int]]:
-    """A SuperLink and two SuperNodes (partitions 0 and 1), stopped afterwards."""
+    """A SuperLink and two SuperNodes (partitions 0 and 1), TLS on, stopped
+    afterwards."""
     env = os.environ | {
         "FLWR_HOME": str(tmp_path / "flwr"),
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
     }
     port = free_port()
     (tmp_path / "flwr").mkdir()
+    certs = make_certificates(tmp_path / "certs", ["127.0.0.1"])
     (tmp_path / "flwr" / "config.toml").write_text(
         '[superlink]\ndefault = "edgeloop"\n\n[superlink.edgeloop]\n'
-        f'address = "127.0.0.1:{port}"\ninsecure = true\n'
+        f'address = "127.0.0.1:{port}"\nroot-certificates = "{certs.ca}"\n'
     )
     logs = tmp_path / "logs"
     logs.mkdir()
     commands = [
         [
             "flower-superlink",
-            "--insecure",
+            "--ssl-ca-certfile",
+            str(certs.ca),
+            "--ssl-certfile",
+            str(certs.server_cert),
+            "--ssl-keyfile",
+            str(certs.server_key),
             "--host",
             "127.0.0.1",
             "--port",
@@ -55,7 +65,8 @@ def federation(tmp_path: Path) -> Iterator[tuple[dict[str, str], int]]:
     commands += [
         [
             "flower-supernode",
-            "--insecure",
+            "--root-certificates",
+            str(certs.ca),
             "--superlink",
             f"127.0.0.1:{port}",
             "--host",
@@ -146,3 +157,26 @@ def test_flwr_run_on_superlink_and_supernodes(federation, tmp_path: Path):
         classifier.predict_proba(test_x).argmax(1) == split.test["label"].to_numpy()
     ).mean()
     assert accuracy == pytest.approx(rounds[-1]["test_accuracy"])
+
+    # The SuperLink speaks TLS only for its own CA: the same call from a client that
+    # trusts another CA does not get through the handshake.
+    def flwr_ls() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(BIN / "flwr"), "ls", "edgeloop"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    trusted = flwr_ls()
+    assert trusted.returncode == 0, trusted.stdout + trusted.stderr
+    stranger = make_certificates(tmp_path / "stranger", ["127.0.0.1"])
+    config = Path(env["FLWR_HOME"]) / "config.toml"
+    config.write_text(
+        config.read_text().replace(str(tmp_path / "certs" / "ca.pem"), str(stranger.ca))
+    )
+    refused = flwr_ls()
+    said = (refused.stdout + refused.stderr).lower()
+    assert refused.returncode != 0 and "unavailable" in said, said
