@@ -81,13 +81,20 @@ def predict(model: OnnxRuntimeModel | LiteRtModel, x: np.ndarray) -> np.ndarray:
     return model.logits(x).argmax(axis=1)
 
 
+def predicted_labels(
+    model: OnnxRuntimeModel | LiteRtModel, frame: pd.DataFrame, classes: list
+) -> np.ndarray:
+    """The model's class label for each row of a prepared frame (features, and
+    `label` if there, which is left out)."""
+    x = frame.drop(columns="label", errors="ignore").to_numpy(np.float32)
+    return np.asarray(classes, dtype=object)[predict(model, x)]
+
+
 def labelled_accuracy(
     model: OnnxRuntimeModel | LiteRtModel, test: pd.DataFrame, classes: list
 ) -> float:
-    """Accuracy on a prepared split (features + `label`), the model's output index
-    mapped to its class labels."""
-    x = test.drop(columns="label").to_numpy(np.float32)
-    predicted = np.asarray(classes, dtype=object)[predict(model, x)]
+    """Accuracy on a prepared split (features + `label`)."""
+    predicted = predicted_labels(model, test, classes)
     return float((predicted == test["label"].to_numpy(dtype=object)).mean())
 
 

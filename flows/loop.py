@@ -27,7 +27,7 @@ import pandas as pd
 from components.config import Params, load_params
 from components.errors import ServiceError
 from components.settings import Settings
-from monitoring.reference import ChampionData, champion_data, reference_rows
+from monitoring.reference import ChampionData, reference_rows
 
 
 @dataclass
@@ -116,7 +116,7 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
 
     from edge_fleet.simulator import FleetSpec, run_fleet
     from flows.fleet_cli import _ensure_rollout, admin, stack_fleet
-    from flows.monitor import monitor
+    from flows.monitor import champion_data, monitor
     from flows.services import champion_version, evidently_workspace
 
     params = load_params(project / "params.yaml")

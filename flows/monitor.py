@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
@@ -22,7 +21,6 @@ from components.config import Params, load_params
 from monitoring import drift, trigger
 from monitoring.reference import (
     ChampionData,
-    champion_data,
     delayed_labels,
     general_rows,
     reference_rows,
@@ -30,6 +28,25 @@ from monitoring.reference import (
 from monitoring.workspace import open_workspace, save
 
 EVENT = "edgeloop.drift.detected"
+
+
+def champion_data(tracking_uri: str, model_name: str) -> ChampionData | None:
+    """The champion's version and the labelled files in its data version (its data
+    card); None when the registry has no champion."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from flows.registry import CHAMPION
+    from flows.tracking import data_card
+
+    try:
+        version = MlflowClient(tracking_uri).get_model_version_by_alias(
+            model_name, CHAMPION
+        )
+    except MlflowException:
+        return None
+    card = data_card(tracking_uri, version.run_id) or {}
+    return ChampionData(version.version, frozenset(card.get("incoming_files", [])))
 
 
 @dataclass(frozen=True)
@@ -142,7 +159,7 @@ def check_delayed_labels(
     """The champion's accuracy (the serving variant) on labels that arrived for the
     target after its training data, against its own test split (Evidently's
     ClassificationPreset)."""
-    from components.runtime import predict
+    from components.runtime import predicted_labels
     from serving.model_source import AliasSource
 
     params, champion = refs.params, refs.champion
@@ -151,11 +168,10 @@ def check_delayed_labels(
     loaded = AliasSource(tracking_uri, params.registry.model_name, params.serving).load(
         champion.version
     )
-    classes = np.asarray(loaded.classes, dtype=object)
 
     def with_predictions(frame: pd.DataFrame) -> pd.DataFrame:
-        x = frame.drop(columns="label").to_numpy(np.float32)
-        return frame.assign(**{drift.PREDICTION: classes[predict(loaded.runtime, x)]})
+        labels = predicted_labels(loaded.runtime, frame, loaded.classes)
+        return frame.assign(**{drift.PREDICTION: labels})
 
     result = drift.performance(
         target,

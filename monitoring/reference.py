@@ -6,7 +6,8 @@ the data (components/prepare.py) and the data card lists them.
 
 - **Reference.** A target's drift is measured against what its champion was trained
   on for that target: the target's own labelled rows in the champion's data version
-  (its data card, logged with its MLflow run), once there are at least
+  (its data card, logged with its MLflow run: `ChampionData`, which the monitor
+  flow reads from the registry), once there are at least
   `monitoring.target_reference_min_rows`; before that, the champion's training
   split without the rows that came from other targets' folders. So after a
   retraining on a drifted cohort's labels the cohort is measured against what the
@@ -24,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 from components.config import Params
 from components.data import read_table
@@ -36,22 +35,6 @@ from components.prepare import labelled_files
 class ChampionData:
     version: str
     incoming_files: frozenset[str]  # paths in `paths.incoming` it was trained on
-
-
-def champion_data(tracking_uri: str, model_name: str) -> ChampionData | None:
-    """The champion's version and the labelled files in its data version; None when
-    the registry has no champion."""
-    from flows.registry import CHAMPION
-    from flows.tracking import data_card
-
-    try:
-        version = MlflowClient(tracking_uri).get_model_version_by_alias(
-            model_name, CHAMPION
-        )
-    except MlflowException:
-        return None
-    card = data_card(tracking_uri, version.run_id) or {}
-    return ChampionData(version.version, frozenset(card.get("incoming_files", [])))
 
 
 def target_files(project: Path, params: Params, target: str) -> list[str]:
