@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,10 +20,21 @@ class Settings(BaseSettings):
     fleet_port: int = Field(8300, ge=1, le=65535)
     evidently_port: int = Field(8000, ge=1, le=65535)
     worker_port: int = Field(8081, ge=1, le=65535)  # the Prefect worker's health
-    # The fleet server's database: SQLite in the state folder unless set (PostgreSQL:
-    # postgresql+psycopg://user:pass@host/db).
+    # The databases of the three servers `edgeloop up` starts: SQLite in the state
+    # folder unless set. PostgreSQL, one setting each (see README, "Production"):
+    #   mlflow_backend_store_uri  postgresql+psycopg://user:pass@host:5432/mlflow
+    #   prefect_database_url      postgresql+asyncpg://user:pass@host:5432/prefect
+    #   fleet_database_url        postgresql+psycopg://user:pass@host:5432/fleet
+    # Passed to each server in its environment, never on its command line.
+    mlflow_backend_store_uri: str | None = None
+    prefect_database_url: str | None = None
     fleet_database_url: str | None = None
     state_dir: Path = Path(".edgeloop")
+    # The parallel parts of the flows (flows/runners.py): threads, or Dask (a local
+    # cluster of dask_workers processes, or the scheduler at dask_address).
+    task_runner: Literal["threads", "dask"] = "threads"
+    dask_workers: int = Field(2, ge=1, le=256)
+    dask_address: str | None = None
     # Point at servers you run elsewhere instead of the ones `edgeloop up` starts.
     mlflow_tracking_uri: str | None = None
     prefect_api_url: str | None = None

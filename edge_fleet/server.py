@@ -32,7 +32,8 @@ import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from components.config import FleetConfig, load_params
@@ -523,7 +524,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("EDGELOOP_FLEET_DATABASE_URL"),
+        help="SQLAlchemy URL (default: EDGELOOP_FLEET_DATABASE_URL, else SQLite in "
+        "the state folder), e.g. postgresql+psycopg://user:pass@host:5432/fleet",
+    )
     args = parser.parse_args()
     admin_token = os.environ.get("EDGELOOP_FLEET_ADMIN_TOKEN")
     enroll_key = os.environ.get("EDGELOOP_FLEET_ENROLL_KEY")
@@ -533,13 +539,21 @@ def main() -> None:
         )
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("tuf").setLevel(logging.WARNING)  # "no signature" while editing
-    app = create_app(
-        args.state_dir,
-        load_params(args.params).fleet,
-        database_url=args.database_url,
-        admin_token=admin_token,
-        enroll_key=enroll_key,
-    )
+    database_url = args.database_url or f"sqlite:///{args.state_dir / 'fleet.db'}"
+    try:
+        app = create_app(
+            args.state_dir,
+            load_params(args.params).fleet,
+            database_url=database_url,
+            admin_token=admin_token,
+            enroll_key=enroll_key,
+        )
+    except (ArgumentError, OperationalError) as error:
+        shown = make_url(database_url).render_as_string(hide_password=True)
+        parser.error(
+            f"fleet database {shown} (EDGELOOP_FLEET_DATABASE_URL): "
+            f"{str(getattr(error, 'orig', None) or error).strip().splitlines()[0]}"
+        )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

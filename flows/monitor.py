@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
 
 from components.config import Params, load_params
+from flows.runners import task_runner
 from monitoring import drift, trigger
 from monitoring.reference import (
     ChampionData,
@@ -25,7 +26,7 @@ from monitoring.reference import (
     general_rows,
     reference_rows,
 )
-from monitoring.workspace import open_workspace, save
+from monitoring.workspace import open_workspace, project_for, save
 
 EVENT = "edgeloop.drift.detected"
 
@@ -183,7 +184,7 @@ def check_delayed_labels(
     return result.summary() | {"performance_snapshot_id": snapshot_id}
 
 
-@flow(name="monitor")
+@flow(name="monitor", task_runner=task_runner())
 def monitor(
     project_dir: str = ".",
     *,
@@ -212,19 +213,29 @@ def monitor(
         windows.append(serving)
     if fleet_url is not None:
         windows += device_windows(fleet_url, params, refs)
+    # Every target's checks at once, on the flow's task runner (threads or Dask);
+    # their Evidently projects made first, so two checks never both create one.
+    workspace = open_workspace(Path(workspace_dir))
+    for window in windows:
+        project_for(workspace, window.target)
+    checks = [check_window.submit(w, params, workspace_dir) for w in windows]
+    accuracy = {}
+    for window in windows:
+        labelled = delayed_labels(project, params, window.target, champion)
+        if labelled is not None and champion is not None and tracking_uri:
+            accuracy[window.target] = check_delayed_labels.submit(
+                window.target, labelled, refs, tracking_uri, workspace_dir
+            )
     store = trigger.StateStore(Path(state_file))
     states = store.load()
     outcomes = []
-    for window in windows:
-        summary = check_window(window, params, workspace_dir)
+    for window, check in zip(windows, checks, strict=True):
+        summary = check.result()
         state = states.setdefault(window.target, trigger.TargetState())
         decision = trigger.decide(state, summary, params.monitoring, trigger.now())
         summary |= {"trigger": decision.trigger, "decision": decision.reason}
-        labelled = delayed_labels(project, params, window.target, champion)
-        if labelled is not None and champion is not None and tracking_uri:
-            summary |= check_delayed_labels(
-                window.target, labelled, refs, tracking_uri, workspace_dir
-            )
+        if window.target in accuracy:
+            summary |= accuracy[window.target].result()
         if decision.trigger:
             event = emit_event(
                 event=EVENT,

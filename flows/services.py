@@ -65,8 +65,6 @@ def mlflow_spec(settings: Settings) -> ServiceSpec:
         command=[
             _bin("mlflow"),
             "server",
-            "--backend-store-uri",
-            f"sqlite:///{home / 'mlflow.db'}",
             "--artifacts-destination",
             str(home / "artifacts"),
             "--host",
@@ -77,6 +75,9 @@ def mlflow_spec(settings: Settings) -> ServiceSpec:
             "1",
         ],
         env={
+            # `--backend-store-uri` reads it: a password stays out of `ps`.
+            "MLFLOW_BACKEND_STORE_URI": settings.mlflow_backend_store_uri
+            or f"sqlite:///{home / 'mlflow.db'}",
             "MLFLOW_ENABLE_TELEMETRY": "false",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             # Registry webhooks to the stack's own receiver on loopback, over http.
@@ -105,6 +106,8 @@ def prefect_env(settings: Settings) -> dict[str, str]:
 def prefect_spec(settings: Settings) -> ServiceSpec:
     env = prefect_env(settings)
     env.pop("PREFECT_API_URL")
+    if settings.prefect_database_url:  # Prefect's own setting; SQLite otherwise
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
     return ServiceSpec(
         name="prefect",
         port=settings.prefect_port,
@@ -206,15 +209,16 @@ def fleet_spec(
         "--params",
         str(params_file.resolve()),
     ]
-    if settings.fleet_database_url:
-        command += ["--database-url", settings.fleet_database_url]
+    env = fleet_env(settings)
+    if settings.fleet_database_url:  # read by the server; kept out of `ps`
+        env["EDGELOOP_FLEET_DATABASE_URL"] = settings.fleet_database_url
     return ServiceSpec(
         name="fleet",
         port=settings.fleet_port,
         health_url=f"{settings.fleet_url}/health",
         ui_url=f"{settings.fleet_url}/docs",
         command=command,
-        env=fleet_env(settings),
+        env=env,
         port_setting="EDGELOOP_FLEET_PORT",
     )
 

@@ -24,6 +24,7 @@ from components.settings import Settings
 from components.split import SplitResult, split_dataset
 from components.torch_train import Arrays
 from flows.services import free_port, mlflow_spec, start_service, stop_pid
+from tests.postgres import PostgresCluster, start_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -148,8 +149,27 @@ def digits_subset(
     )
 
 
-# Real services on free loopback ports: an MLflow server (SQLite) and Prefect's
-# test harness (a temporary Prefect server).
+# The databases the backend tests run on, in turn: the embedded default and a
+# throwaway PostgreSQL cluster (tests/postgres.py).
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """Skipped where PostgreSQL is not installed, unless EDGELOOP_REQUIRE_POSTGRES
+    is set (`make test` sets it and installs PostgreSQL first): then it fails."""
+    try:
+        cluster = start_cluster()
+    except FileNotFoundError as missing:
+        if os.environ.get("EDGELOOP_REQUIRE_POSTGRES"):
+            pytest.fail(str(missing))
+        pytest.skip(str(missing))
+    yield cluster
+    cluster.stop()
+
+
+# Real services on free loopback ports: an MLflow server (SQLite; one on PostgreSQL
+# for the backend tests) and Prefect's test harness (a temporary Prefect server).
 
 
 @pytest.fixture(scope="session")
@@ -170,6 +190,39 @@ def mlflow_uri(stack_settings: Settings) -> Iterator[str]:
     yield settings.tracking_uri
     assert state.pid is not None
     stop_pid(state.pid)
+
+
+@pytest.fixture(scope="session")
+def mlflow_postgres(
+    postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
+    """Settings of a second MLflow server, its backend store on PostgreSQL: the one
+    setting a user changes (EDGELOOP_MLFLOW_BACKEND_STORE_URI)."""
+    settings = Settings(
+        state_dir=tmp_path_factory.mktemp("edgeloop-state-pg"),
+        mlflow_port=free_port(),
+        webhook_port=free_port(),
+        serving_port=free_port(),
+        fleet_port=free_port(),
+        mlflow_backend_store_uri=postgres.url(postgres.create_database("mlflow")),
+    )
+    state = start_service(mlflow_spec(settings), settings)
+    # MLflow made its tables in PostgreSQL, and no SQLite file.
+    assert "registered_models" in postgres.tables("mlflow")
+    assert not (settings.state_dir / "mlflow" / "mlflow.db").exists()
+    yield settings
+    assert state.pid is not None
+    stop_pid(state.pid)
+
+
+@pytest.fixture(params=BACKENDS)
+def mlflow_stack(request: pytest.FixtureRequest) -> Settings:
+    """The settings of a running MLflow server: on SQLite, then on PostgreSQL (same
+    tests, both backends)."""
+    if request.param == "sqlite":
+        request.getfixturevalue("mlflow_uri")
+        return request.getfixturevalue("stack_settings")
+    return request.getfixturevalue("mlflow_postgres")
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from uuid import uuid4
 
 import httpx
 import numpy as np
@@ -21,12 +23,13 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
+from sqlalchemy import create_engine, text
 
 from components.config import FleetConfig, load_params
 from edge_fleet.agent import Agent, DataStream, Faults, Identity
 from edge_fleet.client import FleetAdmin
 from flows.services import free_port
-from tests.conftest import default_params_dict
+from tests.conftest import BACKENDS, default_params_dict
 
 ADMIN, ENROLL = "admin-token-for-tests", "enroll-key-for-tests"
 FAST_FLEET = {
@@ -112,6 +115,7 @@ class FleetServer:
     params_file: Path
     cfg: FleetConfig
     admin: FleetAdmin
+    database_url: str | None = None  # None: SQLite in the state folder
     proc: subprocess.Popen | None = None
     log: Path = field(init=False)
 
@@ -123,6 +127,9 @@ class FleetServer:
             "EDGELOOP_FLEET_ADMIN_TOKEN": ADMIN,
             "EDGELOOP_FLEET_ENROLL_KEY": ENROLL,
         }
+        env.pop("EDGELOOP_FLEET_DATABASE_URL", None)
+        if self.database_url:
+            env["EDGELOOP_FLEET_DATABASE_URL"] = self.database_url
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [
@@ -169,7 +176,9 @@ class FleetServer:
         )
 
 
-def make_fleet_server(tmp_path: Path, **fleet: object) -> FleetServer:
+def make_fleet_server(
+    tmp_path: Path, database_url: str | None = None, **fleet: object
+) -> FleetServer:
     params = default_params_dict(fleet=FAST_FLEET | fleet)
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
@@ -182,17 +191,41 @@ def make_fleet_server(tmp_path: Path, **fleet: object) -> FleetServer:
         params_file,
         load_params(params_file).fleet,
         FleetAdmin(url, ADMIN),
+        database_url,
     )
 
 
-@pytest.fixture
-def fleet_server(tmp_path: Path) -> Iterator[FleetServer]:
-    server = make_fleet_server(tmp_path)
+@contextmanager
+def running(server: FleetServer) -> Iterator[FleetServer]:
     server.start()
     try:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def fleet_server(tmp_path: Path) -> Iterator[FleetServer]:
+    with running(make_fleet_server(tmp_path)) as server:
+        yield server
+
+
+@pytest.fixture(params=BACKENDS)
+def fleet_database_url(request: pytest.FixtureRequest) -> str | None:
+    """None (SQLite in the server's state folder), then a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    cluster = request.getfixturevalue("postgres")
+    return cluster.url(cluster.create_database(f"fleet_{uuid4().hex[:12]}"))
+
+
+@pytest.fixture
+def fleet_server_on(
+    tmp_path: Path, fleet_database_url: str | None
+) -> Iterator[FleetServer]:
+    """The fleet server on each backend in turn."""
+    with running(make_fleet_server(tmp_path, fleet_database_url)) as server:
+        yield server
 
 
 @pytest.fixture
@@ -248,3 +281,15 @@ def drive(
 
 def rollout_over(server: FleetServer) -> Callable[[], bool]:
     return lambda: server.admin.summary()["active_rollout"] is None
+
+
+def stored_rollout_states(server: FleetServer) -> list[str]:
+    """The rollouts' states as stored in the server's database, read directly."""
+    url = server.database_url or f"sqlite:///{server.state_dir / 'fleet.db'}"
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT state FROM rollouts ORDER BY id"))
+            return [row[0] for row in rows]
+    finally:
+        engine.dispose()

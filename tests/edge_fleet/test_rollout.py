@@ -20,6 +20,7 @@ from tests.edge_fleet.conftest import (
     make_agents,
     make_fleet_server,
     rollout_over,
+    stored_rollout_states,
 )
 
 pytestmark = pytest.mark.integration
@@ -37,8 +38,9 @@ def _events(rollout: dict) -> list[str]:
 
 
 def test_canary_waves_full_and_bad_models_rolled_back(
-    fleet_server, models, digits, http, tmp_path
+    fleet_server_on, models, digits, http, tmp_path
 ):
+    fleet_server = fleet_server_on  # on SQLite, then on PostgreSQL
     agents = make_agents(fleet_server, digits, http, 12, home=tmp_path / "devices")
     for agent in agents:
         agent.step()  # enrolled and seen before the rollout starts
@@ -82,6 +84,15 @@ def test_canary_waves_full_and_bad_models_rolled_back(
     # The canary devices went back to v2 (from their other slot, no download).
     drive(agents, lambda: all(a.version == "2" for a in agents))
     assert fleet_server.admin.summary()["channels"]["channel/stable"]["version"] == "2"
+    # Kept in the database the setting chose (and only there).
+    assert stored_rollout_states(fleet_server) == [
+        "completed",
+        "completed",
+        "rolled_back",
+        "rolled_back",
+    ]
+    sqlite_file = fleet_server.state_dir / "fleet.db"
+    assert sqlite_file.exists() is (fleet_server.database_url is None)
 
 
 def _weights(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -144,9 +155,9 @@ def test_device_dying_mid_install_restarts_on_its_working_model(
 
 
 def test_server_restart_mid_rollout_resumes_from_its_recorded_stage(
-    models, digits, http, tmp_path
+    models, digits, http, tmp_path, fleet_database_url
 ):
-    server = make_fleet_server(tmp_path, bake_s=1.0)
+    server = make_fleet_server(tmp_path, fleet_database_url, bake_s=1.0)
     server.start()
     try:
         agents = make_agents(server, digits, http, 8, home=tmp_path / "devices")

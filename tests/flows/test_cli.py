@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from mlflow import MlflowClient
 from sklearn.datasets import load_digits
 
 from flows.services import free_port, is_healthy
-from tests.conftest import BIN, REPO
+from tests.conftest import BACKENDS, BIN, REPO
 
 
 def edgeloop(
@@ -80,10 +81,31 @@ def test_run_without_services_says_how_to_start_them(tmp_path: Path):
     assert "is not answering" in out.stderr and "edgeloop up" in out.stderr
 
 
+def backend_env(request: pytest.FixtureRequest, backend: str) -> dict[str, str]:
+    """The one setting per server that moves it to PostgreSQL (a new database each)."""
+    if backend == "sqlite":
+        return {}
+    cluster = request.getfixturevalue("postgres")
+    suffix = uuid4().hex[:8]
+    return {
+        "EDGELOOP_MLFLOW_BACKEND_STORE_URI": cluster.url(
+            cluster.create_database(f"mlflow_{suffix}")
+        ),
+        "EDGELOOP_PREFECT_DATABASE_URL": cluster.url(
+            cluster.create_database(f"prefect_{suffix}"), driver="asyncpg"
+        ),
+        "EDGELOOP_FLEET_DATABASE_URL": cluster.url(
+            cluster.create_database(f"fleet_{suffix}")
+        ),
+    }
+
+
 @pytest.mark.slow
 @pytest.mark.integration
-def test_up_status_down(tmp_path: Path):
-    env = {
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_up_status_down(tmp_path: Path, request: pytest.FixtureRequest, backend: str):
+    databases = backend_env(request, backend)
+    env = databases | {
         "EDGELOOP_STATE_DIR": str(tmp_path / "state"),
         "EDGELOOP_MLFLOW_PORT": str(free_port()),
         "EDGELOOP_PREFECT_PORT": str(free_port()),
@@ -110,6 +132,17 @@ def test_up_status_down(tmp_path: Path):
         assert [h.url for h in hooks] == [
             f"http://127.0.0.1:{env['EDGELOOP_WEBHOOK_PORT']}/mlflow/webhook"
         ]
+        if databases:  # each server keeps its state in its PostgreSQL database
+            cluster = request.getfixturevalue("postgres")
+            for setting, table in (
+                ("EDGELOOP_MLFLOW_BACKEND_STORE_URI", "registered_models"),
+                ("EDGELOOP_PREFECT_DATABASE_URL", "flow_run"),
+                ("EDGELOOP_FLEET_DATABASE_URL", "devices"),
+            ):
+                database = databases[setting].rsplit("/", 1)[1]
+                assert table in cluster.tables(database), setting
+            state = tmp_path / "state"
+            assert not list(state.rglob("*.db")), list(state.rglob("*.db"))
         busy = edgeloop("up", env=env | {"EDGELOOP_STATE_DIR": str(tmp_path / "other")})
         assert busy.returncode == 1 and "already in use" in busy.stderr
     finally:

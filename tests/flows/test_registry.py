@@ -15,8 +15,8 @@ from tests.conftest import register_measured_version
 pytestmark = [pytest.mark.integration]
 
 
-def test_gates_aliases_history_promotion_and_rollback(mlflow_uri):
-    client, name = MlflowClient(mlflow_uri), "it-registry"
+def test_gates_aliases_history_promotion_and_rollback(mlflow_stack):
+    client, name = MlflowClient(mlflow_stack.tracking_uri), "it-registry"
     auto = RegistryConfig(
         model_name=name, gates=GatesConfig(min_test_accuracy=0.95), promotion="auto"
     )

@@ -34,8 +34,15 @@ def pipeline(mlflow_uri, prefect_harness):
 
 
 def test_pipeline_logs_lineage_and_registers_a_version(
-    pipeline, mlflow_uri, project_root
+    mlflow_stack, prefect_harness, project_root
 ):
+    from flows.training import training_pipeline
+
+    mlflow_uri = mlflow_stack.tracking_uri  # on SQLite, then on PostgreSQL
+
+    def pipeline(project: Path):
+        return training_pipeline(project_dir=str(project), tracking_uri=mlflow_uri)
+
     params = default_params_dict(
         optimize=FAST_OPTIMIZE,
         train={"epochs": 4},

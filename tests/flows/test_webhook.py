@@ -69,11 +69,12 @@ def test_other_events_are_acknowledged_and_ignored():
 @pytest.mark.slow
 @pytest.mark.integration
 def test_alias_set_through_the_rest_api_reaches_the_release_flow(
-    stack_settings, mlflow_uri, prefect_harness
+    mlflow_stack, prefect_harness
 ):
     from prefect.settings import PREFECT_API_URL
 
-    settings = stack_settings.model_copy(
+    mlflow_uri = mlflow_stack.tracking_uri  # on SQLite, then on PostgreSQL
+    settings = mlflow_stack.model_copy(
         update={"prefect_api_url": PREFECT_API_URL.value()}
     )
     receiver = start_service(webhook_spec(settings), settings)

@@ -147,15 +147,24 @@ def test_trigger_needs_consecutive_windows_and_then_cools_down():
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("runner", ["threads", "dask"])
 def test_monitor_flow_stores_snapshots_and_emits_one_event(
-    digits_split, prefect_harness, tmp_path
+    digits_split, prefect_harness, tmp_path, runner
 ):
     import yaml
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL
 
-    from flows.monitor import EVENT, monitor
+    from components.settings import Settings
+    from flows.monitor import EVENT
+    from flows.monitor import monitor as monitor_flow
+    from flows.runners import task_runner
     from tests.conftest import default_params_dict
+
+    # Threads (the default), then a real distributed.LocalCluster of 2 processes.
+    monitor = monitor_flow.with_options(
+        task_runner=task_runner(Settings(task_runner=runner, dask_workers=2))
+    )
 
     train, held_out = digits_split
     (tmp_path / "data" / "prepared").mkdir(parents=True)

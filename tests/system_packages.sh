@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Debian packages the test suite drives for real: PostgreSQL's server (the backend
+# tests start a throwaway cluster on loopback) and Chromium (the browser test, driven
+# by Playwright; no browser download). Installed with apt-get when missing, nothing
+# when present. Called by `make test`.
+set -euo pipefail
+
+need=()
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need+=(postgresql)
+fi
+command -v chromium >/dev/null || need+=(chromium)
+[ ${#need[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    sudo="sudo -n"
+  else
+    echo "tests/system_packages.sh: the tests need Debian's ${need[*]}; run as root" \
+      "or install them: apt-get install ${need[*]}" >&2
+    exit 1
+  fi
+fi
+echo "installing Debian packages for the tests: ${need[*]}"
+# The tests make their own cluster: the package's default one is not wanted.
+$sudo mkdir -p /etc/postgresql-common/createcluster.d
+echo "create_main_cluster = false" |
+  $sudo tee /etc/postgresql-common/createcluster.d/edgeloop-no-main.conf >/dev/null
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+  --no-install-recommends "${need[@]}" >/dev/null
