@@ -2,10 +2,11 @@
 target, `flows.monitor.check_window`) on a Dask task runner with 2 worker processes
 against 1, in one run, on the same windows.
 
-Each runner runs a flow that submits every target's check and waits for all of them;
-the time includes starting and stopping the `distributed.LocalCluster` (what a
-monitor run pays). Prefect's thread pool (the default runner) is timed too. Runs on
-a temporary Prefect server (Prefect's test harness).
+Each runner runs a flow that submits every target's check, waits for all of them and
+stores their snapshots (as the monitor flow does); the time includes starting and
+stopping the `distributed.LocalCluster` (what a monitor run pays). Prefect's thread
+pool (the default runner) is timed too. Runs on a temporary Prefect server (Prefect's
+test harness).
 
     .venv/bin/python -m bench.dask_speedup [--targets 4] [--repeats 1]
 """
@@ -26,10 +27,10 @@ from sklearn.datasets import load_digits
 from bench.drift_false_alarms import as_reports
 from components.config import load_params
 from components.settings import Settings
-from flows.monitor import Window, check_window
+from flows.monitor import Window, check_window, stored
 from flows.runners import task_runner
 from monitoring import drift
-from monitoring.workspace import open_workspace, project_for
+from monitoring.workspace import open_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,8 +64,9 @@ def timed_run(runner: Settings, windows: list[Window], workspace: Path) -> float
 
     @flow(name="bench-drift-checks", task_runner=task_runner(runner))
     def checks() -> list[dict]:
-        futures = [check_window.submit(w, params, str(workspace)) for w in windows]
-        return [f.result() for f in futures]
+        futures = [check_window.submit(w, params) for w in windows]
+        ws = open_workspace(workspace)
+        return [stored(w, f.result(), ws) for w, f in zip(windows, futures)]
 
     start = time.perf_counter()
     results = checks()
@@ -91,9 +93,6 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(120):
         workspace = Path(tmp) / "evidently"
-        ws = open_workspace(workspace)
-        for window in windows:
-            project_for(ws, window.target)
         times: dict[str, list[float]] = {name: [] for name in runners}
         for _ in range(args.repeats):
             for name, runner in runners.items():

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from evidently.ui.workspace import Workspace
 from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
 
@@ -26,7 +27,7 @@ from monitoring.reference import (
     general_rows,
     reference_rows,
 )
-from monitoring.workspace import open_workspace, project_for, save
+from monitoring.workspace import open_workspace, save
 
 EVENT = "edgeloop.drift.detected"
 
@@ -128,8 +129,10 @@ def device_windows(fleet_url: str, params: Params, refs: References) -> list[Win
 
 
 @task
-def check_window(window: Window, params: Params, workspace_dir: str) -> dict:
-    result = drift.check(
+def check_window(window: Window, params: Params) -> drift.DriftResult:
+    """One target's drift check; the flow stores its snapshot (Evidently's local
+    workspace is not safe for concurrent writers, the checks run in parallel)."""
+    return drift.check(
         window.target,
         window.reference,
         window.current,
@@ -137,11 +140,13 @@ def check_window(window: Window, params: Params, workspace_dir: str) -> dict:
         threshold_scale=window.threshold_scale,
         min_rows=window.min_rows,
     )
+
+
+def stored(window: Window, result: drift.DriftResult, workspace: Workspace) -> dict:
+    """The check's summary, its snapshot saved in the target's project."""
     snapshot_id = None
     if result.snapshot is not None:
-        snapshot_id = save(
-            open_workspace(Path(workspace_dir)), window.target, result.snapshot
-        )
+        snapshot_id = save(workspace, window.target, result.snapshot)
     return result.summary() | {
         "snapshot_id": snapshot_id,
         "judged": result.snapshot is not None,
@@ -155,8 +160,7 @@ def check_delayed_labels(
     labelled: pd.DataFrame,
     refs: References,
     tracking_uri: str,
-    workspace_dir: str,
-) -> dict:
+) -> drift.PerformanceResult:
     """The champion's accuracy (the serving variant) on labels that arrived for the
     target after its training data, against its own test split (Evidently's
     ClassificationPreset)."""
@@ -174,14 +178,12 @@ def check_delayed_labels(
         labels = predicted_labels(loaded.runtime, frame, loaded.classes)
         return frame.assign(**{drift.PREDICTION: labels})
 
-    result = drift.performance(
+    return drift.performance(
         target,
         with_predictions(labelled),
         with_predictions(test),
         metadata={"version": champion.version, "variant": loaded.variant},
     )
-    snapshot_id = save(open_workspace(Path(workspace_dir)), target, result.snapshot)
-    return result.summary() | {"performance_snapshot_id": snapshot_id}
 
 
 @flow(name="monitor", task_runner=task_runner())
@@ -214,28 +216,31 @@ def monitor(
     if fleet_url is not None:
         windows += device_windows(fleet_url, params, refs)
     # Every target's checks at once, on the flow's task runner (threads or Dask);
-    # their Evidently projects made first, so two checks never both create one.
-    workspace = open_workspace(Path(workspace_dir))
-    for window in windows:
-        project_for(workspace, window.target)
-    checks = [check_window.submit(w, params, workspace_dir) for w in windows]
+    # their snapshots are stored here, one at a time.
+    checks = [check_window.submit(w, params) for w in windows]
     accuracy = {}
     for window in windows:
         labelled = delayed_labels(project, params, window.target, champion)
         if labelled is not None and champion is not None and tracking_uri:
             accuracy[window.target] = check_delayed_labels.submit(
-                window.target, labelled, refs, tracking_uri, workspace_dir
+                window.target, labelled, refs, tracking_uri
             )
+    workspace = open_workspace(Path(workspace_dir))
     store = trigger.StateStore(Path(state_file))
     states = store.load()
     outcomes = []
     for window, check in zip(windows, checks, strict=True):
-        summary = check.result()
+        summary = stored(window, check.result(), workspace)
         state = states.setdefault(window.target, trigger.TargetState())
         decision = trigger.decide(state, summary, params.monitoring, trigger.now())
         summary |= {"trigger": decision.trigger, "decision": decision.reason}
         if window.target in accuracy:
-            summary |= accuracy[window.target].result()
+            performance = accuracy[window.target].result()
+            summary |= performance.summary() | {
+                "performance_snapshot_id": save(
+                    workspace, window.target, performance.snapshot
+                )
+            }
         if decision.trigger:
             event = emit_event(
                 event=EVENT,
