@@ -337,7 +337,12 @@ class Agent:
         active = self.state["active"]
         slots = self.state["slots"]
         if active and slots[active]["sha256"] == sha:
-            return  # already running it
+            if slots[active]["version"] != version:
+                # The same file released as a new version (a re-registered model):
+                # nothing to download or load, the device now runs that version.
+                slots[active]["version"] = version
+                self._save_state()
+            return
         if self.state["failed"].get(sha):
             self.error = f"v{version} failed here before: {self.state['failed'][sha]}"
             self.failed_version = version

@@ -95,6 +95,27 @@ def test_canary_waves_full_and_bad_models_rolled_back(
     assert sqlite_file.exists() is (fleet_server.database_url is None)
 
 
+def test_the_same_file_as_a_new_version_completes_without_a_download(
+    fleet_server, models, digits, http, tmp_path
+):
+    agents = make_agents(fleet_server, digits, http, 8, home=tmp_path / "devices")
+    for agent in agents:
+        agent.step()
+    first = _release(fleet_server, agents, "1", models["good-1"])
+    assert first["state"] == "completed", first
+    drive(agents, lambda: all(a.version == "1" for a in agents))
+    # A re-registered model: new version, byte-identical file.
+    again = _release(fleet_server, agents, "2", models["good-1"])
+    assert again["state"] == "completed", again
+    drive(agents, lambda: all(a.version == "2" for a in agents))
+    assert all(d["current_version"] == "2" for d in fleet_server.admin.devices())
+    for agent in agents:  # no spare slot written: nothing was downloaded again
+        assert list(agent.state["slots"]) == [agent.state["active"]]
+        assert not (
+            agent.home / ("b" if agent.state["active"] == "a" else "a")
+        ).exists()
+
+
 def _weights(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import onnx
     from onnx import numpy_helper
