@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,10 +58,13 @@ def label_incoming(  # noqa: PLR0913
     rows: int,
 ) -> Path:
     """Labelled rows of the shifted data, as a labelling team would send them, into
-    `paths.incoming/<target>/`; each batch is a new draw (its seed in the name)."""
+    `paths.incoming/<target>/`; each batch is a new draw (its seed in the name),
+    reproducible: the seed follows from the target and how many batches it has."""
     from edge_fleet.simulator import labelled_rows
 
-    seed = time.time_ns() % 2**31
+    folder = project / params.paths.incoming / target
+    batches = len(list(folder.glob("labelled-*.parquet"))) if folder.exists() else 0
+    seed = (zlib.crc32(target.encode()) + batches) % 2**31
     frame = labelled_rows(
         pd.read_parquet(project / params.paths.prepared / "train.parquet"),
         drift=drift,
@@ -69,7 +73,6 @@ def label_incoming(  # noqa: PLR0913
         value_range=params.validation.feature_range,
         seed=seed,
     )
-    folder = project / params.paths.incoming / target
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     path = folder / f"labelled-{drift}-{stamp}-{seed}.parquet"
