@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     # Point at servers you run elsewhere instead of the ones `edgeloop up` starts.
     mlflow_tracking_uri: str | None = None
     prefect_api_url: str | None = None
+    # How the other services reach these, when not at host:port (a compose network:
+    # http://webhook:5055, http://serving:3000, http://fleet:8300).
+    webhook_public_url: str | None = None
+    serving_public_url: str | None = None
+    fleet_public_url: str | None = None
     startup_timeout_s: float = Field(90.0, gt=0)
 
     @property
@@ -46,15 +51,16 @@ class Settings(BaseSettings):
 
     @property
     def webhook_url(self) -> str:
-        return f"http://{self.host}:{self.webhook_port}/mlflow/webhook"
+        base = self.webhook_public_url or f"http://{self.host}:{self.webhook_port}"
+        return f"{base.rstrip('/')}/mlflow/webhook"
 
     @property
     def serving_url(self) -> str:
-        return f"http://{self.host}:{self.serving_port}"
+        return self.serving_public_url or f"http://{self.host}:{self.serving_port}"
 
     @property
     def fleet_url(self) -> str:
-        return f"http://{self.host}:{self.fleet_port}"
+        return self.fleet_public_url or f"http://{self.host}:{self.fleet_port}"
 
     @property
     def evidently_url(self) -> str:

@@ -29,6 +29,9 @@ from flows.fleet_cli import fleet_app  # noqa: E402 - after the app it joins
 app.add_typer(fleet_app, name="fleet")
 
 
+ParamsOption = Annotated[Path, typer.Option("--params")]
+
+
 @app.command()
 def loop(  # noqa: PLR0913, PLR0917 - the command's options
     devices: Annotated[int, typer.Option(min=3, help="simulated devices")] = 50,
@@ -180,6 +183,21 @@ def up() -> None:
 
 
 @app.command()
+def register(params_file: ParamsOption = Path("params.yaml")) -> None:
+    """Register the MLflow webhook, the Prefect deployments and the drift automation
+    on running servers (what `up` does after starting them; a compose install runs
+    it once)."""
+    from flows.services import register_stack
+
+    settings = get_settings()
+    register_stack(settings, params_file)
+    console.print(
+        f"registered: webhook {settings.webhook_url} on {settings.tracking_uri}; "
+        f"deployments and drift automation on {settings.prefect_api}"
+    )
+
+
+@app.command()
 def down() -> None:
     """Stop the services `edgeloop up` started."""
     from flows.services import stop_all
@@ -284,9 +302,6 @@ def _registry_client(params_file: Path) -> tuple[object, str]:
     return MlflowClient(settings.tracking_uri), load_params(
         params_file
     ).registry.model_name
-
-
-ParamsOption = Annotated[Path, typer.Option("--params")]
 
 
 @app.command()

@@ -127,12 +127,24 @@ def prefect_spec(settings: Settings) -> ServiceSpec:
     )
 
 
+# Each secret, when set in the environment (a compose file's `.env`), is used as is.
+SECRET_ENV = {
+    "webhook_secret": "EDGELOOP_WEBHOOK_SECRET",
+    "mlflow_webhook_key": "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",
+    "fleet_admin_token": "EDGELOOP_FLEET_ADMIN_TOKEN",
+    "fleet_enroll_key": "EDGELOOP_FLEET_ENROLL_KEY",
+}
+
+
 def stack_secrets(settings: Settings) -> dict[str, str]:
     """The webhook's HMAC secret, MLflow's key for storing it and the fleet's admin
-    token and enrollment key: made once per state folder (mode 600), never in the
-    repository."""
+    token and enrollment key: from the environment where set (SECRET_ENV), else made
+    once per state folder (mode 600); never in the repository."""
     from cryptography.fernet import Fernet
 
+    given = {k: os.environ[v] for k, v in SECRET_ENV.items() if os.environ.get(v)}
+    if len(given) == len(SECRET_ENV):
+        return given
     path = settings.state_dir / "secrets.json"
     known = json.loads(path.read_text()) if path.exists() else {}
     makers = {
@@ -147,7 +159,7 @@ def stack_secrets(settings: Settings) -> dict[str, str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
         path.write_text(json.dumps(known))
-    return known
+    return known | given
 
 
 def webhook_spec(settings: Settings) -> ServiceSpec:
@@ -522,6 +534,23 @@ def service_states(settings: Settings) -> list[ServiceState]:
     return states
 
 
+def register_stack(
+    settings: Settings,
+    params_file: Path = Path("params.yaml"),
+    progress: Callable[[str], None] = lambda _: None,
+) -> None:
+    """The MLflow webhook, the Prefect deployments and the drift automation, on the
+    servers the settings name (idempotent)."""
+    progress("registering the MLflow webhook")
+    ensure_webhook(settings)
+    progress("registering the Prefect deployments and the drift automation")
+    from components.config import load_params
+    from flows.deployments import register
+
+    os.environ.update(prefect_env(settings))
+    register(settings, Path("."), load_params(params_file))
+
+
 def start_all(
     settings: Settings, progress: Callable[[str], None] = lambda _: None
 ) -> list[ServiceState]:
@@ -531,14 +560,7 @@ def start_all(
         for spec in local_services(settings)
         if spec.name not in later
     ]
-    progress("registering the MLflow webhook")
-    ensure_webhook(settings)
-    progress("registering the Prefect deployments and the drift automation")
-    from components.config import load_params
-    from flows.deployments import register
-
-    os.environ.update(prefect_env(settings))
-    register(settings, Path("."), load_params(Path("params.yaml")))
+    register_stack(settings, progress=progress)
     states.append(start_service(worker_spec(settings), settings, progress))
     serving = ensure_serving(settings, progress=progress)
     return states + ([serving] if serving else [])

@@ -128,6 +128,8 @@ def test_up_status_down(tmp_path: Path, request: pytest.FixtureRequest, backend:
         assert status.stdout.count(" up ") == 6, status.stdout  # serving waits
         fleet = f"http://127.0.0.1:{env['EDGELOOP_FLEET_PORT']}"
         assert is_healthy(f"{fleet}/health")
+        again = edgeloop("register", env=env)  # what a compose install runs once
+        assert again.returncode == 0, again.stderr
         hooks = MlflowClient(mlflow).list_webhooks()
         assert [h.url for h in hooks] == [
             f"http://127.0.0.1:{env['EDGELOOP_WEBHOOK_PORT']}/mlflow/webhook"
