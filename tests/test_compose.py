@@ -1,10 +1,12 @@
-"""docker-compose.yml, checked without Docker (there is no engine on this machine):
+"""docker-compose.yml and prefect.yaml, checked without Docker or Kubernetes (neither
+runs on this machine). The compose file:
 against the Compose Specification's JSON schema (check-jsonschema's vendored copy),
 and against the code: the services it names, the variables it needs, the settings
 its environment sets, and the modules its commands run."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import re
 import subprocess
@@ -107,3 +109,28 @@ def test_services_variables_and_settings_agree_with_the_code(
         services["fleet"]["environment"]["EDGELOOP_FLEET_DATABASE_URL"],
     ]
     assert {url.rsplit("/", 1)[1] for url in urls} == created
+
+
+def test_prefect_yaml_deploys_the_stacks_flows_with_their_parameters():
+    """prefect.yaml (Docker and Kubernetes work pools; not run here): every
+    entrypoint is one of the stack's flows, and every parameter it sets, in the
+    deployment and in its drift trigger, is one the flow takes."""
+    import inspect
+
+    from prefect import Flow
+
+    config = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    pools = set()
+    for deployment in config["deployments"]:
+        path, name = deployment["entrypoint"].split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        flow = getattr(module, name)
+        assert isinstance(flow, Flow), deployment["entrypoint"]
+        takes = set(inspect.signature(flow.fn).parameters)
+        given = [deployment["parameters"]] + [
+            t["parameters"] for t in deployment.get("triggers", [])
+        ]
+        for parameters in given:
+            assert set(parameters) <= takes, (deployment["entrypoint"], parameters)
+        pools.add(deployment["work_pool"]["name"])
+    assert pools == {"edgeloop-docker", "edgeloop-k8s"}
