@@ -1,8 +1,8 @@
 """docker-compose.yml and prefect.yaml, checked without Docker or Kubernetes (neither
-runs on this machine). The compose file:
-against the Compose Specification's JSON schema (check-jsonschema's vendored copy),
-and against the code: the services it names, the variables it needs, the settings
-its environment sets, and the modules its commands run."""
+runs on this machine). The compose file against the Compose Specification's JSON
+schema (check-jsonschema's vendored copy) and against the code: the services it
+names, the variables it needs, the settings its environment sets, the modules its
+commands run. prefect.yaml against the flows it deploys."""
 
 from __future__ import annotations
 
