@@ -32,7 +32,7 @@ loop: $(STAMP)
 # the backend tests and the browser test use them for real, and fail (not skip) here.
 test: $(STAMP)
 	bash tests/system_packages.sh
-	EDGELOOP_REQUIRE_POSTGRES=1 EDGELOOP_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q -rs
+	EDGELOOP_REQUIRE_POSTGRES=1 EDGELOOP_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q -rs --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -146,36 +147,57 @@ def test_trigger_needs_consecutive_windows_and_then_cools_down():
     assert state.triggers == 2
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("runner", ["threads", "dask"])
-def test_monitor_flow_stores_snapshots_and_emits_one_event(
-    digits_split, prefect_harness, tmp_path, runner
-):
+def _monitored_project(digits_split, root: Path) -> None:
+    """A project with a training split and a noisy serving log."""
     import yaml
+
+    from tests.conftest import default_params_dict
+
+    train, held_out = digits_split
+    (root / "data" / "prepared").mkdir(parents=True)
+    train.to_parquet(root / "data" / "prepared" / "train.parquet")
+    (root / "data" / "predictions").mkdir(parents=True)
+    _log(held_out, noise=4.0).to_parquet(root / "data" / "predictions" / "p.parquet")
+    (root / "params.yaml").write_text(
+        yaml.safe_dump(default_params_dict(monitoring={"consecutive": 2}))
+    )
+
+
+@pytest.mark.integration
+def test_monitor_flow_on_a_dask_cluster(digits_split, prefect_harness, tmp_path):
+    """The same flow on a real distributed.LocalCluster of 2 worker processes (the
+    checks run there; the flow stores their snapshots)."""
+    from components.settings import Settings
+    from flows.monitor import monitor
+    from flows.runners import task_runner
+    from monitoring.workspace import open_workspace
+
+    _monitored_project(digits_split, tmp_path)
+    on_dask = monitor.with_options(
+        task_runner=task_runner(Settings(task_runner="dask", dask_workers=2))
+    )
+    [outcome] = on_dask(
+        str(tmp_path),
+        workspace_dir=str(tmp_path / "evidently"),
+        state_file=str(tmp_path / "monitor.json"),
+    )
+    assert outcome["target"] == "serving" and outcome["drifted"]
+    assert outcome["drift_share"] >= 0.3 and not outcome["trigger"]  # 1 of 2
+    workspace = open_workspace(tmp_path / "evidently")
+    [project] = workspace.search_project("serving")
+    assert [str(r) for r in workspace.list_runs(project.id)] == [outcome["snapshot_id"]]
+
+
+@pytest.mark.integration
+def test_monitor_flow_stores_snapshots_and_emits_one_event(
+    digits_split, prefect_harness, tmp_path
+):
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL
 
-    from components.settings import Settings
-    from flows.monitor import EVENT
-    from flows.monitor import monitor as monitor_flow
-    from flows.runners import task_runner
-    from tests.conftest import default_params_dict
+    from flows.monitor import EVENT, monitor
 
-    # Threads (the default), then a real distributed.LocalCluster of 2 processes.
-    monitor = monitor_flow.with_options(
-        task_runner=task_runner(Settings(task_runner=runner, dask_workers=2))
-    )
-
-    train, held_out = digits_split
-    (tmp_path / "data" / "prepared").mkdir(parents=True)
-    train.to_parquet(tmp_path / "data" / "prepared" / "train.parquet")
-    (tmp_path / "data" / "predictions").mkdir(parents=True)
-    _log(held_out, noise=4.0).to_parquet(
-        tmp_path / "data" / "predictions" / "p.parquet"
-    )
-    (tmp_path / "params.yaml").write_text(
-        yaml.safe_dump(default_params_dict(monitoring={"consecutive": 2}))
-    )
+    _monitored_project(digits_split, tmp_path)
     kwargs = {
         "workspace_dir": str(tmp_path / "evidently"),
         "state_file": str(tmp_path / "monitor.json"),
