@@ -87,9 +87,9 @@ def main() -> None:
 
     windows = cohort_windows(args.targets, args.reports, 64)
     runners = {
-        "dask, 1 worker": Settings(task_runner="dask", dask_workers=1),
-        "dask, 2 workers": Settings(task_runner="dask", dask_workers=2),
-        "threads, 2": Settings(task_runner="threads", dask_workers=2),
+        "dask, 1 worker": Settings(task_runner="dask", task_workers=1),
+        "dask, 2 workers": Settings(task_runner="dask", task_workers=2),
+        "threads, 2": Settings(task_runner="threads", task_workers=2),
     }
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(120):
         workspace = Path(tmp) / "evidently"

@@ -30,10 +30,11 @@ class Settings(BaseSettings):
     prefect_database_url: str | None = None
     fleet_database_url: str | None = None
     state_dir: Path = Path(".edgeloop")
-    # The parallel parts of the flows (flows/runners.py): threads, or Dask (a local
-    # cluster of dask_workers processes, or the scheduler at dask_address).
+    # The parallel parts of the flows (flows/runners.py): task_workers threads, or
+    # Dask (a local cluster of task_workers processes, or the scheduler at
+    # dask_address).
     task_runner: Literal["threads", "dask"] = "threads"
-    dask_workers: int = Field(2, ge=1, le=256)
+    task_workers: int = Field(2, ge=1, le=256)
     dask_address: str | None = None
     # Point at servers you run elsewhere instead of the ones `edgeloop up` starts.
     mlflow_tracking_uri: str | None = None

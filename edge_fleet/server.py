@@ -114,6 +114,11 @@ def _bearer(authorization: str | None) -> str:
     return authorization.removeprefix("Bearer ").strip()
 
 
+def database_url_for(state_dir: Path, database_url: str | None) -> str:
+    """The SQLAlchemy URL given, or SQLite in the state folder."""
+    return database_url or f"sqlite:///{state_dir / 'fleet.db'}"
+
+
 def create_app(  # noqa: PLR0915 - the routes share its state
     state_dir: Path,
     cfg: FleetConfig,
@@ -124,7 +129,7 @@ def create_app(  # noqa: PLR0915 - the routes share its state
     tick_s: float = 0.5,
 ) -> FastAPI:
     state_dir.mkdir(parents=True, exist_ok=True)
-    sessions = make_sessions(database_url or f"sqlite:///{state_dir / 'fleet.db'}")
+    sessions = make_sessions(database_url_for(state_dir, database_url))
     repo = FleetRepository(
         state_dir / "tuf",
         state_dir / "keys",
@@ -539,17 +544,17 @@ def main() -> None:
         )
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("tuf").setLevel(logging.WARNING)  # "no signature" while editing
-    database_url = args.database_url or f"sqlite:///{args.state_dir / 'fleet.db'}"
     try:
         app = create_app(
             args.state_dir,
             load_params(args.params).fleet,
-            database_url=database_url,
+            database_url=args.database_url,
             admin_token=admin_token,
             enroll_key=enroll_key,
         )
     except (ArgumentError, OperationalError) as error:
-        shown = make_url(database_url).render_as_string(hide_password=True)
+        url = database_url_for(args.state_dir, args.database_url)
+        shown = make_url(url).render_as_string(hide_password=True)
         parser.error(
             f"fleet database {shown} (EDGELOOP_FLEET_DATABASE_URL): "
             f"{str(getattr(error, 'orig', None) or error).strip().splitlines()[0]}"

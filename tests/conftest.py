@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
@@ -154,16 +155,20 @@ def digits_subset(
 BACKENDS = ("sqlite", "postgresql")
 
 
+def system_package_missing(message: str, required_by: str) -> NoReturn:
+    """A Debian package a test drives is not installed: the test is skipped, or
+    fails where `required_by` is set (`make test` sets it after installing it)."""
+    if os.environ.get(required_by):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster]:
-    """Skipped where PostgreSQL is not installed, unless EDGELOOP_REQUIRE_POSTGRES
-    is set (`make test` sets it and installs PostgreSQL first): then it fails."""
     try:
         cluster = start_cluster()
     except FileNotFoundError as missing:
-        if os.environ.get("EDGELOOP_REQUIRE_POSTGRES"):
-            pytest.fail(str(missing))
-        pytest.skip(str(missing))
+        system_package_missing(str(missing), "EDGELOOP_REQUIRE_POSTGRES")
     yield cluster
     cluster.stop()
 

@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits
 
 from flows.services import free_port, is_healthy
 from tests.conftest import BIN, REPO
+from tests.postgres import PostgresCluster
 
 
 def edgeloop(
@@ -81,11 +82,8 @@ def test_run_without_services_says_how_to_start_them(tmp_path: Path):
     assert "is not answering" in out.stderr and "edgeloop up" in out.stderr
 
 
-def backend_env(request: pytest.FixtureRequest, backend: str) -> dict[str, str]:
+def postgres_env(cluster: PostgresCluster) -> dict[str, str]:
     """The one setting per server that moves it to PostgreSQL (a new database each)."""
-    if backend == "sqlite":
-        return {}
-    cluster = request.getfixturevalue("postgres")
     suffix = uuid4().hex[:8]
     return {
         "EDGELOOP_MLFLOW_BACKEND_STORE_URI": cluster.url(
@@ -102,10 +100,10 @@ def backend_env(request: pytest.FixtureRequest, backend: str) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_up_status_down(tmp_path: Path, request: pytest.FixtureRequest):
+def test_up_status_down(tmp_path: Path, postgres: PostgresCluster):
     """On PostgreSQL, one setting per server; `edgeloop up` on the SQLite default is
     what tests/flows/test_loop.py starts (a minute each: not run twice)."""
-    databases = backend_env(request, "postgresql")
+    databases = postgres_env(postgres)
     env = databases | {
         "EDGELOOP_STATE_DIR": str(tmp_path / "state"),
         "EDGELOOP_MLFLOW_PORT": str(free_port()),
@@ -135,17 +133,16 @@ def test_up_status_down(tmp_path: Path, request: pytest.FixtureRequest):
         assert [h.url for h in hooks] == [
             f"http://127.0.0.1:{env['EDGELOOP_WEBHOOK_PORT']}/mlflow/webhook"
         ]
-        if databases:  # each server keeps its state in its PostgreSQL database
-            cluster = request.getfixturevalue("postgres")
-            for setting, table in (
-                ("EDGELOOP_MLFLOW_BACKEND_STORE_URI", "registered_models"),
-                ("EDGELOOP_PREFECT_DATABASE_URL", "flow_run"),
-                ("EDGELOOP_FLEET_DATABASE_URL", "devices"),
-            ):
-                database = databases[setting].rsplit("/", 1)[1]
-                assert table in cluster.tables(database), setting
-            state = tmp_path / "state"
-            assert not list(state.rglob("*.db")), list(state.rglob("*.db"))
+        # Each server keeps its state in its PostgreSQL database, none in SQLite.
+        for setting, table in (
+            ("EDGELOOP_MLFLOW_BACKEND_STORE_URI", "registered_models"),
+            ("EDGELOOP_PREFECT_DATABASE_URL", "flow_run"),
+            ("EDGELOOP_FLEET_DATABASE_URL", "devices"),
+        ):
+            database = databases[setting].rsplit("/", 1)[1]
+            assert table in postgres.tables(database), setting
+        state = tmp_path / "state"
+        assert not list(state.rglob("*.db")), list(state.rglob("*.db"))
         busy = edgeloop("up", env=env | {"EDGELOOP_STATE_DIR": str(tmp_path / "other")})
         assert busy.returncode == 1 and "already in use" in busy.stderr
     finally:

@@ -31,6 +31,7 @@ from tests.conftest import (
     REPO,
     default_params_dict,
     make_project,
+    system_package_missing,
 )
 from tests.flows.test_cli import edgeloop
 
@@ -309,10 +310,10 @@ def running_devices(stack: Stack, champion: str) -> subprocess.Popen:
 
 def test_promotion_in_the_mlflow_ui_reaches_serving_and_the_fleet(stack: Stack):
     if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} not found: `make test` installs Debian's chromium"
-        if os.environ.get("EDGELOOP_REQUIRE_CHROMIUM"):
-            pytest.fail(message)
-        pytest.skip(message)
+        system_package_missing(
+            f"{CHROMIUM} not found: `make test` installs Debian's chromium",
+            "EDGELOOP_REQUIRE_CHROMIUM",
+        )
     from flows import registry
 
     name, mlflow = "it-loop", stack.url("MLFLOW")

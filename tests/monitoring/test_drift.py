@@ -174,7 +174,7 @@ def test_monitor_flow_on_a_dask_cluster(digits_split, prefect_harness, tmp_path)
 
     _monitored_project(digits_split, tmp_path)
     on_dask = monitor.with_options(
-        task_runner=task_runner(Settings(task_runner="dask", dask_workers=2))
+        task_runner=task_runner(Settings(task_runner="dask", task_workers=2))
     )
     [outcome] = on_dask(
         str(tmp_path),
