@@ -239,7 +239,7 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         v2 = mlp_onnx(work / "mlp-v2.onnx", args.hidden, seed=1)
         admin.upload("2", v2, variant="fp32", profiles=["gateway"])
         t0 = time.perf_counter()
-        rollout = admin.start_rollout("2", "bench")
+        rollout = admin.start_rollout("2", "bench")["rollout"]
 
         def finished() -> bool:
             return admin.rollout(rollout["id"])["state"] not in ("running", "paused")

@@ -59,9 +59,16 @@ class FleetAdmin:
             "PUT", f"/models/{version}", params=params, content=file.read_bytes()
         )
 
-    def start_rollout(self, version: str, reason: str = "") -> dict:
+    def start_rollout(
+        self, version: str, reason: str = "", *, supersede: bool = False
+    ) -> dict:
+        """{outcome, detail, rollout, superseded}: `outcome` is `started`, or a
+        no-op (`already_rolling_out`, `already_stable`); with `supersede`, another
+        version's active rollout is aborted in the same step."""
         return self._call(  # type: ignore[return-value]
-            "POST", "/rollouts", json={"version": version, "reason": reason}
+            "POST",
+            "/rollouts",
+            json={"version": version, "reason": reason, "supersede": supersede},
         )
 
     def rollout(self, rollout_id: int) -> dict:

@@ -173,6 +173,17 @@ def total_variation(a: dict[str, float], b: dict[str, float]) -> float:
     return 0.5 * sum(abs(a.get(k, 0) / na - b.get(k, 0) / nb) for k in keys)
 
 
+@dataclass(frozen=True)
+class StartOutcome:
+    """What a start request did: `started`, or a no-op (`already_rolling_out`,
+    `already_stable`); `superseded` is the other version's rollout it aborted."""
+
+    outcome: str
+    detail: str
+    rollout: Rollout | None
+    superseded: Rollout | None = None
+
+
 class Controller:
     def __init__(self, repo: FleetRepository, cfg: FleetConfig) -> None:
         self.repo, self.cfg = repo, cfg
@@ -183,20 +194,59 @@ class Controller:
     def stable_version(self) -> str | None:
         return self.repo.channels().get(STABLE, {}).get("version")
 
-    def start(self, session: Session, version: str, reason: str) -> Rollout:
+    def start(
+        self, session: Session, version: str, reason: str, *, supersede: bool = False
+    ) -> StartOutcome:
+        """Start a rollout of `version`, in one transaction: a no-op that says so
+        when it is already rolling out or stable; another version's active rollout
+        is a conflict, or, with `supersede`, aborted in the same step (its devices
+        are sent the new version's canary, or back to stable, in one publish)."""
         from edge_fleet.errors import FleetConflict
 
         model = session.get(Model, version)
         if model is None:
             raise FleetConflict(f"model version {version} was not uploaded", 404)
         active = session.scalar(select(Rollout).where(Rollout.state.in_(ACTIVE)))
-        if active is not None:
+        if active is not None and active.version == version:
+            return StartOutcome(
+                "already_rolling_out",
+                f"rollout {active.id} of v{version} is already {active.state} "
+                f"(at {self._stage(active)}): nothing started",
+                active,
+            )
+        if active is not None and not supersede:
             raise FleetConflict(
                 f"rollout {active.id} of v{active.version} is {active.state}; "
-                "abort or finish it first"
+                "abort or finish it first, or start with supersede: true"
             )
+        superseded = None
+        if active is not None:
+            self._finish(
+                active,
+                "aborted",
+                {
+                    "check": "superseded",
+                    "detail": f"superseded by v{version}"
+                    + (f" ({reason})" if reason else ""),
+                    "stage": self._stage(active),
+                },
+            )
+            superseded = active
         if self.stable_version() == version:
-            raise FleetConflict(f"v{version} is already the fleet's stable version")
+            if superseded is not None:
+                self.repo.publish({ROLLOUT: None})  # its devices go back to stable
+            session.commit()
+            last = session.scalar(
+                select(Rollout)
+                .where(Rollout.version == version)
+                .order_by(Rollout.id.desc())
+            )
+            return StartOutcome(
+                "already_stable",
+                f"v{version} is already the fleet's stable version: nothing started",
+                last,
+                superseded,
+            )
         rollout = Rollout(version=version, from_version=self.stable_version())
         rollout.reason = reason
         session.add(rollout)
@@ -204,7 +254,17 @@ class Controller:
         self._publish_stage(rollout, model, 0)
         self._event(rollout, "started", stage=self.plan[0].name, reason=reason)
         session.commit()
-        return rollout
+        return StartOutcome(
+            "started",
+            f"rollout {rollout.id} of v{version} started at {self.plan[0].name}"
+            + (
+                f"; rollout {superseded.id} of v{superseded.version} superseded"
+                if superseded is not None
+                else ""
+            ),
+            rollout,
+            superseded,
+        )
 
     def retarget(self, session: Session, version: str, reason: str) -> Rollout | None:
         """Make `version` the stable version now (a manual rollback): any active

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import uvicorn
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, make_url, select
@@ -92,6 +92,12 @@ class CheckIn(Strict):
 class RolloutRequest(Strict):
     version: str = Field(min_length=1, max_length=32)
     reason: str = Field("", max_length=500)
+
+
+class StartRollout(RolloutRequest):
+    # Abort another version's active rollout and start this one in one step (a new
+    # champion replacing an older one's rollout: no interleaving can leave neither).
+    supersede: bool = False
 
 
 @dataclass
@@ -409,11 +415,23 @@ def create_app(  # noqa: PLR0915 - the routes share its state
             return _model_dict(model)
 
     @app.post("/v1/admin/rollouts", dependencies=admin_api, status_code=201)
-    def start_rollout(body: RolloutRequest, session: DB) -> dict:
+    def start_rollout(body: StartRollout, session: DB, response: Response) -> dict:
+        """201 when a rollout started; 200 for a no-op (the version is already
+        rolling out, or already stable), which says so in `outcome`."""
         with publish_lock:
-            return rollout_view(
-                fleet.controller.start(session, body.version, body.reason)
+            started = fleet.controller.start(
+                session, body.version, body.reason, supersede=body.supersede
             )
+        if started.outcome != "started":
+            response.status_code = 200
+        return {
+            "outcome": started.outcome,
+            "detail": started.detail,
+            "rollout": rollout_view(started.rollout) if started.rollout else None,
+            "superseded": (
+                rollout_view(started.superseded) if started.superseded else None
+            ),
+        }
 
     @app.get("/v1/admin/rollouts", dependencies=admin_api)
     def rollouts(session: DB) -> list[dict]:

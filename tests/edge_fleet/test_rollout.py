@@ -185,7 +185,7 @@ def test_server_restart_mid_rollout_resumes_from_its_recorded_stage(
         for agent in agents:
             agent.step()
         server.upload("1", models["good-1"])
-        rollout_id = server.admin.start_rollout("1", "test")["id"]
+        rollout_id = server.admin.start_rollout("1", "test")["rollout"]["id"]
         drive(
             agents,
             lambda: server.admin.rollout(rollout_id)["stage_name"] == "wave-1",
