@@ -3,25 +3,92 @@
 It downloads the version's shipped variant (the int8 file the gates judged) from its
 MLflow run, uploads it to the fleet server with the device profiles it may run on,
 and starts a rollout (canary -> waves -> full, judged by the server's controller).
-A rollout of an older champion still in progress is aborted first: the newest
-champion wins. With `wait_s`, it waits for the rollout to finish and returns its end
+
+Releases of one registered model run one at a time (a Prefect global concurrency
+limit per model, `edgeloop-release-<model>`, held from the alias check to the
+rollout's start), and each is idempotent: with `alias`, a version that no longer
+holds it by the time its turn comes (a delivery retried for an older champion) is
+not shipped; a version already rolling out or stable is a no-op that says so; a
+rollout of another version still in progress is superseded by the fleet server in
+one step. With `wait_s`, it waits for the rollout to finish and returns its end
 state (completed, or rolled back with the machine-readable cause)."""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger, task
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists
 
 from components.errors import ServiceError
 from edge_fleet.client import FleetAdmin
 
 ACTIVE = ("running", "paused")
+# How long a release waits for another release of the same model to finish.
+RELEASE_LOCK_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class FleetRelease:
+    """What a release did: `started` a rollout, or a no-op that says why
+    (`already_rolling_out`, `already_stable`, `skipped`); `rollout` is the fleet
+    server's view of the rollout concerned, at the flow's end."""
+
+    version: str
+    outcome: str
+    detail: str
+    rollout: dict | None = None
+
+    @property
+    def state(self) -> str:
+        """The rollout's state, or the outcome when there is no rollout."""
+        return self.rollout["state"] if self.rollout else self.outcome
+
+
+def release_limit_name(model: str) -> str:
+    """The Prefect global concurrency limit that serializes one model's releases
+    (Prefect names may not hold / % & < >)."""
+    return "edgeloop-release-" + re.sub(r"[/%&<>]", "_", model)
+
+
+@contextmanager
+def one_release_at_a_time(model: str) -> Iterator[None]:
+    """Hold the model's release slot (limit 1; created on first use, so a missing
+    limit never means an unlimited one: `strict`)."""
+    name = release_limit_name(model)
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=1)
+            )
+        except ObjectAlreadyExists:
+            pass
+    acquired = False
+    try:
+        with concurrency(name, timeout_seconds=RELEASE_LOCK_TIMEOUT_S, strict=True):
+            acquired = True
+            yield
+    except TimeoutError:
+        if acquired:
+            raise
+        raise ServiceError(
+            f"another release of {model} held {name} for over "
+            f"{RELEASE_LOCK_TIMEOUT_S} s; this one was not started",
+            hint="see the running edge_release flows in the Prefect UI",
+        ) from None
 
 
 def admin_token() -> str:
@@ -98,18 +165,27 @@ def upload(fleet_url: str, version: str, shipped: dict) -> dict:
     )
 
 
+@task(retries=2, retry_delay_seconds=2)
+def alias_holder(tracking_uri: str, name: str, alias: str) -> str | None:
+    """The version holding `alias` now (None when no version does)."""
+    client = MlflowClient(tracking_uri)
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        # No such model, or no such alias; anything else (the server down) raises.
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
 @task
-def start(fleet_url: str, version: str, reason: str) -> dict:
-    fleet = FleetAdmin(fleet_url, admin_token())
-    summary = fleet.summary()
-    if summary["channels"].get("channel/stable", {}).get("version") == version:
-        return {"state": "already stable", "version": version}
-    active = summary["active_rollout"]
-    if active is not None:
-        if active["version"] == version:
-            return active
-        fleet.act(active["id"], "abort")  # superseded by the newer champion
-    return fleet.start_rollout(version, reason)
+def start(fleet_url: str, version: str, reason: str) -> FleetRelease:
+    """One request: the server starts the rollout, superseding another version's
+    active one in the same step, or says why nothing was started."""
+    answer = FleetAdmin(fleet_url, admin_token()).start_rollout(
+        version, reason, supersede=True
+    )
+    return FleetRelease(version, answer["outcome"], answer["detail"], answer["rollout"])
 
 
 @flow(name="edge_release")
@@ -121,20 +197,34 @@ def edge_release(
     *,
     reason: str = "champion changed",
     wait_s: float = 0,
-) -> dict:
+    alias: str | None = None,
+) -> FleetRelease:
+    """Ship `version` of `name`; with `alias`, only while it still holds it."""
     log = get_run_logger()
-    shipped = fetch_ship_file(tracking_uri, name, version)
-    model = upload(fleet_url, version, shipped)
-    log.info(
-        "uploaded v%s (%s, %d bytes) for profiles %s",
-        version,
-        model["variant"],
-        model["size"],
-        ",".join(model["profiles"]),
-    )
-    rollout = start(fleet_url, version, reason)
-    log.info("rollout: %s", rollout)
-    if wait_s and "id" in rollout:
+    with one_release_at_a_time(name):
+        holder = alias_holder(tracking_uri, name, alias) if alias else version
+        if holder != version:
+            release = FleetRelease(
+                version,
+                "skipped",
+                f"v{version} no longer holds {alias} (v{holder or '-'} does): "
+                "not shipped",
+            )
+            log.info("%s", release.detail)
+            return release
+        shipped = fetch_ship_file(tracking_uri, name, version)
+        model = upload(fleet_url, version, shipped)
+        log.info(
+            "uploaded v%s (%s, %d bytes) for profiles %s",
+            version,
+            model["variant"],
+            model["size"],
+            ",".join(model["profiles"]),
+        )
+        release = start(fleet_url, version, reason)
+    log.info("%s: %s", release.outcome, release.detail)
+    rollout = release.rollout
+    if wait_s and rollout is not None:
         fleet = FleetAdmin(fleet_url, admin_token())
         deadline = time.monotonic() + wait_s
         while rollout["state"] in ACTIVE and time.monotonic() < deadline:
@@ -143,7 +233,8 @@ def edge_release(
         log.info(
             "rollout %s ended: %s %s", rollout["id"], rollout["state"], rollout["cause"]
         )
-    return rollout
+        release = FleetRelease(version, release.outcome, release.detail, rollout)
+    return release
 
 
 def retarget_fleet(

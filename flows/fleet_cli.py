@@ -123,7 +123,8 @@ def rollout(
         settings.fleet_url,
         reason="edgeloop fleet rollout",
     )
-    console.print(f"rollout: {result.get('id', '-')} {result['state']}")
+    rollout_id = result.rollout["id"] if result.rollout else "-"
+    console.print(f"rollout {rollout_id}: {result.state} ({result.detail})")
 
 
 def _rollout_action(action: str, doc: str) -> None:

@@ -3,7 +3,8 @@ change in the alias history when it came from outside the stack (the MLflow UI),
 states what is to be released (the version, its shipped variant and the device
 profiles it may go to), and tells the running BentoML service to re-read its alias,
 so a promotion reaches serving at once rather than at its next poll; a new champion
-goes to the edge fleet through the `edge_release` flow."""
+goes to the edge fleet through the `edge_release` flow, if it is still champion when
+that release's turn comes."""
 
 from __future__ import annotations
 
@@ -67,10 +68,10 @@ def release_to_fleet(tracking_uri: str, name: str, version: str, fleet_url: str)
         return f"not running at {fleet_url}"
     from flows.edge_release import edge_release
 
-    rollout = edge_release(tracking_uri, name, version, fleet_url)
-    if "id" in rollout:
-        return f"rollout {rollout['id']} of v{version}: {rollout['state']}"
-    return str(rollout.get("state"))
+    # Only while `version` is still champion: a delivery retried for an older
+    # champion after a newer one was set ships nothing (edge_release serializes).
+    release = edge_release(tracking_uri, name, version, fleet_url, alias=CHAMPION)
+    return f"{release.outcome}: {release.detail}"
 
 
 @flow(name="release")
