@@ -24,7 +24,10 @@ from pathlib import Path
 from components.errors import ServiceError
 from components.settings import Settings
 
-WEBHOOK_CACHE_TTL_S = 5
+# MLflow caches its webhook list per event (default 60 s): a webhook registered or
+# updated by `edgeloop up` would miss the alias changes of that time. The local
+# stack's registry sees a handful of events an hour: it reads the list each time.
+WEBHOOK_CACHE_TTL_S = 0
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,9 @@ def mlflow_spec(settings: Settings) -> ServiceSpec:
             "MLFLOW_BACKEND_STORE_URI": settings.mlflow_backend_store_uri
             or f"sqlite:///{home / 'mlflow.db'}",
             "MLFLOW_ENABLE_TELEMETRY": "false",
+            # MLflow's job runner (huey consumers, ~255 MB each) runs MLflow's own
+            # server-side jobs (GenAI evaluation, trace rollups): the stack uses none.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             # Registry webhooks to the stack's own receiver on loopback, over http.
             "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
@@ -183,6 +189,8 @@ def webhook_spec(settings: Settings) -> ServiceSpec:
             settings.serving_url,
             "--fleet-url",
             settings.fleet_url,
+            "--state-dir",
+            str((settings.state_dir / "webhook").resolve()),
         ],
         env=prefect_env(settings)
         | {

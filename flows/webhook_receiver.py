@@ -1,8 +1,10 @@
 """The receiver of MLflow's registry webhooks: verifies each delivery's HMAC
 signature (MLflow's `v1` scheme over delivery id, timestamp and body) and its
-freshness, then starts the `release` flow for alias changes.
+freshness, answers a delivery it has already taken (MLflow retries with the same
+delivery id) without acting on it again, then starts the `release` flow for alias
+changes.
 
-    python -m flows.webhook_receiver --host 127.0.0.1 --port 5055
+    python -m flows.webhook_receiver --host 127.0.0.1 --port 5055 --state-dir DIR
 (the secret comes from EDGELOOP_WEBHOOK_SECRET; `edgeloop up` starts it)"""
 
 from __future__ import annotations
@@ -13,16 +15,27 @@ import hashlib
 import hmac
 import json
 import os
+import re
+import sqlite3
 import time
+from contextlib import closing
+from pathlib import Path
 
 import uvicorn
 from fastapi import BackgroundTasks, FastAPI, HTTPException, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SIGNATURE = "X-MLflow-Signature"
 TIMESTAMP = "X-MLflow-Timestamp"
 DELIVERY = "X-MLflow-Delivery-Id"
-MAX_AGE_S = 300
+MAX_AGE_S = 300  # older deliveries are refused as possible replays
+MAX_SKEW_S = 30  # how far ahead of this machine's clock a sender's may be
+# Delivery ids are kept longer than any delivery is accepted: a replay of a fresh
+# delivery is a duplicate; a replay after that is stale.
+KEEP_DELIVERIES_S = 2 * (MAX_AGE_S + MAX_SKEW_S)
 PATH = "/mlflow/webhook"
+UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
+DELIVERY_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def expected_signature(secret: str, delivery: str, timestamp: str, body: bytes) -> str:
@@ -33,8 +46,9 @@ def expected_signature(secret: str, delivery: str, timestamp: str, body: bytes) 
 
 def verify(
     secret: str, headers: dict[str, str], body: bytes, now: float | None = None
-) -> None:
-    """Raise 401 unless the delivery is signed with our secret and recent."""
+) -> str:
+    """The delivery id of a delivery signed with our secret and recent; 401 for
+    anything else, malformed headers included."""
     signature, timestamp, delivery = (
         headers.get(h.lower()) for h in (SIGNATURE, TIMESTAMP, DELIVERY)
     )
@@ -43,20 +57,67 @@ def verify(
             401,
             f"unsigned delivery: {SIGNATURE}, {TIMESTAMP} and {DELIVERY} are required",
         )
-    try:
-        age = abs((now or time.time()) - int(timestamp))
-    except ValueError:
-        raise HTTPException(401, f"{TIMESTAMP} must be unix seconds") from None
+    if not UNIX_SECONDS.fullmatch(timestamp):
+        raise HTTPException(401, f"{TIMESTAMP} must be unix seconds (1-12 digits)")
+    if not DELIVERY_ID.fullmatch(delivery):
+        raise HTTPException(401, f"{DELIVERY} must be 1-128 letters, digits or . _ : -")
+    age = (time.time() if now is None else now) - int(timestamp)
     if age > MAX_AGE_S:
         raise HTTPException(
             401,
             f"stale delivery ({age:.0f} s old, at most "
             f"{MAX_AGE_S}): refused as a possible replay",
         )
-    if not hmac.compare_digest(
+    if age < -MAX_SKEW_S:
+        raise HTTPException(
+            401,
+            f"delivery stamped {-age:.0f} s in the future (at most {MAX_SKEW_S} s "
+            "of clock skew): refused",
+        )
+    if not signature.isascii() or not hmac.compare_digest(
         signature, expected_signature(secret, delivery, timestamp, body)
     ):
         raise HTTPException(401, "signature does not match")
+    return delivery
+
+
+class DeliveryLog:
+    """The delivery ids taken in the last `keep_s` seconds, in a SQLite file: shared
+    by the receiver's threads, and kept across a restart."""
+
+    def __init__(self, path: Path, keep_s: float = KEEP_DELIVERIES_S) -> None:
+        self.path, self.keep_s = path, keep_s
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db, db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS deliveries "
+                "(id TEXT PRIMARY KEY, received_at REAL NOT NULL)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30)
+
+    def first_time(self, delivery: str, now: float | None = None) -> bool:
+        """Record `delivery`; False when it was taken before (within keep_s)."""
+        now = time.time() if now is None else now
+        with closing(self._connect()) as db, db:
+            db.execute(
+                "DELETE FROM deliveries WHERE received_at < ?", (now - self.keep_s,)
+            )
+            added = db.execute(
+                "INSERT OR IGNORE INTO deliveries (id, received_at) VALUES (?, ?)",
+                (delivery, now),
+            )
+            return added.rowcount == 1
+
+
+class AliasEvent(BaseModel):
+    """The `data` of a `model_version_alias.created` delivery."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1, max_length=256)
+    alias: str = Field(min_length=1, max_length=256)
+    version: str | int
 
 
 def create_app(
@@ -64,6 +125,8 @@ def create_app(
     tracking_uri: str,
     serving_url: str | None = None,
     fleet_url: str | None = None,
+    *,
+    deliveries: DeliveryLog,
 ) -> FastAPI:
     app = FastAPI(title="edgeloop MLflow webhook receiver")
 
@@ -74,7 +137,7 @@ def create_app(
     @app.post(PATH, status_code=202)
     async def receive(request: Request, background: BackgroundTasks) -> Response:
         body = await request.body()
-        verify(secret, dict(request.headers), body)
+        delivery = verify(secret, dict(request.headers), body)
         try:
             event = json.loads(body)
             entity, action, data = event["entity"], event["action"], event["data"]
@@ -84,24 +147,36 @@ def create_app(
             ) from None
         if (entity, action) != ("model_version_alias", "created"):
             return Response(status_code=204)
+        try:
+            alias = AliasEvent.model_validate(data)
+        except ValidationError as exc:
+            raise HTTPException(
+                400,
+                "model_version_alias.created: expected data with name, alias and "
+                f"version ({exc.error_count()} errors)",
+            ) from None
+        if not deliveries.first_time(delivery):
+            return _json({"duplicate": delivery, "release": "not started again"}, 200)
         from flows.release import release
 
         background.add_task(
             release,
             tracking_uri=tracking_uri,
-            name=data["name"],
-            alias=data["alias"],
-            version=str(data["version"]),
+            name=alias.name,
+            alias=alias.alias,
+            version=str(alias.version),
             serving_url=serving_url,
             fleet_url=fleet_url,
         )
-        return Response(
-            content=json.dumps({"release": data}),
-            status_code=202,
-            media_type="application/json",
-        )
+        return _json({"release": data}, 202)
 
     return app
+
+
+def _json(content: dict, status: int) -> Response:
+    return Response(
+        content=json.dumps(content), status_code=status, media_type="application/json"
+    )
 
 
 def main() -> None:
@@ -111,12 +186,24 @@ def main() -> None:
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--serving-url", help="the BentoML service to refresh")
     parser.add_argument("--fleet-url", help="the fleet server a champion goes to")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        required=True,
+        help="where the delivery ids taken recently are kept (deliveries.db)",
+    )
     args = parser.parse_args()
     secret = os.environ.get("EDGELOOP_WEBHOOK_SECRET")
     if not secret:
         parser.error("EDGELOOP_WEBHOOK_SECRET is not set")
     uvicorn.run(
-        create_app(secret, args.tracking_uri, args.serving_url, args.fleet_url),
+        create_app(
+            secret,
+            args.tracking_uri,
+            args.serving_url,
+            args.fleet_url,
+            deliveries=DeliveryLog(args.state_dir / "deliveries.db"),
+        ),
         host=args.host,
         port=args.port,
         log_level="warning",
