@@ -25,6 +25,10 @@ class PrivacyBudgetError(EdgeloopError):
     """A run would spend more epsilon on a data version than params allow."""
 
 
+class StageError(EdgeloopError):
+    """DVC could not run a pipeline stage (a missing dependency, a failed command)."""
+
+
 class ServiceError(EdgeloopError):
     """A local service (MLflow, Prefect) could not be started or reached."""
 

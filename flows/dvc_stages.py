@@ -42,6 +42,15 @@ def reproduce(project: Path, stage: str) -> StageRun:
     return StageRun(stage=stage, ran=bool(ran))
 
 
+def message(error: BaseException) -> str:
+    """An error and its causes in one line, as the `dvc` command prints them."""
+    parts = []
+    while error is not None:
+        parts.append(str(error))
+        error = error.__cause__
+    return ": ".join(part for part in parts if part)
+
+
 def output_hashes(project: Path) -> dict[str, str]:
     """Each stage output's path (relative to the project) -> the hash DVC recorded."""
     with _inside(project) as repo:
@@ -62,6 +71,7 @@ __all__ = [
     "STAGES",
     "ReproductionError",
     "StageRun",
+    "message",
     "output_hashes",
     "push",
     "reproduce",

@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.context import get_run_context
 
 from components.config import DEFAULT_PARAMS, Params, load_params
-from components.errors import EdgeloopError, error_class
+from components.errors import EdgeloopError, StageError, error_class
 from components.gates import GateDecision
 from components.settings import get_settings
 from components.stage import failure_report
@@ -52,16 +52,22 @@ def _transient(_task: object, _run: object, state: object) -> bool:
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
 def run_stage(project: Path, stage: str, params: Params) -> dvc_stages.StageRun:
+    """One DVC stage. Its failure is the stage's own report when this run wrote
+    one (an earlier run's is removed first, so it never speaks for this one), else
+    DVC's message, in one line."""
     logger = get_run_logger()
+    report = failure_report(project / params.paths.reports, stage)
+    report.unlink(missing_ok=True)
     try:
         result = dvc_stages.reproduce(project, stage)
     except dvc_stages.ReproductionError as exc:
-        report = failure_report(project / params.paths.reports, stage)
         if report.exists():
             failure = json.loads(report.read_text())
             error = error_class(failure["error"])
             raise error(failure["message"], hint=failure["hint"]) from exc
-        raise
+        raise StageError(
+            dvc_stages.message(exc), hint=f"`dvc repro {stage}` in {project}"
+        ) from exc
     logger.info(
         "stage %s: %s", stage, "ran" if result.ran else "unchanged, skipped (DVC cache)"
     )

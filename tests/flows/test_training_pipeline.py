@@ -12,7 +12,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from components.errors import DataContractError
+from components.errors import DataContractError, StageError
 from tests.conftest import BIN, FAST_OPTIMIZE, default_params_dict, make_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -121,3 +121,23 @@ def test_a_bad_batch_stops_before_training(pipeline, mlflow_uri, project_root):
         )
         == []
     )
+
+
+def test_a_second_failure_shows_its_own_reason_not_the_first(pipeline, project_root):
+    params = default_params_dict(registry={"model_name": "edgeloop-it-refailed"})
+    project = make_project(project_root, params)
+    # First: a labelled file in other columns than the source's stops `prepare`.
+    (project / "data" / "incoming" / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataContractError, match="other.csv: expected the source"):
+        pipeline(project)
+    assert (project / "reports" / "failed" / "prepare.json").exists()
+    # Then, for another reason: the stage's DVC dependency is gone. What is shown is
+    # DVC's own message about it, in one line, not the first failure's report.
+    shutil.rmtree(project / "data" / "incoming")
+    with pytest.raises(StageError) as second:
+        pipeline(project)
+    message = str(second.value)
+    assert "failed to reproduce 'prepare'" in message, message
+    assert "No such file or directory" in message and "data/incoming" in message
+    assert "other.csv" not in message and "\n" not in message
+    assert not (project / "reports" / "failed" / "prepare.json").exists()
