@@ -1,4 +1,4 @@
-"""Drift of one window against the training reference, with Evidently's own preset.
+"""Drift of one window against the training reference, with Evidently's metrics.
 
 Two kinds of window, one check:
 
@@ -16,6 +16,12 @@ normed by the reference's spread: an effect size, so the verdict does not flip w
 window size as p-value tests do), the predicted class with Jensen-Shannon distance,
 and the window drifts when the drifted share reaches `monitoring.drift_share`
 (Evidently's `DriftedColumnsCount`).
+
+The report holds what `DataDriftPreset` generates (`DriftedColumnsCount` and one
+`ValueDrift` per column, with their tests and widgets) but not the preset itself:
+its summary table recomputes every column's drift a second time with Evidently's
+legacy engine (a device window of 138 columns: 27 s with the preset, 12.5 s without,
+the same verdicts).
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ from evidently import DataDefinition, Dataset, MulticlassClassification, Report
 from evidently.core.report import Snapshot
 from evidently.metrics import (
     DatasetMissingValueCount,
+    DriftedColumnsCount,
     MeanValue,
     RowCount,
     UniqueValueCount,
+    ValueDrift,
 )
-from evidently.presets import ClassificationPreset, DataDriftPreset
+from evidently.presets import ClassificationPreset
 from sklearn.exceptions import UndefinedMetricWarning
 
 from components.config import MonitoringConfig
@@ -127,7 +135,8 @@ def check(
     threshold_scale: float = 1.0,
     min_rows: int | None = None,
 ) -> DriftResult:
-    """Evidently's DataDriftPreset on the window; too small a window is no verdict.
+    """Drift of each column and of the window (module doc); too small a window is
+    no verdict.
     `threshold_scale`: sqrt(batch size) for device windows (module doc); `min_rows`:
     the smallest window judged (default `monitoring.serving_min_rows`)."""
     if len(current) < (cfg.serving_min_rows if min_rows is None else min_rows):
@@ -139,13 +148,7 @@ def check(
     )
     report = Report(
         [
-            DataDriftPreset(
-                num_method=cfg.num_method,
-                num_threshold=cfg.num_threshold * threshold_scale,
-                cat_method="jensenshannon",
-                cat_threshold=cfg.num_threshold,
-                drift_share=cfg.drift_share,
-            ),
+            *_drift_metrics(numerical, categorical, cfg, threshold_scale),
             *_quality_and_predictions(current),
         ],
         metadata={"target": target} | (metadata or {}),
@@ -167,6 +170,29 @@ def check(
         window_drifted,
         snapshot,
     )
+
+
+def _drift_metrics(
+    numerical: list[str],
+    categorical: list[str],
+    cfg: MonitoringConfig,
+    threshold_scale: float,
+) -> list:
+    """What DataDriftPreset generates: the drifted share, then each column's drift
+    (numerical columns by `num_method`, the predicted class by Jensen-Shannon)."""
+    num = {"method": cfg.num_method, "threshold": cfg.num_threshold * threshold_scale}
+    cat = {"method": "jensenshannon", "threshold": cfg.num_threshold}
+    return [
+        DriftedColumnsCount(
+            num_method=num["method"],
+            num_threshold=num["threshold"],
+            cat_method=cat["method"],
+            cat_threshold=cat["threshold"],
+            drift_share=cfg.drift_share,
+        ),
+        *(ValueDrift(column=c, **num) for c in numerical),
+        *(ValueDrift(column=c, **cat) for c in categorical),
+    ]
 
 
 def _quality_and_predictions(current: pd.DataFrame) -> list:
