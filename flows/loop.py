@@ -21,6 +21,7 @@ import math
 import time
 import zlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -149,6 +150,17 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
     def fleet_for(seconds: float, done=lambda: False) -> None:  # noqa: ANN001
         asyncio.run(run_fleet(agents, params.fleet, done=done, max_s=seconds))
 
+    def fleet_until(max_s: float, done) -> None:  # noqa: ANN001
+        """Run the fleet until done(); a wait that runs out says what it awaited."""
+        fleet_for(max_s, done)
+        if not done():
+            raise ServiceError(
+                f"cohort {cohort}'s devices did not send the reports the loop waits "
+                f"for within {max_s:.0f} s ({len(fleet.telemetry(cohort, 1000))} "
+                "reports of it in all)",
+                hint="see `edgeloop fleet status --devices`",
+            )
+
     def stable() -> str | None:
         return fleet.summary()["channels"].get("channel/stable", {}).get("version")
 
@@ -182,8 +194,12 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
     report.step("champion on the fleet", t0, f"v{champion} on {devices} devices")
     say(f"1. v{champion} on the fleet ({report.steps[-1][1]:.0f} s)")
 
-    # 2. Drift on one cohort; labelled rows of it arrive.
+    # 2. Drift on one cohort; labelled rows of it arrive. The monitor's window (the
+    #    cohort's last `device_window_reports` reports) is full of shifted reports
+    #    before the first check: waited for, not assumed from the machine's speed.
     t0 = time.monotonic()
+    window = params.monitoring.device_window_reports
+    before = newest_report(fleet, cohort)
     for agent in drifting:
         agent.stream.drift, agent.stream.strength = drift, strength
     labels = label_incoming(
@@ -191,9 +207,10 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
     )
     running = [a for a in drifting if a.version is not None]  # those that report
     per_s = max(len(running) / params.fleet.poll_s, 0.1)
-    fill = params.monitoring.device_window_reports / per_s + 2 * params.fleet.poll_s
+    # What filling the window should take, with room for a slow machine.
+    fill_s = 5 * (window / per_s + 2 * params.fleet.poll_s) + 30
     injected_at = time.monotonic()
-    fleet_for(fill)
+    fleet_until(fill_s, lambda: reported_since(fleet, cohort, before, window))
     report.step(
         "drift injected",
         t0,
@@ -207,6 +224,7 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
     t0 = time.monotonic()
     fired = None
     for _ in range(params.monitoring.consecutive + 2):
+        checked = newest_report(fleet, cohort)
         mine = check()
         report.drift_before = report.drift_before or mine["drift_share"]
         report.accuracy_before = report.accuracy_before or _accuracy(mine, champion)
@@ -217,7 +235,10 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
         if mine["trigger"]:
             fired = mine
             break
-        fleet_for(params.fleet.poll_s * 3)
+        # The next window: each running device of the cohort reported again.
+        fleet_until(
+            fill_s, lambda: reported_since(fleet, cohort, checked, len(running))
+        )
     if fired is None:
         report.outcome = (
             f"drift on {target} did not trigger retraining (against "
@@ -296,7 +317,14 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
         strength=strength,
         rows=max(label_rows // 2, params.monitoring.delayed_labels_min_rows),
     )
-    fleet_for(fill)
+    # A window of the cohort's reports from the new version only.
+    since = newest_report(fleet, cohort)
+    fleet_until(
+        fill_s,
+        lambda: reported_since(
+            fleet, cohort, since, window, version=report.new_version
+        ),
+    )
     after = check()
     report.drift_after = after["drift_share"]
     report.accuracy_after = _accuracy(after, report.new_version)
@@ -311,6 +339,30 @@ def run_loop(  # noqa: PLR0913, PLR0915 - one story, top to bottom
         f"{cohort} in {latency:.0f} s"
     )
     return report
+
+
+def newest_report(fleet, cohort: str) -> datetime | None:  # noqa: ANN001
+    """When the fleet server received the cohort's newest report (its clock)."""
+    latest = fleet.telemetry(cohort, 1)
+    return datetime.fromisoformat(latest[0]["received_at"]) if latest else None
+
+
+def reported_since(
+    fleet,  # noqa: ANN001
+    cohort: str,
+    after: datetime | None,
+    count: int,
+    *,
+    version: str | None = None,
+) -> bool:
+    """Whether the cohort's newest `count` reports all arrived after `after` (and
+    come from `version`, when given)."""
+    newest = fleet.telemetry(cohort, count)
+    return len(newest) >= count and all(
+        (after is None or datetime.fromisoformat(r["received_at"]) > after)
+        and (version is None or r["version"] == version)
+        for r in newest
+    )
 
 
 def why(tags: dict[str, str]) -> str:
