@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run loop test lint up down status clean
+.PHONY: setup run loop test test-fast lint up down status clean
 
 setup: $(STAMP)
 
@@ -28,11 +28,18 @@ run: $(STAMP)
 loop: $(STAMP)
 	$(BIN)/edgeloop loop
 
-# tests/system_packages.sh installs Debian's PostgreSQL and Chromium when missing:
-# the backend tests and the browser test use them for real, and fail (not skip) here.
+# The whole suite, as CI runs it. tests/system_packages.sh installs Debian's
+# PostgreSQL and Chromium when missing: the backend tests and the browser test use
+# them for real, and fail (not skip) here. Every test has pytest-timeout's limit
+# (pyproject.toml): a hung test fails with its name.
 test: $(STAMP)
 	bash tests/system_packages.sh
 	EDGELOOP_REQUIRE_POSTGRES=1 EDGELOOP_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q -rs --durations=25
+
+# The unit tier, for the inner loop: no servers, no training beyond tiny in-memory
+# fixtures (tests marked neither `integration` nor `slow`).
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -rs -m "not integration and not slow" --timeout=120 --durations=10
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -245,6 +245,81 @@ def project_root(tmp_path: Path) -> Path:
     return tmp_path / "project"
 
 
+@dataclass(frozen=True)
+class Champion:
+    """The one model the pipeline trains for the tests that need a trained
+    champion (serving, the fleet CLI, the loop): its scratch project (data, DVC
+    cache and lock, reports) and its registered version."""
+
+    project: Path
+    name: str
+    version: str
+    tracking_uri: str
+
+
+CHAMPION_PARAMS = {"optimize": FAST_OPTIMIZE, "registry": {"model_name": "it-champion"}}
+
+
+@pytest.fixture(scope="session")
+def champion(
+    mlflow_uri: str, prefect_harness: None, tmp_path_factory: pytest.TempPathFactory
+) -> Champion:
+    """The default params (fewer latency runs, one device profile), trained and
+    registered once per session by the training pipeline; auto promotion makes the
+    first passing version champion."""
+    from flows.training import training_pipeline
+
+    project = make_project(
+        tmp_path_factory.mktemp("champion") / "project",
+        default_params_dict(**CHAMPION_PARAMS),
+    )
+    result = training_pipeline(project_dir=str(project), tracking_uri=mlflow_uri)
+    assert result.gate.passed and result.champion == result.model.version, result
+    return Champion(project, result.model.name, result.model.version, mlflow_uri)
+
+
+def project_of(champion: Champion, root: Path, **overrides: dict) -> Path:
+    """A copy of the champion's project (its data, DVC cache and lock, git history)
+    with params overridden by section: what DVC tracks is unchanged unless an
+    override touches it, so the pipeline would skip every stage there."""
+    project = root / "project"
+    shutil.copytree(champion.project, project, symlinks=True)
+    subprocess.run(  # its own DVC remote, not the champion's
+        [str(BIN / "dvc"), "remote", "modify", "local", "url", str(project / "remote")],
+        cwd=project,
+        check=True,
+        capture_output=True,
+    )
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for section, values in overrides.items():
+        params[section] = params.get(section, {}) | values
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return project
+
+
+def register_copy(
+    client: MlflowClient, champion: Champion, name: str, alias: str = "champion"
+) -> str:
+    """The champion's version (its run, files and tags) as a version of another
+    registered model, holding `alias`: a test's own champion, no training."""
+    source = client.get_model_version(champion.name, champion.version)
+    try:
+        client.create_registered_model(name)
+    except Exception:  # noqa: BLE001 - already there
+        pass
+    version = client.create_model_version(
+        name,
+        source.source,
+        source.run_id,
+        tags=source.tags,
+        # MLflow 3: a logged model's version has source models:/<model id>; the
+        # version read back does not carry model_id itself.
+        model_id=source.model_id or source.source.removeprefix("models:/"),
+    ).version
+    client.set_registered_model_alias(name, alias, version)
+    return str(version)
+
+
 def register_measured_version(client: MlflowClient, name: str, accuracy: float) -> str:
     """A run with the measurements the gates read, registered as a new version."""
     experiment = client.get_experiment_by_name("registry-tests")

@@ -5,24 +5,26 @@ device, and a deliberately broken release is rolled back by itself at the canary
 from __future__ import annotations
 
 import pytest
+from mlflow import MlflowClient
 
 from edge_fleet.client import FleetAdmin
 from flows.services import fleet_spec, free_port, stack_secrets, start_service, stop_pid
-from tests.conftest import FAST_OPTIMIZE, default_params_dict, make_project
+from tests.conftest import project_of, register_copy
 from tests.flows.test_cli import edgeloop
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def test_simulate_rolls_out_the_champion_and_stops_a_broken_release(
-    stack_settings, mlflow_uri, prefect_harness, project_root, tmp_path
+    stack_settings, mlflow_uri, champion, tmp_path
 ):
     from prefect.settings import PREFECT_API_URL
 
-    from flows.training import training_pipeline
-
-    params = default_params_dict(
-        optimize=FAST_OPTIMIZE,  # int8 deployable to the gateway profile only
+    # The session's champion (its int8 file deployable to the gateway profile only)
+    # as this test's own model.
+    project = project_of(
+        champion,
+        tmp_path,
         registry={"model_name": "it-fleet"},
         fleet={
             "poll_s": 0.5,
@@ -32,10 +34,7 @@ def test_simulate_rolls_out_the_champion_and_stops_a_broken_release(
             "profile_mix": {"gateway": 0.8, "mcu": 0.2},
         },
     )
-    project = make_project(project_root, params)
-    result = training_pipeline(project_dir=str(project), tracking_uri=mlflow_uri)
-    champion = result.champion
-    assert champion is not None
+    champion = register_copy(MlflowClient(mlflow_uri), champion, "it-fleet")  # v1
     settings = stack_settings.model_copy(
         update={
             "state_dir": tmp_path / "state",

@@ -10,7 +10,9 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import mlflow
@@ -22,7 +24,6 @@ from mlflow import MlflowClient
 from edge_fleet.client import FleetAdmin
 from flows import registry
 from flows.services import (
-    WEBHOOK_CACHE_TTL_S,
     ensure_webhook,
     fleet_spec,
     free_port,
@@ -31,31 +32,41 @@ from flows.services import (
     stop_pid,
     webhook_spec,
 )
-from tests.conftest import BIN, FAST_OPTIMIZE, default_params_dict, make_project
+from tests.conftest import BIN, project_of, register_copy
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 @pytest.fixture
-def served(mlflow_uri, prefect_harness, project_root, stack_settings):
-    """A champion registered by the pipeline, `bentoml serve` for it, and the
-    stack's webhook receiver, which tells serving about alias changes. Serving's own
-    poll is an hour, so a switch within the test can only come through the webhook."""
+def served(champion, stack_settings, tmp_path):
+    """The session's champion as this test's own registered model, `bentoml serve`
+    for it, the fleet server, and the stack's webhook receiver, which tells serving
+    about alias changes. Serving's own poll is an hour, so a switch within the test
+    can only come through the webhook."""
     from prefect.settings import PREFECT_API_URL
 
-    from flows.training import training_pipeline
-
-    params = default_params_dict(
-        optimize=FAST_OPTIMIZE,
+    project = project_of(
+        champion,
+        tmp_path,
         registry={"model_name": "it-serving"},
         serving={"poll_s": 3600, "log_sample_rate": 1.0},
     )
-    project = make_project(project_root, params)
-    result = training_pipeline(project_dir=str(project), tracking_uri=mlflow_uri)
-    assert result.champion == result.model.version
-    port = free_port()
+    settings = stack_settings.model_copy(
+        update={
+            "prefect_api_url": PREFECT_API_URL.value(),
+            "serving_port": free_port(),
+            "fleet_port": free_port(),
+        }
+    )
+    fleet = start_service(fleet_spec(settings, project / "params.yaml"), settings)
+    receiver = start_service(webhook_spec(settings), settings)
+    ensure_webhook(settings)
+    # The registry's champion: its alias change reaches the receiver, whose release
+    # sends it to the fleet.
+    version = register_copy(MlflowClient(champion.tracking_uri), champion, "it-serving")
+    url = settings.serving_url
     env = os.environ | {
-        "EDGELOOP_MLFLOW_TRACKING_URI": mlflow_uri,
+        "EDGELOOP_MLFLOW_TRACKING_URI": champion.tracking_uri,
         "EDGELOOP_PARAMS": str(project / "params.yaml"),
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
     }
@@ -68,7 +79,7 @@ def served(mlflow_uri, prefect_harness, project_root, stack_settings):
             "--host",
             "127.0.0.1",
             "--port",
-            str(port),
+            str(settings.serving_port),
         ],
         cwd=project,
         env=env,
@@ -76,17 +87,6 @@ def served(mlflow_uri, prefect_harness, project_root, stack_settings):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
-    settings = stack_settings.model_copy(
-        update={
-            "prefect_api_url": PREFECT_API_URL.value(),
-            "serving_port": port,
-            "fleet_port": free_port(),
-        }
-    )
-    fleet = start_service(fleet_spec(settings, project / "params.yaml"), settings)
-    receiver = start_service(webhook_spec(settings), settings)
-    ensure_webhook(settings)
     deadline = time.monotonic() + 120
     while True:
         assert proc.poll() is None, (project / "serve.log").read_text()[-3000:]
@@ -98,7 +98,7 @@ def served(mlflow_uri, prefect_harness, project_root, stack_settings):
         assert time.monotonic() < deadline, "bentoml serve did not become ready"
         time.sleep(1)
     try:
-        yield url, project, result.model.version, settings
+        yield url, project, version, settings
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
@@ -106,6 +106,24 @@ def served(mlflow_uri, prefect_harness, project_root, stack_settings):
         assert receiver.pid is not None and fleet.pid is not None
         stop_pid(receiver.pid)
         stop_pid(fleet.pid)
+
+
+T = TypeVar("T")
+
+
+def poll(read: Callable[[], T], done: Callable[[T], bool], max_s: float) -> T:
+    """read() until done(value) or max_s; the last value either way."""
+    deadline = time.monotonic() + max_s
+    value = read()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        value = read()
+    return value
+
+
+def logged_predictions(folder: Path) -> pd.DataFrame:
+    files = sorted(folder.glob("*.parquet")) if folder.exists() else []
+    return pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame()
 
 
 def _rows(project: Path, n: int) -> list[list[float]]:
@@ -164,7 +182,7 @@ def test_serving_answers_refuses_and_follows_the_alias(  # noqa: PLR0915
 
     def traffic() -> None:
         with httpx.Client(timeout=10) as http:
-            for _ in range(4000):  # bounded: at most 4000 requests, >= 40 s
+            for _ in range(20_000):  # bounded: stopped by the test, or 20,000 requests
                 if stop.is_set():
                     return
                 time.sleep(0.01)
@@ -180,19 +198,25 @@ def test_serving_answers_refuses_and_follows_the_alias(  # noqa: PLR0915
 
     sender = threading.Thread(target=traffic)
     sender.start()
-    time.sleep(WEBHOOK_CACHE_TTL_S + 1)  # MLflow's cached webhook list is refreshed
+    # Traffic flows before the change (MLflow reads its webhooks at each event).
+    poll(lambda: len(seen), lambda n: n >= 10, 60)
     # What the MLflow UI sends when a person sets the alias on the version page.
     answer = httpx.post(
         f"{mlflow_uri}/api/2.0/mlflow/registered-models/alias",
         json={"name": "it-serving", "alias": "champion", "version": new},
     )
     assert answer.status_code == 200, answer.text
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (not seen or seen[-1][1] != str(new)):
-        time.sleep(0.2)
-    time.sleep(0.5)
+
+    def after_switch() -> int:
+        versions = [v for _, v in seen]
+        return len(versions) - versions.index(str(new)) if str(new) in versions else 0
+
+    # The switch, and traffic answered by the new version after it.
+    switched = poll(after_switch, lambda n: n >= 10, 120)
     stop.set()
     sender.join(timeout=30)
+    receiver_log = (settings.state_dir / "logs" / "webhook.log").read_text()[-4000:]
+    assert switched >= 10, (seen[-5:], receiver_log)
     assert all(status == 200 for status, _ in seen), seen
     versions = [v for _, v in seen]
     switch = versions.index(str(new))
@@ -217,13 +241,13 @@ def test_serving_answers_refuses_and_follows_the_alias(  # noqa: PLR0915
         (c.alias, c.to_version, c.who) for c in registry.history(client, "it-serving")
     ]
 
-    time.sleep(2.5)  # the log writer flushes after a second without new samples
-    logged = pd.concat(
-        pd.read_parquet(p) for p in (project / "data" / "predictions").glob("*.parquet")
+    # The log writer flushes after a second without new samples.
+    logged = poll(
+        lambda: logged_predictions(project / "data" / "predictions"),
+        lambda frame: len(frame) >= 3,
+        30,
     )
-    assert len(logged) >= 3 and {"model_version", "label", "confidence", "f0"} <= set(
-        logged.columns
-    )
+    assert {"model_version", "label", "confidence", "f0"} <= set(logged.columns)
     assert (
         yaml.safe_load((project / "params.yaml").read_text())["serving"][
             "log_sample_rate"
