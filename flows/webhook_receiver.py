@@ -16,9 +16,8 @@ import hmac
 import json
 import os
 import re
-import sqlite3
 import time
-from contextlib import closing
+from contextlib import suppress
 from pathlib import Path
 
 import uvicorn
@@ -35,7 +34,7 @@ MAX_SKEW_S = 30  # how far ahead of this machine's clock a sender's may be
 KEEP_DELIVERIES_S = 2 * (MAX_AGE_S + MAX_SKEW_S)
 PATH = "/mlflow/webhook"
 UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
-DELIVERY_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+DELIVERY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # a safe file name
 
 
 def expected_signature(secret: str, delivery: str, timestamp: str, body: bytes) -> str:
@@ -60,7 +59,11 @@ def verify(
     if not UNIX_SECONDS.fullmatch(timestamp):
         raise HTTPException(401, f"{TIMESTAMP} must be unix seconds (1-12 digits)")
     if not DELIVERY_ID.fullmatch(delivery):
-        raise HTTPException(401, f"{DELIVERY} must be 1-128 letters, digits or . _ : -")
+        raise HTTPException(
+            401,
+            f"{DELIVERY} must be a letter or digit, then up to 127 letters, digits "
+            "or . _ : -",
+        )
     age = (time.time() if now is None else now) - int(timestamp)
     if age > MAX_AGE_S:
         raise HTTPException(
@@ -82,33 +85,30 @@ def verify(
 
 
 class DeliveryLog:
-    """The delivery ids taken in the last `keep_s` seconds, in a SQLite file: shared
-    by the receiver's threads, and kept across a restart."""
+    """The delivery ids taken in the last `keep_s` seconds: one empty file per id in
+    a folder, created exclusively (so one of two threads or processes taking the
+    same delivery wins), its modification time when it was taken; kept across a
+    restart, pruned as deliveries come."""
 
-    def __init__(self, path: Path, keep_s: float = KEEP_DELIVERIES_S) -> None:
-        self.path, self.keep_s = path, keep_s
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS deliveries "
-                "(id TEXT PRIMARY KEY, received_at REAL NOT NULL)"
-            )
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30)
+    def __init__(self, folder: Path, keep_s: float = KEEP_DELIVERIES_S) -> None:
+        self.folder, self.keep_s = folder, keep_s
+        folder.mkdir(parents=True, exist_ok=True)
 
     def first_time(self, delivery: str, now: float | None = None) -> bool:
-        """Record `delivery`; False when it was taken before (within keep_s)."""
+        """Record `delivery` (an id `verify` accepted: a safe file name); False
+        when it was taken before, within keep_s."""
         now = time.time() if now is None else now
-        with closing(self._connect()) as db, db:
-            db.execute(
-                "DELETE FROM deliveries WHERE received_at < ?", (now - self.keep_s,)
-            )
-            added = db.execute(
-                "INSERT OR IGNORE INTO deliveries (id, received_at) VALUES (?, ?)",
-                (delivery, now),
-            )
-            return added.rowcount == 1
+        for old in self.folder.iterdir():
+            with suppress(FileNotFoundError):  # another thread pruned it
+                if old.stat().st_mtime < now - self.keep_s:
+                    old.unlink()
+        try:
+            fd = os.open(self.folder / delivery, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            return False
+        os.close(fd)
+        os.utime(self.folder / delivery, (now, now))
+        return True
 
 
 class AliasEvent(BaseModel):
@@ -190,7 +190,7 @@ def main() -> None:
         "--state-dir",
         type=Path,
         required=True,
-        help="where the delivery ids taken recently are kept (deliveries.db)",
+        help="where the delivery ids taken recently are kept (deliveries/)",
     )
     args = parser.parse_args()
     secret = os.environ.get("EDGELOOP_WEBHOOK_SECRET")
@@ -202,7 +202,7 @@ def main() -> None:
             args.tracking_uri,
             args.serving_url,
             args.fleet_url,
-            deliveries=DeliveryLog(args.state_dir / "deliveries.db"),
+            deliveries=DeliveryLog(args.state_dir / "deliveries"),
         ),
         host=args.host,
         port=args.port,
