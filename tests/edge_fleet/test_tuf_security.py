@@ -9,6 +9,7 @@ import json
 import shutil
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from tuf.api.metadata import Metadata, Timestamp
 
@@ -61,19 +62,38 @@ def test_tampered_metadata_is_refused(fleet_server, device_on_v1):
     _refused(device_on_v1, fleet_server, "UnsignedMetadataError")
 
 
+class HeldLink(httpx.BaseTransport):
+    """The network between the device and the server, held by an attacker: a
+    request whose path ends with `path` is answered with `body`; every other
+    request reaches the real server."""
+
+    def __init__(self, path: str, body: bytes) -> None:
+        self.path, self.body = path, body
+        self.server = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith(self.path):
+            return httpx.Response(200, content=self.body)
+        return self.server.handle_request(request)
+
+
 def test_expired_metadata_is_refused(fleet_server, device_on_v1):
-    # A validly signed timestamp that has expired: a server that stopped
-    # re-signing, or an attacker freezing the device on old metadata.
+    # A validly signed timestamp that has expired (what a server that stopped
+    # re-signing would serve), put in the device's path by an attacker who wants to
+    # freeze it on old metadata. The running server re-signs its own expired
+    # timestamp within a tick, so the expired one travels on the link, not the disk.
     repo = FleetRepository(
         fleet_server.state_dir / "tuf", fleet_server.state_dir / "keys"
     )
-    path = repo.metadata_dir / "timestamp.json"
-    md = Metadata[Timestamp].from_file(str(path))
+    md = Metadata[Timestamp].from_file(str(repo.metadata_dir / "timestamp.json"))
     md.signed.version += 1
     md.signed.expires = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     md.sign(repo.signers[Timestamp.type])
-    md.to_file(str(path))
-    _refused(device_on_v1, fleet_server, "ExpiredMetadataError")
+    link = HeldLink("/tuf/metadata/timestamp.json", md.to_bytes())
+    with httpx.Client(transport=link, timeout=30) as held:
+        device_on_v1.http = held
+        device_on_v1.known_timestamp = None  # the attacker's hint: look now
+        _refused(device_on_v1, fleet_server, "ExpiredMetadataError")
 
 
 def test_replayed_older_version_is_refused(fleet_server, device_on_v1, tmp_path):
