@@ -8,9 +8,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
-
 from components.errors import PrivacyBudgetError
 
 
@@ -39,6 +36,8 @@ def spent(
     mechanism: str,
 ) -> PrivacySpent:
     """Epsilon of `steps` subsampled Gaussian steps, by Opacus' RDP accountant."""
+    from opacus.accountants import RDPAccountant  # Opacus: private modes only
+
     accountant = RDPAccountant()
     accountant.history = [(noise_multiplier, sample_rate, steps)]
     epsilon = accountant.get_epsilon(delta) if steps > 0 else 0.0
@@ -51,6 +50,8 @@ def noise_for(
     target_epsilon: float, delta: float, sample_rate: float, steps: int
 ) -> float:
     """The noise multiplier that spends `target_epsilon` over `steps` steps."""
+    from opacus.accountants.utils import get_noise_multiplier  # private modes only
+
     return float(
         get_noise_multiplier(
             target_epsilon=target_epsilon,

@@ -11,8 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from opacus import PrivacyEngine
-from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -118,6 +116,8 @@ def check_finite(loss: float, where: str) -> None:
 
 def make_private_model(model: nn.Module) -> nn.Module:
     """Opacus' own fixer swaps layers DP-SGD cannot handle (BatchNorm -> GroupNorm)."""
+    from opacus.validators import ModuleValidator  # Opacus: private modes only
+
     model = ModuleValidator.fix(model)
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
@@ -144,6 +144,8 @@ def train_torch(
     loader = loader_for(train, cfg.batch_size, cfg.seed)
     engine = None
     if cfg.privacy.enabled:
+        from opacus import PrivacyEngine  # Opacus: private modes only
+
         model = make_private_model(model)
         optimizer = make_optimizer(model, cfg)
         engine = PrivacyEngine(accountant="rdp")
