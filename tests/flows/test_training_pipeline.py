@@ -7,13 +7,23 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
 from mlflow import MlflowClient
 
 from components.errors import DataContractError, StageError
-from tests.conftest import BIN, FAST_OPTIMIZE, default_params_dict, make_project
+from tests.conftest import (
+    BIN,
+    FAST_OPTIMIZE,
+    default_params_dict,
+    make_project,
+    project_of,
+)
+
+if TYPE_CHECKING:
+    from flows.training import PipelineResult
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -34,28 +44,49 @@ def pipeline(mlflow_uri, prefect_harness):
 
 
 def test_pipeline_logs_lineage_and_registers_a_version(
-    mlflow_stack, prefect_harness, project_root
+    champion, mlflow_uri, prefect_harness, tmp_path
 ):
+    """On SQLite: the session's champion is this pipeline run (trained once for every
+    test that needs one); the re-run and the pull work on a copy of its project."""
+    check_lineage(
+        mlflow_uri, champion.name, champion.result, project_of(champion, tmp_path)
+    )
+
+
+def test_pipeline_on_postgresql_logs_lineage_and_registers_a_version(
+    mlflow_postgres, prefect_harness, project_root
+):
+    """The same pipeline with MLflow's backend store on PostgreSQL."""
     from flows.training import training_pipeline
 
-    mlflow_uri = mlflow_stack.tracking_uri  # on SQLite, then on PostgreSQL
+    name = "edgeloop-it-digits"
+    project = make_project(
+        project_root,
+        default_params_dict(
+            optimize=FAST_OPTIMIZE, train={"epochs": 4}, registry={"model_name": name}
+        ),
+    )
+    mlflow_uri = mlflow_postgres.tracking_uri
+    result = training_pipeline(project_dir=str(project), tracking_uri=mlflow_uri)
+    check_lineage(mlflow_uri, name, result, project)
+
+
+def check_lineage(
+    mlflow_uri: str, name: str, result: PipelineResult, project: Path
+) -> None:
+    """What a pipeline run left in MLflow and DVC; then a cached re-run of `project`
+    and a pull of its data version from the DVC remote."""
+    from flows.training import training_pipeline
 
     def pipeline(project: Path):
         return training_pipeline(project_dir=str(project), tracking_uri=mlflow_uri)
 
-    params = default_params_dict(
-        optimize=FAST_OPTIMIZE,
-        train={"epochs": 4},
-        registry={"model_name": "edgeloop-it-digits"},
-    )
-    project = make_project(project_root, params)
-    result = pipeline(project)
-
+    epochs = yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"]
     assert [s.ran for s in result.stages] == [True] * 5
     client = MlflowClient(mlflow_uri)
-    version = client.get_model_version("edgeloop-it-digits", result.model.version)
+    version = client.get_model_version(name, result.model.version)
     run = client.get_run(version.run_id)
-    assert run.data.params["train.epochs"] == "4"
+    assert run.data.params["train.epochs"] == str(epochs)
     assert run.data.params["data.source"] == "sklearn:digits"
     assert run.data.metrics["test_accuracy"] > 0.85
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) >= 1
