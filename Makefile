@@ -10,11 +10,19 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# --only-binary: the lock installs from wheels only; wheels/ holds the one
-# pinned dependency PyPI ships as source only (see README, "Dependencies").
+# The lock is installed by uv (at the version the lock pins) from wheels only
+# (wheels/ holds the one pinned dependency PyPI ships as source only, see README,
+# "Dependencies"), bytecode compiled up front: about a minute where pip took four.
+# uv does not read pip's configuration, so pip's find-links (where this machine
+# keeps torch's CPU wheel) are passed on to it.
+FIND_LINKS := $(sort $(PIP_FIND_LINKS) $(shell $(PY) -m pip config get global.find-links 2>/dev/null))
+
 $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --only-binary=:all: --find-links wheels -r requirements.lock
+	$(BIN)/pip install --quiet --only-binary=:all: "$$(grep '^uv==' requirements.lock)"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode \
+		--only-binary :all: --find-links wheels $(addprefix --find-links ,$(FIND_LINKS)) \
+		-r requirements.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -31,10 +39,14 @@ loop: $(STAMP)
 # The whole suite, as CI runs it. tests/system_packages.sh installs Debian's
 # PostgreSQL and Chromium when missing: the backend tests and the browser test use
 # them for real, and fail (not skip) here. Every test has pytest-timeout's limit
-# (pyproject.toml): a hung test fails with its name.
+# (pyproject.toml): a hung test fails with its name. TEST_WORKERS pytest-xdist
+# workers (one per core here) take a module each at a time (tests/conftest.py);
+# most of a test's time is a server starting or a device polling, not the CPU.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	bash tests/system_packages.sh
-	EDGELOOP_REQUIRE_POSTGRES=1 EDGELOOP_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q -rs --durations=25
+	EDGELOOP_REQUIRE_POSTGRES=1 EDGELOOP_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q -rs \
+		--durations=25 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # The unit tier, for the inner loop: no servers, no training beyond tiny in-memory
 # fixtures (tests marked neither `integration` nor `slow`).
