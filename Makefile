@@ -51,7 +51,8 @@ test: $(STAMP)
 # The unit tier, for the inner loop: no servers, no training beyond tiny in-memory
 # fixtures (tests marked neither `integration` nor `slow`).
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -rs -m "not integration and not slow" --timeout=120 --durations=10
+	$(BIN)/pytest -q -rs -m "not integration and not slow" --timeout=120 --durations=10 \
+		-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
