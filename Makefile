@@ -44,6 +44,7 @@ loop: $(STAMP)
 # most of a test's time is a server starting or a device polling, not the CPU.
 TEST_WORKERS ?= 2
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	bash tests/system_packages.sh
 	EDGELOOP_REQUIRE_POSTGRES=1 EDGELOOP_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q -rs \
 		--durations=25 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
@@ -54,9 +55,11 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -q -rs -m "not integration and not slow" --timeout=120 --durations=10 \
 		-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
+# ruff, and the layers of DESIGN.md as import-linter contracts (pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 up: $(STAMP)
 	$(BIN)/edgeloop up

@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from components.config import load_params
-from components.settings import get_settings
 from serving.model_source import AliasSource
+from stack.settings import get_settings
 
 
 class Request(BaseModel):

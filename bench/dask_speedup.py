@@ -26,11 +26,11 @@ from sklearn.datasets import load_digits
 
 from bench.drift_false_alarms import as_reports
 from components.config import load_params
-from components.settings import Settings
 from flows.monitor import Window, check_window, stored
 from flows.runners import task_runner
 from monitoring import drift
 from monitoring.workspace import open_workspace
+from stack.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

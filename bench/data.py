@@ -7,10 +7,10 @@ from pathlib import Path
 
 from components.config import Params, TrainConfig, load_params
 from components.data import load_source
+from components.inputs import spec_for, to_arrays
 from components.model import ModelSpec
 from components.split import split_dataset
 from components.torch_train import Arrays, TrainResult
-from components.train import spec_for, to_arrays
 
 REPO = Path(__file__).resolve().parents[1]
 

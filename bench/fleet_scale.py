@@ -34,7 +34,7 @@ from sklearn.neural_network import MLPClassifier
 from components.config import load_params
 from edge_fleet.client import FleetAdmin
 from edge_fleet.simulator import FleetSpec, build_fleet, run_fleet
-from flows.services import free_port
+from stack.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN, ENROLL = "bench-admin", "bench-enroll"

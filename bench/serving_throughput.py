@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
-from flows.services import free_port
+from stack.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,11 +19,11 @@ from sklearn.metrics import (  # noqa: E402
     confusion_matrix,
 )
 
+from components.backends import load_classifier  # noqa: E402
 from components.config import Params  # noqa: E402
+from components.inputs import to_arrays  # noqa: E402
 from components.metrics import classification_metrics  # noqa: E402
-from components.model import load_classifier  # noqa: E402
 from components.stage import exit_with, run_stage, stage_parser  # noqa: E402
-from components.train import to_arrays  # noqa: E402
 
 log = logging.getLogger("edgeloop.evaluate")
 METRICS = "metrics.json"

@@ -1,6 +1,7 @@
 """The PyTorch models (a small CNN for images, an MLP for tabular rows, both taking raw
 feature vectors: standardization lives inside the model), saved as weights + spec,
-and `load_classifier` for a model folder of either backend."""
+and the `Classifier` interface both backends answer (`components.backends` loads
+either)."""
 
 from __future__ import annotations
 
@@ -146,14 +147,3 @@ class TorchClassifier:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return predict_proba(self.model, x)
-
-
-def load_classifier(folder: Path) -> Classifier:
-    """A trained model folder of either backend, ready to predict."""
-    spec = load_spec(folder)
-    if spec.backend == "keras":
-        from components.keras_train import load_keras  # TensorFlow only when needed
-
-        return load_keras(folder)
-    model, spec = load_model(folder)
-    return TorchClassifier(model, spec)

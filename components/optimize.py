@@ -23,12 +23,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from components import compress  # noqa: E402
+from components.backends import load_classifier  # noqa: E402
 from components.config import DeviceProfile, OptimizeConfig, Params  # noqa: E402
-from components.model import Classifier, TorchClassifier, load_classifier  # noqa: E402
+from components.inputs import to_arrays  # noqa: E402
+from components.model import Classifier, TorchClassifier  # noqa: E402
 from components.runtime import load_runtime, predict, single_sample_latency  # noqa: E402
 from components.stage import exit_with, run_stage, stage_parser  # noqa: E402
 from components.torch_train import Arrays, loader_for, train_epoch  # noqa: E402
-from components.train import to_arrays  # noqa: E402
 
 log = logging.getLogger("edgeloop.optimize")
 REPORT = "variants.json"
@@ -84,8 +86,6 @@ def build_torch_variants(
     lr: float,
     seed: int,
 ) -> list[Built]:
-    from components import compress
-
     model, n = classifier.model, classifier.spec.n_features
     calibration = train.x[: cfg.calibration_samples]
     pruned = compress.prune_structured(model, cfg.prune_amount)
@@ -138,7 +138,7 @@ def build_torch_variants(
 def build_keras_variants(
     classifier: Classifier, train: Arrays, cfg: OptimizeConfig, out: Path
 ) -> list[Built]:
-    from components import tflite
+    from components import tflite  # TensorFlow only for a Keras model
 
     model = classifier.model  # type: ignore[attr-defined]
     params = int(model.count_params())

@@ -11,42 +11,17 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from components.config import Params, TrainConfig
-from components.data import feature_columns
-from components.errors import TrainingError
-from components.model import ModelSpec, save_model
+from components.inputs import spec_for, to_arrays
+from components.model import save_model
 from components.privacy import PrivacyLedger
 from components.stage import exit_with, run_stage, stage_parser
-from components.torch_train import Arrays, Trainer, TrainResult, train_torch
+from components.torch_train import Trainer, TrainResult, train_torch
 
 log = logging.getLogger("edgeloop.train")
 TRAINING = "training.json"
-
-
-def to_arrays(frame: pd.DataFrame, spec: ModelSpec, label: str) -> Arrays:
-    """Features in the spec's column order; labels as indices into spec.classes."""
-    index = {c: i for i, c in enumerate(spec.classes)}
-    y = frame[label].map(index)
-    if y.isna().any():
-        unknown = sorted(set(frame[label][y.isna()]))
-        raise TrainingError(f"labels {unknown} are not in validation.labels")
-    x = frame[spec.feature_columns].to_numpy(dtype=np.float32)
-    return Arrays(x=x, y=y.to_numpy(dtype=np.int64))
-
-
-def spec_for(params: Params, train_frame: pd.DataFrame) -> ModelSpec:
-    features = feature_columns(train_frame, params.data.label_column)
-    return ModelSpec(
-        n_features=len(features),
-        classes=list(params.validation.labels),
-        feature_columns=features,
-        hidden_units=params.train.hidden_units,
-        image_shape=params.data.image_shape,
-        backend=params.train.backend,
-    )
 
 
 def central_trainer(cfg: TrainConfig) -> Trainer:
@@ -62,7 +37,7 @@ def planned_epsilon(cfg: TrainConfig) -> float:
     if cfg.mode == "private" or cfg.federated.dp == "client_opacus":
         return cfg.privacy.target_epsilon
     if cfg.federated.dp == "central_fixed_clipping":
-        from components.federated.simulation import planned_central_dp
+        from components.federated.simulation import planned_central_dp  # Flower
 
         return planned_central_dp(cfg).epsilon
     return 0.0
@@ -90,7 +65,7 @@ def train(params: Params, prepared: Path) -> tuple[TrainResult, dict[str, Any]]:
     trainer = central_trainer(cfg)
     search: dict[str, Any] = {}
     if cfg.search.enabled:
-        from components.search import run_search
+        from components.search import run_search  # Optuna only when asked
 
         found = run_search(train_xy, val_xy, spec, cfg, trainer)
         search = asdict(found)
@@ -112,7 +87,7 @@ def _body(args: argparse.Namespace, params: Params) -> None:
         ledger.check(data_version, planned, cfg.privacy.max_total_epsilon)
     result, search = train(params, prepared)
     if result.spec.backend == "keras":
-        from components.keras_train import save_keras
+        from components.keras_train import save_keras  # TensorFlow
 
         save_keras(result.model, out)
     else:

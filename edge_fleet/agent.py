@@ -37,7 +37,7 @@ from tuf.api.metadata import TargetFile
 from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
 
-from components.config import FleetConfig
+from components.config import FleetConfig, load_params
 from components.runtime import LiteRtModel, OnnxRuntimeModel, load_runtime
 from edge_fleet.tuf_repo import ROLLOUT, STABLE, in_scope
 
@@ -447,9 +447,7 @@ def poll_delay(cfg: FleetConfig, failures: int, rng: random.Random) -> float:
 
 
 def main() -> None:
-    import pandas as pd
-
-    from components.config import load_params
+    import pandas as pd  # the test split this process reads its inputs from
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--server", required=True)

@@ -1,4 +1,4 @@
-"""The fleet server's admin API, for flows, the CLI and tests."""
+"""The fleet server's admin API, for flows, the CLI, the scenarios and tests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from pathlib import Path
 import httpx
 
 from components.errors import ServiceError
+from stack.secrets import fleet_admin_token
+from stack.services import is_healthy
+from stack.settings import Settings
 
 
 class FleetAdmin:
@@ -98,3 +101,14 @@ class FleetAdmin:
 
     def cohorts(self) -> list[str]:
         return self._call("GET", "/cohorts")  # type: ignore[return-value]
+
+
+def stack_fleet_admin(settings: Settings) -> FleetAdmin:
+    """The admin client of the stack's fleet server (its URL and token from the
+    settings); a one-line error when the server is not answering."""
+    if not is_healthy(f"{settings.fleet_url}/health"):
+        raise ServiceError(
+            f"fleet server at {settings.fleet_url} is not answering",
+            hint="start the services with `edgeloop up`",
+        )
+    return FleetAdmin(settings.fleet_url, fleet_admin_token(settings))

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from components.config import FleetConfig
 from edge_fleet.db import Device, Model, Rollout, Telemetry, now
+from edge_fleet.errors import FleetConflict
 from edge_fleet.tuf_repo import ROLLOUT, STABLE, FleetRepository, in_scope
 
 ACTIVE = ("running", "paused")
@@ -201,8 +202,6 @@ class Controller:
         when it is already rolling out or stable; another version's active rollout
         is a conflict, or, with `supersede`, aborted in the same step (its devices
         are sent the new version's canary, or back to stable, in one publish)."""
-        from edge_fleet.errors import FleetConflict
-
         model = session.get(Model, version)
         if model is None:
             raise FleetConflict(f"model version {version} was not uploaded", 404)
@@ -269,8 +268,6 @@ class Controller:
     def retarget(self, session: Session, version: str, reason: str) -> Rollout | None:
         """Make `version` the stable version now (a manual rollback): any active
         rollout is rolled back with the reason as its cause."""
-        from edge_fleet.errors import FleetConflict
-
         model = session.get(Model, version)
         if model is None:
             raise FleetConflict(f"model version {version} was not uploaded", 404)
@@ -289,8 +286,6 @@ class Controller:
         return active
 
     def set_state(self, session: Session, rollout: Rollout, action: str) -> Rollout:
-        from edge_fleet.errors import FleetConflict
-
         if rollout.state not in ACTIVE:
             raise FleetConflict(f"rollout {rollout.id} is {rollout.state}")
         if action == "pause":

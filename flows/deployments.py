@@ -16,10 +16,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.config import Params
-from components.settings import Settings
+from prefect import Flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.events import DeploymentEventTrigger
+from prefect.exceptions import ObjectAlreadyExists
 
-POOL = "edgeloop"
+from components.config import Params
+from stack.contracts import DRIFT_EVENT, DRIFT_RESOURCE_PREFIX, WORK_POOL
+from stack.settings import Settings
+
 SOURCE = Path(__file__).resolve().parent.parent
 
 
@@ -35,24 +41,15 @@ DRIFT_EVENT_PARAMETERS = {
 
 
 def ensure_pool() -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
-
     with get_client(sync_client=True) as client:
         try:
-            client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+            client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
         except ObjectAlreadyExists:
             pass
 
 
 def register(settings: Settings, project: Path, params: Params) -> dict[str, str]:
     """Create or update the deployments; returns their ids by flow name."""
-    from prefect import Flow
-    from prefect.events import DeploymentEventTrigger
-
-    from flows.monitor import EVENT
-
     ensure_pool()
     project = project.resolve()
     state = settings.state_dir.resolve()
@@ -65,8 +62,8 @@ def register(settings: Settings, project: Path, params: Params) -> dict[str, str
             [
                 DeploymentEventTrigger(
                     name="edgeloop: retrain on drift",
-                    expect={EVENT},
-                    match={"prefect.resource.id": "edgeloop.drift.*"},
+                    expect={DRIFT_EVENT},
+                    match={"prefect.resource.id": f"{DRIFT_RESOURCE_PREFIX}*"},
                     posture="Reactive",
                     threshold=1,
                     within=0,
@@ -104,7 +101,7 @@ def register(settings: Settings, project: Path, params: Params) -> dict[str, str
         ids[name] = str(
             flow.deploy(
                 name="edgeloop",
-                work_pool_name=POOL,
+                work_pool_name=WORK_POOL,
                 parameters=parameters,
                 cron=cron,
                 triggers=triggers,

@@ -15,7 +15,6 @@ state (completed, or rolled back with the machine-readable cause)."""
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 import time
@@ -35,8 +34,11 @@ from prefect.exceptions import ObjectAlreadyExists
 
 from components.errors import ServiceError
 from edge_fleet.client import FleetAdmin
+from flows.adapters.registry import data_card
+from stack.contracts import ACTIVE_ROLLOUT_STATES, Tag
+from stack.secrets import fleet_admin_token
+from stack.settings import get_settings
 
-ACTIVE = ("running", "paused")
 # How long a release waits for another release of the same model to finish.
 RELEASE_LOCK_TIMEOUT_S = 600
 
@@ -92,24 +94,8 @@ def one_release_at_a_time(model: str) -> Iterator[None]:
 
 
 def admin_token() -> str:
-    """EDGELOOP_FLEET_ADMIN_TOKEN (set for the services `edgeloop up` starts), else
-    the stack's secrets file in the state folder."""
-    token = os.environ.get("EDGELOOP_FLEET_ADMIN_TOKEN")
-    if token:
-        return token
-    from components.settings import get_settings
-
-    settings = get_settings()
-    path = settings.state_dir / "secrets.json"
-    if not path.exists():
-        raise ServiceError(
-            f"no fleet admin token: EDGELOOP_FLEET_ADMIN_TOKEN is not set and {path} "
-            "does not exist",
-            hint="start the stack with `edgeloop up`",
-        )
-    from flows.services import stack_secrets
-
-    return stack_secrets(settings)["fleet_admin_token"]
+    """The fleet admin token, from the stack's settings and secrets."""
+    return fleet_admin_token(get_settings())
 
 
 @task(retries=2, retry_delay_seconds=2)
@@ -117,21 +103,21 @@ def fetch_ship_file(tracking_uri: str, name: str, version: str) -> dict:
     client = MlflowClient(tracking_uri)
     model_version = client.get_model_version(name, version)
     tags = model_version.tags
-    if "edgeloop.ship_file" not in tags:
+    if Tag.SHIP_FILE not in tags:
         raise ServiceError(
-            f"{name} v{version} has no edgeloop.ship_file tag: it was not optimized "
+            f"{name} v{version} has no {Tag.SHIP_FILE} tag: it was not optimized "
             "by the pipeline, so there is nothing to ship to devices"
         )
     local = mlflow.artifacts.download_artifacts(
         run_id=model_version.run_id,
-        artifact_path=tags["edgeloop.ship_file"],
+        artifact_path=tags[Tag.SHIP_FILE],
         dst_path=tempfile.mkdtemp(prefix="edgeloop-edge-release-"),
         tracking_uri=tracking_uri,
     )
-    profiles = tags.get("edgeloop.deployable_profiles", "none")
+    profiles = tags.get(Tag.DEPLOYABLE_PROFILES, "none")
     return {
         "file": local,
-        "variant": tags.get("edgeloop.ship_variant", "unknown"),
+        "variant": tags.get(Tag.SHIP_VARIANT, "unknown"),
         "profiles": [] if profiles == "none" else profiles.split(","),
         "class_prior": _class_prior(tracking_uri, model_version.run_id),
     }
@@ -139,8 +125,6 @@ def fetch_ship_file(tracking_uri: str, name: str, version: str) -> dict:
 
 def _class_prior(tracking_uri: str, run_id: str) -> dict[str, float] | None:
     """The class shares of the training split, from the run's data card."""
-    from flows.tracking import data_card
-
     card = data_card(tracking_uri, run_id) or {}
     counts = card.get("splits", {}).get("train", {}).get("class_distribution")
     if not counts:
@@ -154,7 +138,7 @@ def upload(fleet_url: str, version: str, shipped: dict) -> dict:
     if not shipped["profiles"]:
         raise ServiceError(
             f"v{version}'s {shipped['variant']} file is deployable to no device "
-            "profile (see its edgeloop.deployable_profiles tag)"
+            f"profile (see its {Tag.DEPLOYABLE_PROFILES} tag)"
         )
     return FleetAdmin(fleet_url, admin_token()).upload(
         version,
@@ -227,7 +211,7 @@ def edge_release(
     if wait_s and rollout is not None:
         fleet = FleetAdmin(fleet_url, admin_token())
         deadline = time.monotonic() + wait_s
-        while rollout["state"] in ACTIVE and time.monotonic() < deadline:
+        while rollout["state"] in ACTIVE_ROLLOUT_STATES and time.monotonic() < deadline:
             time.sleep(1)
             rollout = fleet.rollout(rollout["id"])
         log.info(

@@ -3,9 +3,13 @@ telemetry against the champion's reference (Evidently; monitoring/reference.py),
 the champion's accuracy on each target's delayed labels, each check stored as a
 snapshot in the Evidently workspace, and a Prefect event when drift persists.
 
-The event (`edgeloop.drift.detected`, resource `edgeloop.drift.<target>`) carries the
-target, drift share, drifted columns and snapshot id: what a Prefect automation
-matches to start retraining."""
+The event (`stack.contracts.DRIFT_EVENT`, resource `edgeloop.drift.<target>`)
+carries the target, drift share, drifted columns and snapshot id: what a Prefect
+automation matches to start retraining. Each target's outcome is a
+`stack.contracts.DriftOutcome`.
+
+The per-target checks run on the task runner the settings name (`flows/runners.py`),
+chosen when the flow runs, not when this module is imported."""
 
 from __future__ import annotations
 
@@ -15,10 +19,15 @@ from pathlib import Path
 
 import pandas as pd
 from evidently.ui.workspace import Workspace
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
 
 from components.config import Params, load_params
+from components.runtime import predicted_labels
+from edge_fleet.client import FleetAdmin
+from flows.adapters.registry import data_card
 from flows.runners import task_runner
 from monitoring import drift, trigger
 from monitoring.reference import (
@@ -28,22 +37,18 @@ from monitoring.reference import (
     reference_rows,
 )
 from monitoring.workspace import open_workspace, save
-
-EVENT = "edgeloop.drift.detected"
+from serving.model_source import AliasSource
+from stack.contracts import DRIFT_EVENT, DRIFT_RESOURCE_PREFIX, Alias, DriftOutcome
+from stack.secrets import fleet_admin_token
+from stack.settings import get_settings
 
 
 def champion_data(tracking_uri: str, model_name: str) -> ChampionData | None:
     """The champion's version and the labelled files in its data version (its data
     card); None when the registry has no champion."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from flows.registry import CHAMPION
-    from flows.tracking import data_card
-
     try:
         version = MlflowClient(tracking_uri).get_model_version_by_alias(
-            model_name, CHAMPION
+            model_name, Alias.CHAMPION
         )
     except MlflowException:
         return None
@@ -99,10 +104,7 @@ def serving_window(project: Path, params: Params, refs: References) -> Window | 
 
 
 def device_windows(fleet_url: str, params: Params, refs: References) -> list[Window]:
-    from edge_fleet.client import FleetAdmin
-    from flows.edge_release import admin_token
-
-    fleet = FleetAdmin(fleet_url, admin_token())
+    fleet = FleetAdmin(fleet_url, fleet_admin_token(get_settings()))
     batch = params.fleet.telemetry_batch
     windows = []
     for cohort in fleet.cohorts():
@@ -164,9 +166,6 @@ def check_delayed_labels(
     """The champion's accuracy (the serving variant) on labels that arrived for the
     target after its training data, against its own test split (Evidently's
     ClassificationPreset)."""
-    from components.runtime import predicted_labels
-    from serving.model_source import AliasSource
-
     params, champion = refs.params, refs.champion
     assert champion is not None
     test = pd.read_parquet(refs.project / params.paths.prepared / "test.parquet")
@@ -186,7 +185,7 @@ def check_delayed_labels(
     )
 
 
-@flow(name="monitor", task_runner=task_runner())
+@flow(name="monitor")
 def monitor(
     project_dir: str = ".",
     *,
@@ -194,73 +193,103 @@ def monitor(
     state_file: str,
     fleet_url: str | None = None,
     tracking_uri: str | None = None,
-) -> list[dict]:
+) -> list[DriftOutcome]:
     """Check every target once. Without `tracking_uri` (no registry) the reference is
     the training split and delayed labels are not checked."""
-    log = get_run_logger()
     project = Path(project_dir)
     params = load_params(project / "params.yaml")
-    prepared = project / params.paths.prepared
     champion = (
         champion_data(tracking_uri, params.registry.model_name)
         if tracking_uri
         else None
     )
-    refs = References(
-        project, params, pd.read_parquet(prepared / "train.parquet"), champion
-    )
+    train = pd.read_parquet(project / params.paths.prepared / "train.parquet")
+    refs = References(project, params, train, champion)
     windows = []
     serving = serving_window(project, params, refs)
     if serving is not None:
         windows.append(serving)
     if fleet_url is not None:
         windows += device_windows(fleet_url, params, refs)
-    # Every target's checks at once, on the flow's task runner (threads or Dask);
-    # their snapshots are stored here, one at a time.
-    checks = [check_window.submit(w, params) for w in windows]
-    accuracy = {}
-    for window in windows:
-        labelled = delayed_labels(project, params, window.target, champion)
-        if labelled is not None and champion is not None and tracking_uri:
-            accuracy[window.target] = check_delayed_labels.submit(
-                window.target, labelled, refs, tracking_uri
-            )
-    workspace = open_workspace(Path(workspace_dir))
-    store = trigger.StateStore(Path(state_file))
+    # Every target's checks at once, on the task runner the settings name (threads
+    # or Dask); their snapshots are stored here, one at a time.
+    with task_runner(get_settings()) as runner:
+        checks = [
+            runner.submit(check_window, {"window": w, "params": params})
+            for w in windows
+        ]
+        accuracy = {}
+        for window in windows:
+            labelled = delayed_labels(project, params, window.target, champion)
+            if labelled is not None and champion is not None and tracking_uri:
+                accuracy[window.target] = runner.submit(
+                    check_delayed_labels,
+                    {
+                        "target": window.target,
+                        "labelled": labelled,
+                        "refs": refs,
+                        "tracking_uri": tracking_uri,
+                    },
+                )
+        results = [check.result() for check in checks]
+        performances = {t: f.result() for t, f in accuracy.items()}
+    return decide_and_store(
+        windows,
+        results,
+        performances,
+        params=params,
+        workspace_dir=Path(workspace_dir),
+        state_file=Path(state_file),
+    )
+
+
+def decide_and_store(
+    windows: list[Window],
+    results: list[drift.DriftResult],
+    performances: dict[str, drift.PerformanceResult],
+    *,
+    params: Params,
+    workspace_dir: Path,
+    state_file: Path,
+) -> list[DriftOutcome]:
+    """Each target's snapshots stored, the trigger's decision (and the event when it
+    fires), the trigger's state saved."""
+    log = get_run_logger()
+    workspace = open_workspace(workspace_dir)
+    store = trigger.StateStore(state_file)
     states = store.load()
     outcomes = []
-    for window, check in zip(windows, checks, strict=True):
-        summary = stored(window, check.result(), workspace)
+    for window, result in zip(windows, results, strict=True):
+        summary = stored(window, result, workspace)
         state = states.setdefault(window.target, trigger.TargetState())
         decision = trigger.decide(state, summary, params.monitoring, trigger.now())
         summary |= {"trigger": decision.trigger, "decision": decision.reason}
-        if window.target in accuracy:
-            performance = accuracy[window.target].result()
+        performance = performances.get(window.target)
+        if performance is not None:
             summary |= performance.summary() | {
                 "performance_snapshot_id": save(
                     workspace, window.target, performance.snapshot
                 )
             }
         if decision.trigger:
-            event = emit_event(
-                event=EVENT,
-                resource={
-                    "prefect.resource.id": f"edgeloop.drift.{window.target}",
-                    "prefect.resource.name": window.target,
-                },
-                payload={
-                    k: summary[k]
-                    for k in (
-                        "target",
-                        "rows",
-                        "drift_share",
-                        "drifted_columns",
-                        "snapshot_id",
-                    )
-                },
-            )
-            summary["event_id"] = str(event.id) if event else None
+            summary["event_id"] = emit_drift_event(summary)
         log.info("drift %s: %s", window.target, summary)
-        outcomes.append(summary)
+        outcomes.append(DriftOutcome(**summary))
     store.save(states)
     return outcomes
+
+
+def emit_drift_event(summary: dict) -> str | None:
+    """The Prefect event the retraining deployment's trigger matches; its id."""
+    event = emit_event(
+        event=DRIFT_EVENT,
+        resource={
+            "prefect.resource.id": f"{DRIFT_RESOURCE_PREFIX}{summary['target']}",
+            "prefect.resource.name": summary["target"],
+        },
+        payload={
+            k: summary[k]
+            for k in ("target", "rows", "drift_share", "drifted_columns", "snapshot_id")
+        },
+    )
+    return str(event.id) if event else None

@@ -4,18 +4,32 @@ states what is to be released (the version, its shipped variant and the device
 profiles it may go to), and tells the running BentoML service to re-read its alias,
 so a promotion reaches serving at once rather than at its next poll; a new champion
 goes to the edge fleet through the `edge_release` flow, if it is still champion when
-that release's turn comes."""
+that release's turn comes.
+
+Run as a module, it is the stack's webhook service: the registry's webhook receiver
+(stack/webhook_receiver.py) starting this flow for each new alias change.
+
+    python -m flows.release --host 127.0.0.1 --port 5055 --state-dir DIR \
+        --tracking-uri URL [--serving-url URL] [--fleet-url URL]
+(the secret comes from EDGELOOP_WEBHOOK_SECRET; `edgeloop up` starts it)"""
 
 from __future__ import annotations
 
+import argparse
+import os
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import httpx
+import uvicorn
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 
-from flows import registry
-from flows.registry import CHAMPION
+from flows.adapters import registry
+from flows.edge_release import edge_release
+from stack.contracts import Alias, Tag
+from stack.webhook_receiver import AliasEvent, DeliveryLog, create_app
 
 
 @dataclass(frozen=True)
@@ -66,11 +80,9 @@ def release_to_fleet(tracking_uri: str, name: str, version: str, fleet_url: str)
         httpx.get(f"{fleet_url}/health", timeout=5).raise_for_status()
     except httpx.HTTPError:
         return f"not running at {fleet_url}"
-    from flows.edge_release import edge_release
-
     # Only while `version` is still champion: a delivery retried for an older
     # champion after a newer one was set ships nothing (edge_release serializes).
-    release = edge_release(tracking_uri, name, version, fleet_url, alias=CHAMPION)
+    release = edge_release(tracking_uri, name, version, fleet_url, alias=Alias.CHAMPION)
     return f"{release.outcome}: {release.detail}"
 
 
@@ -89,19 +101,76 @@ def release(
     tags = describe(tracking_uri, name, version)
     serving = refresh_serving(serving_url)
     fleet = "not configured"
-    if alias == CHAMPION and fleet_url is not None:
+    if alias == Alias.CHAMPION and fleet_url is not None:
         fleet = release_to_fleet(tracking_uri, name, version, fleet_url)
-    profiles = tags.get("edgeloop.deployable_profiles", "none")
+    profiles = tags.get(Tag.DEPLOYABLE_PROFILES, "none")
     plan = ReleasePlan(
         model=name,
         alias=alias,
         version=str(version),
         recorded=recorded,
-        ship_variant=tags.get("edgeloop.ship_variant"),
+        ship_variant=tags.get(Tag.SHIP_VARIANT),
         deployable_profiles=[] if profiles == "none" else profiles.split(","),
-        gate=tags.get("edgeloop.gate"),
+        gate=tags.get(Tag.GATE),
         serving=serving,
         fleet=fleet,
     )
     get_run_logger().info("release: %s", plan)
     return plan
+
+
+def release_alias_change(
+    event: AliasEvent,
+    *,
+    tracking_uri: str,
+    serving_url: str | None,
+    fleet_url: str | None,
+) -> ReleasePlan:
+    """What the webhook receiver runs for a new alias change."""
+    return release(
+        tracking_uri=tracking_uri,
+        name=event.name,
+        alias=event.alias,
+        version=str(event.version),
+        serving_url=serving_url,
+        fleet_url=fleet_url,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tracking-uri", required=True)
+    parser.add_argument("--serving-url", help="the BentoML service to refresh")
+    parser.add_argument("--fleet-url", help="the fleet server a champion goes to")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        required=True,
+        help="where the delivery ids taken recently are kept (deliveries/)",
+    )
+    args = parser.parse_args()
+    secret = os.environ.get("EDGELOOP_WEBHOOK_SECRET")
+    if not secret:
+        parser.error("EDGELOOP_WEBHOOK_SECRET is not set")
+    on_alias_change = partial(
+        release_alias_change,
+        tracking_uri=args.tracking_uri,
+        serving_url=args.serving_url,
+        fleet_url=args.fleet_url,
+    )
+    uvicorn.run(
+        create_app(
+            secret,
+            on_alias_change,
+            deliveries=DeliveryLog(args.state_dir / "deliveries"),
+        ),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+    )
+
+
+if __name__ == "__main__":
+    main()

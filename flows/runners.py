@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from components.settings import Settings, get_settings
+from stack.settings import Settings, get_settings
 
 
 def task_runner(settings: Settings | None = None) -> TaskRunner:

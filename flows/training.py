@@ -15,10 +15,11 @@ from prefect.context import get_run_context
 from components.config import DEFAULT_PARAMS, Params, load_params
 from components.errors import EdgeloopError, StageError, error_class
 from components.gates import GateDecision
-from components.settings import get_settings
 from components.stage import failure_report
 from components.train import TRAINING
-from flows import dvc_stages, registry, tracking
+from flows.adapters import dvc as dvc_stages
+from flows.adapters import registry, tracking
+from stack.settings import get_settings
 
 MODEL_STAGES = ("train", "evaluate", "optimize")
 

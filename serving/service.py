@@ -24,9 +24,9 @@ from bentoml.exceptions import InvalidArgument
 from pydantic import BaseModel
 
 from components.config import load_params
-from components.settings import get_settings
 from serving.model_source import AliasSource, LoadedModel
 from serving.prediction_log import PredictionLog
+from stack.settings import get_settings
 
 log = logging.getLogger("edgeloop.serving")
 

@@ -21,10 +21,10 @@ from sklearn.datasets import load_digits
 
 from components.config import Params, SplitConfig, load_params, parse_params
 from components.model import ModelSpec
-from components.settings import Settings
 from components.split import SplitResult, split_dataset
 from components.torch_train import Arrays
-from flows.services import free_port, mlflow_spec, start_service, stop_pid
+from stack.services import free_port, mlflow_spec, start_service, stop_pid
+from stack.settings import Settings
 from tests.postgres import PostgresCluster, start_cluster
 
 REPO = Path(__file__).resolve().parents[1]

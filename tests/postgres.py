@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 
-from flows.services import free_port
+from stack.services import free_port
 
 USER = "edgeloop"
 INSTALL_HINT = (

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.settings import Settings
+from stack.settings import Settings
 from tests.conftest import BIN, REPO
 
 COMPOSE = REPO / "docker-compose.yml"
@@ -97,7 +97,7 @@ def test_services_variables_and_settings_agree_with_the_code(
         command = service.get("command", [])
         if command[:2] == ["python", "-m"]:
             assert importlib.util.find_spec(command[2]) is not None, command
-    from flows.cli import app
+    from cli.app import app
 
     names = {c.name or c.callback.__name__ for c in app.registered_commands}
     assert "register" in names

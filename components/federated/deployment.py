@@ -1,6 +1,6 @@
-"""Flower's deployment engine: the plan read from the project's files (so the
-ServerApp needs no in-memory state), the outcome written as a model folder, and the
-app's Flower configuration for `flwr run`."""
+"""Flower's deployment engine: its ServerApp (`app`, what `flwr run` starts on a
+SuperLink), the plan read from the project's files (so the ServerApp needs no
+in-memory state) and the outcome written as a model folder."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
 
 from components.config import load_params
-from components.federated.server_app import FederatedPlan
+from components.federated.server_app import FederatedPlan, run_plan
 from components.federated.task import initial_model, set_weights
+from components.inputs import spec_for, to_arrays
 from components.model import build_model, save_model
-from components.train import spec_for, to_arrays
 
 ROUNDS_FILE = "rounds.json"
 
@@ -42,3 +44,18 @@ def write_outcome(plan: FederatedPlan, out: Path) -> None:
     set_weights(model, plan.final_weights)
     save_model(model, plan.spec, out)
     (out / ROUNDS_FILE).write_text(json.dumps(plan.rounds_log, indent=1) + "\n")
+
+
+# The deployment engine's ServerApp (`flwr run` against a SuperLink): the plan comes
+# from the project's files named in the run config, the result goes to `out-dir`.
+app = ServerApp()
+
+
+@app.main()
+def deployed_main(grid: Grid, context: Context) -> None:
+    config = context.run_config
+    plan = plan_from_files(
+        Path(str(config["params-file"])), Path(str(config["prepared-dir"]))
+    )
+    run_plan(grid, plan)
+    write_outcome(plan, Path(str(config["out-dir"])))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -141,20 +140,3 @@ def make_server_app(plan: FederatedPlan) -> ServerApp:
         run_plan(grid, plan)
 
     return app
-
-
-# The deployment engine's ServerApp (`flwr run` against a SuperLink): the plan comes
-# from the project's files named in the run config, the result goes to `out-dir`.
-app = ServerApp()
-
-
-@app.main()
-def deployed_main(grid: Grid, context: Context) -> None:
-    from components.federated.deployment import plan_from_files, write_outcome
-
-    config = context.run_config
-    plan = plan_from_files(
-        Path(str(config["params-file"])), Path(str(config["prepared-dir"]))
-    )
-    run_plan(grid, plan)
-    write_outcome(plan, Path(str(config["out-dir"])))

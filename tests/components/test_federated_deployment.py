@@ -17,11 +17,11 @@ import pytest
 import yaml
 from sklearn.datasets import load_digits
 
+from components.backends import load_classifier
 from components.config import SplitConfig
 from components.federated.tls import make_certificates
-from components.model import load_classifier
 from components.split import split_dataset
-from flows.services import free_port, port_in_use
+from stack.services import free_port, port_in_use
 from tests.conftest import BIN, REPO, default_params_dict
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

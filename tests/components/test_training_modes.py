@@ -13,9 +13,10 @@ import yaml
 from torch import nn
 
 from components import train as train_stage
+from components.backends import load_classifier
 from components.config import SplitConfig, TrainConfig, parse_params
 from components.errors import ConfigError, PrivacyBudgetError, TrainingError
-from components.model import ModelSpec, load_classifier
+from components.model import ModelSpec
 from components.privacy import PrivacyLedger, PrivacySpent
 from components.search import run_search
 from components.torch_train import Arrays, make_private_model, train_torch

@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, text
 from components.config import FleetConfig, load_params
 from edge_fleet.agent import Agent, DataStream, Faults, Identity
 from edge_fleet.client import FleetAdmin
-from flows.services import free_port
+from stack.services import free_port
 from tests.conftest import BACKENDS, default_params_dict
 
 ADMIN, ENROLL = "admin-token-for-tests", "enroll-key-for-tests"

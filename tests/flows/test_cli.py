@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.datasets import load_digits
 
-from flows.services import free_port, is_healthy
+from stack.services import free_port, is_healthy
 from tests.conftest import BIN, REPO
 from tests.postgres import PostgresCluster
 

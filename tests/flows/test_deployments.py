@@ -21,7 +21,7 @@ def test_a_drift_event_starts_the_training_deployment(
 
     from components.config import load_params
     from flows.deployments import register
-    from flows.monitor import EVENT
+    from stack.contracts import DRIFT_EVENT as EVENT
     from tests.conftest import REPO
 
     params = load_params(REPO / "params.yaml")

@@ -8,7 +8,8 @@ import pytest
 from mlflow import MlflowClient
 
 from edge_fleet.client import FleetAdmin
-from flows.services import fleet_spec, free_port, stack_secrets, start_service, stop_pid
+from stack.secrets import stack_secrets
+from stack.services import fleet_spec, free_port, start_service, stop_pid
 from tests.conftest import project_of, register_copy
 from tests.flows.test_cli import edgeloop
 

@@ -22,10 +22,11 @@ import yaml
 from mlflow import MlflowClient
 from sklearn.datasets import load_digits
 
-from components.settings import Settings
 from edge_fleet.client import FleetAdmin
 from edge_fleet.controller import ACTIVE
-from flows.services import free_port, stack_secrets
+from stack.secrets import stack_secrets
+from stack.services import free_port
+from stack.settings import Settings
 from tests.conftest import (
     BIN,
     REPO,
@@ -319,7 +320,7 @@ def test_promotion_in_the_mlflow_ui_reaches_serving_and_the_fleet(stack: Stack):
             f"{CHROMIUM} not found: `make test` installs Debian's chromium",
             "EDGELOOP_REQUIRE_CHROMIUM",
         )
-    from flows import registry
+    from flows.adapters import registry
 
     name, mlflow = "it-loop", stack.url("MLFLOW")
     client = MlflowClient(mlflow)

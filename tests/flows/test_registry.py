@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from components.config import GatesConfig, RegistryConfig
-from flows import registry
+from flows.adapters import registry
 from tests.conftest import register_measured_version
 
 pytestmark = [pytest.mark.integration]

@@ -15,16 +15,16 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
-from flows import registry
-from flows.services import (
+from flows.adapters import registry
+from stack.secrets import stack_secrets
+from stack.services import (
     ensure_webhook,
     free_port,
-    stack_secrets,
     start_service,
     stop_pid,
     webhook_spec,
 )
-from flows.webhook_receiver import (
+from stack.webhook_receiver import (
     KEEP_DELIVERIES_S,
     PATH,
     DeliveryLog,
@@ -59,9 +59,13 @@ def _headers(
 
 @pytest.fixture
 def receiver(tmp_path: Path) -> TestClient:
-    """The receiver's app in process; its release flow is never reached here."""
+    """The receiver's app in process; no delivery here reaches its callback."""
     deliveries = DeliveryLog(tmp_path / "deliveries")
-    return TestClient(create_app(SECRET, "http://127.0.0.1:9", deliveries=deliveries))
+
+    def never(event: object) -> None:
+        raise AssertionError(f"a refused or ignored delivery was acted on: {event}")
+
+    return TestClient(create_app(SECRET, never, deliveries=deliveries))
 
 
 @pytest.mark.parametrize(

@@ -167,10 +167,10 @@ def _monitored_project(digits_split, root: Path) -> None:
 def test_monitor_flow_on_a_dask_cluster(digits_split, prefect_harness, tmp_path):
     """The same flow on a real distributed.LocalCluster of 2 worker processes (the
     checks run there; the flow stores their snapshots)."""
-    from components.settings import Settings
     from flows.monitor import monitor
     from flows.runners import task_runner
     from monitoring.workspace import open_workspace
+    from stack.settings import Settings
 
     _monitored_project(digits_split, tmp_path)
     on_dask = monitor.with_options(
@@ -181,11 +181,11 @@ def test_monitor_flow_on_a_dask_cluster(digits_split, prefect_harness, tmp_path)
         workspace_dir=str(tmp_path / "evidently"),
         state_file=str(tmp_path / "monitor.json"),
     )
-    assert outcome["target"] == "serving" and outcome["drifted"]
-    assert outcome["drift_share"] >= 0.3 and not outcome["trigger"]  # 1 of 2
+    assert outcome.target == "serving" and outcome.drifted
+    assert outcome.drift_share >= 0.3 and not outcome.trigger  # 1 of 2
     workspace = open_workspace(tmp_path / "evidently")
     [project] = workspace.search_project("serving")
-    assert [str(r) for r in workspace.list_runs(project.id)] == [outcome["snapshot_id"]]
+    assert [str(r) for r in workspace.list_runs(project.id)] == [outcome.snapshot_id]
 
 
 @pytest.mark.integration
@@ -195,7 +195,8 @@ def test_monitor_flow_stores_snapshots_and_emits_one_event(
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL
 
-    from flows.monitor import EVENT, monitor
+    from flows.monitor import monitor
+    from stack.contracts import DRIFT_EVENT as EVENT
 
     _monitored_project(digits_split, tmp_path)
     kwargs = {
@@ -203,13 +204,13 @@ def test_monitor_flow_stores_snapshots_and_emits_one_event(
         "state_file": str(tmp_path / "monitor.json"),
     }
     first = monitor(str(tmp_path), **kwargs)
-    assert [(o["target"], o["drifted"], o["trigger"]) for o in first] == [
+    assert [(o.target, o.drifted, o.trigger) for o in first] == [
         ("serving", True, False)
     ]
     second = monitor(str(tmp_path), **kwargs)
-    assert second[0]["trigger"] and second[0]["snapshot_id"]
+    assert second[0].trigger and second[0].snapshot_id
     third = monitor(str(tmp_path), **kwargs)
-    assert not third[0]["trigger"]  # one drifting target, one retraining
+    assert not third[0].trigger  # one drifting target, one retraining
 
     from monitoring.workspace import open_workspace
 
@@ -230,7 +231,7 @@ def test_monitor_flow_stores_snapshots_and_emits_one_event(
         events = [
             e
             for e in reply.json()["events"]
-            if e["payload"].get("snapshot_id") == second[0]["snapshot_id"]
+            if e["payload"].get("snapshot_id") == second[0].snapshot_id
         ]
         time.sleep(0.5)
     [event] = events

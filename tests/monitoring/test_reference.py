@@ -13,7 +13,6 @@ from sklearn.datasets import load_digits
 from components.config import parse_params
 from components.errors import ServiceError
 from edge_fleet.simulator import labelled_rows
-from flows.loop import pick_cohort
 from monitoring import drift
 from monitoring.reference import (
     ChampionData,
@@ -21,6 +20,7 @@ from monitoring.reference import (
     general_rows,
     reference_rows,
 )
+from scenarios.loop import pick_cohort
 from tests.conftest import default_params_dict
 
 PARAMS = parse_params(default_params_dict())

@@ -22,12 +22,12 @@ import yaml
 from mlflow import MlflowClient
 
 from edge_fleet.client import FleetAdmin
-from flows import registry
-from flows.services import (
+from flows.adapters import registry
+from stack.secrets import stack_secrets
+from stack.services import (
     ensure_webhook,
     fleet_spec,
     free_port,
-    stack_secrets,
     start_service,
     stop_pid,
     webhook_spec,

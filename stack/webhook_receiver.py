@@ -1,15 +1,12 @@
 """The receiver of MLflow's registry webhooks: verifies each delivery's HMAC
 signature (MLflow's `v1` scheme over delivery id, timestamp and body) and its
 freshness, answers a delivery it has already taken (MLflow retries with the same
-delivery id) without acting on it again, then starts the `release` flow for alias
-changes.
-
-    python -m flows.webhook_receiver --host 127.0.0.1 --port 5055 --state-dir DIR
-(the secret comes from EDGELOOP_WEBHOOK_SECRET; `edgeloop up` starts it)"""
+delivery id) without acting on it again, and hands each new alias change to the
+callback it was made with (the `release` flow: `python -m flows.release`, which
+`edgeloop up` starts as the `webhook` service)."""
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import hmac
@@ -17,10 +14,10 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
-import uvicorn
 from fastapi import BackgroundTasks, FastAPI, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -122,12 +119,12 @@ class AliasEvent(BaseModel):
 
 def create_app(
     secret: str,
-    tracking_uri: str,
-    serving_url: str | None = None,
-    fleet_url: str | None = None,
+    on_alias_change: Callable[[AliasEvent], None],
     *,
     deliveries: DeliveryLog,
 ) -> FastAPI:
+    """The receiver's app: `on_alias_change` runs after the answer, once per
+    delivery id (FastAPI's background tasks)."""
     app = FastAPI(title="edgeloop MLflow webhook receiver")
 
     @app.get("/health")
@@ -157,17 +154,7 @@ def create_app(
             ) from None
         if not deliveries.first_time(delivery):
             return _json({"duplicate": delivery, "release": "not started again"}, 200)
-        from flows.release import release
-
-        background.add_task(
-            release,
-            tracking_uri=tracking_uri,
-            name=alias.name,
-            alias=alias.alias,
-            version=str(alias.version),
-            serving_url=serving_url,
-            fleet_url=fleet_url,
-        )
+        background.add_task(on_alias_change, alias)
         return _json({"release": data}, 202)
 
     return app
@@ -177,38 +164,3 @@ def _json(content: dict, status: int) -> Response:
     return Response(
         content=json.dumps(content), status_code=status, media_type="application/json"
     )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--tracking-uri", required=True)
-    parser.add_argument("--serving-url", help="the BentoML service to refresh")
-    parser.add_argument("--fleet-url", help="the fleet server a champion goes to")
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        required=True,
-        help="where the delivery ids taken recently are kept (deliveries/)",
-    )
-    args = parser.parse_args()
-    secret = os.environ.get("EDGELOOP_WEBHOOK_SECRET")
-    if not secret:
-        parser.error("EDGELOOP_WEBHOOK_SECRET is not set")
-    uvicorn.run(
-        create_app(
-            secret,
-            args.tracking_uri,
-            args.serving_url,
-            args.fleet_url,
-            deliveries=DeliveryLog(args.state_dir / "deliveries"),
-        ),
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-    )
-
-
-if __name__ == "__main__":
-    main()

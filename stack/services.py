@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -21,8 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.config import load_params
 from components.errors import ServiceError
-from components.settings import Settings
+from stack.contracts import WORK_POOL
+from stack.secrets import stack_secrets
+from stack.settings import Settings
 
 # MLflow caches its webhook list per event (default 60 s): a webhook registered or
 # updated by `edgeloop up` would miss the alias changes of that time. The local
@@ -133,41 +135,6 @@ def prefect_spec(settings: Settings) -> ServiceSpec:
     )
 
 
-# Each secret, when set in the environment (a compose file's `.env`), is used as is.
-SECRET_ENV = {
-    "webhook_secret": "EDGELOOP_WEBHOOK_SECRET",
-    "mlflow_webhook_key": "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",
-    "fleet_admin_token": "EDGELOOP_FLEET_ADMIN_TOKEN",
-    "fleet_enroll_key": "EDGELOOP_FLEET_ENROLL_KEY",
-}
-
-
-def stack_secrets(settings: Settings) -> dict[str, str]:
-    """The webhook's HMAC secret, MLflow's key for storing it and the fleet's admin
-    token and enrollment key: from the environment where set (SECRET_ENV), else made
-    once per state folder (mode 600); never in the repository."""
-    from cryptography.fernet import Fernet
-
-    given = {k: os.environ[v] for k, v in SECRET_ENV.items() if os.environ.get(v)}
-    if len(given) == len(SECRET_ENV):
-        return given
-    path = settings.state_dir / "secrets.json"
-    known = json.loads(path.read_text()) if path.exists() else {}
-    makers = {
-        "webhook_secret": lambda: secrets.token_urlsafe(32),
-        "mlflow_webhook_key": lambda: Fernet.generate_key().decode(),
-        "fleet_admin_token": lambda: secrets.token_urlsafe(32),
-        "fleet_enroll_key": lambda: secrets.token_urlsafe(32),
-    }
-    missing = {k: make() for k, make in makers.items() if k not in known}
-    if missing:  # first start, or secrets a newer version added
-        known |= missing
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(json.dumps(known))
-    return known | given
-
-
 def webhook_spec(settings: Settings) -> ServiceSpec:
     url = f"http://{settings.host}:{settings.webhook_port}"
     return ServiceSpec(
@@ -178,7 +145,7 @@ def webhook_spec(settings: Settings) -> ServiceSpec:
         command=[
             sys.executable,
             "-m",
-            "flows.webhook_receiver",
+            "flows.release",
             "--host",
             settings.host,
             "--port",
@@ -296,20 +263,18 @@ def evidently_spec(settings: Settings) -> ServiceSpec:
 
 def worker_spec(settings: Settings) -> ServiceSpec:
     """A Prefect worker on the `edgeloop` process pool: runs the deployments."""
-    from flows.deployments import POOL
-
     url = f"http://{settings.host}:{settings.worker_port}"
     return ServiceSpec(
         name="worker",
         port=settings.worker_port,
         health_url=f"{url}/health",
-        ui_url=f"{settings.prefect_ui}/work-pools/work-pool/{POOL}",
+        ui_url=f"{settings.prefect_ui}/work-pools/work-pool/{WORK_POOL}",
         command=[
             _bin("prefect"),
             "worker",
             "start",
             "--pool",
-            POOL,
+            WORK_POOL,
             "--type",
             "process",
             "--with-healthcheck",
@@ -332,10 +297,8 @@ def evidently_workspace(settings: Settings) -> Path:
 
 def champion_version(settings: Settings, params_file: Path) -> str | None:
     """The version serving would load, or None while the registry has no champion."""
-    from mlflow import MlflowClient
+    from mlflow import MlflowClient  # seconds to import: only where it is used
     from mlflow.exceptions import MlflowException
-
-    from components.config import load_params
 
     params = load_params(params_file)
     try:
@@ -540,38 +503,6 @@ def service_states(settings: Settings) -> list[ServiceState]:
             )
         )
     return states
-
-
-def register_stack(
-    settings: Settings,
-    params_file: Path = Path("params.yaml"),
-    progress: Callable[[str], None] = lambda _: None,
-) -> None:
-    """The MLflow webhook, the Prefect deployments and the drift automation, on the
-    servers the settings name (idempotent)."""
-    progress("registering the MLflow webhook")
-    ensure_webhook(settings)
-    progress("registering the Prefect deployments and the drift automation")
-    from components.config import load_params
-    from flows.deployments import register
-
-    os.environ.update(prefect_env(settings))
-    register(settings, Path("."), load_params(params_file))
-
-
-def start_all(
-    settings: Settings, progress: Callable[[str], None] = lambda _: None
-) -> list[ServiceState]:
-    later = {"worker", "serving"}
-    states = [
-        start_service(spec, settings, progress)
-        for spec in local_services(settings)
-        if spec.name not in later
-    ]
-    register_stack(settings, progress=progress)
-    states.append(start_service(worker_spec(settings), settings, progress))
-    serving = ensure_serving(settings, progress=progress)
-    return states + ([serving] if serving else [])
 
 
 def stop_all(settings: Settings) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -16,17 +15,16 @@ import mlflow.pytorch
 import pandas as pd
 import torch
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
+from components.backends import load_classifier
 from components.config import Params
 from components.evaluate import CLASS_REPORT, CONFUSION, METRICS
-from components.model import load_classifier
 from components.optimize import REPORT as OPTIMIZE_REPORT
 from components.train import TRAINING
+from stack.contracts import TAG_PREFIX, Tag
 
 EXPERIMENT = "edgeloop-training"
-TAG = "edgeloop."
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class Lineage:
             k: v for k, v in self.__dict__.items() if k not in ("privacy", "variants")
         }
         merged = plain | self.privacy | self.variants
-        return {f"{TAG}{k}": v for k, v in merged.items()}
+        return {f"{TAG_PREFIX}{k}": v for k, v in merged.items()}
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
 def find_version(client: MlflowClient, name: str, model_md5: str) -> Any | None:
     """The registered version already holding this exact model, if any."""
     for version in client.search_model_versions(f"name = '{name}'"):
-        if version.tags.get(f"{TAG}model_md5") == model_md5:
+        if version.tags.get(Tag.MODEL_MD5) == model_md5:
             return version
     return None
 
@@ -133,7 +131,7 @@ def log_training_run(
     ) as run:
         mlflow.log_params(flatten(params.model_dump(mode="json")))
         mlflow.set_tags(
-            lineage.tags() | {f"{TAG}data.name": params.data.name} | (why or {})
+            lineage.tags() | {f"{TAG_PREFIX}data.name": params.data.name} | (why or {})
         )
         _log_history(training)
         mlflow.log_metrics(metrics | {"best_step": training["best_epoch"]})
@@ -154,18 +152,6 @@ def log_training_run(
     return RegisteredModel(
         name, version, run.info.run_id, experiment.experiment_id, metrics, True
     )
-
-
-def data_card(tracking_uri: str, run_id: str) -> dict[str, Any] | None:
-    """The data card logged with a training run (None for a run without one)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = MlflowClient(tracking_uri).download_artifacts(
-                run_id, "data_card/data_card.json", tmp
-            )
-        except (MlflowException, OSError):
-            return None
-        return json.loads(Path(path).read_text())
 
 
 def _log_history(training: dict[str, Any]) -> None:
@@ -297,9 +283,9 @@ def record_failed_run(
         experiment.experiment_id,
         run_name=f"{params.data.name}-failed-{stage}",
         tags={
-            f"{TAG}failed_stage": stage,
-            f"{TAG}error": message[:4000],
-            f"{TAG}training_mode": params.train.mode,
+            f"{TAG_PREFIX}failed_stage": stage,
+            f"{TAG_PREFIX}error": message[:4000],
+            f"{TAG_PREFIX}training_mode": params.train.mode,
         },
     )
     for key, value in flatten(params.model_dump(mode="json")).items():

@@ -7,20 +7,21 @@ from __future__ import annotations
 
 import getpass
 import json
+import tempfile
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from components.config import RegistryConfig
+from components.config import RegistryConfig, ServingConfig
 from components.errors import EdgeloopError
 from components.gates import Candidate, GateDecision, decide
+from stack.contracts import ALIAS_HISTORY_PREFIX, TAG_PREFIX, Alias, Tag
 
-CHAMPION, CHALLENGER = "champion", "challenger"
-HISTORY_PREFIX = "edgeloop.alias_history."
-TAG = "edgeloop."
+CHAMPION, CHALLENGER = Alias.CHAMPION, Alias.CHALLENGER
 
 
 class PromotionError(EdgeloopError):
@@ -48,7 +49,7 @@ def history(client: MlflowClient, name: str) -> list[AliasChange]:
     tags = client.get_registered_model(name).tags
     return [
         AliasChange(**json.loads(tags[k]))
-        for k in sorted(k for k in tags if k.startswith(HISTORY_PREFIX))
+        for k in sorted(k for k in tags if k.startswith(ALIAS_HISTORY_PREFIX))
     ]
 
 
@@ -81,7 +82,7 @@ def record_change(
     )
     client.set_registered_model_tag(
         name,
-        f"{HISTORY_PREFIX}{len(history(client, name)):06d}",
+        f"{ALIAS_HISTORY_PREFIX}{len(history(client, name)):06d}",
         json.dumps(asdict(change)),
     )
     return change
@@ -114,13 +115,13 @@ def candidate(client: MlflowClient, name: str, version: str) -> Candidate:
     model_version = client.get_model_version(name, version)
     metrics = client.get_run(model_version.run_id).data.metrics
     tags = model_version.tags
-    ship = tags.get(f"{TAG}ship_variant", "")
+    ship = tags.get(Tag.SHIP_VARIANT, "")
     return Candidate(
         version=str(version),
         test_accuracy=metrics["test_accuracy"],
         ship_bytes=metrics.get(f"variant.{ship}.size_bytes", float("inf")),
         ship_latency_ms=metrics.get(f"variant.{ship}.latency_median_ms", float("inf")),
-        ship_accepted=tags.get(f"{TAG}ship_accepted") == "true",
+        ship_accepted=tags.get(Tag.SHIP_ACCEPTED) == "true",
     )
 
 
@@ -136,13 +137,14 @@ def champion_on(
     accuracy on another is no comparison. Its fp32 device file, in its runtime."""
     import pandas as pd
 
-    from components.config import ServingConfig
+    # The device runtimes (ONNX Runtime, LiteRT): only when the champion was tested
+    # on other data than the candidate.
     from components.runtime import labelled_accuracy
     from serving.model_source import AliasSource
 
     tags = client.get_model_version(name, candidate_version).tags
     theirs = client.get_model_version(name, champion.version).tags
-    key = f"{TAG}prepared_data_md5"
+    key = Tag.PREPARED_DATA_MD5
     if tags.get(key) is None or tags.get(key) == theirs.get(key):
         return champion
     loaded = AliasSource(client.tracking_uri, name, ServingConfig(variant="fp32")).load(
@@ -154,7 +156,7 @@ def champion_on(
     client.set_model_version_tag(
         name,
         candidate_version,
-        f"{TAG}champion_accuracy_same_data",
+        f"{TAG_PREFIX}champion_accuracy_same_data",
         f"v{champion.version}: {accuracy:.4f}",
     )
     return replace(champion, test_accuracy=accuracy)
@@ -172,8 +174,8 @@ def apply_gates(
     With `test_split`, a champion tested on another data version is measured again
     on this one before the two are compared."""
     tags = client.get_model_version(name, version).tags
-    if f"{TAG}gate" in tags:  # already decided (a cached rerun)
-        failures = tags.get(f"{TAG}gate_failures", "")
+    if Tag.GATE in tags:  # already decided (a cached rerun)
+        failures = tags.get(Tag.GATE_FAILURES, "")
         return GateDecision(str(version), [f for f in failures.split("; ") if f])
     champion_version = alias_version(client, name, CHAMPION)
     champion = (
@@ -185,10 +187,10 @@ def apply_gates(
         champion = champion_on(client, name, champion, version, test_split)
     decision = decide(candidate(client, name, version), champion, cfg.gates)
     client.set_model_version_tag(
-        name, version, f"{TAG}gate", "passed" if decision.passed else "failed"
+        name, version, Tag.GATE, "passed" if decision.passed else "failed"
     )
     client.set_model_version_tag(
-        name, version, f"{TAG}gate_failures", "; ".join(decision.failures)
+        name, version, Tag.GATE_FAILURES, "; ".join(decision.failures)
     )
     if decision.passed:
         set_alias(
@@ -215,10 +217,10 @@ def promote(
         tags = client.get_model_version(name, version).tags
     except MlflowException:
         raise PromotionError(f"model {name!r} has no version {version!r}") from None
-    if tags.get(f"{TAG}gate") != "passed":
+    if tags.get(Tag.GATE) != "passed":
         raise PromotionError(
             f"version {version} of {name!r} did not pass the gates: "
-            f"{tags.get(f'{TAG}gate_failures') or 'not gated'}",
+            f"{tags.get(Tag.GATE_FAILURES) or 'not gated'}",
             hint="only a version that passed the gates can become champion",
         )
     return set_alias(
@@ -253,3 +255,15 @@ def rollback(
         who=who or getpass.getuser(),
         why=f"rollback: {why}",
     )
+
+
+def data_card(tracking_uri: str, run_id: str) -> dict[str, Any] | None:
+    """The data card logged with a training run (None for a run without one)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = MlflowClient(tracking_uri).download_artifacts(
+                run_id, "data_card/data_card.json", tmp
+            )
+        except (MlflowException, OSError):
+            return None
+        return json.loads(Path(path).read_text())

@@ -1,0 +1,98 @@
+"""`edgeloop run | validate`: the training pipeline once, a data file against the
+data contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from cli.console import ParamsOption, ProjectOption, console
+from components.config import load_params
+from components.errors import DataContractError, ServiceError
+from stack.services import ensure_serving, is_healthy
+from stack.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from flows.training import PipelineResult
+
+
+def run(project: ProjectOption = Path(".")) -> None:
+    """Run the training pipeline once and say where to look."""
+    # Prefect, MLflow and torch, imported with the flow: after the root callback set
+    # Prefect's environment, and only by the commands that run a flow.
+    from flows.training import training_pipeline
+
+    settings = get_settings()
+    if not is_healthy(f"{settings.tracking_uri}/health"):
+        raise ServiceError(
+            f"MLflow at {settings.tracking_uri} is not answering",
+            hint="start the services with `edgeloop up`",
+        )
+    result = training_pipeline(
+        project_dir=str(project), tracking_uri=settings.tracking_uri
+    )
+    print_result(result, settings)
+    with console.status("serving") as status:
+        serving = ensure_serving(settings, project / "params.yaml", status.update)
+    if serving is not None:
+        console.print(
+            f"  serving:      {serving.url}/predict (champion v{result.champion})"
+        )
+
+
+def print_result(result: PipelineResult, settings: Settings) -> None:
+    model = result.model
+    table = Table("stage", "result", title="training_pipeline")
+    for stage in result.stages:
+        table.add_row(stage.stage, "ran" if stage.ran else "unchanged (DVC cache)")
+    console.print(table)
+    for key, value in model.metrics.items():
+        console.print(f"  {key}: [bold]{value:.4f}[/]")
+    state = "registered" if model.newly_registered else "already registered, unchanged"
+    gate = result.gate
+    console.print(
+        "gates: "
+        + (
+            "[green]passed[/]"
+            if gate.passed
+            else "[red]failed[/]: " + "; ".join(gate.failures)
+        )
+        + f"; champion: v{result.champion or '-'}, challenger: "
+        f"v{result.challenger or '-'}"
+    )
+    base = settings.tracking_uri
+    console.print(
+        f"model [bold]{model.name}[/] version [bold]{model.version}[/] ({state})\n"
+        f"  data: raw {result.lineage.raw_data_md5}, prepared "
+        f"{result.lineage.prepared_data_md5}\n"
+        f"  MLflow run:   {base}/#/experiments/{model.experiment_id}"
+        f"/runs/{model.run_id}\n"
+        f"  MLflow model: {base}/#/models/{model.name}/versions/{model.version}\n"
+        f"  Prefect run:  {settings.prefect_ui}/runs/flow-run/{result.flow_run_id}"
+    )
+
+
+def validate(
+    path: Annotated[Path, typer.Argument(help="a .csv or .parquet data file")],
+    params_file: ParamsOption = Path("params.yaml"),
+    quarantine: Annotated[bool, typer.Option(help="keep a copy if it fails")] = True,
+) -> None:
+    """Validate a data file against the data contract (the GX suite)."""
+    # Great Expectations takes seconds to import: only this command pays for it.
+    from components.validate import check_file
+
+    params = load_params(params_file)
+    result = check_file(path, params, params.paths.quarantine if quarantine else None)
+    for outcome in result.outcomes:
+        console.print(outcome.summary())
+    if not result.success:
+        raise DataContractError(
+            f"{path} does not meet the data contract",
+            hint=f"details above; a copy is in {params.paths.quarantine}"
+            if quarantine
+            else None,
+        )
+    console.print(f"[green]{path}: valid[/]")

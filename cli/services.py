@@ -1,0 +1,102 @@
+"""`edgeloop up | down | status | register`: the local stack on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.table import Table
+
+from cli.console import ParamsOption, console
+from components.config import load_params
+from stack.services import (
+    ServiceState,
+    ensure_serving,
+    ensure_webhook,
+    local_services,
+    service_states,
+    start_service,
+    stop_all,
+    worker_spec,
+)
+from stack.settings import Settings, get_settings
+
+
+def register_stack(
+    settings: Settings,
+    params_file: Path = Path("params.yaml"),
+    progress: Callable[[str], None] = lambda _: None,
+) -> None:
+    """The MLflow webhook, the Prefect deployments and the drift automation, on the
+    servers the settings name (idempotent)."""
+    # Prefect, imported with the flows: after the root callback set its environment.
+    from flows.deployments import register
+
+    progress("registering the MLflow webhook")
+    ensure_webhook(settings)
+    progress("registering the Prefect deployments and the drift automation")
+    register(settings, Path("."), load_params(params_file))
+
+
+def start_all(
+    settings: Settings, progress: Callable[[str], None] = lambda _: None
+) -> list[ServiceState]:
+    """The servers, then what needs them: the deployments (on Prefect), the worker
+    that runs them, and serving once the registry has a champion."""
+    later = {"worker", "serving"}
+    states = [
+        start_service(spec, settings, progress)
+        for spec in local_services(settings)
+        if spec.name not in later
+    ]
+    register_stack(settings, progress=progress)
+    states.append(start_service(worker_spec(settings), settings, progress))
+    serving = ensure_serving(settings, progress=progress)
+    return states + ([serving] if serving else [])
+
+
+def up() -> None:
+    """Start the local services (MLflow, Prefect, webhook, serving) on loopback."""
+    settings = get_settings()
+    with console.status("starting services") as status:
+        states = start_all(settings, progress=status.update)
+    for state in states:
+        console.print(
+            f"[green]{state.name}[/] {state.url}  (pid {state.pid}, log {state.log})"
+        )
+    if "serving" not in {state.name for state in states}:
+        console.print(
+            "[yellow]serving[/] waits for a champion: `edgeloop run` trains one and "
+            "starts it"
+        )
+
+
+def register(params_file: ParamsOption = Path("params.yaml")) -> None:
+    """Register the MLflow webhook, the Prefect deployments and the drift automation
+    on running servers (what `up` does after starting them; a compose install runs
+    it once)."""
+    settings = get_settings()
+    register_stack(settings, params_file)
+    console.print(
+        f"registered: webhook {settings.webhook_url} on {settings.tracking_uri}; "
+        f"deployments and drift automation on {settings.prefect_api}"
+    )
+
+
+def down() -> None:
+    """Stop the services `edgeloop up` started."""
+    stopped = stop_all(get_settings())
+    console.print("stopped: " + (", ".join(stopped) or "nothing was running"))
+
+
+def status() -> None:
+    """Show the local services and whether they answer."""
+    table = Table("service", "url", "pid", "state")
+    for s in service_states(get_settings()):
+        state = (
+            "[green]up[/]"
+            if s.healthy
+            else ("[yellow]starting[/]" if s.running else "[red]down[/]")
+        )
+        table.add_row(s.name, s.url, str(s.pid or "-"), state)
+    console.print(table)

@@ -1,0 +1,184 @@
+"""A simulated fleet against the stack's own fleet server: devices built from the
+stack's TUF root and enrollment key with input streams from the test split, the
+champion rolled out to them through the `edge_release` flow, a deliberately broken
+release, and the fleet run until it settles (`edgeloop fleet simulate`)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+from components.config import Params, load_params
+from components.errors import ServiceError
+from edge_fleet.agent import Agent
+from edge_fleet.client import FleetAdmin, stack_fleet_admin
+from edge_fleet.simulator import FleetSpec, build_fleet, run_fleet
+from flows.edge_release import edge_release, fetch_ship_file
+from stack.contracts import Channel
+from stack.secrets import stack_secrets
+from stack.services import champion_version
+from stack.settings import Settings
+
+
+def stack_fleet(
+    settings: Settings,
+    params: Params,
+    spec: FleetSpec,
+    *,
+    test_split: Path,
+    home: Path,
+) -> list[Agent]:
+    """Simulated devices (edge_fleet.simulator) against this stack's fleet server:
+    the factory root.json of its TUF repository, its enrollment key, and input
+    streams drawn from the test split, within the data contract's feature range."""
+    return build_fleet(
+        spec,
+        server=settings.fleet_url,
+        home=home,
+        factory_root=(
+            settings.state_dir / "fleet" / "tuf" / "metadata" / "1.root.json"
+        ).read_bytes(),
+        enroll_key=stack_secrets(settings)["fleet_enroll_key"],
+        cfg=params.fleet,
+        inputs=pd.read_parquet(test_split)
+        .drop(columns=params.data.label_column)
+        .to_numpy(),
+        http=httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32)),
+        value_range=params.validation.feature_range,
+    )
+
+
+def ensure_rollout(settings: Settings, name: str, version: str, reason: str) -> None:
+    """`version` on its way to the fleet (the edge_release flow: a no-op when it is
+    already rolling out or stable)."""
+    edge_release(
+        settings.tracking_uri, name, version, settings.fleet_url, reason=reason
+    )
+
+
+def stable_version(fleet: FleetAdmin) -> str | None:
+    return fleet.summary()["channels"].get(Channel.STABLE, {}).get("version")
+
+
+def eligible_profiles(fleet: FleetAdmin) -> set[str]:
+    """The device profiles the stable version's file is deployable to."""
+    channel = fleet.summary()["channels"].get(Channel.STABLE, {})
+    return set(channel.get("profiles", []))
+
+
+def upload_broken(
+    fleet: FleetAdmin, champion: str, settings: Settings, name: str
+) -> str:
+    """The champion's shipped file with its header overwritten (it cannot load),
+    uploaded as a new version; returns that version."""
+    shipped = fetch_ship_file.fn(settings.tracking_uri, name, champion)
+    data = bytearray(Path(shipped["file"]).read_bytes())
+    data[:4096] = hashlib.sha256(b"broken").digest() * 128
+    broken = Path(tempfile.mkdtemp()) / Path(shipped["file"]).name
+    broken.write_bytes(bytes(data))
+    version = f"{champion}-broken"
+    fleet.upload(
+        version, broken, variant=shipped["variant"], profiles=shipped["profiles"]
+    )
+    return version
+
+
+@dataclass(frozen=True)
+class Simulation:
+    champion: str
+    settled_s: float
+    check_ins: int
+    failed_check_ins: int
+    agents: list[Agent]
+    broken: dict | None = None  # the broken release's rollout, when asked for
+    extra_check_ins: int | None = None  # check-ins of the --run-s phase
+
+
+def settled(fleet: FleetAdmin, agents: list[Agent]) -> bool:
+    """No rollout active and every eligible device on the stable version (or unable
+    to install: a faulty one)."""
+    summary = fleet.summary()
+    channel = summary["channels"].get(Channel.STABLE, {})
+    stable, profiles = channel.get("version"), channel.get("profiles", [])
+    return summary["active_rollout"] is None and (
+        stable is None
+        or all(
+            a.id.profile not in profiles  # not eligible for this version
+            or (a.version == stable and not a.error)
+            or (a.version is None and a.error)  # cannot install (faulty)
+            for a in agents
+        )
+    )
+
+
+def simulate(
+    settings: Settings,
+    params_file: Path,
+    spec: FleetSpec,
+    *,
+    max_s: float,
+    broken_release: bool = False,
+    run_s: float = 0.0,
+) -> Simulation:
+    """`spec.devices` devices until the champion is on every eligible one (rolled
+    out canary -> waves -> full if it is not yet); then, when asked, a broken
+    release the canary must stop, and more running time for telemetry."""
+    params = load_params(params_file)
+    fleet = stack_fleet_admin(settings)
+    name = params.registry.model_name
+    champion = champion_version(settings, params_file)
+    if champion is None:
+        raise ServiceError(
+            f"model {name!r} has no champion to roll out",
+            hint="run the pipeline first: `edgeloop run`",
+        )
+    test = params.paths.prepared / "test.parquet"
+    if not test.exists():
+        raise ServiceError(f"{test} does not exist", hint="run `edgeloop run` first")
+    agents = stack_fleet(
+        settings,
+        params,
+        spec,
+        test_split=test,
+        home=settings.state_dir / "fleet-sim" / spec.prefix,
+    )
+    for agent in agents:  # enrolled before the rollout, so stages count them
+        agent.step()
+    start = time.monotonic()
+    ensure_rollout(settings, name, champion, "simulate")
+
+    def done() -> bool:
+        return settled(fleet, agents)
+
+    stats = asyncio.run(run_fleet(agents, params.fleet, done=done, max_s=max_s))
+    result = Simulation(
+        champion, time.monotonic() - start, stats.steps, stats.failed_steps, agents
+    )
+    broken = None
+    if broken_release:
+        version = upload_broken(fleet, champion, settings, name)
+        fleet.start_rollout(version, "deliberately broken model (simulate)")
+        asyncio.run(run_fleet(agents, params.fleet, done=done, max_s=max_s))
+        broken = fleet.rollouts()[0]
+    extra = None
+    if run_s > 0:
+        stats = asyncio.run(
+            run_fleet(agents, params.fleet, done=lambda: False, max_s=run_s)
+        )
+        extra = stats.steps
+    return Simulation(
+        result.champion,
+        result.settled_s,
+        result.check_ins,
+        result.failed_check_ins,
+        agents,
+        broken,
+        extra,
+    )

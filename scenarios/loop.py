@@ -1,0 +1,475 @@
+"""`edgeloop loop`: the closed loop on this machine, end to end, unattended.
+
+1. the champion goes to a simulated fleet (canary -> waves -> full);
+2. drift is injected on one cohort's inputs, and labelled rows of that shifted data
+   arrive in `data/incoming/` (a labelling team, simulated: training rows with the
+   same shift and their true labels);
+3. the monitor flow checks drift until its trigger fires and emits the event;
+4. the Prefect automation runs the `training_pipeline` deployment on the worker:
+   a new data version, a new model, the same gates;
+5. a new champion goes out through the webhook, the release flow and the fleet's
+   rollout, until every device of the drifting cohort runs it (every one of a
+   profile the file is deployable to; the others run what they ran).
+
+It ends with a report: each step's time, the drift share before and after, the
+versions, and where to look. Needs `edgeloop up` and a champion (`edgeloop run`)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from components.config import Params, load_params
+from components.errors import ServiceError
+from edge_fleet.agent import Agent
+from edge_fleet.client import FleetAdmin, stack_fleet_admin
+from edge_fleet.simulator import FleetSpec, run_fleet
+from flows.monitor import champion_data, monitor
+from monitoring.reference import ChampionData, reference_rows
+from scenarios.fleet import (
+    eligible_profiles,
+    ensure_rollout,
+    stable_version,
+    stack_fleet,
+)
+from scenarios.labelling import label_incoming
+from stack.contracts import TRIGGER_PREFIX, DriftOutcome, RolloutState, Tag
+from stack.services import champion_version, evidently_workspace
+from stack.settings import Settings
+
+
+@dataclass
+class LoopReport:
+    steps: list[tuple[str, float, str]] = field(default_factory=list)
+    cohort: str = ""
+    drift_before: float | None = None
+    drift_after: float | None = None
+    accuracy_before: str | None = None  # old champion on the cohort's delayed labels
+    accuracy_after: str | None = None  # new champion on the next batch of labels
+    old_version: str | None = None
+    new_version: str | None = None
+    why: str = ""  # the new version's trigger and gate decision, from its tags
+    outcome: str = ""
+
+    def step(self, name: str, started: float, detail: str) -> None:
+        self.steps.append((name, time.monotonic() - started, detail))
+
+
+@dataclass(frozen=True)
+class Drift:
+    """The shift the loop injects, and the labelled rows that arrive with it."""
+
+    kind: str
+    strength: float
+    label_rows: int
+
+
+def pick_cohort(
+    project: Path, params: Params, cohort: str, champion: ChampionData | None
+) -> str:
+    """`auto`: the first cohort whose champion has none of its own labelled rows yet
+    (its reference is still the training split, so a shift on it is drift)."""
+    if cohort != "auto":
+        if cohort not in params.fleet.cohorts:
+            raise ServiceError(
+                f"--cohort {cohort!r}: not one of fleet.cohorts {params.fleet.cohorts}"
+            )
+        return cohort
+    for name in params.fleet.cohorts:
+        if reference_rows(project, params, f"cohort-{name}", champion) is None:
+            return name
+    raise ServiceError(
+        f"--cohort auto: every cohort of fleet.cohorts {params.fleet.cohorts} already "
+        f"has its own labelled rows in v{champion.version if champion else '-'}'s "
+        "data, so the same shift on it is no longer drift",
+        hint=f"name one with --cohort, or move {params.paths.incoming}/cohort-*/ "
+        "away to return to the embedded default data",
+    )
+
+
+@dataclass
+class ClosedLoop:
+    """One run of the loop on the stack of `settings` (its steps as methods, in the
+    order `run_loop` calls them)."""
+
+    settings: Settings
+    project: Path
+    params: Params
+    fleet: FleetAdmin
+    agents: list[Agent]
+    cohort: str
+    drift: Drift
+    champion: str
+    say: Callable[[str], None]
+    report: LoopReport = field(default_factory=LoopReport)
+
+    @property
+    def target(self) -> str:
+        return f"cohort-{self.cohort}"
+
+    @property
+    def drifting(self) -> list[Agent]:
+        return [a for a in self.agents if a.id.cohort == self.cohort]
+
+    @property
+    def state_file(self) -> Path:
+        return self.settings.state_dir / "monitor" / "loop-state.json"
+
+    def current_champion(self) -> str | None:
+        return champion_version(self.settings, self.project / "params.yaml")
+
+    def fleet_for(
+        self, seconds: float, done: Callable[[], bool] = lambda: False
+    ) -> None:
+        asyncio.run(run_fleet(self.agents, self.params.fleet, done=done, max_s=seconds))
+
+    def fleet_until(self, max_s: float, done: Callable[[], bool]) -> None:
+        """Run the fleet until done(); a wait that runs out says what it awaited."""
+        self.fleet_for(max_s, done)
+        if not done():
+            reports = len(self.fleet.telemetry(self.cohort, 1000))
+            raise ServiceError(
+                f"cohort {self.cohort}'s devices did not send the reports the loop "
+                f"waits for within {max_s:.0f} s ({reports} reports of it in all)",
+                hint="see `edgeloop fleet status --devices`",
+            )
+
+    def fill_s(self) -> float:
+        """What filling the monitor's window should take, with room for a slow
+        machine."""
+        running = [a for a in self.drifting if a.version is not None]
+        per_s = max(len(running) / self.params.fleet.poll_s, 0.1)
+        window = self.params.monitoring.device_window_reports
+        return 5 * (window / per_s + 2 * self.params.fleet.poll_s) + 30
+
+    def check(self) -> DriftOutcome:
+        outcomes = monitor(
+            str(self.project),
+            workspace_dir=str(evidently_workspace(self.settings)),
+            state_file=str(self.state_file),
+            fleet_url=self.settings.fleet_url,
+            tracking_uri=self.settings.tracking_uri,
+        )
+        return next(o for o in outcomes if o.target == self.target)
+
+    def champion_on_the_fleet(self) -> None:
+        """1. The champion rolled out to the simulated fleet."""
+        t0 = time.monotonic()
+        for agent in self.agents:
+            agent.step()
+        name = self.params.registry.model_name
+        ensure_rollout(self.settings, name, self.champion, "simulate")
+
+        def everywhere() -> bool:
+            profiles = eligible_profiles(self.fleet)
+            return (
+                stable_version(self.fleet) == self.champion
+                and self.fleet.summary()["active_rollout"] is None
+                and all(
+                    a.version == self.champion
+                    for a in self.agents
+                    if a.id.profile in profiles
+                )
+            )
+
+        self.fleet_for(300, everywhere)
+        self.report.step(
+            "champion on the fleet",
+            t0,
+            f"v{self.champion} on {len(self.agents)} devices",
+        )
+        self.say(f"1. v{self.champion} on the fleet ({self.report.steps[-1][1]:.0f} s)")
+
+    def inject_drift(self) -> float:
+        """2. Drift on one cohort; labelled rows of it arrive. The monitor's window
+        (the cohort's last `device_window_reports` reports) is full of shifted
+        reports before the first check: waited for, not assumed from the machine's
+        speed. Returns when the drift was injected (monotonic clock)."""
+        t0 = time.monotonic()
+        window = self.params.monitoring.device_window_reports
+        before = newest_report(self.fleet, self.cohort)
+        for agent in self.drifting:
+            agent.stream.drift, agent.stream.strength = (
+                self.drift.kind,
+                self.drift.strength,
+            )
+        labels = label_incoming(
+            self.project,
+            self.params,
+            self.target,
+            drift=self.drift.kind,
+            strength=self.drift.strength,
+            rows=self.drift.label_rows,
+        )
+        injected_at = time.monotonic()
+        self.fleet_until(
+            self.fill_s(),
+            lambda: reported_since(self.fleet, self.cohort, before, window),
+        )
+        running = [a for a in self.drifting if a.version is not None]
+        self.report.step(
+            "drift injected",
+            t0,
+            f"{self.drift.kind} {self.drift.strength:g} on cohort {self.cohort} "
+            f"({len(self.drifting)} devices, {len(running)} running a model); "
+            f"{self.drift.label_rows} labelled rows in "
+            f"{labels.relative_to(self.project)}",
+        )
+        self.say(f"2. {self.report.steps[-1][2]}")
+        return injected_at
+
+    def detect(self) -> DriftOutcome | None:
+        """3. The monitor until its trigger fires (hysteresis: consecutive windows);
+        None when it did not."""
+        t0 = time.monotonic()
+        running = [a for a in self.drifting if a.version is not None]
+        for _ in range(self.params.monitoring.consecutive + 2):
+            checked = newest_report(self.fleet, self.cohort)
+            mine = self.check()
+            report = self.report
+            report.drift_before = report.drift_before or mine.drift_share
+            report.accuracy_before = report.accuracy_before or accuracy_line(
+                mine, self.champion
+            )
+            self.say(
+                f"3. monitor: {self.target} drift share {mine.drift_share:.2f}: "
+                f"{mine.decision}"
+            )
+            if mine.trigger:
+                self.report.step("drift detected", t0, f"event {mine.event_id}")
+                return mine
+            # The next window: each running device of the cohort reported again.
+            self.fleet_until(
+                self.fill_s(),
+                lambda: reported_since(self.fleet, self.cohort, checked, len(running)),
+            )
+        self.report.outcome = (
+            f"drift on {self.target} did not trigger retraining (against "
+            f"{mine.reference})"
+        )
+        return None
+
+    def eligible_drifting(self) -> list[Agent]:
+        """The cohort's devices of a profile the stable file is deployable to (the
+        others keep what they run)."""
+        profiles = eligible_profiles(self.fleet)
+        return [a for a in self.drifting if a.id.profile in profiles]
+
+    def new_champion_everywhere(self) -> bool:
+        current = self.current_champion()
+        return (
+            current is not None
+            and current != self.champion
+            and stable_version(self.fleet) == current
+            and all(a.version == current for a in self.eligible_drifting())
+        )
+
+    def stopped_early(self, client: MlflowClient) -> bool:
+        """Whether the newest version failed its gates or its rollout was stopped
+        (the report says which)."""
+        name = self.params.registry.model_name
+        latest = max(
+            client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)
+        )
+        if latest.version == self.champion:
+            return False
+        stopped = [
+            r
+            for r in self.fleet.rollouts()
+            if r["version"] == latest.version
+            and r["state"] in (RolloutState.ROLLED_BACK, RolloutState.ABORTED)
+        ]
+        gate = latest.tags.get(Tag.GATE)
+        if stopped:
+            self.report.outcome = (
+                f"v{latest.version}'s rollout was {stopped[-1]['state']}: "
+                f"{stopped[-1]['cause']}"
+            )
+        elif gate and gate != "passed":
+            self.report.why = why(latest.tags)
+            self.report.outcome = (
+                f"v{latest.version} retrained but failed the gates: "
+                f"{latest.tags.get(Tag.GATE_FAILURES)}"
+            )
+        else:
+            return False
+        self.report.new_version = latest.version
+        return True
+
+    def retrain_and_roll_out(self, max_s: float) -> bool:
+        """4.-5. The automation retrains on the worker; a new champion goes out to
+        every eligible device of the cohort. False (the report says why) when it
+        did not within `max_s`."""
+        t0 = time.monotonic()
+        client = MlflowClient(self.settings.tracking_uri)
+        deadline = time.monotonic() + max_s
+        while time.monotonic() < deadline and not self.new_champion_everywhere():
+            self.fleet_for(10, self.new_champion_everywhere)
+            if self.stopped_early(client):
+                return False
+        self.report.new_version = self.current_champion()
+        if not self.new_champion_everywhere():
+            self.report.outcome = (
+                f"no new champion on cohort {self.cohort} within {max_s:.0f} s"
+            )
+            return False
+        name = self.params.registry.model_name
+        self.report.why = why(
+            client.get_model_version(name, self.report.new_version).tags
+        )
+        self.report.step(
+            "retrained and rolled out",
+            t0,
+            f"v{self.report.new_version} on all {len(self.eligible_drifting())} "
+            f"devices of {self.cohort} its file is deployable to "
+            f"({len(self.drifting)} in the cohort)",
+        )
+        return True
+
+    def after(self) -> None:
+        """6. The cohort against the new champion's reference, and its accuracy on
+        the next labelled batch (the labelling team keeps labelling)."""
+        t0 = time.monotonic()
+        later = label_incoming(
+            self.project,
+            self.params,
+            self.target,
+            drift=self.drift.kind,
+            strength=self.drift.strength,
+            rows=max(
+                self.drift.label_rows // 2,
+                self.params.monitoring.delayed_labels_min_rows,
+            ),
+        )
+        # A window of the cohort's reports from the new version only.
+        since = newest_report(self.fleet, self.cohort)
+        window = self.params.monitoring.device_window_reports
+        new = self.report.new_version
+        self.fleet_until(
+            self.fill_s(),
+            lambda: reported_since(self.fleet, self.cohort, since, window, version=new),
+        )
+        outcome = self.check()
+        self.report.drift_after = outcome.drift_share
+        self.report.accuracy_after = accuracy_line(outcome, new)
+        self.report.step(
+            "after",
+            t0,
+            f"{self.target} against {outcome.reference}; next labels in "
+            f"{later.relative_to(self.project)}",
+        )
+
+
+def run_loop(  # noqa: PLR0913 - the loop's knobs, as the command takes them
+    settings: Settings,
+    project: Path,
+    *,
+    devices: int,
+    cohort: str,
+    drift: str,
+    strength: float,
+    label_rows: int,
+    max_s: float,
+    say: Callable[[str], None] = print,  # noqa: T202 - the command passes its console
+) -> LoopReport:
+    params = load_params(project / "params.yaml")
+    champion = champion_version(settings, project / "params.yaml")
+    if champion is None:
+        raise ServiceError("no champion yet", hint="run `edgeloop run` first")
+    name = params.registry.model_name
+    cohort = pick_cohort(
+        project, params, cohort, champion_data(settings.tracking_uri, name)
+    )
+    agents = stack_fleet(
+        settings,
+        params,
+        FleetSpec(devices=devices, prefix=f"loop{int(time.time())}"),
+        test_split=project / params.paths.prepared / "test.parquet",
+        home=settings.state_dir / "fleet-sim" / "loop",
+    )
+    loop = ClosedLoop(
+        settings,
+        project,
+        params,
+        stack_fleet_admin(settings),
+        agents,
+        cohort,
+        Drift(drift, strength, label_rows),
+        champion,
+        say,
+    )
+    loop.report.old_version, loop.report.cohort = champion, cohort
+    loop.state_file.unlink(missing_ok=True)  # this demo's own trigger history
+    loop.champion_on_the_fleet()
+    injected_at = loop.inject_drift()
+    if loop.detect() is None or not loop.retrain_and_roll_out(max_s):
+        return loop.report
+    latency = time.monotonic() - injected_at
+    loop.after()
+    loop.report.outcome = (
+        f"loop closed: drift injected -> v{loop.report.new_version} on every device "
+        f"of {cohort} in {latency:.0f} s"
+    )
+    return loop.report
+
+
+def newest_report(fleet: FleetAdmin, cohort: str) -> datetime | None:
+    """When the fleet server received the cohort's newest report (its clock)."""
+    latest = fleet.telemetry(cohort, 1)
+    return datetime.fromisoformat(latest[0]["received_at"]) if latest else None
+
+
+def reported_since(
+    fleet: FleetAdmin,
+    cohort: str,
+    after: datetime | None,
+    count: int,
+    *,
+    version: str | None = None,
+) -> bool:
+    """Whether the cohort's newest `count` reports all arrived after `after` (and
+    come from `version`, when given)."""
+    newest = fleet.telemetry(cohort, count)
+    return len(newest) >= count and all(
+        (after is None or datetime.fromisoformat(r["received_at"]) > after)
+        and (version is None or r["version"] == version)
+        for r in newest
+    )
+
+
+def why(tags: dict[str, str]) -> str:
+    """What started a version's training and what its gates said (its tags)."""
+    trigger = tags.get(Tag.TRIGGER, "manual")
+    if trigger == "drift":
+        started = (
+            f"drift on {tags.get(TRIGGER_PREFIX + 'target')} (share "
+            f"{tags.get(TRIGGER_PREFIX + 'drift_share')}, event "
+            f"{tags.get(TRIGGER_PREFIX + 'event_id')}, Evidently snapshot "
+            f"{tags.get(TRIGGER_PREFIX + 'snapshot_id')})"
+        )
+    else:
+        started = trigger
+    gate = tags.get(Tag.GATE, "not gated")
+    if gate != "passed" and tags.get(Tag.GATE_FAILURES):
+        gate += f": {tags[Tag.GATE_FAILURES]}"
+    return f"trained for {started}; gates {gate}"
+
+
+def accuracy_line(outcome: DriftOutcome, version: str | None) -> str | None:
+    if outcome.accuracy_delayed is None:
+        return None
+    return (
+        f"v{version} {outcome.accuracy_delayed:.3f} on "
+        f"{outcome.delayed_label_rows} delayed labels"
+    )
+
+
+def fmt_share(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
