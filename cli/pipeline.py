@@ -12,8 +12,9 @@ from rich.table import Table
 from cli.console import ParamsOption, ProjectOption, console
 from components.config import load_params
 from components.errors import DataContractError, ServiceError
-from stack.services import ensure_serving, is_healthy
+from stack.services import is_healthy
 from stack.settings import Settings, get_settings
+from stack.supervisor import ensure_serving
 
 if TYPE_CHECKING:
     from flows.training import PipelineResult

@@ -1,4 +1,5 @@
-"""`edgeloop up | down | status | register`: the local stack on loopback."""
+"""`edgeloop up | down | status | register`: the local stack on loopback, a thin
+client of its process manager (stack/supervisor.py)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,9 @@ from rich.table import Table
 
 from cli.console import ParamsOption, console
 from components.config import load_params
-from stack.services import (
-    ServiceState,
-    ensure_serving,
-    ensure_webhook,
-    local_services,
-    service_states,
-    start_service,
-    stop_all,
-    worker_spec,
-)
+from stack.services import ensure_webhook
 from stack.settings import Settings, get_settings
+from stack.supervisor import ON_DEMAND, ServiceState, Supervisor, ensure_serving
 
 
 def register_stack(
@@ -39,27 +32,37 @@ def register_stack(
 
 
 def start_all(
-    settings: Settings, progress: Callable[[str], None] = lambda _: None
+    settings: Settings,
+    params_file: Path = Path("params.yaml"),
+    progress: Callable[[str], None] = lambda _: None,
 ) -> list[ServiceState]:
-    """The servers, then what needs them: the deployments (on Prefect), the worker
-    that runs them, and serving once the registry has a champion."""
-    later = {"worker", "serving"}
-    states = [
-        start_service(spec, settings, progress)
-        for spec in local_services(settings)
-        if spec.name not in later
-    ]
-    register_stack(settings, progress=progress)
-    states.append(start_service(worker_spec(settings), settings, progress))
-    serving = ensure_serving(settings, progress=progress)
+    """The process manager and the servers it starts together, then what needs
+    them: the deployments (on Prefect), the worker that runs them, and serving once
+    the registry has a champion. A service that is down is started again."""
+    supervisor = Supervisor(settings, params_file)
+    if supervisor.running():
+        progress("the process manager is running: starting what is down")
+    else:
+        progress("starting the process manager (circus) and the servers")
+        supervisor.start()
+    states = []
+    for name in supervisor.specs:
+        if name not in ON_DEMAND:
+            progress(f"waiting for {name}")
+            states.append(supervisor.ensure(name))
+    register_stack(settings, params_file, progress=progress)
+    progress("starting the worker")
+    states.append(supervisor.ensure("worker"))
+    serving = ensure_serving(settings, params_file, progress=progress)
     return states + ([serving] if serving else [])
 
 
-def up() -> None:
-    """Start the local services (MLflow, Prefect, webhook, serving) on loopback."""
+def up(params_file: ParamsOption = Path("params.yaml")) -> None:
+    """Start the local services on loopback under the process manager, which
+    restarts one that exits."""
     settings = get_settings()
     with console.status("starting services") as status:
-        states = start_all(settings, progress=status.update)
+        states = start_all(settings, params_file, progress=status.update)
     for state in states:
         console.print(
             f"[green]{state.name}[/] {state.url}  (pid {state.pid}, log {state.log})"
@@ -84,15 +87,15 @@ def register(params_file: ParamsOption = Path("params.yaml")) -> None:
 
 
 def down() -> None:
-    """Stop the services `edgeloop up` started."""
-    stopped = stop_all(get_settings())
+    """Stop the services `edgeloop up` started, and their process manager."""
+    stopped = Supervisor(get_settings()).stop()
     console.print("stopped: " + (", ".join(stopped) or "nothing was running"))
 
 
 def status() -> None:
     """Show the local services and whether they answer."""
     table = Table("service", "url", "pid", "state")
-    for s in service_states(get_settings()):
+    for s in Supervisor(get_settings()).states():
         state = (
             "[green]up[/]"
             if s.healthy

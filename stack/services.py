@@ -2,26 +2,20 @@
 SQLite with a local artifact folder, a Prefect server on SQLite, the receiver of
 MLflow's registry webhook, the edge fleet server, the Evidently UI, a Prefect worker
 for the stack's deployments, and BentoML serving of the champion (once there is
-one)."""
+one). Each as a `ServiceSpec` (command, environment, ports, health URL);
+`stack.supervisor` runs them under circus."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from components.config import load_params
-from components.errors import ServiceError
 from stack.contracts import WORK_POOL
 from stack.secrets import stack_secrets
 from stack.settings import Settings
@@ -41,16 +35,6 @@ class ServiceSpec:
     command: list[str]
     env: dict[str, str]
     port_setting: str
-
-
-@dataclass(frozen=True)
-class ServiceState:
-    name: str
-    pid: int | None
-    running: bool
-    healthy: bool
-    url: str
-    log: Path
 
 
 def _bin(name: str) -> str:
@@ -313,18 +297,6 @@ def champion_version(settings: Settings, params_file: Path) -> str | None:
         return None
 
 
-def ensure_serving(
-    settings: Settings,
-    params_file: Path = Path("params.yaml"),
-    progress: Callable[[str], None] = lambda _: None,
-) -> ServiceState | None:
-    """Start serving once there is a champion to serve; None until then."""
-    if champion_version(settings, params_file) is None:
-        progress("serving waits for a champion (run the pipeline: `edgeloop run`)")
-        return None
-    return start_service(serving_spec(settings, params_file), settings, progress)
-
-
 def ensure_webhook(settings: Settings) -> str:
     """Register the receiver with MLflow for alias changes (once; the secret is
     refreshed if the webhook already exists)."""
@@ -346,30 +318,26 @@ def ensure_webhook(settings: Settings) -> str:
     return hook.webhook_id
 
 
-def local_services(settings: Settings) -> list[ServiceSpec]:
+def local_services(
+    settings: Settings, params_file: Path = Path("params.yaml")
+) -> list[ServiceSpec]:
+    """What `edgeloop up` runs: MLflow and Prefect unless the settings name servers
+    elsewhere, then the stack's own services."""
     specs = []
     if settings.mlflow_tracking_uri is None:
         specs.append(mlflow_spec(settings))
     if settings.prefect_api_url is None:
         specs.append(prefect_spec(settings))
     specs.append(webhook_spec(settings))
-    specs.append(fleet_spec(settings))
+    specs.append(fleet_spec(settings, params_file))
     specs.append(evidently_spec(settings))
     specs.append(worker_spec(settings))
-    specs.append(serving_spec(settings))
+    specs.append(serving_spec(settings, params_file))
     return specs
 
 
-def _run_dir(settings: Settings) -> Path:
-    return settings.state_dir / "run"
-
-
-def _pid_file(settings: Settings, name: str) -> Path:
-    return _run_dir(settings) / f"{name}.json"
-
-
-def _log_file(settings: Settings, name: str) -> Path:
-    return settings.state_dir / "logs" / f"{name}.log"
+def log_file(settings: Settings, name: str) -> Path:
+    return (settings.state_dir / "logs" / f"{name}.log").resolve()
 
 
 def is_healthy(url: str, timeout: float = 2.0) -> bool:
@@ -390,120 +358,3 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _recorded_pid(settings: Settings, name: str) -> int | None:
-    path = _pid_file(settings, name)
-    if not path.exists():
-        return None
-    pid = json.loads(path.read_text())["pid"]
-    return pid if _alive(pid) else None
-
-
-def start_service(
-    spec: ServiceSpec,
-    settings: Settings,
-    progress: Callable[[str], None] = lambda _: None,
-) -> ServiceState:
-    """Start one service in its own process group and wait until it answers."""
-    log = _log_file(settings, spec.name)
-    pid = _recorded_pid(settings, spec.name)
-    if pid is not None and is_healthy(spec.health_url):
-        progress(f"{spec.name} already running (pid {pid})")
-        return ServiceState(spec.name, pid, True, True, spec.ui_url, log)
-    if port_in_use(settings.host, spec.port):
-        raise ServiceError(
-            f"{spec.name}: port {spec.port} on {settings.host} is already in use by "
-            "another program",
-            hint=f"stop it, or set {spec.port_setting} to a free port",
-        )
-    log.parent.mkdir(parents=True, exist_ok=True)
-    _run_dir(settings).mkdir(parents=True, exist_ok=True)
-    progress(f"starting {spec.name} on {spec.ui_url}")
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            spec.command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=os.environ | spec.env,
-            start_new_session=True,
-        )
-    _pid_file(settings, spec.name).write_text(
-        json.dumps({"pid": proc.pid, "port": spec.port, "command": spec.command})
-    )
-    deadline = time.monotonic() + settings.startup_timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-            raise ServiceError(
-                f"{spec.name} exited with code {proc.returncode} while starting: "
-                + " / ".join(tail),
-                hint=f"full log: {log}",
-            )
-        if is_healthy(spec.health_url):
-            return ServiceState(spec.name, proc.pid, True, True, spec.ui_url, log)
-        time.sleep(0.5)
-    stop_pid(proc.pid)
-    raise ServiceError(
-        f"{spec.name} did not answer {spec.health_url} within "
-        f"{settings.startup_timeout_s:.0f} s",
-        hint=f"see {log}; raise EDGELOOP_STARTUP_TIMEOUT_S on a slow machine",
-    )
-
-
-def stop_pid(pid: int, timeout: float = 15.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after the timeout."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = 0 if _alive(pid) else pid
-            if done == pid or not _alive(pid):
-                return
-            time.sleep(0.2)
-
-
-def stop_service(name: str, settings: Settings) -> bool:
-    pid = _recorded_pid(settings, name)
-    _pid_file(settings, name).unlink(missing_ok=True)
-    if pid is None:
-        return False
-    stop_pid(pid)
-    return True
-
-
-def service_states(settings: Settings) -> list[ServiceState]:
-    states = []
-    for spec in local_services(settings):
-        pid = _recorded_pid(settings, spec.name)
-        states.append(
-            ServiceState(
-                spec.name,
-                pid,
-                pid is not None,
-                is_healthy(spec.health_url),
-                spec.ui_url,
-                _log_file(settings, spec.name),
-            )
-        )
-    return states
-
-
-def stop_all(settings: Settings) -> list[str]:
-    return [s.name for s in local_services(settings) if stop_service(s.name, settings)]

@@ -23,9 +23,10 @@ from components.config import Params, SplitConfig, load_params, parse_params
 from components.model import ModelSpec
 from components.split import SplitResult, split_dataset
 from components.torch_train import Arrays
-from stack.services import free_port, mlflow_spec, start_service, stop_pid
+from stack.services import free_port, mlflow_spec
 from stack.settings import Settings
 from tests.postgres import PostgresCluster, start_cluster
+from tests.services import start_service, stop_pid
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

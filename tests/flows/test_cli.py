@@ -4,8 +4,12 @@ local services brought up, shown and stopped."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from uuid import uuid4
 
 import pytest
@@ -13,6 +17,8 @@ from mlflow import MlflowClient
 from sklearn.datasets import load_digits
 
 from stack.services import free_port, is_healthy
+from stack.settings import get_settings
+from stack.supervisor import Supervisor
 from tests.conftest import BIN, REPO
 from tests.postgres import PostgresCluster
 
@@ -82,6 +88,18 @@ def test_run_without_services_says_how_to_start_them(tmp_path: Path):
     assert "is not answering" in out.stderr and "edgeloop up" in out.stderr
 
 
+T = TypeVar("T")
+
+
+def poll(read: Callable[[], T], done: Callable[[T], bool], max_s: float) -> T:
+    deadline = time.monotonic() + max_s
+    value = read()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        value = read()
+    return value
+
+
 def postgres_env(cluster: PostgresCluster) -> dict[str, str]:
     """The one setting per server that moves it to PostgreSQL (a new database each)."""
     suffix = uuid4().hex[:8]
@@ -100,9 +118,12 @@ def postgres_env(cluster: PostgresCluster) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_up_status_down(tmp_path: Path, postgres: PostgresCluster):
+def test_up_status_down(
+    tmp_path: Path, postgres: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+):
     """On PostgreSQL, one setting per server; `edgeloop up` on the SQLite default is
-    what tests/flows/test_loop.py starts (a minute each: not run twice)."""
+    what tests/flows/test_loop.py starts (a minute each: not run twice). A service
+    that dies is started again by the process manager."""
     databases = postgres_env(postgres)
     env = databases | {
         "EDGELOOP_STATE_DIR": str(tmp_path / "state"),
@@ -143,6 +164,21 @@ def test_up_status_down(tmp_path: Path, postgres: PostgresCluster):
             assert table in postgres.tables(database), setting
         state = tmp_path / "state"
         assert not list(state.rglob("*.db")), list(state.rglob("*.db"))
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        supervisor = Supervisor(get_settings())
+        killed = supervisor.state("fleet").pid
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+        restarted = poll(
+            lambda: supervisor.state("fleet"),
+            lambda s: s.pid not in (None, killed) and s.healthy,
+            max_s=60,
+        )
+        assert (
+            restarted.healthy
+            and f"{restarted.pid}" in edgeloop("status", env=env).stdout
+        )
         busy = edgeloop("up", env=env | {"EDGELOOP_STATE_DIR": str(tmp_path / "other")})
         assert busy.returncode == 1 and "already in use" in busy.stderr
     finally:

@@ -9,9 +9,10 @@ from mlflow import MlflowClient
 
 from edge_fleet.client import FleetAdmin
 from stack.secrets import stack_secrets
-from stack.services import fleet_spec, free_port, start_service, stop_pid
+from stack.services import fleet_spec, free_port
 from tests.conftest import project_of, register_copy
 from tests.flows.test_cli import edgeloop
+from tests.services import start_service, stop_pid
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

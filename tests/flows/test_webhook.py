@@ -20,8 +20,6 @@ from stack.secrets import stack_secrets
 from stack.services import (
     ensure_webhook,
     free_port,
-    start_service,
-    stop_pid,
     webhook_spec,
 )
 from stack.webhook_receiver import (
@@ -32,6 +30,7 @@ from stack.webhook_receiver import (
     expected_signature,
 )
 from tests.conftest import register_measured_version
+from tests.services import start_service, stop_pid
 
 SECRET = "test-secret"
 EVENT = json.dumps(

@@ -28,11 +28,10 @@ from stack.services import (
     ensure_webhook,
     fleet_spec,
     free_port,
-    start_service,
-    stop_pid,
     webhook_spec,
 )
 from tests.conftest import BIN, project_of, register_copy
+from tests.services import start_service, stop_pid
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
