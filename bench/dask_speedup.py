@@ -48,6 +48,7 @@ def cohort_windows(targets: int, reports: int, batch: int) -> list[Window]:
             as_reports(held_out, reports, batch, float(i % 2), rng),
             batch=batch,
             reference_batches=params.monitoring.reference_batches,
+            label_column=params.data.label_column,
         )
         out.append(
             Window(

@@ -44,7 +44,7 @@ def default_data(workdir: Path) -> BenchData:
     )
 
 
-def accuracy(classifier, data: Arrays) -> float:  # noqa: ANN001 - any Classifier
+def accuracy(classifier, data: Arrays) -> float:
     return float((classifier.predict_proba(data.x).argmax(1) == data.y).mean())
 
 

@@ -79,13 +79,17 @@ def main() -> None:
         for size in (100, 500):
             clean, shifted = [], []
             for window in windows(held_out, args.windows, size, rng):
-                ref, cur = drift.serving_frames(train, as_log(window, 0.0, rng), size)
+                ref, cur = drift.serving_frames(
+                    train, as_log(window, 0.0, rng), size, label_column="label"
+                )
                 clean.append(drift.check("serving", ref, cur, cfg, min_rows=1).drifted)
-                ref, cur = drift.serving_frames(train, as_log(window, 3.0, rng), size)
+                ref, cur = drift.serving_frames(
+                    train, as_log(window, 3.0, rng), size, label_column="label"
+                )
                 shifted.append(
                     drift.check("serving", ref, cur, cfg, min_rows=1).drifted
                 )
-            print(  # noqa: T201
+            print(
                 f"serving, {name}, window {size} rows: false alarms {rate(clean)}, "
                 f"noise sd 3 detected {rate(shifted)}"
             )
@@ -99,6 +103,7 @@ def main() -> None:
                     as_reports(held_out, reports, batch, brightness, rng),
                     batch=batch,
                     reference_batches=default.reference_batches,
+                    label_column="label",
                 )
                 result = drift.check(
                     "cohort",
@@ -109,7 +114,7 @@ def main() -> None:
                     min_rows=1,
                 )
                 out.append(result.drifted)
-        print(  # noqa: T201
+        print(
             f"device cohort, wasserstein (default), window {reports} reports of "
             f"{batch}: false alarms {rate(clean)}, brightness +1 detected "
             f"{rate(shifted)}"

@@ -83,7 +83,7 @@ def start(command: list[str], health: str, env: dict[str, str]) -> subprocess.Po
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(health, timeout=2).status_code == 200:  # noqa: PLR2004
+            if httpx.get(health, timeout=2).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.3)
@@ -109,7 +109,7 @@ async def hammer(
                 t0 = time.perf_counter()
                 reply = await http.request(method, url, headers=headers, content=body)
                 latencies.append((time.perf_counter() - t0) * 1000)
-                failures += reply.status_code >= 400  # noqa: PLR2004
+                failures += reply.status_code >= 400
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -205,10 +205,7 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         for agent in agents:
             agent.step()  # installs v1
             agent.step()  # now running v1: check-ins carry telemetry
-        bodies = [
-            json.dumps(agent._checkin()).encode()  # noqa: SLF001 - a real body
-            for agent in agents[:50]
-        ]
+        bodies = [json.dumps(agent._checkin()).encode() for agent in agents[:50]]
         checkins = [
             (
                 "POST",
@@ -262,11 +259,11 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
             os.killpg(proc.pid, 15)
             proc.wait(timeout=30)
 
-    print(  # noqa: T201
+    print(
         f"devices: {args.devices}; enrolment + first check-in of all: "
         f"{enrolled_s:.1f} s"
     )
-    print(  # noqa: T201
+    print(
         f"check-ins (c={args.concurrency}, {args.requests} requests): "
         f"fleet server {fleet_rps:,.0f}/s p50 {pct(fleet_lat, 50):.1f} ms "
         f"p99 {pct(fleet_lat, 99):.1f} ms ({fleet_fail} failed); static metadata "
@@ -274,14 +271,14 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         f"{pct(static_lat, 99):.1f} ms ({static_fail} failed); "
         f"ratio {fleet_rps / static_rps:.2f}x"
     )
-    print(  # noqa: T201
+    print(
         f"rollout of a {size / 1024:.0f} KB model canary -> 2 waves -> full: "
         f"{final['state']} in {rollout_s:.1f} s; {on_new}/{args.devices} devices on "
         f"it, {broken} without a working model or with an error; "
         f"{stats.steps} check-ins ({stats.steps / stats.seconds:.0f}/s), "
         f"{stats.failed_steps} failed"
     )
-    print(  # noqa: T201
+    print(
         f"bytes received per device for the update: median {per_device:,.0f} "
         f"({per_device / size:.2f}x the model file)"
     )

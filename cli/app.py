@@ -67,7 +67,7 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - one line unless --debug
+    except Exception as exc:
         if STATE["debug"]:
             raise
         err.print(f"[red]error:[/] {type(exc).__name__}: {exc}")

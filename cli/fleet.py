@@ -133,7 +133,7 @@ for _action, _doc in {
 
 
 @fleet_app.command()
-def simulate(  # noqa: PLR0913, PLR0917 - the command's options
+def simulate(  # noqa: PLR0917 - the command's options
     devices: Annotated[int, typer.Option(min=1, help="how many devices")] = 50,
     max_s: Annotated[float, typer.Option(help="stop after this long")] = 300,
     drift_cohort: Annotated[

@@ -13,7 +13,7 @@ from components.errors import ServiceError
 from stack.settings import get_settings
 
 
-def loop(  # noqa: PLR0913, PLR0917 - the command's options
+def loop(  # noqa: PLR0917 - the command's options
     devices: Annotated[int, typer.Option(min=3, help="simulated devices")] = 50,
     cohort: Annotated[
         str,

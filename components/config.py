@@ -90,7 +90,7 @@ class ValidationConfig(Strict):
     # KL divergence of the label distribution from uniform (0 = perfectly balanced).
     max_class_kl_divergence: float = Field(0.05, gt=0)
     max_duplicate_fraction: float = Field(0.0, ge=0.0, lt=1.0)
-    min_rows: int = Field(50, ge=1)
+    min_rows: int = Field(100, ge=1)
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> ValidationConfig:
@@ -181,7 +181,7 @@ class SearchConfig(Strict):
     n_trials: int = Field(10, ge=1, le=1000)
     sampler: Literal["tpe", "random"] = "tpe"
     pruner: Literal["median", "none"] = "median"
-    trial_epochs: int | None = Field(None, ge=1)
+    trial_epochs: int | None = Field(15, ge=1)  # null: train.epochs
     space: SearchSpace = SearchSpace()
 
 
@@ -191,9 +191,9 @@ class TrainConfig(Strict):
     epochs: int = Field(40, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    learning_rate: float = Field(1e-3, gt=0, le=10)
+    learning_rate: float = Field(0.002, gt=0, le=10)
     weight_decay: float = Field(1e-4, ge=0)
-    patience: int = Field(5, ge=1)
+    patience: int = Field(6, ge=1)
     hidden_units: int = Field(64, ge=1)
     privacy: PrivacyConfig = PrivacyConfig()
     federated: FederatedConfig = FederatedConfig()
@@ -247,17 +247,24 @@ class OptimizeConfig(Strict):
     # The variant that ships to devices: the gate judges this file in its runtime.
     ship_variant: str = "int8_static"
     profiles: dict[str, DeviceProfile] = Field(
-        default_factory=lambda: {"cloud": DeviceProfile()}, min_length=1
+        default_factory=lambda: {
+            "mcu": DeviceProfile(
+                max_model_kb=1024, max_ram_kb=320, runtime_memory_mb=256
+            ),
+            "gateway": DeviceProfile(max_ram_kb=524288, runtime_memory_mb=512),
+            "cloud": DeviceProfile(),
+        },
+        min_length=1,
     )
 
 
 class GatesConfig(Strict):
     """What a new version must meet to become `challenger`."""
 
-    min_test_accuracy: float = Field(0.9, ge=0, le=1)
+    min_test_accuracy: float = Field(0.95, ge=0, le=1)
     max_drop_vs_champion: float = Field(0.01, ge=0, le=1)
-    max_ship_kb: float | None = Field(None, gt=0)
-    max_ship_latency_ms: float | None = Field(None, gt=0)
+    max_ship_kb: float | None = Field(256, gt=0)
+    max_ship_latency_ms: float | None = Field(1.0, gt=0)
     require_ship_accepted: bool = True
 
 

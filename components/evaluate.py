@@ -10,20 +10,20 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
     ConfusionMatrixDisplay,
     classification_report,
     confusion_matrix,
 )
 
-from components.backends import load_classifier  # noqa: E402
-from components.config import Params  # noqa: E402
-from components.inputs import to_arrays  # noqa: E402
-from components.metrics import classification_metrics  # noqa: E402
-from components.stage import exit_with, run_stage, stage_parser  # noqa: E402
+from components.backends import load_classifier
+from components.config import Params
+from components.inputs import to_arrays
+from components.metrics import classification_metrics
+from components.stage import exit_with, run_stage, stage_parser
 
 log = logging.getLogger("edgeloop.evaluate")
 METRICS = "metrics.json"

@@ -7,25 +7,25 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import json  # noqa: E402
-from dataclasses import asdict, dataclass, replace  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from keras import layers  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
 
-from components.config import TrainConfig  # noqa: E402
-from components.metrics import classification_metrics  # noqa: E402
-from components.model import (  # noqa: E402
+from components.config import TrainConfig
+from components.metrics import classification_metrics
+from components.model import (
     SPEC,
     ModelSpec,
     load_spec,
     standardization_stats,
 )
-from components.torch_train import (  # noqa: E402
+from components.torch_train import (
     Arrays,
     EpochHook,
     TrainResult,

@@ -19,18 +19,18 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from components import compress  # noqa: E402
-from components.backends import load_classifier  # noqa: E402
-from components.config import DeviceProfile, OptimizeConfig, Params  # noqa: E402
-from components.inputs import to_arrays  # noqa: E402
-from components.model import Classifier, TorchClassifier  # noqa: E402
-from components.runtime import load_runtime, predict, single_sample_latency  # noqa: E402
-from components.stage import exit_with, run_stage, stage_parser  # noqa: E402
-from components.torch_train import Arrays, loader_for, train_epoch  # noqa: E402
+from components import compress
+from components.backends import load_classifier
+from components.config import DeviceProfile, OptimizeConfig, Params
+from components.inputs import to_arrays
+from components.model import Classifier, TorchClassifier
+from components.runtime import load_runtime, predict, single_sample_latency
+from components.stage import exit_with, run_stage, stage_parser
+from components.torch_train import Arrays, loader_for, train_epoch
 
 log = logging.getLogger("edgeloop.optimize")
 REPORT = "variants.json"

@@ -82,20 +82,28 @@ def predict(model: OnnxRuntimeModel | LiteRtModel, x: np.ndarray) -> np.ndarray:
 
 
 def predicted_labels(
-    model: OnnxRuntimeModel | LiteRtModel, frame: pd.DataFrame, classes: list
+    model: OnnxRuntimeModel | LiteRtModel,
+    frame: pd.DataFrame,
+    classes: list,
+    *,
+    label_column: str,
 ) -> np.ndarray:
-    """The model's class label for each row of a prepared frame (features, and
-    `label` if there, which is left out)."""
-    x = frame.drop(columns="label", errors="ignore").to_numpy(np.float32)
+    """The model's class label for each row of a prepared frame (its features, and
+    the label column `data.label_column` if there, which is left out)."""
+    x = frame.drop(columns=label_column, errors="ignore").to_numpy(np.float32)
     return np.asarray(classes, dtype=object)[predict(model, x)]
 
 
 def labelled_accuracy(
-    model: OnnxRuntimeModel | LiteRtModel, test: pd.DataFrame, classes: list
+    model: OnnxRuntimeModel | LiteRtModel,
+    test: pd.DataFrame,
+    classes: list,
+    *,
+    label_column: str,
 ) -> float:
-    """Accuracy on a prepared split (features + `label`)."""
-    predicted = predicted_labels(model, test, classes)
-    return float((predicted == test["label"].to_numpy(dtype=object)).mean())
+    """Accuracy on a prepared split (features + the label column)."""
+    predicted = predicted_labels(model, test, classes, label_column=label_column)
+    return float((predicted == test[label_column].to_numpy(dtype=object)).mean())
 
 
 def single_sample_latency(

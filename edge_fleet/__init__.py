@@ -1,1 +1,5 @@
-"""OTA rollout of quantized models to edge devices (not built yet; see README)."""
+"""Over-the-air rollout of quantized models to edge devices: `server` (the fleet
+server's FastAPI app), `controller` (canary -> waves -> full, checks, rollback),
+`tuf_repo` (the signed TUF repository), `db` (devices, telemetry, rollouts), `agent`
+(the device: TUF client, A/B slots, smoke test, telemetry), `simulator` (many
+simulated devices in one process) and `client` (the admin API's client)."""

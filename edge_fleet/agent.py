@@ -40,6 +40,7 @@ from tuf.ngclient.fetcher import FetcherInterface
 from components.config import FleetConfig, load_params
 from components.runtime import LiteRtModel, OnnxRuntimeModel, load_runtime
 from edge_fleet.tuf_repo import ROLLOUT, STABLE, in_scope
+from stack.settings import get_settings
 
 SMOKE_ROWS = 8
 LATENCY_ROWS = 8
@@ -54,7 +55,7 @@ class CutLink(Exception):
     """The simulated network dropped the connection."""
 
 
-class PowerLoss(BaseException):  # noqa: N818 - not an error the agent may handle
+class PowerLoss(BaseException):
     """The simulated device lost power: nothing after this point runs."""
 
 
@@ -85,11 +86,11 @@ class ResumingFetcher(FetcherInterface):
                 headers["Range"] = f"bytes={received}-"
             try:
                 with self.http.stream("GET", url, headers=headers) as reply:
-                    if reply.status_code >= 400:  # noqa: PLR2004
+                    if reply.status_code >= 400:
                         raise tuf_errors.DownloadHTTPError(
                             f"{url}: HTTP {reply.status_code}", reply.status_code
                         )
-                    if received and reply.status_code != 206:  # noqa: PLR2004
+                    if received and reply.status_code != 206:
                         raise tuf_errors.DownloadError(f"{url}: range not honoured")
                     for chunk in reply.iter_bytes(16384):
                         if cut_at is not None and received + len(chunk) > cut_at:
@@ -175,7 +176,7 @@ class Faults:
 
 
 class Agent:
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         server: str,
         identity: Identity,
@@ -460,9 +461,10 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--steps", type=int, default=0, help="stop after N (0: never)")
     args = parser.parse_args()
-    enroll_key = os.environ.get("EDGELOOP_FLEET_ENROLL_KEY")
-    if not enroll_key:
+    settings = get_settings()
+    if settings.fleet_enroll_key is None:
         parser.error("EDGELOOP_FLEET_ENROLL_KEY is not set")
+    enroll_key = settings.fleet_enroll_key.get_secret_value()
     params = load_params(args.params)
     profile = params.optimize.profiles.get(args.profile)
     if profile is None:
@@ -471,7 +473,7 @@ def main() -> None:
         limit = profile.runtime_memory_mb * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     frame = pd.read_parquet(args.samples)
-    stream = DataStream(frame.drop(columns="label").to_numpy(), seed=0)
+    stream = DataStream(frame.drop(columns=params.data.label_column).to_numpy(), seed=0)
     agent = Agent(
         args.server,
         Identity(args.device_id, args.profile, args.cohort),

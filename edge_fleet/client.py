@@ -30,7 +30,7 @@ class FleetAdmin:
                 f"fleet server at {self.url} is not answering ({exc})",
                 hint="start it with `edgeloop up`",
             ) from None
-        if reply.status_code >= 400:  # noqa: PLR2004
+        if reply.status_code >= 400:
             try:
                 detail = reply.json().get("detail", reply.text)
             except ValueError:

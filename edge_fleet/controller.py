@@ -19,8 +19,9 @@ from components.config import FleetConfig
 from edge_fleet.db import Device, Model, Rollout, Telemetry, now
 from edge_fleet.errors import FleetConflict
 from edge_fleet.tuf_repo import ROLLOUT, STABLE, FleetRepository, in_scope
+from stack.contracts import ACTIVE_ROLLOUT_STATES, RolloutState
 
-ACTIVE = ("running", "paused")
+ACTIVE = ACTIVE_ROLLOUT_STATES
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ class Controller:
         if active is not None:
             self._finish(
                 active,
-                "aborted",
+                RolloutState.ABORTED.value,
                 {
                     "check": "superseded",
                     "detail": f"superseded by v{version}"
@@ -275,7 +276,7 @@ class Controller:
         if active is not None:
             self._finish(
                 active,
-                "rolled_back",
+                RolloutState.ROLLED_BACK.value,
                 {"check": "manual", "detail": reason, "stage": self._stage(active)},
             )
         self.repo.publish(
@@ -289,16 +290,18 @@ class Controller:
         if rollout.state not in ACTIVE:
             raise FleetConflict(f"rollout {rollout.id} is {rollout.state}")
         if action == "pause":
-            rollout.state = "paused"
-            self._event(rollout, "paused")
+            rollout.state = RolloutState.PAUSED.value
+            self._event(rollout, RolloutState.PAUSED.value)
         elif action == "resume":
-            rollout.state = "running"
+            rollout.state = RolloutState.RUNNING.value
             rollout.stage_started_at = now()  # bake again from here
             self._event(rollout, "resumed")
         else:  # abort | rollback: devices go back to the stable version
             self._finish(
                 rollout,
-                "aborted" if action == "abort" else "rolled_back",
+                RolloutState.ABORTED.value
+                if action == "abort"
+                else RolloutState.ROLLED_BACK.value,
                 {"check": "manual", "detail": action, "stage": self._stage(rollout)},
             )
             self.repo.publish({ROLLOUT: None})
@@ -309,7 +312,9 @@ class Controller:
 
     def tick(self, session: Session) -> None:
         self.repo.refresh_timestamp()
-        rollout = session.scalar(select(Rollout).where(Rollout.state == "running"))
+        rollout = session.scalar(
+            select(Rollout).where(Rollout.state == RolloutState.RUNNING.value)
+        )
         if rollout is None:
             return
         model = session.get(Model, rollout.version)
@@ -378,7 +383,7 @@ class Controller:
                     ROLLOUT: None,
                 }
             )
-            self._finish(rollout, "completed", None)
+            self._finish(rollout, RolloutState.COMPLETED.value, None)
         session.commit()
 
     def _evidence(
@@ -426,7 +431,7 @@ class Controller:
 
     def _roll_back(self, session: Session, rollout: Rollout, cause: Cause) -> None:
         self.repo.publish({ROLLOUT: None})  # devices in scope go back to stable
-        self._finish(rollout, "rolled_back", cause.as_dict())
+        self._finish(rollout, RolloutState.ROLLED_BACK.value, cause.as_dict())
         session.commit()
 
     def _publish_stage(self, rollout: Rollout, model: Model, index: int) -> None:

@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import threading
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from edge_fleet.controller import Controller
 from edge_fleet.db import Device, Model, Rollout, Telemetry, make_sessions, now
 from edge_fleet.errors import FleetConflict
 from edge_fleet.tuf_repo import FleetRepository
+from stack.settings import get_settings
 
 log = logging.getLogger("edgeloop.fleet")
 MAX_FEATURES = 4096
@@ -153,7 +153,7 @@ def create_app(  # noqa: PLR0915 - the routes share its state
             try:
                 with publish_lock, sessions() as session:
                     fleet.controller.tick(session)
-            except Exception:  # noqa: BLE001 - the loop must survive; logged
+            except Exception:
                 log.exception("rollout controller tick failed")
 
     @asynccontextmanager
@@ -547,16 +547,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    settings = get_settings()
     parser.add_argument(
         "--database-url",
-        default=os.environ.get("EDGELOOP_FLEET_DATABASE_URL"),
+        default=settings.fleet_database_url,
         help="SQLAlchemy URL (default: EDGELOOP_FLEET_DATABASE_URL, else SQLite in "
         "the state folder), e.g. postgresql+psycopg://user:pass@host:5432/fleet",
     )
     args = parser.parse_args()
-    admin_token = os.environ.get("EDGELOOP_FLEET_ADMIN_TOKEN")
-    enroll_key = os.environ.get("EDGELOOP_FLEET_ENROLL_KEY")
-    if not admin_token or not enroll_key:
+    if settings.fleet_admin_token is None or settings.fleet_enroll_key is None:
         parser.error(
             "EDGELOOP_FLEET_ADMIN_TOKEN and EDGELOOP_FLEET_ENROLL_KEY must be set"
         )
@@ -567,8 +566,8 @@ def main() -> None:
             args.state_dir,
             load_params(args.params).fleet,
             database_url=args.database_url,
-            admin_token=admin_token,
-            enroll_key=enroll_key,
+            admin_token=settings.fleet_admin_token.get_secret_value(),
+            enroll_key=settings.fleet_enroll_key.get_secret_value(),
         )
     except (ArgumentError, OperationalError) as error:
         url = database_url_for(args.state_dir, args.database_url)

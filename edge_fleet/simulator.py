@@ -33,7 +33,7 @@ class FleetSpec:
     prefix: str = "sim"
 
 
-def build_fleet(  # noqa: PLR0913
+def build_fleet(
     spec: FleetSpec,
     *,
     server: str,
@@ -140,13 +140,14 @@ def labelled_rows(
     strength: float,
     rows: int,
     value_range: tuple[float, float] | None,
+    label_column: str,
     seed: int = 7,
 ) -> pd.DataFrame:
     """A simulated labelling team's answer to a drifting cohort: training rows with
     the cohort's shift applied, their true labels, clipped to what a sensor can
     report (the data contract's range)."""
     picked = train.sample(min(rows, len(train)), random_state=seed)
-    features = [c for c in train.columns if c != "label"]
+    features = [c for c in train.columns if c != label_column]
     shifted = shift(
         picked[features].to_numpy(np.float32),
         drift,
@@ -157,5 +158,5 @@ def labelled_rows(
     frame = pd.DataFrame(shifted.astype(np.float64), columns=features).clip(
         lower=low, upper=high
     )
-    frame["label"] = picked["label"].to_numpy()
+    frame[label_column] = picked[label_column].to_numpy()
     return frame

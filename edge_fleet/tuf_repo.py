@@ -38,7 +38,9 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
-STABLE, ROLLOUT = "channel/stable", "channel/rollout"
+from stack.contracts import Channel
+
+STABLE, ROLLOUT = Channel.STABLE.value, Channel.ROLLOUT.value
 ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
 ROOT_EXPIRY = timedelta(days=365)
 

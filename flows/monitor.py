@@ -96,7 +96,10 @@ def serving_window(project: Path, params: Params, refs: References) -> Window | 
     log = pd.concat(pd.read_parquet(f) for f in files[-50:])
     rows, source = refs.rows("serving")
     reference, current = drift.serving_frames(
-        rows, log, params.monitoring.serving_window_rows
+        rows,
+        log,
+        params.monitoring.serving_window_rows,
+        label_column=params.data.label_column,
     )
     return Window(
         "serving", reference, current, 1.0, params.monitoring.serving_min_rows, source
@@ -116,6 +119,7 @@ def device_windows(fleet_url: str, params: Params, refs: References) -> list[Win
             reports,
             batch=batch,
             reference_batches=params.monitoring.reference_batches,
+            label_column=params.data.label_column,
         )
         windows.append(
             Window(
@@ -173,14 +177,19 @@ def check_delayed_labels(
         champion.version
     )
 
+    label = params.data.label_column
+
     def with_predictions(frame: pd.DataFrame) -> pd.DataFrame:
-        labels = predicted_labels(loaded.runtime, frame, loaded.classes)
+        labels = predicted_labels(
+            loaded.runtime, frame, loaded.classes, label_column=label
+        )
         return frame.assign(**{drift.PREDICTION: labels})
 
     return drift.performance(
         target,
         with_predictions(labelled),
         with_predictions(test),
+        label_column=label,
         metadata={"version": champion.version, "variant": loaded.variant},
     )
 

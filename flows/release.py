@@ -16,7 +16,6 @@ Run as a module, it is the stack's webhook service: the registry's webhook recei
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,6 +28,7 @@ from prefect import flow, get_run_logger, task
 from flows.adapters import registry
 from flows.edge_release import edge_release
 from stack.contracts import Alias, Tag
+from stack.settings import get_settings
 from stack.webhook_receiver import AliasEvent, DeliveryLog, create_app
 
 
@@ -151,8 +151,8 @@ def main() -> None:
         help="where the delivery ids taken recently are kept (deliveries/)",
     )
     args = parser.parse_args()
-    secret = os.environ.get("EDGELOOP_WEBHOOK_SECRET")
-    if not secret:
+    secret = get_settings().webhook_secret
+    if secret is None:
         parser.error("EDGELOOP_WEBHOOK_SECRET is not set")
     on_alias_change = partial(
         release_alias_change,
@@ -162,7 +162,7 @@ def main() -> None:
     )
     uvicorn.run(
         create_app(
-            secret,
+            secret.get_secret_value(),
             on_alias_change,
             deliveries=DeliveryLog(args.state_dir / "deliveries"),
         ),

@@ -19,6 +19,7 @@ from components.stage import failure_report
 from components.train import TRAINING
 from flows.adapters import dvc as dvc_stages
 from flows.adapters import registry, tracking
+from stack.contracts import TAG_PREFIX, TRIGGER_PREFIX, Alias, Tag
 from stack.settings import get_settings
 
 MODEL_STAGES = ("train", "evaluate", "optimize")
@@ -122,7 +123,11 @@ def gate_version(
     tracking_uri: str, name: str, version: str, params: Params, test_split: Path
 ) -> GateDecision:
     decision = registry.apply_gates(
-        MlflowClient(tracking_uri), name, version, params.registry, test_split
+        MlflowClient(tracking_uri),
+        name,
+        version,
+        params.registry,
+        registry.TestSplit(test_split, params.data.label_column),
     )
     get_run_logger().info(
         "gates for %s v%s: %s",
@@ -138,16 +143,14 @@ def why_tags(trigger: dict[str, Any] | None) -> dict[str, str]:
     drift event (target, share, event and Evidently snapshot ids) when the drift
     automation passed one, else the schedule or a person; and the Prefect flow run."""
     flow_run = get_run_context().flow_run
-    tags = {f"{tracking.TAG}prefect_flow_run_id": str(flow_run.id)}
+    tags = {f"{TAG_PREFIX}prefect_flow_run_id": str(flow_run.id)}
     if trigger:
-        tags[f"{tracking.TAG}trigger"] = "drift"
+        tags[Tag.TRIGGER] = "drift"
         for key in ("target", "drift_share", "event_id", "snapshot_id"):
             if trigger.get(key) is not None:
-                tags[f"{tracking.TAG}trigger.{key}"] = str(trigger[key])
+                tags[f"{TRIGGER_PREFIX}{key}"] = str(trigger[key])
     else:
-        tags[f"{tracking.TAG}trigger"] = (
-            "schedule" if flow_run.auto_scheduled else "manual"
-        )
+        tags[Tag.TRIGGER] = "schedule" if flow_run.auto_scheduled else "manual"
     return tags
 
 
@@ -189,6 +192,6 @@ def training_pipeline(
         flow_run_id=str(get_run_context().flow_run.id),
         pushed_files=pushed,
         gate=gate,
-        champion=registry.alias_version(client, model.name, registry.CHAMPION),
-        challenger=registry.alias_version(client, model.name, registry.CHALLENGER),
+        champion=registry.alias_version(client, model.name, Alias.CHAMPION),
+        challenger=registry.alias_version(client, model.name, Alias.CHALLENGER),
     )

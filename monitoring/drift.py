@@ -70,13 +70,14 @@ class DriftResult:
 
 
 def serving_frames(
-    train: pd.DataFrame, log: pd.DataFrame, window: int
+    train: pd.DataFrame, log: pd.DataFrame, window: int, *, label_column: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Reference and current frames for the serving log (features by position)."""
-    features = [c for c in train.columns if c != "label"]
+    """Reference and current frames for the serving log (features by position; the
+    training rows' label column against the log's predicted `label`)."""
+    features = [c for c in train.columns if c != label_column]
     reference = train[features].copy()
     reference.columns = [f"f{i}" for i in range(len(features))]
-    reference[PREDICTION] = train["label"].astype(str).to_numpy()
+    reference[PREDICTION] = train[label_column].astype(str).to_numpy()
     recent = log.sort_values("ts").tail(window) if "ts" in log else log.tail(window)
     current = recent[[f"f{i}" for i in range(len(features))]].reset_index(drop=True)
     current[PREDICTION] = recent["label"].astype(str).to_numpy()
@@ -89,14 +90,15 @@ def device_frames(
     *,
     batch: int,
     reference_batches: int,
+    label_column: str,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reference and current frames of batch summaries (see the module doc)."""
-    features = [c for c in train.columns if c != "label"]
-    classes = sorted(train["label"].astype(str).unique())
+    features = [c for c in train.columns if c != label_column]
+    classes = sorted(train[label_column].astype(str).unique())
     rng = np.random.default_rng(seed)
     x = train[features].to_numpy(np.float64)
-    y = train["label"].astype(str).to_numpy()
+    y = train[label_column].astype(str).to_numpy()
     rows = []
     for _ in range(reference_batches):
         pick = rng.integers(0, len(x), batch)
@@ -250,20 +252,22 @@ def performance(
     current: pd.DataFrame,
     reference: pd.DataFrame,
     *,
+    label_column: str,
     metadata: dict[str, str] | None = None,
 ) -> PerformanceResult:
     """Evidently's ClassificationPreset on delayed labels: `current` and `reference`
-    (the champion's test split) each hold `label` and the champion's `prediction`.
-    Its accuracy test is Evidently's default against the reference (within 20%)."""
+    (the champion's test split) each hold the label column and the champion's
+    `prediction`. Its accuracy test is Evidently's default against the reference
+    (within 20%)."""
     definition = DataDefinition(
         classification=[
-            MulticlassClassification(target="label", prediction_labels=PREDICTION)
+            MulticlassClassification(target=label_column, prediction_labels=PREDICTION)
         ],
-        categorical_columns=["label", PREDICTION],
+        categorical_columns=[label_column, PREDICTION],
     )
 
     def dataset(frame: pd.DataFrame) -> Dataset:
-        labels = frame[["label", PREDICTION]].astype(str).reset_index(drop=True)
+        labels = frame[[label_column, PREDICTION]].astype(str).reset_index(drop=True)
         return Dataset.from_pandas(labels, data_definition=definition)
 
     report = Report(
@@ -288,7 +292,7 @@ def performance(
         for m in data["metrics"]
         if m["config"]["type"].endswith(":Accuracy")
     )
-    hits = reference["label"].astype(str) == reference[PREDICTION].astype(str)
+    hits = reference[label_column].astype(str) == reference[PREDICTION].astype(str)
     return PerformanceResult(
         target, len(current), accuracy, float(hits.mean()), degraded, snapshot
     )

@@ -14,7 +14,7 @@ from components.config import Params
 from edge_fleet.simulator import labelled_rows
 
 
-def label_incoming(  # noqa: PLR0913 - the batch's description
+def label_incoming(
     project: Path,
     params: Params,
     target: str,
@@ -35,6 +35,7 @@ def label_incoming(  # noqa: PLR0913 - the batch's description
         strength=strength,
         rows=rows,
         value_range=params.validation.feature_range,
+        label_column=params.data.label_column,
         seed=seed,
     )
     folder.mkdir(parents=True, exist_ok=True)

@@ -367,7 +367,7 @@ class ClosedLoop:
         )
 
 
-def run_loop(  # noqa: PLR0913 - the loop's knobs, as the command takes them
+def run_loop(
     settings: Settings,
     project: Path,
     *,
@@ -377,7 +377,7 @@ def run_loop(  # noqa: PLR0913 - the loop's knobs, as the command takes them
     strength: float,
     label_rows: int,
     max_s: float,
-    say: Callable[[str], None] = print,  # noqa: T202 - the command passes its console
+    say: Callable[[str], None] = print,
 ) -> LoopReport:
     params = load_params(project / "params.yaml")
     champion = champion_version(settings, project / "params.yaml")

@@ -1,1 +1,4 @@
-"""BentoML service for the registry champion (not built yet; see README)."""
+"""BentoML serving of the registry's champion: `service` (the BentoML service: checked
+input, adaptive batching, health, metrics, `/refresh` on an alias change),
+`model_source` (the alias' version and its device file from MLflow) and
+`prediction_log` (the sampled inputs and outputs drift monitoring reads)."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 from pathlib import Path
 
@@ -38,7 +37,7 @@ class Prediction(BaseModel):
 
 
 def _params_path() -> Path:
-    return Path(os.environ.get("EDGELOOP_PARAMS", "params.yaml"))
+    return get_settings().params
 
 
 # BentoML 1.4.40 closes the front service's session to this one every 100 calls or
@@ -76,7 +75,7 @@ class Classifier:
         while not self.stop.wait(self.cfg.poll_s):
             try:
                 self._switch()
-            except Exception:  # noqa: BLE001 - keep serving the loaded model
+            except Exception:
                 log.exception(
                     "could not follow the alias; still serving v%s", self.model.version
                 )

@@ -59,7 +59,8 @@ class RolloutState(StrEnum):
     ABORTED = "aborted"
 
 
-ACTIVE_ROLLOUT_STATES = (RolloutState.RUNNING, RolloutState.PAUSED)
+# As stored (plain strings: what a database driver binds).
+ACTIVE_ROLLOUT_STATES = (RolloutState.RUNNING.value, RolloutState.PAUSED.value)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ never in the repository."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 
 from cryptography.fernet import Fernet
@@ -14,7 +13,8 @@ from cryptography.fernet import Fernet
 from components.errors import ServiceError
 from stack.settings import Settings
 
-# Each secret, when set in the environment (a compose file's `.env`), is used as is.
+# Where each secret comes from when it is given (a compose file's `.env`): the
+# settings field and its environment variable.
 SECRET_ENV = {
     "webhook_secret": "EDGELOOP_WEBHOOK_SECRET",
     "mlflow_webhook_key": "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",
@@ -23,11 +23,17 @@ SECRET_ENV = {
 }
 
 
+def given_secrets(settings: Settings) -> dict[str, str]:
+    """The secrets the settings hold (from the environment)."""
+    values = {name: getattr(settings, name) for name in SECRET_ENV}
+    return {k: v.get_secret_value() for k, v in values.items() if v is not None}
+
+
 def stack_secrets(settings: Settings) -> dict[str, str]:
     """The webhook's HMAC secret, MLflow's key for storing it and the fleet's admin
-    token and enrollment key: from the environment where set (SECRET_ENV), else made
-    once per state folder (mode 600); never in the repository."""
-    given = {k: os.environ[v] for k, v in SECRET_ENV.items() if os.environ.get(v)}
+    token and enrollment key: those the settings hold, the rest made once per state
+    folder (mode 600); never in the repository."""
+    given = given_secrets(settings)
     if len(given) == len(SECRET_ENV):
         return given
     path = settings.state_dir / "secrets.json"
@@ -49,11 +55,10 @@ def stack_secrets(settings: Settings) -> dict[str, str]:
 
 def fleet_admin_token(settings: Settings) -> str:
     """The fleet server's admin token for its clients (the release flow, the
-    monitor, the CLI): the environment's, else the stack's secrets file, which
+    monitor, the CLI): the settings', else the stack's secrets file, which
     `edgeloop up` made (a client never makes a token of its own)."""
-    token = os.environ.get(SECRET_ENV["fleet_admin_token"])
-    if token:
-        return token
+    if settings.fleet_admin_token is not None:
+        return settings.fleet_admin_token.get_secret_value()
     path = settings.state_dir / "secrets.json"
     if not path.exists():
         raise ServiceError(

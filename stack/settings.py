@@ -1,16 +1,20 @@
-"""Service URLs, ports and folders: one settings object, EDGELOOP_* env overrides."""
+"""The one settings object: service URLs, ports, folders, databases and secrets,
+each overridable by an environment variable (EDGELOOP_<FIELD>, or the name the
+production install already uses); nothing else in the stack reads the environment."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EDGELOOP_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="EDGELOOP_", extra="forbid", populate_by_name=True
+    )
 
     host: str = "127.0.0.1"
     mlflow_port: int = Field(5000, ge=1, le=65535)
@@ -45,6 +49,20 @@ class Settings(BaseSettings):
     serving_public_url: str | None = None
     fleet_public_url: str | None = None
     startup_timeout_s: float = Field(90.0, gt=0)
+    # The params file a service reads (serving, a device agent), when not the
+    # working folder's.
+    params: Path = Path("params.yaml")
+    # Secrets: given here (a compose install's `.env`), else made once per state
+    # folder by `stack.secrets` (secrets.json, mode 600).
+    webhook_secret: SecretStr | None = None
+    mlflow_webhook_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", "EDGELOOP_MLFLOW_WEBHOOK_KEY"
+        ),
+    )
+    fleet_admin_token: SecretStr | None = None
+    fleet_enroll_key: SecretStr | None = None
 
     @property
     def tracking_uri(self) -> str:

@@ -125,12 +125,20 @@ def candidate(client: MlflowClient, name: str, version: str) -> Candidate:
     )
 
 
+@dataclass(frozen=True)
+class TestSplit:
+    """A candidate's test split: its file and its label column."""
+
+    path: Path
+    label_column: str
+
+
 def champion_on(
     client: MlflowClient,
     name: str,
     champion: Candidate,
     candidate_version: str,
-    test_split: Path,
+    test_split: TestSplit,
 ) -> Candidate:
     """The champion measured on the candidate's test split when the two were tested
     on different data versions (new data arrived): accuracy on one test set against
@@ -151,7 +159,10 @@ def champion_on(
         champion.version
     )
     accuracy = labelled_accuracy(
-        loaded.runtime, pd.read_parquet(test_split), loaded.classes
+        loaded.runtime,
+        pd.read_parquet(test_split.path),
+        loaded.classes,
+        label_column=test_split.label_column,
     )
     client.set_model_version_tag(
         name,
@@ -167,7 +178,7 @@ def apply_gates(
     name: str,
     version: str,
     cfg: RegistryConfig,
-    test_split: Path | None = None,
+    test_split: TestSplit | None = None,
 ) -> GateDecision:
     """Gate a new version: tag it with the result, make it `challenger` if it
     passes, and `champion` too when promotion is auto and it beats the champion.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.config import load_params, parse_params
+from components.config import Params, load_params, parse_params
 from components.errors import ConfigError
 from tests.conftest import default_params_dict
 
@@ -104,3 +104,46 @@ def test_ship_variant_must_exist_for_the_backend():
         r"by the torch backend; allowed: fp32, int8_static",
     ):
         parse_params(raw)
+
+
+# What describes the embedded data set rather than tuning the pipeline: a user's own
+# table has its own or none, so the model's default is "none".
+DATA_DESCRIPTION = {
+    "data.image_shape",
+    "data.license",
+    "data.known_limitations",
+    "validation.feature_range",
+}
+
+
+def _leaves(tree: dict, prefix: str) -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out |= _leaves(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_the_params_model_defaults_are_params_yaml(default_params):
+    """A key left out of a params file means what params.yaml says (or it is
+    required): each section built from its defaults and its required fields only
+    equals params.yaml's, but for the data set's own description."""
+    differ = []
+    for name, field in Params.model_fields.items():
+        shipped = getattr(default_params, name)
+        required = {
+            k: getattr(shipped, k)
+            for k, f in type(shipped).model_fields.items()
+            if f.is_required()
+        }
+        built = field.annotation(**required)
+        a = _leaves(built.model_dump(mode="json"), f"{name}.")
+        b = _leaves(shipped.model_dump(mode="json"), f"{name}.")
+        differ += [
+            f"{k}: {a.get(k)!r} in components/config.py, {b.get(k)!r} in params.yaml"
+            for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and k not in DATA_DESCRIPTION
+        ]
+    assert not differ, differ

@@ -25,7 +25,7 @@ def baking_server(tmp_path) -> Iterator[FleetServer]:
         yield server
 
 
-def _until(read, done, max_s: float = 30):  # noqa: ANN001, ANN202
+def _until(read, done, max_s: float = 30):
     deadline = time.monotonic() + max_s
     value = read()
     while not done(value):

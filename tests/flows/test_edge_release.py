@@ -61,7 +61,7 @@ def shippable_version(client: MlflowClient, name: str, onnx: Path) -> str:
     return str(version)
 
 
-def concurrently(*calls) -> list:  # noqa: ANN002
+def concurrently(*calls) -> list:
     """Run each call in its own thread, released together; their results in order
     (an exception is re-raised)."""
     gate = threading.Barrier(len(calls))
@@ -103,7 +103,7 @@ def test_concurrent_releases_of_an_old_and_a_new_champion(
         for i in (1, 2)
     )
 
-    def release(version: str):  # noqa: ANN202
+    def release(version: str):
         return lambda: edge_release(
             mlflow_uri, name, version, fleet.url, alias="champion"
         )

@@ -58,14 +58,18 @@ def _reports(rows: pd.DataFrame, n: int, *, brightness: float = 0.0, seed: int =
 
 def test_serving_window_from_the_reference_distribution_does_not_drift(digits_split):
     train, held_out = digits_split
-    reference, current = drift.serving_frames(train, _log(held_out), 500)
+    reference, current = drift.serving_frames(
+        train, _log(held_out), 500, label_column="label"
+    )
     result = drift.check("serving", reference, current, CFG)
     assert result.snapshot is not None and not result.drifted, result.summary()
 
 
 def test_shifted_serving_window_drifts(digits_split):
     train, held_out = digits_split
-    reference, current = drift.serving_frames(train, _log(held_out, noise=4.0), 500)
+    reference, current = drift.serving_frames(
+        train, _log(held_out, noise=4.0), 500, label_column="label"
+    )
     result = drift.check("serving", reference, current, CFG)
     assert result.drifted and result.drift_share >= CFG.drift_share, result.summary()
     assert len(result.drifted_columns) > 10
@@ -91,7 +95,11 @@ def test_device_telemetry_windows_with_and_without_a_shift(digits_split):
     train, held_out = digits_split
     scale = math.sqrt(64)
     reference, current = drift.device_frames(
-        train, _reports(held_out, 60), batch=64, reference_batches=200
+        train,
+        _reports(held_out, 60),
+        batch=64,
+        reference_batches=200,
+        label_column="label",
     )
     clean = drift.check(
         "cohort-a", reference, current, CFG, threshold_scale=scale, min_rows=30
@@ -102,6 +110,7 @@ def test_device_telemetry_windows_with_and_without_a_shift(digits_split):
         _reports(held_out, 60, brightness=2.0, seed=1),
         batch=64,
         reference_batches=200,
+        label_column="label",
     )
     shifted = drift.check(
         "cohort-b", reference, current, CFG, threshold_scale=scale, min_rows=30
@@ -116,9 +125,31 @@ def test_device_telemetry_windows_with_and_without_a_shift(digits_split):
     assert len(class_means) == 10 and sum(class_means) == pytest.approx(1)
 
 
+def test_a_label_column_of_another_name_gives_the_same_windows(digits_split):
+    """`data.label_column` is read, not assumed: the training rows' label column
+    named `digit` gives the same reference and current frames as `label`, and the
+    delayed-label accuracy reads the column it is told."""
+    train, held_out = digits_split
+    renamed = train.rename(columns={"label": "digit"})
+    for frames in (
+        lambda t, col: drift.serving_frames(t, _log(held_out), 500, label_column=col),
+        lambda t, col: drift.device_frames(
+            t, _reports(held_out, 30), batch=64, reference_batches=50, label_column=col
+        ),
+    ):
+        for a, b in zip(frames(train, "label"), frames(renamed, "digit"), strict=True):
+            pd.testing.assert_frame_equal(a, b)
+    labelled = held_out.head(200).rename(columns={"label": "digit"})
+    labelled = labelled.assign(prediction=labelled["digit"].astype(str))
+    result = drift.performance("cohort-a", labelled, labelled, label_column="digit")
+    assert result.accuracy == 1.0 and result.reference_accuracy == 1.0
+
+
 def test_a_window_below_the_minimum_gets_no_verdict(digits_split):
     train, held_out = digits_split
-    reference, current = drift.serving_frames(train, _log(held_out.head(10)), 500)
+    reference, current = drift.serving_frames(
+        train, _log(held_out.head(10)), 500, label_column="label"
+    )
     result = drift.check("serving", reference, current, CFG)
     assert result.snapshot is None and not result.drifted
 

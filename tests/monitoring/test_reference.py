@@ -35,7 +35,13 @@ def digits() -> pd.DataFrame:
 
 def _noisy(train: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
     return labelled_rows(
-        train, drift="noise", strength=3.0, rows=rows, value_range=(0, 16), seed=seed
+        train,
+        drift="noise",
+        strength=3.0,
+        rows=rows,
+        value_range=(0, 16),
+        label_column="label",
+        seed=seed,
     )
 
 
@@ -107,7 +113,11 @@ def test_a_noisy_cohort_drifts_from_training_data_not_from_its_own_labels(digits
 
     def share(reference_rows: pd.DataFrame) -> drift.DriftResult:
         reference, current = drift.device_frames(
-            reference_rows, reports, batch=64, reference_batches=150
+            reference_rows,
+            reports,
+            batch=64,
+            reference_batches=150,
+            label_column="label",
         )
         return drift.check(
             SOUTH, reference, current, cfg, threshold_scale=scale, min_rows=30
