@@ -1,10 +1,14 @@
 """The fleet server's tables (SQLAlchemy 2): SQLite by default, any SQLAlchemy URL
-(PostgreSQL) by setting `EDGELOOP_FLEET_DATABASE_URL`."""
+(PostgreSQL) by setting `EDGELOOP_FLEET_DATABASE_URL`; their schema is made and
+upgraded by Alembic's migrations in edge_fleet/migrations/."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -15,7 +19,6 @@ from sqlalchemy import (
     create_engine,
     event,
     inspect,
-    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
@@ -123,23 +126,33 @@ def make_engine(url: str) -> Engine:
 
     else:
         engine = create_engine(url, pool_size=10, max_overflow=20)
-    Base.metadata.create_all(engine)
-    _add_missing_columns(engine)
+    migrate(engine)
     return engine
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    """Nullable columns added since a database was created (create_all makes missing
-    tables only): added in place, so an existing fleet state keeps its devices."""
-    found = inspect(engine)
-    for table in Base.metadata.sorted_tables:
-        have = {c["name"] for c in found.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in have and column.nullable:
-                kind = column.type.compile(dialect=engine.dialect)
-                add = f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'
-                with engine.begin() as connection:
-                    connection.execute(text(add))
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# A database made before the fleet used Alembic (create_all, then columns added in
+# place): the revision its schema matches, told by the newest column it has.
+BEFORE_ALEMBIC = (("models", "class_prior", "0002"),)
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the database to the newest schema (edge_fleet/migrations), in place:
+    a new one is made by the migrations, one from before them is stamped with the
+    revision its tables match first."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        found = inspect(connection)
+        tables = set(found.get_table_names())
+        if "alembic_version" not in tables and "models" in tables:
+            revision = "0001"
+            for table, column, since in BEFORE_ALEMBIC:
+                if column in {c["name"] for c in found.get_columns(table)}:
+                    revision = since
+            command.stamp(config, revision)
+        command.upgrade(config, "head")
 
 
 def make_sessions(url: str) -> sessionmaker:

@@ -5,13 +5,26 @@ another, oversized or malformed telemetry, missing admin token or enrollment key
 from __future__ import annotations
 
 import json
+import sqlite3
+from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 
 from components.config import FleetConfig
-from edge_fleet.db import Device, Model, Telemetry
+from edge_fleet.db import (
+    MIGRATIONS,
+    Base,
+    Device,
+    Model,
+    Telemetry,
+    make_engine,
+)
 from edge_fleet.server import create_app
 
 ADMIN, ENROLL = "admin-secret", "enroll-secret"
@@ -217,24 +230,49 @@ def test_a_model_upload_keeps_its_class_prior_and_refuses_a_bad_one(api):
     assert stored.json()["class_prior"] == {"0": 0.25, "1": 0.75}
 
 
-def test_an_older_fleet_database_gains_new_columns_in_place(tmp_path):
-    """A state folder from before `models.class_prior` existed keeps working."""
-    import sqlite3
-
-    from edge_fleet.db import make_engine
-
-    path = tmp_path / "old.db"
+@pytest.mark.parametrize("made_by", ["create_all today", "before class_prior"])
+def test_a_fleet_database_from_before_migrations_upgrades_in_place(
+    tmp_path: Path, made_by: str
+):
+    """A state folder made by today's main (tables from create_all, no Alembic),
+    or by an older one without `models.class_prior`, keeps its rows and is brought
+    to the newest revision; a second start changes nothing."""
+    path = tmp_path / "fleet.db"
+    old = create_engine(f"sqlite:///{path}")
+    Base.metadata.create_all(old)
+    old.dispose()
     with sqlite3.connect(path) as db:
+        if made_by == "before class_prior":
+            db.execute("ALTER TABLE models DROP COLUMN class_prior")
         db.execute(
-            "CREATE TABLE models (version VARCHAR(32) PRIMARY KEY, filename "
-            "VARCHAR(128), sha256 VARCHAR(64), size INTEGER, variant VARCHAR(64), "
-            "profiles JSON, blob VARCHAR(500), created_at DATETIME)"
-        )
-        db.execute(
-            "INSERT INTO models VALUES ('1', 'm.onnx', 'ab', 5, 'fp32', '[]', 'b', "
+            "INSERT INTO models (version, filename, sha256, size, variant, profiles, "
+            "blob, created_at) VALUES ('1', 'm.onnx', 'ab', 5, 'fp32', '[]', 'b', "
             "'2026-11-01 00:00:00')"
         )
-    make_engine(f"sqlite:///{path}")
-    with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT version, class_prior FROM models").fetchall()
-    assert rows == [("1", None)]
+    for _ in range(2):
+        make_engine(f"sqlite:///{path}").dispose()
+        with sqlite3.connect(path) as db:
+            rows = db.execute("SELECT version, class_prior FROM models").fetchall()
+            revision = db.execute("SELECT version_num FROM alembic_version").fetchall()
+        assert rows == [("1", None)]
+        assert revision == [(head_revision(),)]
+
+
+def test_the_migrations_make_the_schema_the_models_describe(
+    tmp_path: Path, fleet_database_url: str | None
+):
+    """A new fleet database comes from the migrations alone, and Alembic finds no
+    difference between it and the SQLAlchemy models (a model changed without a
+    migration fails here)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
+    with engine.connect() as connection:
+        assert (
+            compare_metadata(MigrationContext.configure(connection), Base.metadata)
+            == []
+        )
+
+
+def head_revision() -> str:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
