@@ -166,7 +166,7 @@ def fleet_env(settings: Settings) -> dict[str, str]:
 def fleet_spec(
     settings: Settings, params_file: Path = Path("params.yaml")
 ) -> ServiceSpec:
-    """The fleet server (edge_fleet/server.py): devices, rollouts, TUF repository."""
+    """The fleet server (edge_fleet/server/): devices, rollouts, TUF repository."""
     command = [
         sys.executable,
         "-m",

@@ -1,0 +1,3 @@
+from edge_fleet.server.app import main
+
+main()

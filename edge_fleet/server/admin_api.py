@@ -1,0 +1,218 @@
+"""The admin API (the admin bearer token on every route): devices, fleet summary,
+telemetry, cohorts, model upload, rollouts (start, pause, resume, abort, rollback)
+and retarget."""
+
+# No `from __future__ import annotations`: FastAPI reads the Annotated aliases.
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from sqlalchemy import func, select
+
+from edge_fleet.db import Device, Model, Rollout, Telemetry
+from edge_fleet.server.deps import DB, Fleet, admin
+from edge_fleet.server.schemas import (
+    DeviceView,
+    FleetSummary,
+    ModelView,
+    Retargeted,
+    RolloutRequest,
+    RolloutStarted,
+    RolloutView,
+    StartRollout,
+    TelemetryView,
+    VersionCount,
+)
+from stack.contracts import ACTIVE_ROLLOUT_STATES
+
+router = APIRouter(prefix="/v1/admin", dependencies=[Depends(admin)])
+
+
+@router.get("/devices")
+def devices(session: DB, cohort: str | None = None) -> list[DeviceView]:
+    query = select(Device).order_by(Device.id)
+    if cohort:
+        query = query.where(Device.cohort == cohort)
+    return [DeviceView.model_validate(d) for d in session.scalars(query)]
+
+
+@router.get("/fleet")
+def summary(session: DB, fleet: Fleet) -> FleetSummary:
+    rows = session.execute(
+        select(Device.current_version, Device.health, func.count()).group_by(
+            Device.current_version, Device.health
+        )
+    ).all()
+    active = session.scalar(
+        select(Rollout).where(Rollout.state.in_(ACTIVE_ROLLOUT_STATES))
+    )
+    last = session.scalar(select(Rollout).order_by(Rollout.id.desc()))
+    return FleetSummary(
+        devices=sum(r[2] for r in rows),
+        by_version=[VersionCount(version=v, health=h, devices=n) for v, h, n in rows],
+        channels=fleet.repo.channels(),
+        active_rollout=view(active, fleet),
+        last_rollout=view(last, fleet),
+    )
+
+
+@router.get("/telemetry")
+def telemetry(
+    session: DB, cohort: str | None = None, limit: int = 100
+) -> list[TelemetryView]:
+    """The most recent telemetry reports (of one cohort), newest first."""
+    query = select(Telemetry).order_by(Telemetry.id.desc()).limit(min(limit, 10_000))
+    if cohort:
+        query = query.where(Telemetry.cohort == cohort)
+    return [TelemetryView.model_validate(t) for t in session.scalars(query)]
+
+
+@router.get("/cohorts")
+def cohorts(session: DB) -> list[str]:
+    return list(
+        session.scalars(select(Device.cohort).distinct().order_by(Device.cohort))
+    )
+
+
+@router.put("/models/{version}", status_code=201)
+async def upload(
+    version: str,
+    request: Request,
+    fleet: Fleet,
+    *,
+    variant: str,
+    filename: str,
+    profiles: str,
+    class_prior: str | None = None,
+) -> ModelView:
+    """The model file as the body; the same version again with the same content is
+    answered with the stored one, with other content refused (409)."""
+    data = await request.body()
+    if not data:
+        raise HTTPException(422, "expected the model file as the request body")
+    prior = parse_class_prior(class_prior)
+    if Path(filename).name != filename or not filename:
+        raise HTTPException(422, f"filename {filename!r}: expected a bare name")
+    digest = hashlib.sha256(data).hexdigest()
+    blob = fleet.state_dir / "models" / f"{digest}-{filename}"
+    with fleet.sessions() as session:
+        existing = session.get(Model, version)
+        if existing is not None:
+            if existing.sha256 != digest:
+                raise HTTPException(
+                    409, f"model version {version} exists with other content"
+                )
+            return ModelView.model_validate(existing)
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        model = Model(
+            version=version,
+            filename=filename,
+            sha256=digest,
+            size=len(data),
+            variant=variant,
+            profiles=[p for p in profiles.split(",") if p],
+            blob=str(blob),
+            class_prior=prior,
+        )
+        session.add(model)
+        session.commit()
+        return ModelView.model_validate(model)
+
+
+@router.post("/rollouts", status_code=201)
+def start_rollout(
+    body: StartRollout, session: DB, fleet: Fleet, response: Response
+) -> RolloutStarted:
+    """201 when a rollout started; 200 for a no-op (the version is already
+    rolling out, or already stable), which says so in `outcome`."""
+    with fleet.publish_lock:
+        started = fleet.controller.start(
+            session, body.version, body.reason, supersede=body.supersede
+        )
+    if started.outcome != "started":
+        response.status_code = 200
+    return RolloutStarted(
+        outcome=started.outcome,
+        detail=started.detail,
+        rollout=view(started.rollout, fleet),
+        superseded=view(started.superseded, fleet),
+    )
+
+
+@router.get("/rollouts")
+def rollouts(session: DB, fleet: Fleet) -> list[RolloutView]:
+    return [
+        RolloutView.of(r, fleet.controller)
+        for r in session.scalars(select(Rollout).order_by(Rollout.id.desc()))
+    ]
+
+
+def view(rollout: Rollout | None, fleet: Fleet) -> RolloutView | None:
+    return RolloutView.of(rollout, fleet.controller) if rollout else None
+
+
+def found_rollout(session: DB, rollout_id: int) -> Rollout:
+    found = session.get(Rollout, rollout_id)
+    if found is None:
+        raise HTTPException(404, f"rollout {rollout_id} does not exist")
+    return found
+
+
+@router.get("/rollouts/{rollout_id}")
+def rollout(rollout_id: int, session: DB, fleet: Fleet) -> RolloutView:
+    return RolloutView.of(found_rollout(session, rollout_id), fleet.controller)
+
+
+@router.post("/rollouts/{rollout_id}/{action}")
+def rollout_action(
+    rollout_id: int,
+    action: Literal["pause", "resume", "abort", "rollback"],
+    session: DB,
+    fleet: Fleet,
+) -> RolloutView:
+    found = found_rollout(session, rollout_id)
+    with fleet.publish_lock:
+        changed = fleet.controller.set_state(session, found, action)
+    return RolloutView.of(changed, fleet.controller)
+
+
+@router.post("/retarget")
+def retarget(body: RolloutRequest, session: DB, fleet: Fleet) -> Retargeted:
+    with fleet.publish_lock:
+        stopped = fleet.controller.retarget(
+            session, body.version, body.reason or "retarget"
+        )
+    return Retargeted(
+        stable=body.version,
+        rolled_back=view(stopped, fleet),
+    )
+
+
+def parse_class_prior(raw: str | None) -> dict[str, float] | None:
+    """`class_prior`: a JSON object of class label -> share (0..1, summing to 1)."""
+    if raw is None:
+        return None
+    try:
+        prior = json.loads(raw)
+        ok = (
+            isinstance(prior, dict)
+            and prior
+            and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
+                for v in prior.values()
+            )
+            and abs(sum(prior.values()) - 1) < 1e-3
+        )
+    except ValueError:
+        ok = False
+    if not ok:
+        raise HTTPException(
+            422,
+            f"class_prior {raw[:80]!r}: expected a JSON object of class label -> "
+            "share, shares in [0, 1] summing to 1",
+        )
+    return {str(k): float(v) for k, v in prior.items()}

@@ -1,0 +1,141 @@
+"""`create_app`: the fleet server's state, the rollout controller's thread and the
+two routers; `main`: the command (`python -m edge_fleet.server`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from components.config import FleetConfig, load_params
+from edge_fleet.controller import Controller
+from edge_fleet.db import make_sessions
+from edge_fleet.errors import FleetConflict
+from edge_fleet.server import admin_api, device_api
+from edge_fleet.server.deps import FleetState
+from edge_fleet.tuf_repo import FleetRepository
+from stack.settings import get_settings
+
+log = logging.getLogger("edgeloop.fleet")
+
+
+def database_url_for(state_dir: Path, database_url: str | None) -> str:
+    """The SQLAlchemy URL given, or SQLite in the state folder."""
+    return database_url or f"sqlite:///{state_dir / 'fleet.db'}"
+
+
+def create_app(
+    state_dir: Path,
+    cfg: FleetConfig,
+    *,
+    database_url: str | None = None,
+    admin_token: str,
+    enroll_key: str,
+    tick_s: float = 0.5,
+) -> FastAPI:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    repo = FleetRepository(
+        state_dir / "tuf",
+        state_dir / "keys",
+        timestamp_expiry=timedelta(seconds=cfg.timestamp_expiry_s),
+        metadata_expiry=timedelta(days=cfg.metadata_expiry_days),
+    )
+    fleet = FleetState(
+        sessions=make_sessions(database_url_for(state_dir, database_url)),
+        repo=repo,
+        controller=Controller(repo, cfg),
+        cfg=cfg,
+        admin_token=admin_token,
+        enroll_key=enroll_key,
+        state_dir=state_dir,
+    )
+    app = FastAPI(title="edgeloop fleet server", lifespan=controller_thread(tick_s))
+    app.state.fleet = fleet
+    app.include_router(device_api.router)
+    app.include_router(admin_api.router)
+    app.add_exception_handler(FleetConflict, conflict)
+    app.add_api_route("/health", health)
+    return app
+
+
+def controller_thread(tick_s: float):
+    """The lifespan that runs the rollout controller every `tick_s` seconds in a
+    thread while the server is up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        fleet: FleetState = app.state.fleet
+        stop = threading.Event()
+
+        def control_loop() -> None:
+            while not stop.wait(tick_s):
+                try:
+                    with fleet.publish_lock, fleet.sessions() as session:
+                        fleet.controller.tick(session)
+                except Exception:
+                    log.exception("rollout controller tick failed")
+
+        thread = threading.Thread(target=control_loop, daemon=True)
+        thread.start()
+        yield
+        stop.set()
+        thread.join(timeout=10)
+
+    return lifespan
+
+
+async def conflict(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FleetConflict)
+    return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    settings = get_settings()
+    parser.add_argument(
+        "--database-url",
+        default=settings.fleet_database_url,
+        help="SQLAlchemy URL (default: EDGELOOP_FLEET_DATABASE_URL, else SQLite in "
+        "the state folder), e.g. postgresql+psycopg://user:pass@host:5432/fleet",
+    )
+    args = parser.parse_args()
+    if settings.fleet_admin_token is None or settings.fleet_enroll_key is None:
+        parser.error(
+            "EDGELOOP_FLEET_ADMIN_TOKEN and EDGELOOP_FLEET_ENROLL_KEY must be set"
+        )
+    logging.basicConfig(level=logging.INFO)
+    logging.getLogger("tuf").setLevel(logging.WARNING)  # "no signature" while editing
+    try:
+        app = create_app(
+            args.state_dir,
+            load_params(args.params).fleet,
+            database_url=args.database_url,
+            admin_token=settings.fleet_admin_token.get_secret_value(),
+            enroll_key=settings.fleet_enroll_key.get_secret_value(),
+        )
+    except (ArgumentError, OperationalError) as error:
+        url = database_url_for(args.state_dir, args.database_url)
+        shown = make_url(url).render_as_string(hide_password=True)
+        parser.error(
+            f"fleet database {shown} (EDGELOOP_FLEET_DATABASE_URL): "
+            f"{str(getattr(error, 'orig', None) or error).strip().splitlines()[0]}"
+        )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

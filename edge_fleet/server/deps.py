@@ -1,0 +1,88 @@
+"""The fleet server's state (on `app.state.fleet`) and the dependencies its routes
+take: a database session, the admin token, the calling device."""
+
+# No `from __future__ import annotations`: FastAPI must see the Annotated aliases
+# (DB, Auth, Fleet) as objects, not strings.
+
+import hashlib
+import hmac
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from components.config import FleetConfig
+from edge_fleet.controller import Controller
+from edge_fleet.db import Device
+from edge_fleet.tuf_repo import FleetRepository
+
+
+@dataclass
+class FleetState:
+    sessions: sessionmaker
+    repo: FleetRepository
+    controller: Controller
+    cfg: FleetConfig
+    admin_token: str
+    enroll_key: str
+    state_dir: Path
+    # One writer of the TUF repository at a time (the controller's thread and the
+    # admin routes that start, stop or retarget a rollout).
+    publish_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def fleet_state(request: Request) -> FleetState:
+    return request.app.state.fleet
+
+
+Fleet = Annotated[FleetState, Depends(fleet_state)]
+
+
+def db(fleet: Fleet) -> Iterator[Session]:
+    with fleet.sessions() as session:
+        yield session
+
+
+DB = Annotated[Session, Depends(db)]
+Auth = Annotated[str | None, Header()]
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def bearer(authorization: str | None) -> str:
+    if not authorization or not authorization.startswith("Bearer "):
+        raise HTTPException(401, "expected header Authorization: Bearer <token>")
+    return authorization.removeprefix("Bearer ").strip()
+
+
+def admin(fleet: Fleet, authorization: Auth = None) -> None:
+    if not hmac.compare_digest(bearer(authorization), fleet.admin_token):
+        raise HTTPException(401, "admin token required (wrong or missing)")
+
+
+def device_of_token(session: Session, authorization: str | None) -> Device:
+    device = session.scalar(
+        select(Device).where(Device.token_sha256 == token_hash(bearer(authorization)))
+    )
+    if device is None:
+        raise HTTPException(401, "unknown device token")
+    return device
+
+
+def own_device(device_id: str, session: Session, authorization: str | None) -> Device:
+    """The device the path names, when the token is that device's."""
+    if session.get(Device, device_id) is None:
+        raise HTTPException(404, f"device {device_id!r} is not enrolled")
+    device = device_of_token(session, authorization)
+    if device.id != device_id:
+        raise HTTPException(
+            403, f"this token belongs to another device, not {device_id!r}"
+        )
+    return device

@@ -1,0 +1,139 @@
+"""The device API: enroll, check in, read its own state, fetch TUF metadata and
+targets. Every route but enrollment takes the device's bearer token."""
+
+# No `from __future__ import annotations`: FastAPI reads the Annotated aliases.
+
+import hmac
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
+
+from edge_fleet.db import Device, Telemetry, now
+from edge_fleet.server.deps import (
+    DB,
+    Auth,
+    Fleet,
+    device_of_token,
+    own_device,
+    token_hash,
+)
+from edge_fleet.server.schemas import (
+    CheckedIn,
+    CheckIn,
+    DeviceView,
+    Enrolled,
+    Enrollment,
+    TelemetryBatch,
+)
+
+router = APIRouter()
+
+
+@router.post("/v1/enroll", status_code=201)
+def enroll(
+    body: Enrollment,
+    session: DB,
+    fleet: Fleet,
+    x_enroll_key: Annotated[str | None, Header()] = None,
+) -> Enrolled:
+    if not x_enroll_key or not hmac.compare_digest(x_enroll_key, fleet.enroll_key):
+        raise HTTPException(401, "enrollment key required (header X-Enroll-Key)")
+    if session.get(Device, body.device_id) is not None:
+        raise HTTPException(409, f"device {body.device_id!r} is already enrolled")
+    token = secrets.token_urlsafe(32)
+    session.add(
+        Device(
+            id=body.device_id,
+            token_sha256=token_hash(token),
+            profile=body.profile,
+            cohort=body.cohort,
+            labels=body.labels,
+        )
+    )
+    session.commit()
+    return Enrolled(device_id=body.device_id, token=token, poll_s=fleet.cfg.poll_s)
+
+
+@router.post("/v1/devices/{device_id}/checkin")
+async def checkin(
+    device_id: str, request: Request, fleet: Fleet, authorization: Auth = None
+) -> CheckedIn:
+    """The device's health and, when it has one, a telemetry batch. The body's size
+    is checked before it is parsed (fleet.max_telemetry_bytes)."""
+    raw = await request.body()
+    limit = fleet.cfg.max_telemetry_bytes
+    if len(raw) > limit:
+        raise HTTPException(
+            413,
+            f"check-in body is {len(raw)} bytes; at most {limit} "
+            "(fleet.max_telemetry_bytes)",
+        )
+    try:
+        body = CheckIn.model_validate_json(raw)
+    except ValueError as exc:
+        raise HTTPException(422, f"malformed check-in: {exc}") from None
+    with fleet.sessions() as session:
+        device = own_device(device_id, session, authorization)
+        device.current_version = body.current_version
+        device.slot = body.slot
+        device.health = body.health
+        device.last_seen = now()
+        device.last_error = body.error
+        if body.failed_version is not None:
+            device.failed_version = body.failed_version
+        if body.telemetry is not None:
+            keep_samples = device.cohort in set(fleet.cfg.sample_cohorts)
+            session.add(telemetry_row(device, body.telemetry, keep_samples))
+        session.commit()
+    return CheckedIn(
+        poll_s=fleet.cfg.poll_s, timestamp_version=fleet.repo.timestamp().version
+    )
+
+
+def telemetry_row(device: Device, batch: TelemetryBatch, keep_samples: bool):
+    return Telemetry(
+        device_id=device.id,
+        cohort=device.cohort,
+        version=batch.version,
+        inferences=batch.inferences,
+        errors=batch.errors,
+        latency_ms_median=batch.latency_ms_median,
+        latency_ms_p95=batch.latency_ms_p95,
+        confidence_mean=batch.confidence_mean,
+        class_counts=batch.class_counts,
+        feature_stats=batch.feature_stats.model_dump(),
+        samples=batch.samples if keep_samples else None,
+    )
+
+
+@router.get("/v1/devices/{device_id}")
+def device_state(device_id: str, session: DB, authorization: Auth = None) -> DeviceView:
+    return DeviceView.model_validate(own_device(device_id, session, authorization))
+
+
+def tuf_file(
+    base: Path, name: str, session: Session, authorization: str | None
+) -> FileResponse:
+    device_of_token(session, authorization)
+    path = (base / name).resolve()
+    if not path.is_relative_to(base.resolve()) or not path.is_file():
+        raise HTTPException(404, f"{name} not found")
+    return FileResponse(path)  # Starlette answers Range requests (206)
+
+
+@router.get("/tuf/metadata/{name}")
+def tuf_metadata(
+    name: str, session: DB, fleet: Fleet, authorization: Auth = None
+) -> FileResponse:
+    return tuf_file(fleet.repo.metadata_dir, name, session, authorization)
+
+
+@router.get("/tuf/targets/{name:path}")
+def tuf_target(
+    name: str, session: DB, fleet: Fleet, authorization: Auth = None
+) -> FileResponse:
+    return tuf_file(fleet.repo.targets_dir, name, session, authorization)
