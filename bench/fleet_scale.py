@@ -33,7 +33,7 @@ from sklearn.neural_network import MLPClassifier
 
 from components.config import load_params
 from edge_fleet.client import FleetAdmin
-from edge_fleet.simulator import FleetSpec, build_fleet, run_fleet
+from edge_fleet.sim.runner import FleetSpec, build_fleet, run_fleet
 from stack.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]

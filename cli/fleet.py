@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -12,6 +12,9 @@ from cli.console import ParamsOption, console
 from components.config import load_params
 from edge_fleet.client import FleetAdmin, stack_fleet_admin
 from stack.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from scenarios.fleet import Simulation
 
 fleet_app = typer.Typer(no_args_is_help=True, help="the edge fleet: status, rollouts")
 
@@ -161,7 +164,7 @@ def simulate(  # noqa: PLR0917 - the command's options
     every one of them (rolled out canary -> waves -> full if it is not yet)."""
     # The scenario runs the edge_release flow: imported after the root callback set
     # Prefect's environment (see `rollout`); the simulator loads the device runtimes.
-    from edge_fleet.simulator import FleetSpec
+    from edge_fleet.sim.runner import FleetSpec
     from scenarios.fleet import simulate as simulate_fleet
 
     settings = get_settings()
@@ -182,6 +185,11 @@ def simulate(  # noqa: PLR0917 - the command's options
         broken_release=broken_release,
         run_s=run_s,
     )
+    print_simulation(result, run_s)
+    print_status(admin(settings))
+
+
+def print_simulation(result: Simulation, run_s: float) -> None:
     console.print(
         f"champion v{result.champion}: fleet settled in {result.settled_s:.1f} s "
         f"({result.check_ins} check-ins, {result.failed_check_ins} failed)"
@@ -201,4 +209,3 @@ def simulate(  # noqa: PLR0917 - the command's options
         f"bytes received per device: median {received[len(received) // 2]:,}; "
         f"downloads resumed after a cut: {sum(a.resumes for a in result.agents)}"
     )
-    print_status(admin(settings))

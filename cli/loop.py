@@ -29,7 +29,8 @@ def loop(  # noqa: PLR0917 - the command's options
     the automation, and the new model on every device of that cohort."""
     # The loop runs flows: imported after the root callback set Prefect's
     # environment, and only by this command.
-    from scenarios.loop import fmt_share, run_loop
+    from scenarios.loop import run_loop
+    from scenarios.report import fmt_share
 
     settings = get_settings()
     report = run_loop(

@@ -144,21 +144,7 @@ def train_torch(
     loader = loader_for(train, cfg.batch_size, cfg.seed)
     engine = None
     if cfg.privacy.enabled:
-        from opacus import PrivacyEngine  # Opacus: private modes only
-
-        model = make_private_model(model)
-        optimizer = make_optimizer(model, cfg)
-        engine = PrivacyEngine(accountant="rdp")
-        model, optimizer, loader = engine.make_private_with_epsilon(
-            module=model,
-            optimizer=optimizer,
-            data_loader=loader,
-            target_epsilon=cfg.privacy.target_epsilon,
-            target_delta=cfg.privacy.target_delta,
-            epochs=cfg.epochs,
-            max_grad_norm=cfg.privacy.max_grad_norm,
-            noise_generator=torch.Generator().manual_seed(cfg.seed),
-        )
+        model, optimizer, loader, engine = make_private(model, loader, cfg)
     else:
         optimizer = make_optimizer(model, cfg)
     history: list[dict[str, float]] = []
@@ -193,6 +179,27 @@ def train_torch(
             mechanism="opacus_dp_sgd",
         )
     return TrainResult(plain, spec, history, best[1], privacy)
+
+
+def make_private(model: nn.Module, loader: DataLoader, cfg: TrainConfig) -> tuple:
+    """Model, optimizer and loader wrapped by Opacus for DP-SGD at the target
+    epsilon over the configured epochs, and its privacy engine (RDP accountant)."""
+    from opacus import PrivacyEngine  # Opacus: private modes only
+
+    model = make_private_model(model)
+    optimizer = make_optimizer(model, cfg)
+    engine = PrivacyEngine(accountant="rdp")
+    model, optimizer, loader = engine.make_private_with_epsilon(
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        target_epsilon=cfg.privacy.target_epsilon,
+        target_delta=cfg.privacy.target_delta,
+        epochs=cfg.epochs,
+        max_grad_norm=cfg.privacy.max_grad_norm,
+        noise_generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    return model, optimizer, loader, engine
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:

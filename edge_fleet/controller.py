@@ -7,8 +7,7 @@ from the recorded stage. `tick()` is called every half second by the server.
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from components.config import FleetConfig
+from edge_fleet.checks import Cause, StageEvidence, judge
 from edge_fleet.db import Device, Model, Rollout, Telemetry, now
 from edge_fleet.errors import FleetConflict
 from edge_fleet.tuf_repo import ROLLOUT, STABLE, FleetRepository, in_scope
@@ -53,126 +53,6 @@ def assignment(model: Model, stage: Stage, rollout_id: int | None) -> dict:
         "stage": stage.name,
         "rollout": rollout_id,
     }
-
-
-@dataclass(frozen=True)
-class Cause:
-    """Why a stage failed: which check, the value seen, the threshold."""
-
-    check: str
-    value: float
-    threshold: float
-    stage: str
-    detail: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class StageEvidence:
-    devices: int
-    installed: int
-    failed: int
-    new: list[Telemetry]
-    previous: list[Telemetry]
-    prior: dict[str, float] | None = None  # class shares of the new version's data
-
-
-def judge(  # noqa: PLR0911 - one return per check, in order
-    evidence: StageEvidence, stage: str, cfg: FleetConfig, *, timed_out: bool = False
-) -> Cause | None:
-    """The first failed check of a stage, or None when it is healthy. Devices that
-    have not reported count as failed installs only once the stage timed out."""
-    checks = cfg.checks
-    reported = evidence.installed + evidence.failed
-    judged = evidence.devices if timed_out else reported
-    success = evidence.installed / judged if judged else 1.0
-    if success < checks.min_install_success:
-        return Cause(
-            "install_success",
-            round(success, 4),
-            checks.min_install_success,
-            stage,
-            f"{evidence.installed} of {evidence.devices} devices installed "
-            f"({evidence.failed} failed, {evidence.devices - reported} silent)",
-        )
-    new, old = evidence.new, evidence.previous
-    inferences = sum(t.inferences for t in new)
-    errors = sum(t.errors for t in new)
-    error_rate = errors / inferences if inferences else 0.0
-    if error_rate > checks.max_error_rate:
-        return Cause(
-            "error_rate",
-            round(error_rate, 4),
-            checks.max_error_rate,
-            stage,
-            f"{errors} errors in {inferences} inferences",
-        )
-    if not new or not old:
-        return None  # no baseline on these devices (first rollout): install only
-    ratio = statistics.median(t.latency_ms_median for t in new) / max(
-        statistics.median(t.latency_ms_median for t in old), 1e-6
-    )
-    if ratio > checks.max_latency_ratio:
-        return Cause(
-            "latency_ratio",
-            round(ratio, 3),
-            checks.max_latency_ratio,
-            stage,
-            "median single-sample latency, new / previous version",
-        )
-    drop = _weighted_confidence(old) - _weighted_confidence(new)
-    if drop > checks.max_confidence_drop:
-        return Cause(
-            "confidence_drop",
-            round(drop, 4),
-            checks.max_confidence_drop,
-            stage,
-            "mean top-1 confidence, previous minus new version",
-        )
-    before, after = _class_counts(old), _class_counts(new)
-    if evidence.prior:
-        # Against the classes the new version was trained on: a model that collapses
-        # moves away from them; one retrained for drifted inputs moves back towards
-        # them, which is a large shift from the previous version, not a failure.
-        shift = total_variation(after, evidence.prior) - total_variation(
-            before, evidence.prior
-        )
-        detail = (
-            "total variation distance of predicted classes from the training class "
-            "shares, new minus previous version"
-        )
-    else:
-        shift = total_variation(before, after)
-        detail = "total variation distance of predicted classes, previous vs new"
-    if shift > checks.max_class_shift:
-        return Cause(
-            "class_shift", round(shift, 4), checks.max_class_shift, stage, detail
-        )
-    return None
-
-
-def _weighted_confidence(rows: list[Telemetry]) -> float:
-    n = sum(t.inferences for t in rows)
-    return sum(t.confidence_mean * t.inferences for t in rows) / n if n else 0.0
-
-
-def _class_counts(rows: list[Telemetry]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for t in rows:
-        for label, c in t.class_counts.items():
-            counts[label] = counts.get(label, 0) + int(c)
-    return counts
-
-
-def total_variation(a: dict[str, float], b: dict[str, float]) -> float:
-    """Between two class distributions given as counts or shares."""
-    na, nb = sum(a.values()), sum(b.values())
-    if not na or not nb:
-        return 0.0
-    keys = set(a) | set(b)
-    return 0.5 * sum(abs(a.get(k, 0) / na - b.get(k, 0) / nb) for k in keys)
 
 
 @dataclass(frozen=True)
@@ -219,34 +99,9 @@ class Controller:
                 f"rollout {active.id} of v{active.version} is {active.state}; "
                 "abort or finish it first, or start with supersede: true"
             )
-        superseded = None
-        if active is not None:
-            self._finish(
-                active,
-                RolloutState.ABORTED.value,
-                {
-                    "check": "superseded",
-                    "detail": f"superseded by v{version}"
-                    + (f" ({reason})" if reason else ""),
-                    "stage": self._stage(active),
-                },
-            )
-            superseded = active
+        superseded = self._supersede(active, version, reason) if active else None
         if self.stable_version() == version:
-            if superseded is not None:
-                self.repo.publish({ROLLOUT: None})  # its devices go back to stable
-            session.commit()
-            last = session.scalar(
-                select(Rollout)
-                .where(Rollout.version == version)
-                .order_by(Rollout.id.desc())
-            )
-            return StartOutcome(
-                "already_stable",
-                f"v{version} is already the fleet's stable version: nothing started",
-                last,
-                superseded,
-            )
+            return self._already_stable(session, version, superseded)
         rollout = Rollout(version=version, from_version=self.stable_version())
         rollout.reason = reason
         session.add(rollout)
@@ -263,6 +118,37 @@ class Controller:
                 else ""
             ),
             rollout,
+            superseded,
+        )
+
+    def _supersede(self, active: Rollout, version: str, reason: str) -> Rollout:
+        self._finish(
+            active,
+            RolloutState.ABORTED.value,
+            {
+                "check": "superseded",
+                "detail": f"superseded by v{version}"
+                + (f" ({reason})" if reason else ""),
+                "stage": self._stage(active),
+            },
+        )
+        return active
+
+    def _already_stable(
+        self, session: Session, version: str, superseded: Rollout | None
+    ) -> StartOutcome:
+        if superseded is not None:
+            self.repo.publish({ROLLOUT: None})  # its devices go back to stable
+        session.commit()
+        last = session.scalar(
+            select(Rollout)
+            .where(Rollout.version == version)
+            .order_by(Rollout.id.desc())
+        )
+        return StartOutcome(
+            "already_stable",
+            f"v{version} is already the fleet's stable version: nothing started",
+            last,
             superseded,
         )
 
@@ -311,6 +197,9 @@ class Controller:
     # -- the loop ----------------------------------------------------------------
 
     def tick(self, session: Session) -> None:
+        """One look at the running rollout: roll it back when too much of the fleet
+        failed it; once the stage baked and enough of its devices reported (or it
+        timed out), judge it, then roll back or move to the next stage."""
         self.repo.refresh_timestamp()
         rollout = session.scalar(
             select(Rollout).where(Rollout.state == RolloutState.RUNNING.value)
@@ -319,31 +208,19 @@ class Controller:
             return
         model = session.get(Model, rollout.version)
         assert model is not None
-        seen_after = now() - timedelta(seconds=self.cfg.offline_after_s)
-        fleet = [
-            d
-            for d in session.scalars(select(Device))
-            if d.last_seen is not None and _aware(d.last_seen) >= seen_after
-        ]
-        eligible = [d for d in fleet if d.profile in model.profiles]
-        failed_fleet = [d for d in fleet if d.failed_version == rollout.version]
-        failed_percent = 100.0 * len(failed_fleet) / max(len(fleet), 1)
+        online = self._online(session)
         stage = self.plan[rollout.stage]
-        if failed_percent > self.cfg.checks.abort_failed_percent:
-            self._roll_back(
-                session,
-                rollout,
-                Cause(
-                    "fleet_failed_percent",
-                    round(failed_percent, 2),
-                    self.cfg.checks.abort_failed_percent,
-                    stage.name,
-                    f"{len(failed_fleet)} of {len(fleet)} devices failed this version",
-                ),
-            )
+        failing = self._fleet_failing(online, rollout, stage)
+        if failing is not None:
+            self._roll_back(session, rollout, failing)
             return
         custom = assignment(model, stage, rollout.id)
-        members = [d for d in eligible if in_scope(custom, d.id, d.cohort, d.profile)]
+        members = [
+            d
+            for d in online
+            if d.profile in model.profiles
+            and in_scope(custom, d.id, d.cohort, d.profile)
+        ]
         waited = (now() - _aware(rollout.stage_started_at)).total_seconds()
         if waited < self.cfg.bake_s:
             return
@@ -353,14 +230,10 @@ class Controller:
         enough = reported >= self.cfg.min_reported * len(members) and (
             with_telemetry >= self.cfg.min_reported * evidence.installed
         )
-        if not enough and waited < self.cfg.stage_timeout_s:
+        timed_out = waited >= self.cfg.stage_timeout_s
+        if not enough and not timed_out:
             return
-        cause = judge(
-            evidence,
-            stage.name,
-            self.cfg,
-            timed_out=not enough and waited >= self.cfg.stage_timeout_s,
-        )
+        cause = judge(evidence, stage.name, self.cfg, timed_out=not enough)
         if cause is not None:
             self._roll_back(session, rollout, cause)
             return
@@ -371,20 +244,49 @@ class Controller:
             devices=len(members),
             installed=evidence.installed,
         )
+        self._advance(rollout, model)
+        session.commit()
+
+    def _online(self, session: Session) -> list[Device]:
+        """The devices seen within `fleet.offline_after_s`."""
+        seen_after = now() - timedelta(seconds=self.cfg.offline_after_s)
+        return [
+            d
+            for d in session.scalars(select(Device))
+            if d.last_seen is not None and _aware(d.last_seen) >= seen_after
+        ]
+
+    def _fleet_failing(
+        self, online: list[Device], rollout: Rollout, stage: Stage
+    ) -> Cause | None:
+        failed = [d for d in online if d.failed_version == rollout.version]
+        percent = 100.0 * len(failed) / max(len(online), 1)
+        limit = self.cfg.checks.abort_failed_percent
+        if not percent > limit:
+            return None
+        return Cause(
+            "fleet_failed_percent",
+            round(percent, 2),
+            limit,
+            stage.name,
+            f"{len(failed)} of {len(online)} devices failed this version",
+        )
+
+    def _advance(self, rollout: Rollout, model: Model) -> None:
+        """The next stage, or, after the last, the version made stable."""
         if rollout.stage + 1 < len(self.plan):
             rollout.stage += 1
             rollout.stage_started_at = now()
             self._publish_stage(rollout, model, rollout.stage)
             self._event(rollout, "stage_started", stage=self.plan[rollout.stage].name)
-        else:
-            self.repo.publish(
-                {
-                    STABLE: (Path(model.blob), assignment(model, self.plan[-1], None)),
-                    ROLLOUT: None,
-                }
-            )
-            self._finish(rollout, RolloutState.COMPLETED.value, None)
-        session.commit()
+            return
+        self.repo.publish(
+            {
+                STABLE: (Path(model.blob), assignment(model, self.plan[-1], None)),
+                ROLLOUT: None,
+            }
+        )
+        self._finish(rollout, RolloutState.COMPLETED.value, None)
 
     def _evidence(
         self, session: Session, rollout: Rollout, members: list[Device]

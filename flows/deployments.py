@@ -51,27 +51,51 @@ def ensure_pool() -> None:
 def register(settings: Settings, project: Path, params: Params) -> dict[str, str]:
     """Create or update the deployments; returns their ids by flow name."""
     ensure_pool()
+    ids = {}
+    # One run of each at a time: two drifting targets in one monitor run start two
+    # retrainings, and two DVC runs in one project must not overlap (the second
+    # waits, then finds the data version already trained).
+    for name, (entrypoint, parameters, cron, triggers) in specs(
+        settings, project, params
+    ).items():
+        flow = Flow.from_source(source=str(SOURCE), entrypoint=entrypoint)
+        ids[name] = str(
+            flow.deploy(
+                name="edgeloop",
+                work_pool_name=WORK_POOL,
+                parameters=parameters,
+                cron=cron,
+                triggers=triggers,
+                concurrency_limit=1,
+                print_next_steps=False,
+                ignore_warnings=True,
+            )
+        )
+    return ids
+
+
+def specs(settings: Settings, project: Path, params: Params) -> dict[str, tuple]:
+    """Each deployment's entrypoint, parameters, schedule and triggers."""
     project = project.resolve()
     state = settings.state_dir.resolve()
     training = {"project_dir": str(project), "tracking_uri": settings.tracking_uri}
-    specs = {
+    retrain_on_drift = DeploymentEventTrigger(
+        name="edgeloop: retrain on drift",
+        expect={DRIFT_EVENT},
+        match={"prefect.resource.id": f"{DRIFT_RESOURCE_PREFIX}*"},
+        posture="Reactive",
+        threshold=1,
+        within=0,
+        # The event, templated into the run: its MLflow run and version are
+        # tagged with it (flows/training.py, why_tags).
+        parameters=training | {"trigger": DRIFT_EVENT_PARAMETERS},
+    )
+    return {
         "training_pipeline": (
             "flows/training.py:training_pipeline",
             training,
             params.monitoring.retrain_cron,
-            [
-                DeploymentEventTrigger(
-                    name="edgeloop: retrain on drift",
-                    expect={DRIFT_EVENT},
-                    match={"prefect.resource.id": f"{DRIFT_RESOURCE_PREFIX}*"},
-                    posture="Reactive",
-                    threshold=1,
-                    within=0,
-                    # The event, templated into the run: its MLflow run and version
-                    # are tagged with it (flows/training.py, why_tags).
-                    parameters=training | {"trigger": DRIFT_EVENT_PARAMETERS},
-                )
-            ],
+            [retrain_on_drift],
         ),
         "monitor": (
             "flows/monitor.py:monitor",
@@ -92,22 +116,3 @@ def register(settings: Settings, project: Path, params: Params) -> dict[str, str
             None,
         ),
     }
-    ids = {}
-    # One run of each at a time: two drifting targets in one monitor run start two
-    # retrainings, and two DVC runs in one project must not overlap (the second
-    # waits, then finds the data version already trained).
-    for name, (entrypoint, parameters, cron, triggers) in specs.items():
-        flow = Flow.from_source(source=str(SOURCE), entrypoint=entrypoint)
-        ids[name] = str(
-            flow.deploy(
-                name="edgeloop",
-                work_pool_name=WORK_POOL,
-                parameters=parameters,
-                cron=cron,
-                triggers=triggers,
-                concurrency_limit=1,
-                print_next_steps=False,
-                ignore_warnings=True,
-            )
-        )
-    return ids

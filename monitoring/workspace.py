@@ -27,6 +27,14 @@ def project_for(workspace: Workspace, target: str) -> Project:
     project = workspace.create_project(
         target, description=f"edgeloop drift checks for {target}"
     )
+    for panel in dashboard_panels():
+        project.dashboard.add_panel(panel)
+    return project
+
+
+def dashboard_panels() -> list:
+    """Drift (share and count, last and over time), predicted class shares, data
+    quality, rows, and the champion's accuracy on delayed labels."""
     share = PanelMetric(
         legend="drifted share",
         metric="DriftedColumnsCount",
@@ -37,59 +45,39 @@ def project_for(workspace: Workspace, target: str) -> Project:
         metric="DriftedColumnsCount",
         metric_labels={"value_type": "count"},
     )
-    project.dashboard.add_panel(
-        counter_panel(title="Drifted share, last check", values=[share], size="half")
+    classes = [
+        # serving: the predicted class; devices: mean share per class
+        PanelMetric(
+            legend="share",
+            metric="UniqueValueCount",
+            metric_labels={"value_type": "share"},
+        ),
+        PanelMetric(legend="mean share", metric="MeanValue"),
+    ]
+    missing = PanelMetric(
+        legend="missing share",
+        metric="DatasetMissingValueCount",
+        metric_labels={"value_type": "share"},
     )
-    project.dashboard.add_panel(
-        counter_panel(title="Drifted columns, last check", values=[count], size="half")
-    )
-    project.dashboard.add_panel(
-        line_plot_panel(title="Drifted share over time", values=[share])
-    )
-    project.dashboard.add_panel(
-        line_plot_panel(title="Drifted columns over time", values=[count])
-    )
-    project.dashboard.add_panel(
+    return [
+        counter_panel(title="Drifted share, last check", values=[share], size="half"),
+        counter_panel(title="Drifted columns, last check", values=[count], size="half"),
+        line_plot_panel(title="Drifted share over time", values=[share]),
+        line_plot_panel(title="Drifted columns over time", values=[count]),
+        line_plot_panel(title="Predicted class shares over time", values=classes),
         line_plot_panel(
-            title="Predicted class shares over time",
-            values=[
-                # serving: the predicted class; devices: mean share per class
-                PanelMetric(
-                    legend="share",
-                    metric="UniqueValueCount",
-                    metric_labels={"value_type": "share"},
-                ),
-                PanelMetric(legend="mean share", metric="MeanValue"),
-            ],
-        )
-    )
-    project.dashboard.add_panel(
-        line_plot_panel(
-            title="Data quality: missing values share",
-            values=[
-                PanelMetric(
-                    legend="missing share",
-                    metric="DatasetMissingValueCount",
-                    metric_labels={"value_type": "share"},
-                )
-            ],
-            size="half",
-        )
-    )
-    project.dashboard.add_panel(
+            title="Data quality: missing values share", values=[missing], size="half"
+        ),
         counter_panel(
             title="Rows in the last window",
             values=[PanelMetric(legend="rows", metric="RowCount")],
             size="half",
-        )
-    )
-    project.dashboard.add_panel(
+        ),
         line_plot_panel(
             title="Champion's accuracy on delayed labels",
             values=[PanelMetric(legend="accuracy", metric="Accuracy")],
-        )
-    )
-    return project
+        ),
+    ]
 
 
 def save(workspace: Workspace, target: str, snapshot: Snapshot) -> str:

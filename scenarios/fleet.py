@@ -10,6 +10,7 @@ import hashlib
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -17,9 +18,9 @@ import pandas as pd
 
 from components.config import Params, load_params
 from components.errors import ServiceError
-from edge_fleet.agent import Agent
 from edge_fleet.client import FleetAdmin, stack_fleet_admin
-from edge_fleet.simulator import FleetSpec, build_fleet, run_fleet
+from edge_fleet.device.agent import Agent
+from edge_fleet.sim.runner import FleetSpec, build_fleet, run_fleet
 from flows.edge_release import edge_release, fetch_ship_file
 from stack.contracts import Channel
 from stack.secrets import stack_secrets
@@ -35,7 +36,7 @@ def stack_fleet(
     test_split: Path,
     home: Path,
 ) -> list[Agent]:
-    """Simulated devices (edge_fleet.simulator) against this stack's fleet server:
+    """Simulated devices (edge_fleet.sim) against this stack's fleet server:
     the factory root.json of its TUF repository, its enrollment key, and input
     streams drawn from the test split, within the data contract's feature range."""
     return build_fleet(
@@ -118,6 +119,24 @@ def settled(fleet: FleetAdmin, agents: list[Agent]) -> bool:
     )
 
 
+def enrolled_fleet(settings: Settings, params: Params, spec: FleetSpec) -> list[Agent]:
+    """The simulated devices, their inputs from the test split, each enrolled (so a
+    rollout's stages count them) and checked in once."""
+    test = params.paths.prepared / "test.parquet"
+    if not test.exists():
+        raise ServiceError(f"{test} does not exist", hint="run `edgeloop run` first")
+    agents = stack_fleet(
+        settings,
+        params,
+        spec,
+        test_split=test,
+        home=settings.state_dir / "fleet-sim" / spec.prefix,
+    )
+    for agent in agents:
+        agent.step()
+    return agents
+
+
 def simulate(
     settings: Settings,
     params_file: Path,
@@ -139,18 +158,7 @@ def simulate(
             f"model {name!r} has no champion to roll out",
             hint="run the pipeline first: `edgeloop run`",
         )
-    test = params.paths.prepared / "test.parquet"
-    if not test.exists():
-        raise ServiceError(f"{test} does not exist", hint="run `edgeloop run` first")
-    agents = stack_fleet(
-        settings,
-        params,
-        spec,
-        test_split=test,
-        home=settings.state_dir / "fleet-sim" / spec.prefix,
-    )
-    for agent in agents:  # enrolled before the rollout, so stages count them
-        agent.step()
+    agents = enrolled_fleet(settings, params, spec)
     start = time.monotonic()
     ensure_rollout(settings, name, champion, "simulate")
 
@@ -181,4 +189,28 @@ def simulate(
         agents,
         broken,
         extra,
+    )
+
+
+def newest_report(fleet: FleetAdmin, cohort: str) -> datetime | None:
+    """When the fleet server received the cohort's newest report (its clock)."""
+    latest = fleet.telemetry(cohort, 1)
+    return datetime.fromisoformat(latest[0]["received_at"]) if latest else None
+
+
+def reported_since(
+    fleet: FleetAdmin,
+    cohort: str,
+    after: datetime | None,
+    count: int,
+    *,
+    version: str | None = None,
+) -> bool:
+    """Whether the cohort's newest `count` reports all arrived after `after` (and
+    come from `version`, when given)."""
+    newest = fleet.telemetry(cohort, count)
+    return len(newest) >= count and all(
+        (after is None or datetime.fromisoformat(r["received_at"]) > after)
+        and (version is None or r["version"] == version)
+        for r in newest
     )

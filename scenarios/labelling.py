@@ -1,6 +1,6 @@
 """A simulated labelling team: labelled rows of a cohort's shifted data, as the
 team would send them, arriving in `paths.incoming/<target>/` for the next training
-run."""
+run; and which cohort has none yet (`pick_cohort`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from components.config import Params
-from edge_fleet.simulator import labelled_rows
+from components.errors import ServiceError
+from edge_fleet.sim.streams import labelled_rows
+from monitoring.reference import ChampionData, reference_rows
 
 
 def label_incoming(
@@ -43,3 +45,26 @@ def label_incoming(
     path = folder / f"labelled-{drift}-{stamp}-{seed}.parquet"
     frame.to_parquet(path, index=False)
     return path
+
+
+def pick_cohort(
+    project: Path, params: Params, cohort: str, champion: ChampionData | None
+) -> str:
+    """`auto`: the first cohort whose champion has none of its own labelled rows yet
+    (its reference is still the training split, so a shift on it is drift)."""
+    if cohort != "auto":
+        if cohort not in params.fleet.cohorts:
+            raise ServiceError(
+                f"--cohort {cohort!r}: not one of fleet.cohorts {params.fleet.cohorts}"
+            )
+        return cohort
+    for name in params.fleet.cohorts:
+        if reference_rows(project, params, f"cohort-{name}", champion) is None:
+            return name
+    raise ServiceError(
+        f"--cohort auto: every cohort of fleet.cohorts {params.fleet.cohorts} already "
+        f"has its own labelled rows in v{champion.version if champion else '-'}'s "
+        "data, so the same shift on it is no longer drift",
+        hint=f"name one with --cohort, or move {params.paths.incoming}/cohort-*/ "
+        "away to return to the embedded default data",
+    )

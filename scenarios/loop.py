@@ -17,49 +17,32 @@ versions, and where to look. Needs `edgeloop up` and a champion (`edgeloop run`)
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from mlflow import MlflowClient
 
 from components.config import Params, load_params
 from components.errors import ServiceError
-from edge_fleet.agent import Agent
 from edge_fleet.client import FleetAdmin, stack_fleet_admin
-from edge_fleet.simulator import FleetSpec, run_fleet
+from edge_fleet.device.agent import Agent
+from edge_fleet.sim.runner import FleetSpec, run_fleet
 from flows.monitor import champion_data, monitor
-from monitoring.reference import ChampionData, reference_rows
 from scenarios.fleet import (
     eligible_profiles,
     ensure_rollout,
+    newest_report,
+    reported_since,
     stable_version,
     stack_fleet,
 )
-from scenarios.labelling import label_incoming
-from stack.contracts import TRIGGER_PREFIX, DriftOutcome, RolloutState, Tag
+from scenarios.labelling import label_incoming, pick_cohort
+from scenarios.report import LoopReport, accuracy_line, why
+from stack.contracts import DriftOutcome, RolloutState, Tag
 from stack.services import champion_version, evidently_workspace
 from stack.settings import Settings
-
-
-@dataclass
-class LoopReport:
-    steps: list[tuple[str, float, str]] = field(default_factory=list)
-    cohort: str = ""
-    drift_before: float | None = None
-    drift_after: float | None = None
-    accuracy_before: str | None = None  # old champion on the cohort's delayed labels
-    accuracy_after: str | None = None  # new champion on the next batch of labels
-    old_version: str | None = None
-    new_version: str | None = None
-    why: str = ""  # the new version's trigger and gate decision, from its tags
-    outcome: str = ""
-
-    def step(self, name: str, started: float, detail: str) -> None:
-        self.steps.append((name, time.monotonic() - started, detail))
 
 
 @dataclass(frozen=True)
@@ -69,29 +52,6 @@ class Drift:
     kind: str
     strength: float
     label_rows: int
-
-
-def pick_cohort(
-    project: Path, params: Params, cohort: str, champion: ChampionData | None
-) -> str:
-    """`auto`: the first cohort whose champion has none of its own labelled rows yet
-    (its reference is still the training split, so a shift on it is drift)."""
-    if cohort != "auto":
-        if cohort not in params.fleet.cohorts:
-            raise ServiceError(
-                f"--cohort {cohort!r}: not one of fleet.cohorts {params.fleet.cohorts}"
-            )
-        return cohort
-    for name in params.fleet.cohorts:
-        if reference_rows(project, params, f"cohort-{name}", champion) is None:
-            return name
-    raise ServiceError(
-        f"--cohort auto: every cohort of fleet.cohorts {params.fleet.cohorts} already "
-        f"has its own labelled rows in v{champion.version if champion else '-'}'s "
-        "data, so the same shift on it is no longer drift",
-        hint=f"name one with --cohort, or move {params.paths.incoming}/cohort-*/ "
-        "away to return to the embedded default data",
-    )
 
 
 @dataclass
@@ -418,58 +378,3 @@ def run_loop(
         f"of {cohort} in {latency:.0f} s"
     )
     return loop.report
-
-
-def newest_report(fleet: FleetAdmin, cohort: str) -> datetime | None:
-    """When the fleet server received the cohort's newest report (its clock)."""
-    latest = fleet.telemetry(cohort, 1)
-    return datetime.fromisoformat(latest[0]["received_at"]) if latest else None
-
-
-def reported_since(
-    fleet: FleetAdmin,
-    cohort: str,
-    after: datetime | None,
-    count: int,
-    *,
-    version: str | None = None,
-) -> bool:
-    """Whether the cohort's newest `count` reports all arrived after `after` (and
-    come from `version`, when given)."""
-    newest = fleet.telemetry(cohort, count)
-    return len(newest) >= count and all(
-        (after is None or datetime.fromisoformat(r["received_at"]) > after)
-        and (version is None or r["version"] == version)
-        for r in newest
-    )
-
-
-def why(tags: dict[str, str]) -> str:
-    """What started a version's training and what its gates said (its tags)."""
-    trigger = tags.get(Tag.TRIGGER, "manual")
-    if trigger == "drift":
-        started = (
-            f"drift on {tags.get(TRIGGER_PREFIX + 'target')} (share "
-            f"{tags.get(TRIGGER_PREFIX + 'drift_share')}, event "
-            f"{tags.get(TRIGGER_PREFIX + 'event_id')}, Evidently snapshot "
-            f"{tags.get(TRIGGER_PREFIX + 'snapshot_id')})"
-        )
-    else:
-        started = trigger
-    gate = tags.get(Tag.GATE, "not gated")
-    if gate != "passed" and tags.get(Tag.GATE_FAILURES):
-        gate += f": {tags[Tag.GATE_FAILURES]}"
-    return f"trained for {started}; gates {gate}"
-
-
-def accuracy_line(outcome: DriftOutcome, version: str | None) -> str | None:
-    if outcome.accuracy_delayed is None:
-        return None
-    return (
-        f"v{version} {outcome.accuracy_delayed:.3f} on "
-        f"{outcome.delayed_label_rows} delayed labels"
-    )
-
-
-def fmt_share(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.2f}"

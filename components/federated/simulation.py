@@ -39,6 +39,25 @@ def planned_central_dp(cfg: TrainConfig) -> PrivacySpent:
     )
 
 
+def federated_privacy(cfg: TrainConfig, rounds_log: list[dict]) -> PrivacySpent | None:
+    """The run's privacy: planned for central DP, as the clients' Opacus accountants
+    reported it in the last round for client DP, None without DP."""
+    fed = cfg.federated
+    if fed.dp == "central_fixed_clipping":
+        return planned_central_dp(cfg)
+    if fed.dp == "client_opacus":
+        last = rounds_log[-1]
+        return PrivacySpent(
+            epsilon=float(last["clients_epsilon"]),
+            delta=cfg.privacy.target_delta,
+            noise_multiplier=float(last["clients_noise_multiplier"]),
+            sample_rate=float("nan"),
+            steps=fed.rounds * fed.local_epochs,
+            mechanism="flower_client_opacus",
+        )
+    return None
+
+
 def run_federated(
     train: Arrays,
     test: Arrays,
@@ -82,25 +101,12 @@ def run_federated(
     model = build_model(spec)
     set_weights(model, plan.final_weights)
     model.eval()
-    privacy = None
-    if fed.dp == "central_fixed_clipping":
-        privacy = planned_central_dp(cfg)
-    elif fed.dp == "client_opacus":
-        last = plan.rounds_log[-1]
-        privacy = PrivacySpent(
-            epsilon=float(last["clients_epsilon"]),
-            delta=cfg.privacy.target_delta,
-            noise_multiplier=float(last["clients_noise_multiplier"]),
-            sample_rate=float("nan"),
-            steps=fed.rounds * fed.local_epochs,
-            mechanism="flower_client_opacus",
-        )
     return TrainResult(
         model=model,
         spec=spec,
         history=plan.rounds_log,
         best_epoch=fed.rounds,
-        privacy=privacy,
+        privacy=federated_privacy(cfg, plan.rounds_log),
         details={
             "partitions": {
                 "kind": fed.partition.kind,

@@ -65,44 +65,14 @@ def make_certificates(folder: Path, hosts: list[str], days: int = 365) -> Certif
     folder.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     until = now + datetime.timedelta(days=days)
-
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("edgeloop federated CA")
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(until)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
+    ca = _ca_certificate(ca_key, now, until)
     key = ec.generate_private_key(ec.SECP256R1())
     server = (
-        x509.CertificateBuilder()
+        _valid(x509.CertificateBuilder(), now, until)
         .subject_name(_name(hosts[0]))
-        .issuer_name(ca_name)
+        .issuer_name(ca.subject)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(until)
         .add_extension(
             x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False
         )
@@ -112,7 +82,6 @@ def make_certificates(folder: Path, hosts: list[str], days: int = 365) -> Certif
         )
         .sign(ca_key, hashes.SHA256())
     )
-
     certs = Certificates(
         folder / "ca.pem", folder / "server.pem", folder / "server.key"
     )
@@ -121,6 +90,47 @@ def make_certificates(folder: Path, hosts: list[str], days: int = 365) -> Certif
     _write_key(certs.server_key, key)
     _write_key(folder / "ca.key", ca_key)  # to sign a new server certificate later
     return certs
+
+
+def _valid(
+    builder: x509.CertificateBuilder,
+    now: datetime.datetime,
+    until: datetime.datetime,
+) -> x509.CertificateBuilder:
+    return (
+        builder.serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(until)
+    )
+
+
+def _ca_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    now: datetime.datetime,
+    until: datetime.datetime,
+) -> x509.Certificate:
+    """A self-signed CA that may sign server certificates only (path length 0)."""
+    ca_name = _name("edgeloop federated CA")
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        key_cert_sign=True,
+        crl_sign=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    return (
+        _valid(x509.CertificateBuilder(), now, until)
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(usage, critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,8 +26,10 @@ from sklearn.linear_model import LogisticRegression
 from sqlalchemy import create_engine, text
 
 from components.config import FleetConfig, load_params
-from edge_fleet.agent import Agent, DataStream, Faults, Identity
 from edge_fleet.client import FleetAdmin
+from edge_fleet.device.agent import Agent, Identity
+from edge_fleet.sim.faults import Faults
+from edge_fleet.sim.streams import DataStream
 from stack.services import free_port
 from tests.conftest import BACKENDS, default_params_dict
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from components.config import FleetConfig
-from edge_fleet.controller import StageEvidence, judge, stages, total_variation
+from edge_fleet.checks import StageEvidence, judge, total_variation
+from edge_fleet.controller import stages
 from edge_fleet.db import Telemetry
 from edge_fleet.tuf_repo import bucket, in_scope
 

@@ -13,7 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
-from edge_fleet.agent import Agent, Faults, PowerLoss
+from edge_fleet.device.agent import Agent
+from edge_fleet.sim.faults import Faults, PowerLoss
 from tests.edge_fleet.conftest import (
     drive,
     linear_onnx,

@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 
 from components.config import parse_params
 from components.errors import ServiceError
-from edge_fleet.simulator import labelled_rows
+from edge_fleet.sim.streams import labelled_rows
 from monitoring import drift
 from monitoring.reference import (
     ChampionData,
@@ -20,7 +20,7 @@ from monitoring.reference import (
     general_rows,
     reference_rows,
 )
-from scenarios.loop import pick_cohort
+from scenarios.labelling import pick_cohort
 from tests.conftest import default_params_dict
 
 PARAMS = parse_params(default_params_dict())

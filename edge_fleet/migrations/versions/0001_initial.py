@@ -16,6 +16,13 @@ WHEN = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    devices()
+    models()
+    rollouts()
+    telemetry()
+
+
+def devices() -> None:
     op.create_table(
         "devices",
         sa.Column("id", sa.String(128), primary_key=True),
@@ -33,6 +40,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_devices_token_sha256", "devices", ["token_sha256"], unique=True)
     op.create_index("ix_devices_cohort", "devices", ["cohort"])
+
+
+def models() -> None:
     op.create_table(
         "models",
         sa.Column("version", sa.String(32), primary_key=True),
@@ -44,6 +54,9 @@ def upgrade() -> None:
         sa.Column("blob", sa.String(500), nullable=False),
         sa.Column("created_at", WHEN, nullable=False),
     )
+
+
+def rollouts() -> None:
     op.create_table(
         "rollouts",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -61,6 +74,9 @@ def upgrade() -> None:
         sa.Column("events", sa.JSON(), nullable=False),
     )
     op.create_index("ix_rollouts_state", "rollouts", ["state"])
+
+
+def telemetry() -> None:
     op.create_table(
         "telemetry",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),

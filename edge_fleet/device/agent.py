@@ -1,18 +1,18 @@
 """The device agent: enroll, check in, update through TUF into an A/B slot, smoke
 test, switch atomically, run inference and report telemetry.
 
-One `Agent` is one device; `step()` is one poll cycle (synchronous, so the
-simulator runs many in threads). On disk, per device:
+One `Agent` is one device; `step()` is one poll cycle (synchronous, so a simulator
+runs many in threads). On disk, per device (see slots.py):
 
     <home>/state.json   token, active slot, what each slot holds, failed versions
     <home>/tuf/         TUF's trusted metadata (starts from the factory root.json)
     <home>/a/, <home>/b/  the two model slots
 
-`state.json` is replaced atomically (write + rename) and only after the new slot
-passed its smoke test, so a device killed at any point restarts on a working model.
-A version that failed here is not retried until the fleet assigns another one.
+`state.json` changes only after the new slot passed its smoke test, so a device
+killed at any point restarts on a working model. A version that failed here is not
+retried until the fleet assigns another one.
 
-    python -m edge_fleet.agent --server URL --device-id ID --profile mcu \
+    python -m edge_fleet.device --server URL --device-id ID --profile mcu \
         --cohort north --home DIR --root root.json --samples test.parquet
 """
 
@@ -20,143 +20,36 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import random
 import resource
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import numpy as np
+import pandas as pd
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import TargetFile
 from tuf.ngclient import Updater
-from tuf.ngclient.fetcher import FetcherInterface
 
 from components.config import FleetConfig, load_params
-from components.runtime import LiteRtModel, OnnxRuntimeModel, load_runtime
+from edge_fleet.device.fetcher import ResumingFetcher
+from edge_fleet.device.inference import RuntimeCache, predictions, rounded
+from edge_fleet.device.inputs import RecordedInputs
+from edge_fleet.device.slots import (
+    active_version,
+    load_state,
+    model_path,
+    save_state,
+    spare_slot,
+)
 from edge_fleet.tuf_repo import ROLLOUT, STABLE, in_scope
 from stack.settings import get_settings
 
 SMOKE_ROWS = 8
 LATENCY_ROWS = 8
-# Simulated devices that run the same file share one loaded runtime (keyed by the
-# file's sha256), so a thousand devices fit in one process; a failed load is never
-# cached, so every device still finds a broken file broken.
-_RUNTIMES: dict[str, OnnxRuntimeModel | LiteRtModel] = {}
-_RUNTIMES_LOCK = threading.Lock()
-
-
-class CutLink(Exception):
-    """The simulated network dropped the connection."""
-
-
-class PowerLoss(BaseException):
-    """The simulated device lost power: nothing after this point runs."""
-
-
-class ResumingFetcher(FetcherInterface):
-    """TUF's network layer on httpx: the device token on every request, and a
-    download cut in the middle resumes where it stopped (HTTP Range)."""
-
-    def __init__(
-        self,
-        http: httpx.Client,
-        token: str,
-        *,
-        attempts: int = 5,
-        cut: Callable[[str], int | None] | None = None,
-        power_loss: bool = False,
-    ) -> None:
-        self.http, self.token, self.attempts, self.cut = http, token, attempts, cut
-        self.power_loss = power_loss  # a cut is the device dying, not the link
-        self.bytes_received = 0
-        self.resumes = 0
-
-    def _fetch(self, url: str) -> Iterator[bytes]:
-        received, failures = 0, 0
-        cut_at = self.cut(url) if self.cut else None
-        while True:
-            headers = {"Authorization": f"Bearer {self.token}"}
-            if received:
-                headers["Range"] = f"bytes={received}-"
-            try:
-                with self.http.stream("GET", url, headers=headers) as reply:
-                    if reply.status_code >= 400:
-                        raise tuf_errors.DownloadHTTPError(
-                            f"{url}: HTTP {reply.status_code}", reply.status_code
-                        )
-                    if received and reply.status_code != 206:
-                        raise tuf_errors.DownloadError(f"{url}: range not honoured")
-                    for chunk in reply.iter_bytes(16384):
-                        if cut_at is not None and received + len(chunk) > cut_at:
-                            part = chunk[: cut_at - received]
-                            received += len(part)
-                            self.bytes_received += len(part)
-                            cut_at = None
-                            if part:
-                                yield part
-                            if self.power_loss:
-                                raise PowerLoss(url)
-                            raise CutLink(url)
-                        received += len(chunk)
-                        self.bytes_received += len(chunk)
-                        yield chunk
-                return
-            except (CutLink, httpx.TransportError) as exc:
-                failures += 1
-                if failures >= self.attempts:
-                    raise tuf_errors.DownloadError(
-                        f"{url}: {failures} broken connections"
-                    ) from exc
-                self.resumes += 1
-
-
-@dataclass
-class DataStream:
-    """The device's local inputs: rows drawn from a labelled set, optionally
-    shifted (the drift a cohort can be given), within what the sensor can report
-    (`value_range`, the data contract's feature range, when given)."""
-
-    x: np.ndarray
-    seed: int
-    drift: str | None = None
-    strength: float = 0.0
-    value_range: tuple[float, float] | None = None
-    rng: np.random.Generator = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.rng = np.random.default_rng(self.seed)
-
-    def batch(self, n: int) -> np.ndarray:
-        rows = self.x[self.rng.integers(0, len(self.x), n)].astype(np.float32)
-        rows = shift(rows, self.drift, self.strength, self.rng)
-        if self.value_range is not None:
-            rows = np.clip(rows, *self.value_range)
-        return rows
-
-
-def shift(
-    rows: np.ndarray, kind: str | None, strength: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Brightness (add), noise (gaussian) or rotation (of square images)."""
-    if kind is None or strength == 0:
-        return rows
-    if kind == "brightness":
-        return rows + strength
-    if kind == "noise":
-        return rows + rng.normal(0, strength, rows.shape).astype(np.float32)
-    if kind == "rotation":
-        side = math.isqrt(rows.shape[1])
-        turns = max(1, round(strength)) % 4
-        return np.rot90(rows.reshape(-1, side, side), turns, axes=(1, 2)).reshape(
-            len(rows), -1
-        )
-    raise ValueError(f"drift {kind!r}: expected brightness, noise or rotation")
 
 
 @dataclass
@@ -166,13 +59,32 @@ class Identity:
     cohort: str
 
 
-@dataclass
-class Faults:
-    """What can go wrong on this simulated device."""
+class Inputs(Protocol):
+    x: np.ndarray  # the rows the smoke test answers (the first SMOKE_ROWS)
 
-    cut_download: float = 0.0  # chance a download is cut once, midway
-    power_loss: bool = False  # the device dies during its next model download
-    broken_hardware: bool = False  # every install fails its smoke test
+    def batch(self, n: int) -> np.ndarray: ...
+
+
+class Interference(Protocol):
+    """What can go wrong on a device that the device does not cause itself: none
+    on real hardware (`NoInterference`); a simulator's faults (edge_fleet.sim)."""
+
+    def cut_at(self, url: str, rng: random.Random) -> int | None: ...
+
+    def on_cut(self, url: str) -> None: ...
+
+    def smoke_test_fault(self) -> str | None: ...
+
+
+class NoInterference:
+    def cut_at(self, url: str, rng: random.Random) -> int | None:
+        return None
+
+    def on_cut(self, url: str) -> None:
+        return None
+
+    def smoke_test_fault(self) -> str | None:
+        return None
 
 
 class Agent:
@@ -185,17 +97,19 @@ class Agent:
         factory_root: bytes,
         enroll_key: str,
         cfg: FleetConfig,
-        stream: DataStream,
+        stream: Inputs,
         http: httpx.Client,
-        faults: Faults | None = None,
+        faults: Interference | None = None,
+        runtimes: RuntimeCache | None = None,
     ) -> None:
         self.server, self.id, self.home = server.rstrip("/"), identity, home
         self.factory_root, self.enroll_key, self.cfg = factory_root, enroll_key, cfg
         self.stream, self.http = stream, http
-        self.faults = faults or Faults()
+        self.faults: Interference = faults or NoInterference()
+        self.runtimes = runtimes or RuntimeCache()
         self.rng = random.Random(identity.device_id)
         home.mkdir(parents=True, exist_ok=True)
-        self.state = self._load_state()
+        self.state = load_state(home)
         self.known_timestamp: int | None = None
         self.error: str | None = None
         self.failed_version: str | None = None
@@ -203,27 +117,12 @@ class Agent:
         self.bytes_received = 0  # metadata and model bytes, all updates
         self.resumes = 0  # downloads resumed after a cut connection
 
-    # -- state ----------------------------------------------------------------
-
-    def _load_state(self) -> dict:
-        path = self.home / "state.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        return {"token": None, "active": None, "slots": {}, "failed": {}}
-
-    def _save_state(self) -> None:
-        path = self.home / "state.json"
-        tmp = path.with_name(".state.json.tmp")
-        tmp.write_text(json.dumps(self.state))
-        os.replace(tmp, path)  # the atomic switch
-
     @property
     def version(self) -> str | None:
-        active = self.state["active"]
-        return self.state["slots"][active]["version"] if active else None
+        return active_version(self.state)
 
-    def _model_path(self, slot: str) -> Path:
-        return self.home / slot / self.state["slots"][slot]["filename"]
+    def _save_state(self) -> None:
+        save_state(self.home, self.state)
 
     # -- one poll cycle -----------------------------------------------------------
 
@@ -300,13 +199,12 @@ class Agent:
         if not (tuf_dir / "root.json").exists():
             tuf_dir.mkdir(parents=True, exist_ok=True)
             bootstrap = self.factory_root
+        faults = self.faults
         self.fetcher = ResumingFetcher(
             self.http,
             self.state["token"],
-            cut=self._cut
-            if self.faults.cut_download or self.faults.power_loss
-            else None,
-            power_loss=self.faults.power_loss,
+            cut=lambda url: faults.cut_at(url, self.rng),
+            on_cut=faults.on_cut,
         )
         return Updater(
             metadata_dir=str(tuf_dir),
@@ -315,12 +213,6 @@ class Agent:
             fetcher=self.fetcher,
             bootstrap=bootstrap,
         )
-
-    def _cut(self, url: str) -> int | None:
-        chance = 1.0 if self.faults.power_loss else self.faults.cut_download
-        if "/tuf/targets/" in url and self.rng.random() < chance:
-            return self.rng.randint(1, 1024)
-        return None
 
     def _assignment(self, updater: Updater) -> TargetFile | None:
         for channel in (ROLLOUT, STABLE):
@@ -335,21 +227,15 @@ class Agent:
     def _install(self, updater: Updater, target: TargetFile) -> None:
         custom = target.custom["edgeloop"]
         version, sha = str(custom["version"]), target.hashes["sha256"]
-        active = self.state["active"]
-        slots = self.state["slots"]
-        if active and slots[active]["sha256"] == sha:
-            if slots[active]["version"] != version:
-                # The same file released as a new version (a re-registered model):
-                # nothing to download or load, the device now runs that version.
-                slots[active]["version"] = version
-                self._save_state()
+        if self._already_running(version, sha):
             return
         if self.state["failed"].get(sha):
             self.error = f"v{version} failed here before: {self.state['failed'][sha]}"
             self.failed_version = version
             return
-        spare = "b" if active == "a" else "a"
+        spare = spare_slot(self.state)
         path = self.home / spare / custom["filename"]
+        slots = self.state["slots"]
         if slots.get(spare, {}).get("sha256") != sha or not path.exists():
             slots.pop(spare, None)  # the spare slot is being rewritten
             self._save_state()
@@ -368,12 +254,25 @@ class Agent:
         self.state["active"] = spare
         self._save_state()
 
+    def _already_running(self, version: str, sha: str) -> bool:
+        """The file is the active slot's. Released as a new version (a re-registered
+        model): nothing to download or load, the device now runs that version."""
+        active = self.state["active"]
+        slot = self.state["slots"].get(active) if active else None
+        if slot is None or slot["sha256"] != sha:
+            return False
+        if slot["version"] != version:
+            slot["version"] = version
+            self._save_state()
+        return True
+
     def _smoke_test(self, path: Path, sha: str) -> str | None:
         """Load the file in its runtime and answer the bundled samples."""
-        if self.faults.broken_hardware:
-            return "smoke test: device fault (simulated)"
+        fault = self.faults.smoke_test_fault()
+        if fault is not None:
+            return fault
         try:
-            runtime = _runtime(path, sha)
+            runtime = self.runtimes.get(path, sha)
             logits = runtime.logits(self.stream.x[:SMOKE_ROWS].astype(np.float32))
         except Exception as exc:  # noqa: BLE001 - any failure to load or run
             return f"load/inference failed: {type(exc).__name__}: {str(exc)[:200]}"
@@ -385,8 +284,9 @@ class Agent:
 
     def telemetry(self) -> dict:
         active = self.state["active"]
-        runtime = _runtime(
-            self._model_path(active), self.state["slots"][active]["sha256"]
+        runtime = self.runtimes.get(
+            model_path(self.home, self.state, active),
+            self.state["slots"][active]["sha256"],
         )
         x = self.stream.batch(self.cfg.telemetry_batch)
         latencies = []
@@ -394,47 +294,21 @@ class Agent:
             start = time.perf_counter()
             runtime.logits(row[None, :])
             latencies.append((time.perf_counter() - start) * 1000)
-        logits = runtime.logits(x).astype(np.float64)
-        bad = ~np.isfinite(logits).all(axis=1)
-        logits = logits[~bad]
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-        labels, counts = np.unique(probs.argmax(axis=1), return_counts=True)
         body = {
             "version": self.version,
-            "inferences": len(x),
-            "errors": int(bad.sum()),
             "latency_ms_median": float(np.median(latencies)),
             "latency_ms_p95": float(np.percentile(latencies, 95)),
-            "confidence_mean": float(probs.max(axis=1).mean()) if len(probs) else 0.0,
-            "class_counts": {
-                str(k): int(v) for k, v in zip(labels, counts, strict=True)
-            },
+            **predictions(runtime.logits(x)),
             "feature_stats": {
-                "mean": _rounded(x.mean(axis=0)),
-                "std": _rounded(x.std(axis=0)),
-                "min": _rounded(x.min(axis=0)),
-                "max": _rounded(x.max(axis=0)),
+                "mean": rounded(x.mean(axis=0)),
+                "std": rounded(x.std(axis=0)),
+                "min": rounded(x.min(axis=0)),
+                "max": rounded(x.max(axis=0)),
             },
         }
         if self.id.cohort in self.cfg.sample_cohorts:
-            body["samples"] = [_rounded(r) for r in x[:8]]
+            body["samples"] = [rounded(r) for r in x[:8]]
         return body
-
-
-def _rounded(values: np.ndarray) -> list[float]:
-    return [round(float(v), 4) for v in values]
-
-
-def _runtime(path: Path, sha: str) -> OnnxRuntimeModel | LiteRtModel:
-    with _RUNTIMES_LOCK:
-        cached = _RUNTIMES.get(sha)
-    if cached is not None:
-        return cached
-    runtime = load_runtime(path)
-    with _RUNTIMES_LOCK:
-        _RUNTIMES[sha] = runtime
-    return runtime
 
 
 def poll_delay(cfg: FleetConfig, failures: int, rng: random.Random) -> float:
@@ -448,8 +322,6 @@ def poll_delay(cfg: FleetConfig, failures: int, rng: random.Random) -> float:
 
 
 def main() -> None:
-    import pandas as pd  # the test split this process reads its inputs from
-
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--server", required=True)
     parser.add_argument("--device-id", required=True)
@@ -464,7 +336,6 @@ def main() -> None:
     settings = get_settings()
     if settings.fleet_enroll_key is None:
         parser.error("EDGELOOP_FLEET_ENROLL_KEY is not set")
-    enroll_key = settings.fleet_enroll_key.get_secret_value()
     params = load_params(args.params)
     profile = params.optimize.profiles.get(args.profile)
     if profile is None:
@@ -473,28 +344,30 @@ def main() -> None:
         limit = profile.runtime_memory_mb * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     frame = pd.read_parquet(args.samples)
-    stream = DataStream(frame.drop(columns=params.data.label_column).to_numpy(), seed=0)
     agent = Agent(
         args.server,
         Identity(args.device_id, args.profile, args.cohort),
         args.home,
         factory_root=args.root.read_bytes(),
-        enroll_key=enroll_key,
+        enroll_key=settings.fleet_enroll_key.get_secret_value(),
         cfg=params.fleet,
-        stream=stream,
+        stream=RecordedInputs(
+            frame.drop(columns=params.data.label_column).to_numpy(), seed=0
+        ),
         http=httpx.Client(timeout=30),
     )
-    failures, steps = 0, 0
-    while not args.steps or steps < args.steps:
+    run_forever(agent, params.fleet, args.steps)
+
+
+def run_forever(agent: Agent, cfg: FleetConfig, steps: int = 0) -> None:
+    """Poll (jitter, backoff after failures) for `steps` cycles, or forever."""
+    failures, done = 0, 0
+    while not steps or done < steps:
         try:
             agent.step()
             failures = 0
         except httpx.HTTPError as exc:
             failures += 1
             print(f"check-in failed ({exc}); backing off", flush=True)  # noqa: T201
-        steps += 1
-        time.sleep(poll_delay(params.fleet, failures, agent.rng))
-
-
-if __name__ == "__main__":
-    main()
+        done += 1
+        time.sleep(poll_delay(cfg, failures, agent.rng))

@@ -15,10 +15,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pandas as pd
 
 from components.config import FleetConfig
-from edge_fleet.agent import Agent, DataStream, Faults, Identity, poll_delay, shift
+from edge_fleet.device.agent import Agent, Identity, RuntimeCache, poll_delay
+from edge_fleet.sim.faults import Faults
+from edge_fleet.sim.streams import DataStream
+
+# One loaded runtime per model file for all simulated devices of this process.
+SHARED_RUNTIMES = RuntimeCache()
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ def build_fleet(
                     cut_download=spec.cut_share,
                     broken_hardware=rng.random() < spec.faulty_share,
                 ),
+                runtimes=SHARED_RUNTIMES,
             )
         )
     return agents
@@ -131,32 +136,3 @@ async def run_fleet(
     await asyncio.gather(watch(), *(device(a) for a in agents))
     stats.seconds = time.monotonic() - start
     return stats
-
-
-def labelled_rows(
-    train: pd.DataFrame,
-    *,
-    drift: str,
-    strength: float,
-    rows: int,
-    value_range: tuple[float, float] | None,
-    label_column: str,
-    seed: int = 7,
-) -> pd.DataFrame:
-    """A simulated labelling team's answer to a drifting cohort: training rows with
-    the cohort's shift applied, their true labels, clipped to what a sensor can
-    report (the data contract's range)."""
-    picked = train.sample(min(rows, len(train)), random_state=seed)
-    features = [c for c in train.columns if c != label_column]
-    shifted = shift(
-        picked[features].to_numpy(np.float32),
-        drift,
-        strength,
-        np.random.default_rng(seed),
-    )
-    low, high = value_range or (None, None)
-    frame = pd.DataFrame(shifted.astype(np.float64), columns=features).clip(
-        lower=low, upper=high
-    )
-    frame[label_column] = picked[label_column].to_numpy()
-    return frame

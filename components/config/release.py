@@ -1,0 +1,149 @@
+"""params.yaml's release side: optimization profiles, gates, registry, serving, the
+fleet's rollouts and drift monitoring."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from components.config.base import Strict
+
+
+class DeviceProfile(Strict):
+    """A class of device and its budgets; null means no limit of that kind."""
+
+    max_model_kb: float | None = Field(None, gt=0)  # flash / storage for the file
+    max_ram_kb: float | None = Field(None, gt=0)  # weights + peak activations
+    # Address-space limit of the infra-validation process that loads the file in
+    # its device runtime and answers queries; null: no limit.
+    runtime_memory_mb: int | None = Field(None, ge=64)
+
+
+class OptimizeConfig(Strict):
+    prune_amount: float = Field(0.5, ge=0, lt=1)
+    finetune_epochs: int = Field(5, ge=0)
+    calibration_samples: int = Field(200, ge=1)
+    max_accuracy_drop: float = Field(0.01, ge=0, le=1)
+    latency_runs: int = Field(300, ge=10)
+    infra_samples: int = Field(8, ge=1)
+    # The variant that ships to devices: the gate judges this file in its runtime.
+    ship_variant: str = "int8_static"
+    profiles: dict[str, DeviceProfile] = Field(
+        default_factory=lambda: {
+            "mcu": DeviceProfile(
+                max_model_kb=1024, max_ram_kb=320, runtime_memory_mb=256
+            ),
+            "gateway": DeviceProfile(max_ram_kb=524288, runtime_memory_mb=512),
+            "cloud": DeviceProfile(),
+        },
+        min_length=1,
+    )
+
+
+class GatesConfig(Strict):
+    """What a new version must meet to become `challenger`."""
+
+    min_test_accuracy: float = Field(0.95, ge=0, le=1)
+    max_drop_vs_champion: float = Field(0.01, ge=0, le=1)
+    max_ship_kb: float | None = Field(256, gt=0)
+    max_ship_latency_ms: float | None = Field(1.0, gt=0)
+    require_ship_accepted: bool = True
+
+
+class ServingConfig(Strict):
+    alias: str = "champion"
+    # fp32: the full-precision device file (ONNX or TFLite); ship: optimize.ship_variant
+    variant: Literal["fp32", "ship"] = "fp32"
+    max_request_rows: int = Field(256, ge=1)
+    poll_s: float = Field(2.0, gt=0)  # how often the alias is checked for a new version
+    log_sample_rate: float = Field(0.1, ge=0, le=1)
+    log_rows_per_file: int = Field(1000, ge=1)
+
+
+class RegistryConfig(Strict):
+    model_name: str = Field(min_length=1)
+    gates: GatesConfig = GatesConfig()
+    # auto: a challenger that is at least as accurate as the champion is promoted;
+    # manual: a person promotes (MLflow UI or `edgeloop promote`).
+    promotion: Literal["auto", "manual"] = "auto"
+
+
+class RolloutChecks(Strict):
+    """How a rollout stage is judged, on the model as devices run it, against the
+    previous version on the same devices."""
+
+    min_install_success: float = Field(0.95, ge=0, le=1)
+    max_error_rate: float = Field(0.05, ge=0, le=1)  # inference errors / inferences
+    max_latency_ratio: float = Field(2.0, gt=0)  # median latency, new / previous
+    max_confidence_drop: float = Field(0.10, ge=0, le=1)  # mean top-1 confidence
+    max_class_shift: float = Field(0.25, ge=0, le=1)  # total variation distance
+    # Fleet-wide stop: devices failed on this rollout, percent of the whole fleet.
+    abort_failed_percent: float = Field(20.0, gt=0, le=100)
+
+
+class FleetConfig(Strict):
+    canary_percent: float = Field(10.0, gt=0, le=100)
+    canary_cohort: str | None = None  # a named cohort instead of a percent
+    waves: list[float] = Field(default_factory=lambda: [50.0])  # then 100 (full)
+    bake_s: float = Field(5.0, ge=0)  # minimum time a stage runs before judging
+    stage_timeout_s: float = Field(120.0, gt=0)  # judge with what has reported then
+    min_reported: float = Field(0.9, gt=0, le=1)  # share of a stage that must report
+    checks: RolloutChecks = RolloutChecks()
+    poll_s: float = Field(2.0, gt=0)  # device check-in interval
+    # A device not seen for this long is offline: not counted in a stage's health.
+    offline_after_s: float = Field(60.0, gt=0)
+    poll_jitter: float = Field(0.5, ge=0, le=1)  # +- share of poll_s
+    max_backoff_s: float = Field(60.0, gt=0)
+    telemetry_batch: int = Field(64, ge=1)  # inferences summarised per report
+    max_telemetry_bytes: int = Field(65536, ge=1024)
+    timestamp_expiry_s: int = Field(86400, ge=60)  # TUF timestamp lifetime
+    metadata_expiry_days: int = Field(30, ge=1)  # snapshot / targets lifetime
+    # Simulator: cohorts, the profile mix, and cohorts that share raw input samples.
+    cohorts: list[str] = Field(
+        default_factory=lambda: ["north", "south", "east"], min_length=1
+    )
+    profile_mix: dict[str, float] = Field(
+        default_factory=lambda: {"mcu": 0.5, "gateway": 0.3, "cloud": 0.2}
+    )
+    sample_cohorts: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _waves_rise(self) -> FleetConfig:
+        stages = [self.canary_percent, *self.waves]
+        if any(b <= a for a, b in zip(stages, stages[1:], strict=False)) or any(
+            w >= 100 for w in self.waves
+        ):
+            raise ValueError(
+                f"fleet.waves {self.waves}: expected rising percents above "
+                f"canary_percent {self.canary_percent} and below 100 (full comes last)"
+            )
+        return self
+
+
+class MonitoringConfig(Strict):
+    """Drift checks: windows, Evidently methods and thresholds, and the trigger.
+
+    Wasserstein distance (normed by the reference's spread) is an effect size, not a
+    p-value, so its verdict does not flip as windows grow (K-S and chi-square do)."""
+
+    serving_window_rows: int = Field(500, ge=10)  # last N logged predictions
+    device_window_reports: int = Field(100, ge=10)  # last N telemetry reports/cohort
+    # Smaller windows get no verdict. Serving: at 100 rows the normed Wasserstein
+    # distance of a window from the reference's own distribution passes 0.1 on too
+    # many columns (bench/drift_false_alarms.py: 100% false alarms at 100 rows, 0% at
+    # 500); devices: 0% at 50 reports.
+    serving_min_rows: int = Field(300, ge=5)
+    device_min_reports: int = Field(30, ge=5)
+    reference_batches: int = Field(300, ge=30)  # batch-mean rows drawn for devices
+    # A target's own labelled rows in the champion's data (paths.incoming/<target>/)
+    # become its reference from this many on (monitoring/reference.py).
+    target_reference_min_rows: int = Field(200, ge=10)
+    delayed_labels_min_rows: int = Field(50, ge=5)  # accuracy on newer labels
+    num_method: str = "wasserstein"
+    num_threshold: float = Field(0.1, gt=0)  # per column
+    drift_share: float = Field(0.3, gt=0, le=1)  # drifted columns share: window drifts
+    consecutive: int = Field(2, ge=1)  # windows in a row before a trigger (hysteresis)
+    cooldown_s: float = Field(600.0, ge=0)  # after a trigger, per target
+    schedule_cron: str = "0 * * * *"  # the monitor deployment's schedule
+    retrain_cron: str = "0 3 * * 0"  # training_pipeline's schedule (weekly)

@@ -1,0 +1,167 @@
+"""The checks that judge a rollout stage: install success, error rate, and, against
+the previous version on the same devices, latency, confidence and the predicted
+classes (or the new version's training class shares)."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+
+from components.config import FleetConfig, RolloutChecks
+from edge_fleet.db import Telemetry
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Why a stage failed: which check, the value seen, the threshold."""
+
+    check: str
+    value: float
+    threshold: float
+    stage: str
+    detail: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StageEvidence:
+    devices: int
+    installed: int
+    failed: int
+    new: list[Telemetry]
+    previous: list[Telemetry]
+    prior: dict[str, float] | None = None  # class shares of the new version's data
+
+
+def judge(
+    evidence: StageEvidence, stage: str, cfg: FleetConfig, *, timed_out: bool = False
+) -> Cause | None:
+    """The first failed check of a stage, in order, or None when it is healthy.
+    Devices that have not reported count as failed installs only once the stage
+    timed out. Without a previous version's telemetry on the same devices (a first
+    rollout) only installs and errors are judged."""
+    checks = cfg.checks
+    first = install_success(evidence, checks, stage, timed_out) or error_rate(
+        evidence, checks, stage
+    )
+    if first is not None or not evidence.new or not evidence.previous:
+        return first
+    return (
+        latency_ratio(evidence, checks, stage)
+        or confidence_drop(evidence, checks, stage)
+        or class_shift(evidence, checks, stage)
+    )
+
+
+def install_success(
+    evidence: StageEvidence, checks: RolloutChecks, stage: str, timed_out: bool
+) -> Cause | None:
+    reported = evidence.installed + evidence.failed
+    judged = evidence.devices if timed_out else reported
+    success = evidence.installed / judged if judged else 1.0
+    if not success < checks.min_install_success:
+        return None
+    return Cause(
+        "install_success",
+        round(success, 4),
+        checks.min_install_success,
+        stage,
+        f"{evidence.installed} of {evidence.devices} devices installed "
+        f"({evidence.failed} failed, {evidence.devices - reported} silent)",
+    )
+
+
+def error_rate(
+    evidence: StageEvidence, checks: RolloutChecks, stage: str
+) -> Cause | None:
+    inferences = sum(t.inferences for t in evidence.new)
+    errors = sum(t.errors for t in evidence.new)
+    rate = errors / inferences if inferences else 0.0
+    if not rate > checks.max_error_rate:
+        return None
+    return Cause(
+        "error_rate",
+        round(rate, 4),
+        checks.max_error_rate,
+        stage,
+        f"{errors} errors in {inferences} inferences",
+    )
+
+
+def latency_ratio(
+    evidence: StageEvidence, checks: RolloutChecks, stage: str
+) -> Cause | None:
+    ratio = statistics.median(t.latency_ms_median for t in evidence.new) / max(
+        statistics.median(t.latency_ms_median for t in evidence.previous), 1e-6
+    )
+    if not ratio > checks.max_latency_ratio:
+        return None
+    return Cause(
+        "latency_ratio",
+        round(ratio, 3),
+        checks.max_latency_ratio,
+        stage,
+        "median single-sample latency, new / previous version",
+    )
+
+
+def confidence_drop(
+    evidence: StageEvidence, checks: RolloutChecks, stage: str
+) -> Cause | None:
+    drop = _weighted_confidence(evidence.previous) - _weighted_confidence(evidence.new)
+    if not drop > checks.max_confidence_drop:
+        return None
+    return Cause(
+        "confidence_drop",
+        round(drop, 4),
+        checks.max_confidence_drop,
+        stage,
+        "mean top-1 confidence, previous minus new version",
+    )
+
+
+def class_shift(
+    evidence: StageEvidence, checks: RolloutChecks, stage: str
+) -> Cause | None:
+    before, after = _class_counts(evidence.previous), _class_counts(evidence.new)
+    if evidence.prior:
+        # Against the classes the new version was trained on: a model that collapses
+        # moves away from them; one retrained for drifted inputs moves back towards
+        # them, which is a large shift from the previous version, not a failure.
+        shift = total_variation(after, evidence.prior) - total_variation(
+            before, evidence.prior
+        )
+        detail = (
+            "total variation distance of predicted classes from the training class "
+            "shares, new minus previous version"
+        )
+    else:
+        shift = total_variation(before, after)
+        detail = "total variation distance of predicted classes, previous vs new"
+    if not shift > checks.max_class_shift:
+        return None
+    return Cause("class_shift", round(shift, 4), checks.max_class_shift, stage, detail)
+
+
+def _weighted_confidence(rows: list[Telemetry]) -> float:
+    n = sum(t.inferences for t in rows)
+    return sum(t.confidence_mean * t.inferences for t in rows) / n if n else 0.0
+
+
+def _class_counts(rows: list[Telemetry]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in rows:
+        for label, c in t.class_counts.items():
+            counts[label] = counts.get(label, 0) + int(c)
+    return counts
+
+
+def total_variation(a: dict[str, float], b: dict[str, float]) -> float:
+    """Between two class distributions given as counts or shares."""
+    na, nb = sum(a.values()), sum(b.values())
+    if not na or not nb:
+        return 0.0
+    keys = set(a) | set(b)
+    return 0.5 * sum(abs(a.get(k, 0) / na - b.get(k, 0) / nb) for k in keys)

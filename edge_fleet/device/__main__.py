@@ -1,0 +1,3 @@
+from edge_fleet.device.agent import main
+
+main()

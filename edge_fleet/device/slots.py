@@ -1,0 +1,37 @@
+"""A device's disk: `state.json` (token, active slot, what each slot holds, the
+versions that failed here) and the two model slots `a/` and `b/`. The state file is
+replaced atomically (write + rename), so a device killed at any point restarts on
+the state before or after a change, never half of one."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def load_state(home: Path) -> dict:
+    path = home / "state.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"token": None, "active": None, "slots": {}, "failed": {}}
+
+
+def save_state(home: Path, state: dict) -> None:
+    path = home / "state.json"
+    tmp = path.with_name(".state.json.tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)  # the atomic switch
+
+
+def active_version(state: dict) -> str | None:
+    active = state["active"]
+    return state["slots"][active]["version"] if active else None
+
+
+def model_path(home: Path, state: dict, slot: str) -> Path:
+    return home / slot / state["slots"][slot]["filename"]
+
+
+def spare_slot(state: dict) -> str:
+    return "b" if state["active"] == "a" else "a"
