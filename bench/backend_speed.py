@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from bench.data import accuracy, default_data
-from components.keras_train import train_keras
-from components.model import TorchClassifier
-from components.torch_train import train_torch
+from components.training.keras_train import train_keras
+from components.training.model import TorchClassifier
+from components.training.torch_train import train_torch
 
 
 def main() -> None:

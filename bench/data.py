@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.config import Params, TrainConfig, load_params
-from components.data import load_source
-from components.inputs import spec_for, to_arrays
-from components.model import ModelSpec
-from components.split import split_dataset
-from components.torch_train import Arrays, TrainResult
+from components.data.sources import load_source
+from components.data.split import split_dataset
+from components.training.inputs import spec_for, to_arrays
+from components.training.model import ModelSpec
+from components.training.torch_train import Arrays, TrainResult
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def accuracy(classifier, data: Arrays) -> float:
 
 def federated_on(data: BenchData, cfg: TrainConfig) -> TrainResult:
     """Flower's simulation on the bench data, evaluated on its test split."""
-    from components.federated.simulation import run_federated
+    from components.training.federated.simulation import run_federated
 
     return run_federated(
         data.train,

@@ -12,11 +12,11 @@ import tempfile
 from pathlib import Path
 
 from bench.data import default_data
-from components.data import load_source
-from components.model import save_model
-from components.optimize import optimize_model
-from components.split import split_dataset
-from components.torch_train import train_torch
+from components.data.sources import load_source
+from components.data.split import split_dataset
+from components.optimization.optimize import optimize_model
+from components.training.model import save_model
+from components.training.torch_train import train_torch
 
 
 def main() -> None:

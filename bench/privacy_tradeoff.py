@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from bench.data import accuracy, default_data, federated_on
-from components.model import TorchClassifier
-from components.torch_train import train_torch
+from components.training.model import TorchClassifier
+from components.training.torch_train import train_torch
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from cli.console import ProjectOption, console
 from components.errors import ServiceError
+from scenarios.report import fmt_share
 from stack.settings import get_settings
 
 
@@ -30,7 +31,6 @@ def loop(  # noqa: PLR0917 - the command's options
     # The loop runs flows: imported after the root callback set Prefect's
     # environment, and only by this command.
     from scenarios.loop import run_loop
-    from scenarios.report import fmt_share
 
     settings = get_settings()
     report = run_loop(

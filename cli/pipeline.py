@@ -83,7 +83,7 @@ def validate(
 ) -> None:
     """Validate a data file against the data contract (the GX suite)."""
     # Great Expectations takes seconds to import: only this command pays for it.
-    from components.validate import check_file
+    from components.data.validate import check_file
 
     params = load_params(params_file)
     result = check_file(path, params, params.paths.quarantine if quarantine else None)

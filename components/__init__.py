@@ -1,6 +1,11 @@
-"""The work itself: plain functions over typed configs (`config`) and paths, no
-Prefect, no servers, no settings. Each DVC stage is a module with a `main()`
-(`prepare`, `validate`, `train`, `evaluate`, `optimize`); beside them the data
-(`data`, `contract`, `split`, `datacard`), training (`model`, `inputs`,
-`torch_train`, `keras_train`, `privacy`, `search`, `federated/`), the backends' one
-interface (`backends`), optimization (`compress`, `tflite`, `runtime`) and the gates."""
+"""The work itself: plain functions over typed configs (`config/`) and paths, no
+Prefect, no servers, no settings, grouped by stage; each DVC stage is a module with
+a `main()`:
+
+- `data/`: sources, `prepare`, `validate` (the contract, splits, the data card)
+- `training/`: `train` (PyTorch, Keras, Opacus DP-SGD, Optuna search), the models,
+  what a model takes (`inputs`), the privacy ledger, `federated/` (Flower)
+- `evaluation/`: `evaluate`, the registry's gates
+- `optimization/`: `optimize` (pruning, int8, ONNX/TFLite files), the device runtimes
+- shared: `config/` (the params model), `errors`, `stage` (entry points), `metrics`,
+  `backends` (either backend's model behind one interface)"""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.model import Classifier, TorchClassifier, load_model, load_spec
+from components.training.model import Classifier, TorchClassifier, load_model, load_spec
 
 
 def load_classifier(folder: Path) -> Classifier:
@@ -13,7 +13,7 @@ def load_classifier(folder: Path) -> Classifier:
     spec = load_spec(folder)
     if spec.backend == "keras":
         # TensorFlow (seconds to import, GBs of memory) only for a Keras model.
-        from components.keras_train import load_keras
+        from components.training.keras_train import load_keras
 
         return load_keras(folder)
     model, spec = load_model(folder)

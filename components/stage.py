@@ -1,5 +1,5 @@
-"""What every `python -m components.<stage>` entry point shares: arguments, logging,
-and one-line errors (a traceback only with --debug)."""
+"""What every `python -m components.<group>.<stage>` entry point shares: arguments,
+logging, and one-line errors (a traceback only with --debug)."""
 
 from __future__ import annotations
 

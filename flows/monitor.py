@@ -25,7 +25,7 @@ from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
 
 from components.config import Params, load_params
-from components.runtime import predicted_labels
+from components.optimization.runtime import predicted_labels
 from edge_fleet.client import FleetAdmin
 from flows.adapters.registry import data_card
 from flows.runners import task_runner

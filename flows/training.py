@@ -14,9 +14,9 @@ from prefect.context import get_run_context
 
 from components.config import DEFAULT_PARAMS, Params, load_params
 from components.errors import EdgeloopError, StageError, error_class
-from components.gates import GateDecision
+from components.evaluation.gates import GateDecision
 from components.stage import failure_report
-from components.train import TRAINING
+from components.training.train import TRAINING
 from flows.adapters import dvc as dvc_stages
 from flows.adapters import registry, tracking
 from stack.contracts import TAG_PREFIX, TRIGGER_PREFIX, Alias, Tag

@@ -2,7 +2,7 @@
 
 Labelled rows arrive in `paths.incoming`, in a subfolder per deployment target when
 they came from one (`serving/`, `cohort-<name>/`); the next training run adds them to
-the data (components/prepare.py) and the data card lists them.
+the data (components/data/prepare.py) and the data card lists them.
 
 - **Reference.** A target's drift is measured against what its champion was trained
   on for that target: the target's own labelled rows in the champion's data version
@@ -27,8 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 from components.config import Params
-from components.data import read_table
-from components.prepare import labelled_files
+from components.data.prepare import labelled_files
+from components.data.sources import read_table
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 
 from components.config import ServingConfig
 from components.errors import ServiceError
-from components.runtime import LiteRtModel, OnnxRuntimeModel, load_runtime
+from components.optimization.runtime import LiteRtModel, OnnxRuntimeModel, load_runtime
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from mlflow import MlflowClient
 from sklearn.datasets import load_digits
 
 from components.config import Params, SplitConfig, load_params, parse_params
-from components.model import ModelSpec
-from components.split import SplitResult, split_dataset
-from components.torch_train import Arrays
+from components.data.split import SplitResult, split_dataset
+from components.training.model import ModelSpec
+from components.training.torch_train import Arrays
 from stack.services import free_port, mlflow_spec
 from stack.settings import Settings
 from tests.postgres import PostgresCluster, start_cluster

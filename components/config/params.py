@@ -33,7 +33,7 @@ from components.errors import ConfigError
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-# The optimized variants each backend produces (see components/optimize.py).
+# The optimized variants each backend produces (components/optimization/optimize.py).
 VARIANTS = {
     "torch": ("fp32", "int8_static", "int8_dynamic", "pruned", "pruned_int8_static"),
     "keras": ("fp32", "fp16", "int8_static"),  # TFLite full-integer, calibrated

@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 
 from components.config import RegistryConfig, ServingConfig
 from components.errors import EdgeloopError
-from components.gates import Candidate, GateDecision, decide
+from components.evaluation.gates import Candidate, GateDecision, decide
 from stack.contracts import ALIAS_HISTORY_PREFIX, TAG_PREFIX, Alias, Tag
 
 CHAMPION, CHALLENGER = Alias.CHAMPION, Alias.CHALLENGER
@@ -147,7 +147,7 @@ def champion_on(
 
     # The device runtimes (ONNX Runtime, LiteRT): only when the champion was tested
     # on other data than the candidate.
-    from components.runtime import labelled_accuracy
+    from components.optimization.runtime import labelled_accuracy
     from serving.model_source import AliasSource
 
     tags = client.get_model_version(name, candidate_version).tags

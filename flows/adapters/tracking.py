@@ -19,9 +19,9 @@ from mlflow.models import infer_signature
 
 from components.backends import load_classifier
 from components.config import Params
-from components.evaluate import CLASS_REPORT, CONFUSION, METRICS
-from components.optimize import REPORT as OPTIMIZE_REPORT
-from components.train import TRAINING
+from components.evaluation.evaluate import CLASS_REPORT, CONFUSION, METRICS
+from components.optimization.optimize import REPORT as OPTIMIZE_REPORT
+from components.training.train import TRAINING
 from stack.contracts import TAG_PREFIX, Tag
 
 EXPERIMENT = "edgeloop-training"

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.contract import quarantine_batch, validate_batch
+from components.data.contract import quarantine_batch, validate_batch
 from tests.conftest import tiny_params
 
 FEATURES = ["f0", "f1", "f2", "f3"]

@@ -10,10 +10,10 @@ import pytest
 
 from components.config import FederatedConfig, SplitConfig, TrainConfig
 from components.errors import TrainingError
-from components.federated.simulation import run_federated
-from components.federated.task import label_histograms, partition_rows
-from components.model import ModelSpec, TorchClassifier
-from components.torch_train import Arrays
+from components.training.federated.simulation import run_federated
+from components.training.federated.task import label_histograms, partition_rows
+from components.training.model import ModelSpec, TorchClassifier
+from components.training.torch_train import Arrays
 from tests.conftest import digits_subset
 
 

@@ -1,6 +1,6 @@
 """The same ClientApp/ServerApp under Flower's deployment engine: a SuperLink and
 two SuperNodes as separate processes on loopback, over TLS with certificates the
-stack makes (components/federated/tls.py), the run submitted with `flwr run`; a
+stack makes (components/training/federated/tls.py), the run submitted with `flwr run`; a
 SuperNode that does not trust the SuperLink's CA is refused."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from sklearn.datasets import load_digits
 
 from components.backends import load_classifier
 from components.config import SplitConfig
-from components.federated.tls import make_certificates
-from components.split import split_dataset
+from components.data.split import split_dataset
+from components.training.federated.tls import make_certificates
 from stack.services import free_port, port_in_use
 from tests.conftest import BIN, REPO, default_params_dict
 

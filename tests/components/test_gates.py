@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from components.config import GatesConfig
-from components.gates import Candidate, decide
+from components.evaluation.gates import Candidate, decide
 
 GATES = GatesConfig(
     min_test_accuracy=0.95,

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from components.config import DataConfig
+from components.data.prepare import export_source
 from components.errors import DataContractError
-from components.prepare import export_source
 
 CFG = DataConfig(name="digits", source="sklearn:digits")
 

@@ -9,18 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from components import compress
 from components.config import DeviceProfile, SplitConfig, TrainConfig
-from components.model import TorchClassifier
-from components.optimize import (
+from components.optimization import compress
+from components.optimization.optimize import (
     VariantReport,
     infra_validate,
     optimize_model,
     profile_problem,
     write_report,
 )
-from components.runtime import load_runtime, predict
-from components.torch_train import Arrays, train_torch
+from components.optimization.runtime import load_runtime, predict
+from components.training.model import TorchClassifier
+from components.training.torch_train import Arrays, train_torch
 from tests.conftest import default_params_dict, digits_subset
 
 
@@ -105,7 +105,7 @@ def test_optimize_stage_gates_and_reports(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     import yaml
 
-    from components import evaluate, prepare, train, validate
+    from components.evaluation import evaluate, prepare, train, validate
 
     raw = default_params_dict(
         train={"epochs": 10},

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from components.config import SplitConfig
-from components.contract import validate_split
+from components.data.contract import validate_split
+from components.data.split import SplitResult, row_keys, split_dataset
 from components.errors import DataContractError
-from components.split import SplitResult, row_keys, split_dataset
 from tests.conftest import tiny_frame
 
 FEATURES = ["f0", "f1", "f2", "f3"]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from sklearn.datasets import load_wine
 
-from components import evaluate, prepare, train, validate
+from components.evaluation import evaluate, prepare, train, validate
 
 WINE_PARAMS = {
     "data": {"name": "wine", "source": "wine.csv", "label_column": "label"},

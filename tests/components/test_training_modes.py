@@ -12,14 +12,14 @@ import pytest
 import yaml
 from torch import nn
 
-from components import train as train_stage
 from components.backends import load_classifier
 from components.config import SplitConfig, TrainConfig, parse_params
 from components.errors import ConfigError, PrivacyBudgetError, TrainingError
-from components.model import ModelSpec
-from components.privacy import PrivacyLedger, PrivacySpent
-from components.search import run_search
-from components.torch_train import Arrays, make_private_model, train_torch
+from components.training import train as train_stage
+from components.training.model import ModelSpec
+from components.training.privacy import PrivacyLedger, PrivacySpent
+from components.training.search import run_search
+from components.training.torch_train import Arrays, make_private_model, train_torch
 from tests.conftest import default_params_dict, digits_subset
 
 
@@ -50,7 +50,7 @@ def test_torch_backend_learns_and_is_reproducible(digits_small):
     second = train_torch(train, val, spec, _cfg())
     rows = first.history
     assert {"train_loss", "val_loss", "val_accuracy", "val_macro_f1"} <= set(rows[0])
-    from components.model import TorchClassifier
+    from components.training.model import TorchClassifier
 
     acc = [_accuracy(TorchClassifier(r.model, spec), test) for r in (first, second)]
     assert acc[0] > 0.85
@@ -58,7 +58,7 @@ def test_torch_backend_learns_and_is_reproducible(digits_small):
 
 
 def test_keras_backend_learns_saves_and_loads(digits_small, tmp_path: Path):
-    from components.keras_train import save_keras, train_keras
+    from components.training.keras_train import save_keras, train_keras
 
     train, val, test, spec = digits_small
     result = train_keras(train, val, spec, _cfg(backend="keras"))
@@ -182,7 +182,7 @@ def test_train_stage_refuses_a_run_past_the_privacy_budget(tmp_path, monkeypatch
         }
     )
     Path("params.yaml").write_text(yaml.safe_dump(raw))
-    from components import prepare, validate
+    from components.data import prepare, validate
 
     assert prepare.main([]) == 0 and validate.main([]) == 0
     assert train_stage.main([]) == 0

@@ -44,7 +44,7 @@ def test_bentoml_build_makes_a_complete_bento(tmp_path: Path):
         [
             sys.executable,
             "-c",
-            "import sys, serving.service, components.runtime; "
+            "import sys, serving.service, components.optimization.runtime; "
             "print(*[getattr(m, '__file__', None) or '' for m in list("
             "sys.modules.values())], sep='\\n')",
         ],

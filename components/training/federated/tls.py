@@ -6,7 +6,8 @@ The SuperLink gets `--ssl-ca-certfile ca.pem --ssl-certfile server.pem
 certificate (`--root-certificates ca.pem`), so it talks to this SuperLink and no
 other. Keys are written owner-only.
 
-    python -m components.federated.tls --out .edgeloop/flwr/certs --host 127.0.0.1
+    python -m components.training.federated.tls --out .edgeloop/flwr/certs \
+        --host 127.0.0.1
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from components.split import SplitResult
+from components.data.split import SplitResult
 
 
 def build_card(

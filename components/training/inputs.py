@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 
 from components.config import Params
-from components.data import feature_columns
+from components.data.sources import feature_columns
 from components.errors import TrainingError
-from components.model import ModelSpec
-from components.torch_train import Arrays
+from components.training.model import ModelSpec
+from components.training.torch_train import Arrays
 
 
 def to_arrays(frame: pd.DataFrame, spec: ModelSpec, label: str) -> Arrays:

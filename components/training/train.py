@@ -14,11 +14,11 @@ from typing import Any
 import pandas as pd
 
 from components.config import Params, TrainConfig
-from components.inputs import spec_for, to_arrays
-from components.model import save_model
-from components.privacy import PrivacyLedger
 from components.stage import exit_with, run_stage, stage_parser
-from components.torch_train import Trainer, TrainResult, train_torch
+from components.training.inputs import spec_for, to_arrays
+from components.training.model import save_model
+from components.training.privacy import PrivacyLedger
+from components.training.torch_train import Trainer, TrainResult, train_torch
 
 log = logging.getLogger("edgeloop.train")
 TRAINING = "training.json"
@@ -26,7 +26,8 @@ TRAINING = "training.json"
 
 def central_trainer(cfg: TrainConfig) -> Trainer:
     if cfg.backend == "keras":
-        from components.keras_train import train_keras  # TensorFlow only when asked
+        # TensorFlow only when asked.
+        from components.training.keras_train import train_keras
 
         return train_keras
     return train_torch
@@ -37,7 +38,8 @@ def planned_epsilon(cfg: TrainConfig) -> float:
     if cfg.mode == "private" or cfg.federated.dp == "client_opacus":
         return cfg.privacy.target_epsilon
     if cfg.federated.dp == "central_fixed_clipping":
-        from components.federated.simulation import planned_central_dp  # Flower
+        # Flower, imported only for a federated run.
+        from components.training.federated.simulation import planned_central_dp
 
         return planned_central_dp(cfg).epsilon
     return 0.0
@@ -51,7 +53,8 @@ def train(params: Params, prepared: Path) -> tuple[TrainResult, dict[str, Any]]:
     spec = spec_for(params, train_df)
     train_xy, val_xy = to_arrays(train_df, spec, label), to_arrays(val_df, spec, label)
     if cfg.federated.enabled:
-        from components.federated.simulation import run_federated  # Flower + Ray
+        # Flower + Ray, imported only for a federated run.
+        from components.training.federated.simulation import run_federated
 
         test_xy = to_arrays(pd.read_parquet(prepared / "test.parquet"), spec, label)
         return run_federated(
@@ -65,7 +68,7 @@ def train(params: Params, prepared: Path) -> tuple[TrainResult, dict[str, Any]]:
     trainer = central_trainer(cfg)
     search: dict[str, Any] = {}
     if cfg.search.enabled:
-        from components.search import run_search  # Optuna only when asked
+        from components.training.search import run_search  # Optuna only when asked
 
         found = run_search(train_xy, val_xy, spec, cfg, trainer)
         search = asdict(found)
@@ -87,7 +90,7 @@ def _body(args: argparse.Namespace, params: Params) -> None:
         ledger.check(data_version, planned, cfg.privacy.max_total_epsilon)
     result, search = train(params, prepared)
     if result.spec.backend == "keras":
-        from components.keras_train import save_keras  # TensorFlow
+        from components.training.keras_train import save_keras  # TensorFlow
 
         save_keras(result.model, out)
     else:

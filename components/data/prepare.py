@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from components.config import DataConfig, Params
-from components.data import load_source, read_table
+from components.data.sources import load_source, read_table
 from components.errors import DataContractError
 from components.stage import exit_with, run_stage, stage_parser
 

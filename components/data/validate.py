@@ -15,18 +15,18 @@ import pandas as pd
 from dvc_data.hashfile.hash import file_md5
 
 from components.config import Params
-from components.contract import (
+from components.data.contract import (
     ValidationOutcome,
     quarantine_batch,
     validate_batch,
     validate_split,
     write_report,
 )
-from components.data import feature_columns, load_source, read_table
-from components.datacard import build_card, write_card
+from components.data.datacard import build_card, write_card
+from components.data.prepare import SOURCE_INFO, raw_batch_path
+from components.data.sources import feature_columns, load_source, read_table
+from components.data.split import SplitResult, split_dataset
 from components.errors import DataContractError
-from components.prepare import SOURCE_INFO, raw_batch_path
-from components.split import SplitResult, split_dataset
 from components.stage import exit_with, run_stage, stage_parser
 
 log = logging.getLogger("edgeloop.validate")

@@ -1,7 +1,7 @@
 """Device runtimes for shipped model files: ONNX Runtime for .onnx, the LiteRT
 interpreter for .tflite (no TensorFlow needed). Also the infra-validation check:
-`python -m components.runtime MODEL SAMPLES --memory-mb N` loads the file in a fresh
-process under an address-space limit and answers the samples."""
+`python -m components.optimization.runtime MODEL SAMPLES --memory-mb N` loads the
+file in a fresh process under an address-space limit and answers the samples."""
 
 from __future__ import annotations
 

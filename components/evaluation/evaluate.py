@@ -21,9 +21,9 @@ from sklearn.metrics import (
 
 from components.backends import load_classifier
 from components.config import Params
-from components.inputs import to_arrays
 from components.metrics import classification_metrics
 from components.stage import exit_with, run_stage, stage_parser
+from components.training.inputs import to_arrays
 
 log = logging.getLogger("edgeloop.evaluate")
 METRICS = "metrics.json"

@@ -9,8 +9,8 @@ from typing import Any
 import optuna
 
 from components.config import SearchConfig, TrainConfig
-from components.model import ModelSpec
-from components.torch_train import Arrays, Trainer
+from components.training.model import ModelSpec
+from components.training.torch_train import Arrays, Trainer
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from opacus import PrivacyEngine
 
 from components.config import FederatedConfig, PrivacyConfig
 from components.errors import TrainingError
-from components.model import ModelSpec, build_model
-from components.privacy import noise_for, spent
-from components.torch_train import (
+from components.training.model import ModelSpec, build_model
+from components.training.privacy import noise_for, spent
+from components.training.torch_train import (
     Arrays,
     check_finite,
     evaluate_arrays,

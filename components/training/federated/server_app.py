@@ -19,9 +19,9 @@ from flwr.serverapp.strategy import (
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from components.config import PrivacyConfig, TrainConfig
-from components.federated.task import evaluate_weights, get_weights
-from components.model import ModelSpec
-from components.torch_train import Arrays
+from components.training.federated.task import evaluate_weights, get_weights
+from components.training.model import ModelSpec
+from components.training.torch_train import Arrays
 
 
 @dataclass

@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from components.config import TrainConfig
 from components.errors import TrainingError
 from components.metrics import classification_metrics
-from components.model import ModelSpec, build_model, set_seeds
-from components.privacy import PrivacySpent
+from components.training.model import ModelSpec, build_model, set_seeds
+from components.training.privacy import PrivacySpent
 
 log = logging.getLogger("edgeloop.train")
 

@@ -12,10 +12,10 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from components.config import load_params
-from components.federated.server_app import FederatedPlan, run_plan
-from components.federated.task import initial_model, set_weights
-from components.inputs import spec_for, to_arrays
-from components.model import build_model, save_model
+from components.training.federated.server_app import FederatedPlan, run_plan
+from components.training.federated.task import initial_model, set_weights
+from components.training.inputs import spec_for, to_arrays
+from components.training.model import build_model, save_model
 
 ROUNDS_FILE = "rounds.json"
 

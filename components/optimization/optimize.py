@@ -23,14 +23,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from components import compress
 from components.backends import load_classifier
 from components.config import DeviceProfile, OptimizeConfig, Params
-from components.inputs import to_arrays
-from components.model import Classifier, TorchClassifier
-from components.runtime import load_runtime, predict, single_sample_latency
+from components.optimization import compress
+from components.optimization.runtime import load_runtime, predict, single_sample_latency
 from components.stage import exit_with, run_stage, stage_parser
-from components.torch_train import Arrays, loader_for, train_epoch
+from components.training.inputs import to_arrays
+from components.training.model import Classifier, TorchClassifier
+from components.training.torch_train import Arrays, loader_for, train_epoch
 
 log = logging.getLogger("edgeloop.optimize")
 REPORT = "variants.json"
@@ -138,7 +138,7 @@ def build_torch_variants(
 def build_keras_variants(
     classifier: Classifier, train: Arrays, cfg: OptimizeConfig, out: Path
 ) -> list[Built]:
-    from components import tflite  # TensorFlow only for a Keras model
+    from components.optimization import tflite  # TensorFlow only for a Keras model
 
     model = classifier.model  # type: ignore[attr-defined]
     params = int(model.count_params())
@@ -169,7 +169,7 @@ def infra_validate(
     command = [
         sys.executable,
         "-m",
-        "components.runtime",
+        "components.optimization.runtime",
         str(path),
         handle.name,
         "--memory-mb",

@@ -15,7 +15,7 @@ import pandas as pd
 from great_expectations import expectations as gxe
 
 from components.config import ValidationConfig
-from components.split import ROW_KEY, SplitResult, row_keys
+from components.data.split import ROW_KEY, SplitResult, row_keys
 
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "float16", "float32", "float64"]
 

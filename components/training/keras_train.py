@@ -19,13 +19,13 @@ from keras import layers
 
 from components.config import TrainConfig
 from components.metrics import classification_metrics
-from components.model import (
+from components.training.model import (
     SPEC,
     ModelSpec,
     load_spec,
     standardization_stats,
 )
-from components.torch_train import (
+from components.training.torch_train import (
     Arrays,
     EpochHook,
     TrainResult,

@@ -23,9 +23,13 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from components.config import FederatedConfig, PrivacyConfig
-from components.federated.task import LocalSettings, partition_rows, train_local
-from components.model import ModelSpec
-from components.torch_train import Arrays
+from components.training.federated.task import (
+    LocalSettings,
+    partition_rows,
+    train_local,
+)
+from components.training.model import ModelSpec
+from components.training.torch_train import Arrays
 
 app = ClientApp()
 

@@ -10,17 +10,17 @@ from flwr.simulation import run_simulation
 
 from components.config import TrainConfig
 from components.errors import TrainingError
-from components.federated import client_app
-from components.federated.server_app import FederatedPlan, make_server_app
-from components.federated.task import (
+from components.training.federated import client_app
+from components.training.federated.server_app import FederatedPlan, make_server_app
+from components.training.federated.task import (
     initial_model,
     label_histograms,
     partition_rows,
     set_weights,
 )
-from components.model import ModelSpec, build_model
-from components.privacy import PrivacySpent, spent
-from components.torch_train import Arrays, TrainResult
+from components.training.model import ModelSpec, build_model
+from components.training.privacy import PrivacySpent, spent
+from components.training.torch_train import Arrays, TrainResult
 
 log = logging.getLogger("edgeloop.federated")
 
