@@ -25,7 +25,7 @@ from stack.services import free_port, port_in_use
 from tests.conftest import BIN, REPO, default_params_dict
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-APP = REPO / "components" / "federated" / "app"
+APP = REPO / "components" / "training" / "federated" / "app"
 
 
 @pytest.fixture

@@ -105,7 +105,9 @@ def test_optimize_stage_gates_and_reports(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     import yaml
 
-    from components.evaluation import evaluate, prepare, train, validate
+    from components.data import prepare, validate
+    from components.evaluation import evaluate
+    from components.training import train
 
     raw = default_params_dict(
         train={"epochs": 10},

@@ -11,7 +11,9 @@ import pytest
 import yaml
 from sklearn.datasets import load_wine
 
-from components.evaluation import evaluate, prepare, train, validate
+from components.data import prepare, validate
+from components.evaluation import evaluate
+from components.training import train
 
 WINE_PARAMS = {
     "data": {"name": "wine", "source": "wine.csv", "label_column": "label"},

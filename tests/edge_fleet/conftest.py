@@ -29,6 +29,7 @@ from components.config import FleetConfig, load_params
 from edge_fleet.client import FleetAdmin
 from edge_fleet.device.agent import Agent, Identity
 from edge_fleet.sim.faults import Faults
+from edge_fleet.sim.runner import SHARED_RUNTIMES
 from edge_fleet.sim.streams import DataStream
 from stack.services import free_port
 from tests.conftest import BACKENDS, default_params_dict
@@ -258,6 +259,7 @@ def make_agents(
             stream=DataStream(digits.x, seed=i),
             http=http,
             faults=faults(i),
+            runtimes=SHARED_RUNTIMES,  # as the simulator's devices share them
         )
         for i in range(n)
     ]
