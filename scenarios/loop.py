@@ -160,14 +160,7 @@ class ClosedLoop:
                 self.drift.kind,
                 self.drift.strength,
             )
-        labels = label_incoming(
-            self.project,
-            self.params,
-            self.target,
-            drift=self.drift.kind,
-            strength=self.drift.strength,
-            rows=self.drift.label_rows,
-        )
+        labels = self.label(self.drift.label_rows)
         injected_at = time.monotonic()
         self.fleet_until(
             self.fill_s(),
@@ -293,20 +286,26 @@ class ClosedLoop:
         )
         return True
 
-    def after(self) -> None:
-        """6. The cohort against the new champion's reference, and its accuracy on
-        the next labelled batch (the labelling team keeps labelling)."""
-        t0 = time.monotonic()
-        later = label_incoming(
+    def label(self, rows: int) -> Path:
+        """A labelled batch of the drifting cohort's shifted data arrives."""
+        return label_incoming(
             self.project,
             self.params,
             self.target,
             drift=self.drift.kind,
             strength=self.drift.strength,
-            rows=max(
+            rows=rows,
+        )
+
+    def after(self) -> None:
+        """6. The cohort against the new champion's reference, and its accuracy on
+        the next labelled batch (the labelling team keeps labelling)."""
+        t0 = time.monotonic()
+        later = self.label(
+            max(
                 self.drift.label_rows // 2,
                 self.params.monitoring.delayed_labels_min_rows,
-            ),
+            )
         )
         # A window of the cohort's reports from the new version only.
         since = newest_report(self.fleet, self.cohort)

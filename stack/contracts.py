@@ -5,7 +5,7 @@ on; the fleet's TUF channels and rollout states; the monitor's outcome per targe
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 
 # Every tag the stack sets on an MLflow run or model version starts with this
@@ -84,6 +84,3 @@ class DriftOutcome:
     accuracy_reference: float | None = None
     performance_degraded: bool | None = None
     performance_snapshot_id: str | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)

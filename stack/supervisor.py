@@ -186,17 +186,24 @@ class Supervisor:
         return self.wait_healthy(name)
 
     def state(self, name: str) -> ServiceState:
+        return self._state(name, self.info(name) if self.running() else None)
+
+    def states(self) -> list[ServiceState]:
+        """Every service, from one question to supervisord."""
+        infos = (
+            {i["name"]: i for i in self.rpc.supervisor.getAllProcessInfo()}
+            if self.running()
+            else {}
+        )
+        return [self._state(name, infos.get(name)) for name in self.specs]
+
+    def _state(self, name: str, info: dict | None) -> ServiceState:
         spec = self.specs[name]
-        pid = None
-        if self.running():
-            info = self.info(name)
-            pid = info["pid"] if info["statename"] in LIVE and info["pid"] else None
+        live = info is not None and info["statename"] in LIVE and info["pid"]
+        pid = info["pid"] if live else None
         healthy = is_healthy(spec.health_url)
         log = log_file(self.settings, name)
         return ServiceState(name, pid, pid is not None, healthy, spec.ui_url, log)
-
-    def states(self) -> list[ServiceState]:
-        return [self.state(name) for name in self.specs]
 
     def wait_healthy(self, name: str) -> ServiceState:
         """Until the service answers its health URL; an error that says why (it

@@ -122,7 +122,7 @@ class TelemetryView(FromRow):
     feature_stats: dict[str, list[float]]
 
 
-class RolloutView(FromRow):
+class RolloutRow(FromRow):
     id: int
     version: str
     from_version: str | None
@@ -133,35 +133,22 @@ class RolloutView(FromRow):
     reason: str
     cause: dict | None
     events: list[dict]
+
+
+class RolloutView(RolloutRow):
+    """The row, with the names of its plan's stages and of the current one."""
+
     stage_name: str
     stages: list[str]
 
     @classmethod
     def of(cls, rollout: Rollout, controller: Controller) -> RolloutView:
-        """The row, with the names of its plan's stages and of the current one."""
         plan = controller.plan
-        stage_name = plan[min(rollout.stage, len(plan) - 1)].name
-        return cls.model_validate(
-            {
-                **{name: getattr(rollout, name) for name in ROLLOUT_COLUMNS},
-                "stage_name": stage_name,
-                "stages": [stage.name for stage in plan],
-            }
+        return cls(
+            **RolloutRow.model_validate(rollout).model_dump(),
+            stage_name=plan[min(rollout.stage, len(plan) - 1)].name,
+            stages=[stage.name for stage in plan],
         )
-
-
-ROLLOUT_COLUMNS = (
-    "id",
-    "version",
-    "from_version",
-    "state",
-    "stage",
-    "started_at",
-    "finished_at",
-    "reason",
-    "cause",
-    "events",
-)
 
 
 class VersionCount(BaseModel):

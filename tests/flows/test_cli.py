@@ -6,10 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 from uuid import uuid4
 
 import pytest
@@ -21,6 +18,7 @@ from stack.settings import get_settings
 from stack.supervisor import Supervisor
 from tests.conftest import BIN, REPO
 from tests.postgres import PostgresCluster
+from tests.waits import poll
 
 
 def edgeloop(
@@ -86,18 +84,6 @@ def test_run_without_services_says_how_to_start_them(tmp_path: Path):
     out = edgeloop("run", env=env)
     assert out.returncode == 1
     assert "is not answering" in out.stderr and "edgeloop up" in out.stderr
-
-
-T = TypeVar("T")
-
-
-def poll(read: Callable[[], T], done: Callable[[T], bool], max_s: float) -> T:
-    deadline = time.monotonic() + max_s
-    value = read()
-    while not done(value) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        value = read()
-    return value
 
 
 def postgres_env(cluster: PostgresCluster) -> dict[str, str]:

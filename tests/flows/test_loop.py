@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pytest
@@ -34,6 +32,7 @@ from tests.conftest import (
     system_package_missing,
 )
 from tests.flows.test_cli import edgeloop
+from tests.waits import poll
 
 # The module's stack (up, run, the loop) is set up inside its first test's limit.
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1200)]
@@ -219,7 +218,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = REPO / "reports" / "browser"
-T = TypeVar("T")
 
 
 def _challenger(client: MlflowClient, name: str) -> str:
@@ -277,16 +275,6 @@ def promote_in_ui(mlflow: str, name: str, challenger: str, before: str) -> Path:
         finally:
             browser.close()
     return shot
-
-
-def poll(read: Callable[[], T], done: Callable[[T], bool], max_s: float) -> T:
-    """read() until done(value) or max_s; the last value either way."""
-    deadline = time.monotonic() + max_s
-    value = read()
-    while not done(value) and time.monotonic() < deadline:
-        time.sleep(1)
-        value = read()
-    return value
 
 
 def running_devices(stack: Stack, champion: str) -> subprocess.Popen:

@@ -10,9 +10,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import mlflow
@@ -32,6 +30,7 @@ from stack.services import (
 )
 from tests.conftest import BIN, project_of, register_copy
 from tests.services import start_service, stop_pid
+from tests.waits import poll
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -105,19 +104,6 @@ def served(champion, stack_settings, tmp_path):
         assert receiver.pid is not None and fleet.pid is not None
         stop_pid(receiver.pid)
         stop_pid(fleet.pid)
-
-
-T = TypeVar("T")
-
-
-def poll(read: Callable[[], T], done: Callable[[T], bool], max_s: float) -> T:
-    """read() until done(value) or max_s; the last value either way."""
-    deadline = time.monotonic() + max_s
-    value = read()
-    while not done(value) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        value = read()
-    return value
 
 
 def logged_predictions(folder: Path) -> pd.DataFrame:
