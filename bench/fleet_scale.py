@@ -143,6 +143,7 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
     params_file = work / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     cfg = load_params(params_file).fleet
+    model_name = load_params(params_file).registry.model_name
     model = mlp_onnx(work / "mlp.onnx", args.hidden)
     size = model.stat().st_size
 
@@ -200,7 +201,7 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         enrolled_s = time.perf_counter() - t0
 
         # 1. Check-ins/s against the static baseline, same concurrency.
-        admin.upload("1", model, variant="fp32", profiles=["gateway"])
+        admin.upload("1", model, model=model_name, variant="fp32", profiles=["gateway"])
         admin.retarget("1", "bench warm-up")
         for agent in agents:
             agent.step()  # installs v1
@@ -234,7 +235,7 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
             agent.bytes_received = 0
         # v2: refitted with another seed, so every byte of the file differs.
         v2 = mlp_onnx(work / "mlp-v2.onnx", args.hidden, seed=1)
-        admin.upload("2", v2, variant="fp32", profiles=["gateway"])
+        admin.upload("2", v2, model=model_name, variant="fp32", profiles=["gateway"])
         t0 = time.perf_counter()
         rollout = admin.start_rollout("2", "bench")["rollout"]
 

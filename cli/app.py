@@ -14,7 +14,7 @@ import typer
 from cli import drift, fleet, loop, pipeline, registry, services
 from cli.console import err
 from components.errors import EdgeloopError
-from stack.services import prefect_env
+from stack.services import use_stack_credentials
 from stack.settings import get_settings
 
 app = typer.Typer(
@@ -48,8 +48,9 @@ def _options(
     STATE["debug"] = debug
     # Prefect and DVC print the pipeline's progress through their own loggers.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # Every flow a command runs talks to the stack's Prefect server.
-    os.environ.update(prefect_env(get_settings()))
+    # Every flow a command runs talks to the stack's Prefect server, and every
+    # MLflow client as the stack's service user (unless the caller names a user).
+    use_stack_credentials(get_settings())
     if debug:
         logging.basicConfig(level=logging.DEBUG)
 

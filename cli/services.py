@@ -10,7 +10,8 @@ from rich.table import Table
 
 from cli.console import ParamsOption, console
 from components.config import load_params
-from stack.services import ensure_webhook
+from stack.mlflow_auth import ensure_service_user
+from stack.services import ensure_webhook, use_stack_credentials
 from stack.settings import Settings, get_settings
 from stack.supervisor import ON_DEMAND, ServiceState, Supervisor, ensure_serving
 
@@ -20,15 +21,18 @@ def register_stack(
     params_file: Path = Path("params.yaml"),
     progress: Callable[[str], None] = lambda _: None,
 ) -> None:
-    """The MLflow webhook, the Prefect deployments and the drift automation, on the
-    servers the settings name (idempotent)."""
+    """MLflow's service user, the MLflow webhook, the Prefect deployments and the
+    drift automation, on the servers the settings name (idempotent)."""
     # Prefect, imported with the flows: after the root callback set its environment.
     from flows.deployments import register
 
+    params = load_params(params_file)
+    progress("making MLflow's service user")
+    ensure_service_user(settings, params.registry.model_name)
     progress("registering the MLflow webhook")
     ensure_webhook(settings)
     progress("registering the Prefect deployments and the drift automation")
-    register(settings, Path("."), load_params(params_file))
+    register(settings, Path("."), params)
 
 
 def start_all(
@@ -43,8 +47,9 @@ def start_all(
     if supervisor.running():
         progress("the process manager is running: starting what is down")
     else:
-        progress("starting the process manager (circus) and the servers")
+        progress("starting the process manager (supervisord) and the servers")
         supervisor.start()
+    use_stack_credentials(settings)  # the secrets the first start made
     states = []
     for name in supervisor.specs:
         if name not in ON_DEMAND:

@@ -45,13 +45,16 @@ class FleetAdmin:
         version: str,
         file: Path,
         *,
+        model: str,
         variant: str,
         profiles: list[str],
         class_prior: dict[str, float] | None = None,
     ) -> dict:
-        """`class_prior`: the class shares of the version's training data (the
-        rollout checks predicted classes against it)."""
+        """`version` of registered model `model`; `class_prior`: the class shares of
+        the version's training data (the rollout checks predicted classes against
+        it)."""
         params = {
+            "model": model,
             "variant": variant,
             "filename": file.name,
             "profiles": ",".join(profiles),

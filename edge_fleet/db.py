@@ -56,6 +56,8 @@ class Model(Base):
     __tablename__ = "models"
 
     version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # The registered model the version belongs to (None: stored before 0003).
+    model_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
     filename: Mapped[str] = mapped_column(String(128))
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
@@ -133,7 +135,7 @@ def make_engine(url: str) -> Engine:
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # A database made before the fleet used Alembic (create_all, then columns added in
 # place): the revision its schema matches, told by the newest column it has.
-BEFORE_ALEMBIC = (("models", "class_prior", "0002"),)
+BEFORE_ALEMBIC = (("models", "class_prior", "0002"), ("models", "model_name", "0003"))
 
 
 def migrate(engine: Engine) -> None:

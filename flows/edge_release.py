@@ -34,9 +34,12 @@ from prefect.exceptions import ObjectAlreadyExists
 
 from components.errors import ServiceError
 from edge_fleet.client import FleetAdmin
+from flows.adapters import registry
 from flows.adapters.registry import data_card
-from stack.contracts import ACTIVE_ROLLOUT_STATES, Tag
-from stack.secrets import fleet_admin_token
+from flows.retries import transient
+from stack.contracts import ACTIVE_ROLLOUT_STATES, Alias, Tag
+from stack.gate_seal import SealError, check_file, verified_seal
+from stack.secrets import fleet_admin_token, gate_key
 from stack.settings import get_settings
 
 # How long a release waits for another release of the same model to finish.
@@ -98,27 +101,36 @@ def admin_token() -> str:
     return fleet_admin_token(get_settings())
 
 
-@task(retries=2, retry_delay_seconds=2)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=transient)
 def fetch_ship_file(tracking_uri: str, name: str, version: str) -> dict:
+    """The file the gates measured, downloaded, with what the gates' seal says of
+    it; SealError when the version holds no seal the stack's key made for it, or
+    the file is not the one that was measured."""
     client = MlflowClient(tracking_uri)
     model_version = client.get_model_version(name, version)
-    tags = model_version.tags
-    if Tag.SHIP_FILE not in tags:
+    if Tag.SHIP_FILE not in model_version.tags:
         raise ServiceError(
             f"{name} v{version} has no {Tag.SHIP_FILE} tag: it was not optimized "
             "by the pipeline, so there is nothing to ship to devices"
         )
+    seal = verified_seal(
+        model_version.tags.get(Tag.GATE_SEAL),
+        gate_key(get_settings()),
+        model=name,
+        version=version,
+    )
     local = mlflow.artifacts.download_artifacts(
         run_id=model_version.run_id,
-        artifact_path=tags[Tag.SHIP_FILE],
+        artifact_path=seal.ship_file,
         dst_path=tempfile.mkdtemp(prefix="edgeloop-edge-release-"),
         tracking_uri=tracking_uri,
     )
-    profiles = tags.get(Tag.DEPLOYABLE_PROFILES, "none")
+    check_file(seal, Path(local))
     return {
         "file": local,
-        "variant": tags.get(Tag.SHIP_VARIANT, "unknown"),
-        "profiles": [] if profiles == "none" else profiles.split(","),
+        "model": name,
+        "variant": seal.variant,
+        "profiles": [] if seal.profiles == "none" else seal.profiles.split(","),
         "class_prior": _class_prior(tracking_uri, model_version.run_id),
     }
 
@@ -143,6 +155,7 @@ def upload(fleet_url: str, version: str, shipped: dict) -> dict:
     return FleetAdmin(fleet_url, admin_token()).upload(
         version,
         Path(shipped["file"]),
+        model=shipped["model"],
         variant=shipped["variant"],
         profiles=shipped["profiles"],
         class_prior=shipped["class_prior"],
@@ -196,7 +209,10 @@ def edge_release(
             )
             log.info("%s", release.detail)
             return release
-        shipped = fetch_ship_file(tracking_uri, name, version)
+        try:
+            shipped = fetch_ship_file(tracking_uri, name, version)
+        except SealError as refused:
+            return refuse(tracking_uri, name, version, str(refused))
         model = upload(fleet_url, version, shipped)
         log.info(
             "uploaded v%s (%s, %d bytes) for profiles %s",
@@ -221,6 +237,22 @@ def edge_release(
     return release
 
 
+def refuse(tracking_uri: str, name: str, version: str, reason: str) -> FleetRelease:
+    """A version the gates' seal does not vouch for is not shipped: said in this
+    flow's log and in the model's alias history."""
+    get_run_logger().error("v%s not shipped: %s", version, reason)
+    registry.record_change(
+        MlflowClient(tracking_uri),
+        name,
+        Alias.CHAMPION,
+        version,
+        version,
+        who="edgeloop release (refused)",
+        why=f"not shipped to devices: {reason}",
+    )
+    return FleetRelease(version, "refused", reason)
+
+
 def retarget_fleet(
     fleet: FleetAdmin, tracking_uri: str, name: str, version: str, reason: str
 ) -> dict:
@@ -229,6 +261,7 @@ def retarget_fleet(
     fleet.upload(
         version,
         Path(shipped["file"]),
+        model=name,
         variant=shipped["variant"],
         profiles=shipped["profiles"],
         class_prior=shipped["class_prior"],

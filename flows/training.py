@@ -19,7 +19,9 @@ from components.stage import failure_report
 from components.training.train import TRAINING
 from flows.adapters import dvc as dvc_stages
 from flows.adapters import registry, tracking
+from flows.retries import transient
 from stack.contracts import TAG_PREFIX, TRIGGER_PREFIX, Alias, Tag
+from stack.secrets import gate_key
 from stack.settings import get_settings
 
 MODEL_STAGES = ("train", "evaluate", "optimize")
@@ -41,18 +43,7 @@ class PipelineResult:
         return [s.stage for s in self.stages if not s.ran]
 
 
-def _transient(_task: object, _run: object, state: object) -> bool:
-    """Retry infrastructure hiccups, never a failure the user must fix."""
-    try:
-        state.result()  # type: ignore[attr-defined]
-    except EdgeloopError:
-        return False
-    except Exception:  # noqa: BLE001 - anything else may be transient
-        return True
-    return False
-
-
-@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=transient)
 def run_stage(project: Path, stage: str, params: Params) -> dvc_stages.StageRun:
     """One DVC stage. Its failure is the stage's own report when this run wrote
     one (an earlier run's is removed first, so it never speaks for this one), else
@@ -90,7 +81,7 @@ def push_data(project: Path) -> int:
     return dvc_stages.push(project)
 
 
-@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=transient)
 def register_model(
     tracking_uri: str, project: Path, params: Params, why: dict[str, str]
 ) -> tuple[tracking.RegisteredModel, tracking.Lineage]:
@@ -118,7 +109,7 @@ def register_model(
     return model, lineage
 
 
-@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=transient)
 def gate_version(
     tracking_uri: str, name: str, version: str, params: Params, test_split: Path
 ) -> GateDecision:
@@ -128,6 +119,7 @@ def gate_version(
         version,
         params.registry,
         registry.TestSplit(test_split, params.data.label_column),
+        key=gate_key(get_settings()),
     )
     get_run_logger().info(
         "gates for %s v%s: %s",

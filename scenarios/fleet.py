@@ -86,7 +86,11 @@ def upload_broken(
     broken.write_bytes(bytes(data))
     version = f"{champion}-broken"
     fleet.upload(
-        version, broken, variant=shipped["variant"], profiles=shipped["profiles"]
+        version,
+        broken,
+        model=name,
+        variant=shipped["variant"],
+        profiles=shipped["profiles"],
     )
     return version
 

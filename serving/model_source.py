@@ -4,6 +4,7 @@ holds the alias, its variant file downloaded and loaded, its class labels."""
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,43 @@ from components.optimization.runtime import LiteRtModel, OnnxRuntimeModel, load_
 
 
 @dataclass(frozen=True)
+class FeatureRanges:
+    """The data contract a version was trained under (its run's params), per input
+    position: the allowed [low, high] (validation.column_ranges for a named
+    column, else validation.feature_range; unbounded where neither names one), the
+    setting that says so, and the column's name where the run names its columns."""
+
+    low: list[float]
+    high: list[float]
+    setting: list[str]
+    names: list[str] | None
+
+    @classmethod
+    def of_run(cls, params: dict[str, str], n_features: int) -> FeatureRanges:
+        default = json.loads(params.get("validation.feature_range", "null"))
+        lo, hi = default if default is not None else (-math.inf, math.inf)
+        low, high = [float(lo)] * n_features, [float(hi)] * n_features
+        setting = ["validation.feature_range"] * n_features
+        names = json.loads(params.get("validation.feature_columns", "null"))
+        names = names if names and len(names) == n_features else None
+        prefix = "validation.column_ranges."
+        for key, value in params.items():
+            column = key.removeprefix(prefix)
+            if key.startswith(prefix) and names and column in names:
+                i = names.index(column)
+                low[i], high[i] = (float(v) for v in json.loads(value))
+                setting[i] = key
+        return cls(low, high, setting, names)
+
+
+@dataclass(frozen=True)
 class LoadedModel:
     version: str
     variant: str
     classes: list[int | str]
     n_features: int
     runtime: OnnxRuntimeModel | LiteRtModel
+    ranges: FeatureRanges
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         logits = self.runtime.logits(x).astype(np.float64)
@@ -78,7 +110,9 @@ class AliasSource:
         )
         runtime = load_runtime(Path(local))
         classes = json.loads(run.data.params["validation.labels"])
-        return LoadedModel(str(version), wanted, classes, _n_features(runtime), runtime)
+        n = _n_features(runtime)
+        ranges = FeatureRanges.of_run(run.data.params, n)
+        return LoadedModel(str(version), wanted, classes, n, runtime, ranges)
 
 
 def _n_features(runtime: OnnxRuntimeModel | LiteRtModel) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import bentoml
@@ -23,11 +24,60 @@ from bentoml.exceptions import InvalidArgument
 from pydantic import BaseModel
 
 from components.config import load_params
-from serving.model_source import AliasSource, LoadedModel
+from serving.model_source import AliasSource, FeatureRanges, LoadedModel
 from serving.prediction_log import PredictionLog
+from stack.body_limit import ASGIApp, BodyLimit
 from stack.settings import get_settings
 
 log = logging.getLogger("edgeloop.serving")
+
+
+@dataclass(frozen=True)
+class RowContract:
+    """What a request's rows must be for one model version: its feature count, and
+    each value finite in float32 (the dtype the model runs in) and within the data
+    contract's range for its column."""
+
+    version: str
+    n_features: int
+    ranges: FeatureRanges
+
+    def check(self, instances: list[list[float]]) -> np.ndarray:
+        """The rows as the model's float32 input; InvalidArgument (400) naming the
+        first row and column that break the contract."""
+        for i, row in enumerate(instances):
+            if len(row) != self.n_features:
+                raise InvalidArgument(
+                    f"instances[{i}]: expected {self.n_features} features, "
+                    f"got {len(row)}"
+                )
+        with np.errstate(over="ignore"):  # past float32's range: inf, refused below
+            rows = np.asarray(instances, dtype=np.float64).astype(np.float32)
+        low = np.asarray(self.ranges.low, dtype=np.float32)
+        high = np.asarray(self.ranges.high, dtype=np.float32)
+        bad = ~np.isfinite(rows) | (rows < low) | (rows > high)
+        if bad.any():
+            i, j = (int(k) for k in np.argwhere(bad)[0])
+            raise InvalidArgument(self.why(i, j, instances[i][j]))
+        return rows
+
+    def why(self, i: int, j: int, value: float) -> str:
+        column = f" ({self.ranges.names[j]})" if self.ranges.names else ""
+        where = f"instances[{i}][{j}]{column}"
+        if not math.isfinite(value) or abs(value) > np.finfo(np.float32).max:
+            return f"{where}: {value!r} is not a finite float32"
+        return (
+            f"{where}: {value!r} is outside [{self.ranges.low[j]:g}, "
+            f"{self.ranges.high[j]:g}] ({self.ranges.setting[j]})"
+        )
+
+
+class ServingBodyLimit(BodyLimit):
+    """Request bodies over serving.max_request_bytes are refused (413) unread."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        limit = load_params(_params_path()).serving.max_request_bytes
+        super().__init__(app, limit, what="serving.max_request_bytes")
 
 
 class Prediction(BaseModel):
@@ -94,6 +144,7 @@ class Classifier:
             "variant": model.variant,
             "n_features": model.n_features,
             "classes": model.classes,
+            "ranges": asdict(model.ranges),
         }
 
     # Adaptive batching. BentoML answers 503 to a request it predicts cannot be
@@ -125,45 +176,41 @@ class Predictor:
             self.cfg.log_sample_rate,
             self.cfg.log_rows_per_file,
         )
-        # (version, feature count) of the model last seen; refreshed when an answer
-        # comes from another version, so a switch cannot leave a stale check.
-        self.shape: tuple[str, int] | None = None
+        # The contract of the model last seen (its version, feature count and
+        # ranges); refreshed when an answer comes from another version, so a switch
+        # cannot leave a stale check.
+        self.contract: RowContract | None = None
 
-    async def _expected_features(self) -> int:
-        if self.shape is None:
+    async def _contract(self) -> RowContract:
+        if self.contract is None:
             described = await self.classifier.to_async.describe()
-            self.shape = (str(described["model_version"]), int(described["n_features"]))
-        return self.shape[1]
+            self.contract = RowContract(
+                str(described["model_version"]),
+                int(described["n_features"]),
+                FeatureRanges(**described["ranges"]),
+            )
+        return self.contract
 
     @bentoml.api
     async def refresh(self) -> dict:
         """Switch to the version the alias names now, without waiting for the next
         poll. Safe to call by anyone on loopback: it only re-reads the registry."""
         answer = await self.classifier.to_async.refresh()
-        self.shape = None
+        self.contract = None
         return answer
 
     @bentoml.api
     async def predict(self, instances: list[list[float]]) -> list[Prediction]:
         """Classify rows of raw features; answers one Prediction per row."""
-        n = await self._expected_features()
+        contract = await self._contract()
         if not instances or len(instances) > self.cfg.max_request_rows:
             raise InvalidArgument(
                 f"instances: expected 1 to {self.cfg.max_request_rows} "
                 f"rows, got {len(instances)}"
             )
-        for i, row in enumerate(instances):
-            if len(row) != n:
-                raise InvalidArgument(
-                    f"instances[{i}]: expected {n} features, got {len(row)}"
-                )
-            if not all(math.isfinite(v) for v in row):
-                raise InvalidArgument(f"instances[{i}]: NaN or infinite value")
-        answers = await self.classifier.to_async.classify(
-            np.asarray(instances, dtype=np.float32)
-        )
-        if self.shape is not None and answers[0]["model_version"] != self.shape[0]:
-            self.shape = None  # a new version answered: re-read its feature count
+        answers = await self.classifier.to_async.classify(contract.check(instances))
+        if answers[0]["model_version"] != contract.version:
+            self.contract = None  # a new version answered: re-read its contract
         for row, answer in zip(instances, answers, strict=True):
             self.log.offer(
                 row,
@@ -172,3 +219,6 @@ class Predictor:
                 answer["model_version"],
             )
         return [Prediction(**a) for a in answers]
+
+
+Predictor.add_asgi_middleware(ServingBodyLimit)

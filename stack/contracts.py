@@ -24,9 +24,14 @@ class Tag(StrEnum):
     DEPLOYABLE_PROFILES = f"{TAG_PREFIX}deployable_profiles"  # comma list or none
     GATE = f"{TAG_PREFIX}gate"  # passed | failed
     GATE_FAILURES = f"{TAG_PREFIX}gate_failures"
+    GATE_SEAL = f"{TAG_PREFIX}gate_seal"  # the decision, signed (stack/gate_seal.py)
     TRIGGER = f"{TAG_PREFIX}trigger"  # drift | schedule | manual
     PREPARED_DATA_MD5 = f"{TAG_PREFIX}prepared_data_md5"
     MODEL_MD5 = f"{TAG_PREFIX}model_md5"
+
+
+# The MLflow experiment the training runs are logged to.
+EXPERIMENT = "edgeloop-training"
 
 
 class Alias(StrEnum):

@@ -7,6 +7,7 @@ one). Each as a `ServiceSpec` (command, environment, ports, health URL);
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -17,7 +18,9 @@ from pathlib import Path
 
 from components.config import load_params
 from stack.contracts import WORK_POOL
-from stack.secrets import stack_secrets
+from stack.mlflow_auth import as_admin
+from stack.mlflow_auth import server_env as mlflow_auth_env
+from stack.secrets import client_env, known_secrets, stack_secrets
 from stack.settings import Settings
 
 # MLflow caches its webhook list per event (default 60 s): a webhook registered or
@@ -62,8 +65,12 @@ def mlflow_spec(settings: Settings) -> ServiceSpec:
             str(settings.mlflow_port),
             "--workers",
             "1",
+            # MLflow's own authentication: every call but /health needs a user.
+            "--app-name",
+            "basic-auth",
         ],
-        env={
+        env=mlflow_auth_env(settings)
+        | {
             # `--backend-store-uri` reads it: a password stays out of `ps`.
             "MLFLOW_BACKEND_STORE_URI": settings.mlflow_backend_store_uri
             or f"sqlite:///{home / 'mlflow.db'}",
@@ -86,18 +93,49 @@ def mlflow_spec(settings: Settings) -> ServiceSpec:
 
 
 def prefect_env(settings: Settings) -> dict[str, str]:
-    """Environment for anything that talks to (or is) the local Prefect server."""
-    return {
+    """Environment for anything that talks to (or is) the local Prefect server,
+    its API auth string included once the stack has one."""
+    env = {
         "PREFECT_HOME": str((settings.state_dir / "prefect").resolve()),
         "PREFECT_API_URL": settings.prefect_api,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": settings.prefect_api,
     }
+    auth = known_secrets(settings).get("prefect_auth_string")
+    if auth is not None:
+        env["PREFECT_API_AUTH_STRING"] = auth
+    return env
+
+
+def stack_client_env(settings: Settings) -> dict[str, str]:
+    """A process of the stack that runs flows and talks to MLflow: Prefect's
+    environment, MLflow's service user, the fleet's admin token, the gate key."""
+    secrets = stack_secrets(settings)
+    return (
+        prefect_env(settings)
+        | client_env(settings)
+        | {
+            "EDGELOOP_FLEET_ADMIN_TOKEN": secrets["fleet_admin_token"],
+            "EDGELOOP_GATE_KEY": secrets["gate_key"],
+        }
+    )
+
+
+def use_stack_credentials(settings: Settings) -> None:
+    """This process as a client of the stack: Prefect's environment, and MLflow's
+    service user unless the caller named a user of their own."""
+    os.environ.update(prefect_env(settings))
+    for name, value in client_env(settings).items():
+        os.environ.setdefault(name, value)
 
 
 def prefect_spec(settings: Settings) -> ServiceSpec:
     env = prefect_env(settings)
     env.pop("PREFECT_API_URL")
+    # Prefect's server API authentication: every route but its health checks.
+    env["PREFECT_SERVER_API_AUTH_STRING"] = stack_secrets(settings)[
+        "prefect_auth_string"
+    ]
     if settings.prefect_database_url:  # Prefect's own setting; SQLite otherwise
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
     return ServiceSpec(
@@ -143,11 +181,8 @@ def webhook_spec(settings: Settings) -> ServiceSpec:
             "--state-dir",
             str((settings.state_dir / "webhook").resolve()),
         ],
-        env=prefect_env(settings)
-        | {
-            "EDGELOOP_WEBHOOK_SECRET": stack_secrets(settings)["webhook_secret"],
-            "EDGELOOP_FLEET_ADMIN_TOKEN": stack_secrets(settings)["fleet_admin_token"],
-        },
+        env=stack_client_env(settings)
+        | {"EDGELOOP_WEBHOOK_SECRET": stack_secrets(settings)["webhook_secret"]},
         port_setting="EDGELOOP_WEBHOOK_PORT",
     )
 
@@ -214,7 +249,8 @@ def serving_spec(
             "--port",
             str(settings.serving_port),
         ],
-        env={
+        env=client_env(settings)
+        | {
             "EDGELOOP_MLFLOW_TRACKING_URI": settings.tracking_uri,
             "EDGELOOP_PARAMS": str(params_file.resolve()),
             "BENTOML_DO_NOT_TRACK": "true",
@@ -263,7 +299,7 @@ def worker_spec(settings: Settings) -> ServiceSpec:
             "process",
             "--with-healthcheck",
         ],
-        env=prefect_env(settings)
+        env=stack_client_env(settings)
         | fleet_env(settings)
         | {
             "PREFECT_WORKER_WEBSERVER_HOST": settings.host,
@@ -299,11 +335,17 @@ def champion_version(settings: Settings, params_file: Path) -> str | None:
 
 def ensure_webhook(settings: Settings) -> str:
     """Register the receiver with MLflow for alias changes (once; the secret is
-    refreshed if the webhook already exists)."""
+    refreshed if the webhook already exists). MLflow lets only its admin manage
+    webhooks."""
     from mlflow import MlflowClient
 
     client = MlflowClient(settings.tracking_uri)
     secret = stack_secrets(settings)["webhook_secret"]
+    with as_admin(settings):
+        return _ensure_webhook(client, settings, secret)
+
+
+def _ensure_webhook(client, settings: Settings, secret: str) -> str:
     for hook in client.list_webhooks():
         if hook.url == settings.webhook_url:
             client.update_webhook(hook.webhook_id, secret=secret)

@@ -63,6 +63,27 @@ class Settings(BaseSettings):
     )
     fleet_admin_token: SecretStr | None = None
     fleet_enroll_key: SecretStr | None = None
+    # MLflow's authentication app (`mlflow server --app-name basic-auth`): its admin
+    # (made by the server on first start) and the stack's service user (made by
+    # `edgeloop up`), whose credentials every client of the stack uses; the key
+    # that signs its login forms; where it keeps its users (SQLite beside MLflow's
+    # own database, MLflow's backend store, unless set).
+    mlflow_admin_user: str = "admin"
+    mlflow_admin_password: SecretStr | None = None
+    mlflow_service_user: str = "edgeloop"
+    mlflow_service_password: SecretStr | None = None
+    mlflow_flask_secret_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "MLFLOW_FLASK_SERVER_SECRET_KEY", "EDGELOOP_MLFLOW_FLASK_SECRET_KEY"
+        ),
+    )
+    mlflow_auth_database_uri: str | None = None
+    # Prefect's server API authentication: `user:password`, sent by every client.
+    prefect_auth_string: SecretStr | None = None
+    # The key the gates sign their decision with (stack/gate_seal.py); a release
+    # ships only a version whose seal it verifies.
+    gate_key: SecretStr | None = None
 
     @property
     def tracking_uri(self) -> str:

@@ -21,6 +21,8 @@ from pathlib import Path
 from fastapi import BackgroundTasks, FastAPI, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from stack.body_limit import BodyLimit
+
 SIGNATURE = "X-MLflow-Signature"
 TIMESTAMP = "X-MLflow-Timestamp"
 DELIVERY = "X-MLflow-Delivery-Id"
@@ -30,6 +32,9 @@ MAX_SKEW_S = 30  # how far ahead of this machine's clock a sender's may be
 # delivery is a duplicate; a replay after that is stale.
 KEEP_DELIVERIES_S = 2 * (MAX_AGE_S + MAX_SKEW_S)
 PATH = "/mlflow/webhook"
+# MLflow's deliveries are a few hundred bytes; anything over this is refused (413)
+# before it is read or its signature checked.
+MAX_BODY_BYTES = 65536
 UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
 DELIVERY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # a safe file name
 
@@ -126,6 +131,9 @@ def create_app(
     """The receiver's app: `on_alias_change` runs after the answer, once per
     delivery id (FastAPI's background tasks)."""
     app = FastAPI(title="edgeloop MLflow webhook receiver")
+    app.add_middleware(
+        BodyLimit, max_bytes=MAX_BODY_BYTES, what="the webhook receiver's limit"
+    )
 
     @app.get("/health")
     def health() -> dict[str, str]:

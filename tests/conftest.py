@@ -23,6 +23,9 @@ from components.config import Params, SplitConfig, load_params, parse_params
 from components.data.split import SplitResult, split_dataset
 from components.training.model import ModelSpec
 from components.training.torch_train import Arrays
+from flows.adapters import registry
+from stack.mlflow_auth import ensure_service_user
+from stack.secrets import MAKERS, SECRET_ENV, gate_key
 from stack.services import free_port, mlflow_spec
 from stack.settings import Settings
 from tests.postgres import PostgresCluster, start_cluster
@@ -178,6 +181,36 @@ def postgres() -> Iterator[PostgresCluster]:
 # for the backend tests) and Prefect's test harness (a temporary Prefect server).
 
 
+@pytest.fixture(scope="session", autouse=True)
+def stack_secrets_given() -> Iterator[None]:
+    """The stack's secrets, made once per test session and given as a compose
+    install gives them (the environment): every server a test starts and every
+    client in this process and its children use them. The pytest process is a
+    client of the stack: MLflow's service user, Prefect's auth string (a test
+    that needs `edgeloop up` to make its own secrets removes these)."""
+    given = {SECRET_ENV[name]: make() for name, make in MAKERS.items()}
+    given |= {
+        "MLFLOW_TRACKING_USERNAME": Settings().mlflow_service_user,
+        "MLFLOW_TRACKING_PASSWORD": given[SECRET_ENV["mlflow_service_password"]],
+    }
+    before = {name: os.environ.get(name) for name in given}
+    os.environ.update(given)
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def start_mlflow(settings: Settings):
+    """An MLflow server with its authentication app, and the stack's service user
+    (whose credentials this process uses)."""
+    state = start_service(mlflow_spec(settings), settings)
+    ensure_service_user(settings, CHAMPION_PARAMS["registry"]["model_name"])
+    return state
+
+
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(
@@ -192,7 +225,7 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="session")
 def mlflow_uri(stack_settings: Settings) -> Iterator[str]:
     settings = stack_settings
-    state = start_service(mlflow_spec(settings), settings)
+    state = start_mlflow(settings)
     yield settings.tracking_uri
     assert state.pid is not None
     stop_pid(state.pid)
@@ -212,7 +245,7 @@ def mlflow_postgres(
         fleet_port=free_port(),
         mlflow_backend_store_uri=postgres.url(postgres.create_database("mlflow")),
     )
-    state = start_service(mlflow_spec(settings), settings)
+    state = start_mlflow(settings)
     # MLflow made its tables in PostgreSQL, and no SQLite file.
     assert "registered_models" in postgres.tables("mlflow")
     assert not (settings.state_dir / "mlflow" / "mlflow.db").exists()
@@ -320,6 +353,9 @@ def register_copy(
         # version read back does not carry model_id itself.
         model_id=source.model_id or source.source.removeprefix("models:/"),
     ).version
+    # The champion's seal names its own model and version: the copy is sealed by
+    # the stack's gates code with the session's key (the same file, passed).
+    registry.seal_decision(client, name, version, True, gate_key(Settings()))
     client.set_registered_model_alias(name, alias, version)
     return str(version)
 

@@ -56,6 +56,7 @@ class ServingConfig(Strict):
     # fp32: the full-precision device file (ONNX or TFLite); ship: optimize.ship_variant
     variant: Literal["fp32", "ship"] = "fp32"
     max_request_rows: int = Field(256, ge=1)
+    max_request_bytes: int = Field(2**20, ge=1024)  # refused with 413 unread
     poll_s: float = Field(2.0, gt=0)  # how often the alias is checked for a new version
     log_sample_rate: float = Field(0.1, ge=0, le=1)
     log_rows_per_file: int = Field(1000, ge=1)
@@ -96,7 +97,11 @@ class FleetConfig(Strict):
     poll_jitter: float = Field(0.5, ge=0, le=1)  # +- share of poll_s
     max_backoff_s: float = Field(60.0, gt=0)
     telemetry_batch: int = Field(64, ge=1)  # inferences summarised per report
+    # Request bodies, refused with 413 before they are read: a check-in, a model
+    # file uploaded by a release, anything else (enrollment, admin actions).
     max_telemetry_bytes: int = Field(65536, ge=1024)
+    max_model_bytes: int = Field(64 * 2**20, ge=1024)
+    max_request_bytes: int = Field(16384, ge=1024)
     timestamp_expiry_s: int = Field(86400, ge=60)  # TUF timestamp lifetime
     metadata_expiry_days: int = Field(30, ge=1)  # snapshot / targets lifetime
     # Simulator: cohorts, the profile mix, and cohorts that share raw input samples.

@@ -7,13 +7,14 @@ and retarget."""
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import Path as ApiPath
 from sqlalchemy import func, select
 
 from edge_fleet.db import Device, Model, Rollout, Telemetry
-from edge_fleet.server.deps import DB, Fleet, admin
+from edge_fleet.server.deps import DB, Fleet, admin, invalid
 from edge_fleet.server.schemas import (
     DeviceView,
     FleetSummary,
@@ -31,9 +32,22 @@ from stack.contracts import ACTIVE_ROLLOUT_STATES
 router = APIRouter(prefix="/v1/admin", dependencies=[Depends(admin)])
 
 
+# List endpoints answer at most this many rows a page.
+MAX_PAGE = 10_000
+Page = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+# Within a 32-bit database integer (a larger one is an OverflowError in the driver).
+MAX_ID = 2**31 - 1
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
+RolloutId = Annotated[int, ApiPath(ge=1, le=MAX_ID)]
+CohortName = Annotated[str | None, Query(max_length=64)]
+
+
 @router.get("/devices")
-def devices(session: DB, cohort: str | None = None) -> list[DeviceView]:
-    query = select(Device).order_by(Device.id)
+def devices(
+    session: DB, cohort: CohortName = None, limit: Page = MAX_PAGE, offset: Offset = 0
+) -> list[DeviceView]:
+    """The enrolled devices by id, a page at a time."""
+    query = select(Device).order_by(Device.id).limit(limit).offset(offset)
     if cohort:
         query = query.where(Device.cohort == cohort)
     return [DeviceView.model_validate(d) for d in session.scalars(query)]
@@ -61,10 +75,10 @@ def summary(session: DB, fleet: Fleet) -> FleetSummary:
 
 @router.get("/telemetry")
 def telemetry(
-    session: DB, cohort: str | None = None, limit: int = 100
+    session: DB, cohort: CohortName = None, limit: Page = 100
 ) -> list[TelemetryView]:
     """The most recent telemetry reports (of one cohort), newest first."""
-    query = select(Telemetry).order_by(Telemetry.id.desc()).limit(min(limit, 10_000))
+    query = select(Telemetry).order_by(Telemetry.id.desc()).limit(limit)
     if cohort:
         query = query.where(Telemetry.cohort == cohort)
     return [TelemetryView.model_validate(t) for t in session.scalars(query)]
@@ -79,23 +93,31 @@ def cohorts(session: DB) -> list[str]:
 
 @router.put("/models/{version}", status_code=201)
 async def upload(
-    version: str,
+    version: Annotated[str, ApiPath(max_length=32, pattern=r"^[A-Za-z0-9._-]+$")],
     request: Request,
     fleet: Fleet,
     *,
-    variant: str,
-    filename: str,
-    profiles: str,
-    class_prior: str | None = None,
+    model: Annotated[str, Query(min_length=1, max_length=256)],
+    variant: Annotated[str, Query(min_length=1, max_length=64)],
+    filename: Annotated[str, Query(min_length=1, max_length=128)],
+    profiles: Annotated[str, Query(max_length=1024)],
+    class_prior: Annotated[str | None, Query(max_length=65536)] = None,
 ) -> ModelView:
-    """The model file as the body; the same version again with the same content is
-    answered with the stored one, with other content refused (409)."""
+    """The model file as the body (at most fleet.max_model_bytes), a version of the
+    registered model this fleet runs; the same version again with the same
+    content is answered with the stored one, with other content refused (409)."""
+    if model != fleet.model_name:
+        raise HTTPException(
+            409,
+            f"this fleet runs registered model {fleet.model_name!r} "
+            f"(registry.model_name), not {model!r}",
+        )
     data = await request.body()
     if not data:
-        raise HTTPException(422, "expected the model file as the request body")
+        raise invalid("body", "file", "expected the model file as the request body")
     prior = parse_class_prior(class_prior)
     if Path(filename).name != filename or not filename:
-        raise HTTPException(422, f"filename {filename!r}: expected a bare name")
+        raise invalid("query", "filename", f"{filename!r}: expected a bare name")
     digest = hashlib.sha256(data).hexdigest()
     blob = fleet.state_dir / "models" / f"{digest}-{filename}"
     with fleet.sessions() as session:
@@ -110,6 +132,7 @@ async def upload(
         blob.write_bytes(data)
         model = Model(
             version=version,
+            model_name=fleet.model_name,
             filename=filename,
             sha256=digest,
             size=len(data),
@@ -144,11 +167,10 @@ def start_rollout(
 
 
 @router.get("/rollouts")
-def rollouts(session: DB, fleet: Fleet) -> list[RolloutView]:
-    return [
-        RolloutView.of(r, fleet.controller)
-        for r in session.scalars(select(Rollout).order_by(Rollout.id.desc()))
-    ]
+def rollouts(session: DB, fleet: Fleet, limit: Page = 1000) -> list[RolloutView]:
+    """The rollouts, newest first."""
+    query = select(Rollout).order_by(Rollout.id.desc()).limit(limit)
+    return [RolloutView.of(r, fleet.controller) for r in session.scalars(query)]
 
 
 def view(rollout: Rollout | None, fleet: Fleet) -> RolloutView | None:
@@ -163,13 +185,13 @@ def found_rollout(session: DB, rollout_id: int) -> Rollout:
 
 
 @router.get("/rollouts/{rollout_id}")
-def rollout(rollout_id: int, session: DB, fleet: Fleet) -> RolloutView:
+def rollout(rollout_id: RolloutId, session: DB, fleet: Fleet) -> RolloutView:
     return RolloutView.of(found_rollout(session, rollout_id), fleet.controller)
 
 
 @router.post("/rollouts/{rollout_id}/{action}")
 def rollout_action(
-    rollout_id: int,
+    rollout_id: RolloutId,
     action: Literal["pause", "resume", "abort", "rollback"],
     session: DB,
     fleet: Fleet,
@@ -210,9 +232,10 @@ def parse_class_prior(raw: str | None) -> dict[str, float] | None:
     except ValueError:
         ok = False
     if not ok:
-        raise HTTPException(
-            422,
-            f"class_prior {raw[:80]!r}: expected a JSON object of class label -> "
-            "share, shares in [0, 1] summing to 1",
+        raise invalid(
+            "query",
+            "class_prior",
+            f"{raw[:80]!r}: expected a JSON object of class label -> share, shares "
+            "in [0, 1] summing to 1",
         )
     return {str(k): float(v) for k, v in prior.items()}

@@ -24,6 +24,7 @@ from edge_fleet.errors import FleetConflict
 from edge_fleet.server import admin_api, device_api
 from edge_fleet.server.deps import FleetState
 from edge_fleet.tuf_repo import FleetRepository
+from stack.body_limit import BodyLimit
 from stack.settings import get_settings
 
 log = logging.getLogger("edgeloop.fleet")
@@ -38,6 +39,7 @@ def create_app(
     state_dir: Path,
     cfg: FleetConfig,
     *,
+    model_name: str,
     database_url: str | None = None,
     admin_token: str,
     enroll_key: str,
@@ -55,6 +57,7 @@ def create_app(
         repo=repo,
         controller=Controller(repo, cfg),
         cfg=cfg,
+        model_name=model_name,
         admin_token=admin_token,
         enroll_key=enroll_key,
         state_dir=state_dir,
@@ -65,6 +68,15 @@ def create_app(
     app.include_router(admin_api.router)
     app.add_exception_handler(FleetConflict, conflict)
     app.add_api_route("/health", health)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=cfg.max_request_bytes,
+        what="fleet.max_request_bytes",
+        limits={
+            "/v1/devices/": (cfg.max_telemetry_bytes, "fleet.max_telemetry_bytes"),
+            "/v1/admin/models/": (cfg.max_model_bytes, "fleet.max_model_bytes"),
+        },
+    )
     return app
 
 
@@ -124,9 +136,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("tuf").setLevel(logging.WARNING)  # "no signature" while editing
     try:
+        params = load_params(args.params)
         app = create_app(
             args.state_dir,
-            load_params(args.params).fleet,
+            params.fleet,
+            model_name=params.registry.model_name,
             database_url=args.database_url,
             admin_token=settings.fleet_admin_token.get_secret_value(),
             enroll_key=settings.fleet_enroll_key.get_secret_value(),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,6 +29,7 @@ class FleetState:
     repo: FleetRepository
     controller: Controller
     cfg: FleetConfig
+    model_name: str  # the registered model this fleet runs (registry.model_name)
     admin_token: str
     enroll_key: str
     state_dir: Path
@@ -52,6 +54,14 @@ DB = Annotated[Session, Depends(db)]
 Auth = Annotated[str | None, Header()]
 
 
+def invalid(where: str, name: str, message: str) -> RequestValidationError:
+    """A 422 in FastAPI's own shape (what the OpenAPI schema documents for 422),
+    for a value the route checks itself."""
+    return RequestValidationError(
+        [{"loc": (where, name), "msg": message, "type": "value_error"}]
+    )
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -62,8 +72,17 @@ def bearer(authorization: str | None) -> str:
     return authorization.removeprefix("Bearer ").strip()
 
 
+def same_secret(given: str | None, secret: str) -> bool:
+    """A constant-time comparison that any header value may reach (the ASGI server
+    hands headers over as Latin-1 text: `hmac.compare_digest` refuses non-ASCII
+    str, so both sides are compared as bytes)."""
+    return given is not None and hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), secret.encode()
+    )
+
+
 def admin(fleet: Fleet, authorization: Auth = None) -> None:
-    if not hmac.compare_digest(bearer(authorization), fleet.admin_token):
+    if not same_secret(bearer(authorization), fleet.admin_token):
         raise HTTPException(401, "admin token required (wrong or missing)")
 
 

@@ -3,12 +3,11 @@ targets. Every route but enrollment takes the device's bearer token."""
 
 # No `from __future__ import annotations`: FastAPI reads the Annotated aliases.
 
-import hmac
 import secrets
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, Header, HTTPException
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
@@ -19,6 +18,7 @@ from edge_fleet.server.deps import (
     Fleet,
     device_of_token,
     own_device,
+    same_secret,
     token_hash,
 )
 from edge_fleet.server.schemas import (
@@ -40,7 +40,7 @@ def enroll(
     fleet: Fleet,
     x_enroll_key: Annotated[str | None, Header()] = None,
 ) -> Enrolled:
-    if not x_enroll_key or not hmac.compare_digest(x_enroll_key, fleet.enroll_key):
+    if not same_secret(x_enroll_key, fleet.enroll_key):
         raise HTTPException(401, "enrollment key required (header X-Enroll-Key)")
     if session.get(Device, body.device_id) is not None:
         raise HTTPException(409, f"device {body.device_id!r} is already enrolled")
@@ -59,23 +59,11 @@ def enroll(
 
 
 @router.post("/v1/devices/{device_id}/checkin")
-async def checkin(
-    device_id: str, request: Request, fleet: Fleet, authorization: Auth = None
+def checkin(
+    device_id: str, body: CheckIn, fleet: Fleet, authorization: Auth = None
 ) -> CheckedIn:
-    """The device's health and, when it has one, a telemetry batch. The body's size
-    is checked before it is parsed (fleet.max_telemetry_bytes)."""
-    raw = await request.body()
-    limit = fleet.cfg.max_telemetry_bytes
-    if len(raw) > limit:
-        raise HTTPException(
-            413,
-            f"check-in body is {len(raw)} bytes; at most {limit} "
-            "(fleet.max_telemetry_bytes)",
-        )
-    try:
-        body = CheckIn.model_validate_json(raw)
-    except ValueError as exc:
-        raise HTTPException(422, f"malformed check-in: {exc}") from None
+    """The device's health and, when it has one, a telemetry batch (its size
+    bounded before it is read: fleet.max_telemetry_bytes, see app.py)."""
     with fleet.sessions() as session:
         device = own_device(device_id, session, authorization)
         device.current_version = body.current_version

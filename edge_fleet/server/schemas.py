@@ -4,9 +4,9 @@ ignored) and response models (read from the database rows)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from edge_fleet.controller import Controller
 from edge_fleet.db import Rollout
@@ -22,11 +22,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # ids, profiles, cohorts: safe in a path
+LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NAME)]
+LabelValue = Annotated[str, StringConstraints(max_length=256)]
+
+
 class Enrollment(Strict):
-    device_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
-    profile: str = Field(min_length=1, max_length=64)
-    cohort: str = Field(min_length=1, max_length=64)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=32)
+    device_id: str = Field(min_length=1, max_length=128, pattern=NAME)
+    profile: str = Field(min_length=1, max_length=64, pattern=NAME)
+    cohort: str = Field(min_length=1, max_length=64, pattern=NAME)
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=32)
 
 
 class FeatureStats(Strict):
@@ -101,6 +106,7 @@ class DeviceView(FromRow):
 
 class ModelView(FromRow):
     version: str
+    model_name: str | None
     filename: str
     sha256: str
     size: int

@@ -20,6 +20,7 @@ from components.config import RegistryConfig, ServingConfig
 from components.errors import EdgeloopError
 from components.evaluation.gates import Candidate, GateDecision, decide
 from stack.contracts import ALIAS_HISTORY_PREFIX, TAG_PREFIX, Alias, Tag
+from stack.gate_seal import GateSeal, file_sha256
 
 CHAMPION, CHALLENGER = Alias.CHAMPION, Alias.CHALLENGER
 
@@ -173,17 +174,48 @@ def champion_on(
     return replace(champion, test_accuracy=accuracy)
 
 
+def seal_decision(
+    client: MlflowClient, name: str, version: str, passed: bool, key: bytes
+) -> GateSeal | None:
+    """Sign the gates' decision with the stack's key, over the file a device would
+    get (downloaded and hashed here) and what the version's tags say of it; None
+    for a version with nothing to ship (not optimized by the pipeline)."""
+    model_version = client.get_model_version(name, version)
+    tags = model_version.tags
+    if Tag.SHIP_FILE not in tags:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        local = client.download_artifacts(
+            model_version.run_id, tags[Tag.SHIP_FILE], tmp
+        )
+        digest = file_sha256(Path(local))
+    seal = GateSeal(
+        model=name,
+        version=str(version),
+        ship_file=tags[Tag.SHIP_FILE],
+        sha256=digest,
+        variant=tags.get(Tag.SHIP_VARIANT, "unknown"),
+        profiles=tags.get(Tag.DEPLOYABLE_PROFILES, "none"),
+        gate="passed" if passed else "failed",
+    )
+    client.set_model_version_tag(name, version, Tag.GATE_SEAL, seal.tag_value(key))
+    return seal
+
+
 def apply_gates(
     client: MlflowClient,
     name: str,
     version: str,
     cfg: RegistryConfig,
     test_split: TestSplit | None = None,
+    *,
+    key: bytes,
 ) -> GateDecision:
-    """Gate a new version: tag it with the result, make it `challenger` if it
-    passes, and `champion` too when promotion is auto and it beats the champion.
-    With `test_split`, a champion tested on another data version is measured again
-    on this one before the two are compared."""
+    """Gate a new version: tag it with the result, sealed with the stack's gate
+    `key`, make it `challenger` if it passes, and `champion` too when promotion is
+    auto and it beats the champion. With `test_split`, a champion tested on
+    another data version is measured again on this one before the two are
+    compared."""
     tags = client.get_model_version(name, version).tags
     if Tag.GATE in tags:  # already decided (a cached rerun)
         failures = tags.get(Tag.GATE_FAILURES, "")
@@ -203,6 +235,7 @@ def apply_gates(
     client.set_model_version_tag(
         name, version, Tag.GATE_FAILURES, "; ".join(decision.failures)
     )
+    seal_decision(client, name, version, decision.passed, key)
     if decision.passed:
         set_alias(
             client, name, CHALLENGER, version, who="edgeloop gates", why="passed gates"

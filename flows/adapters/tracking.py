@@ -22,9 +22,7 @@ from components.config import Params
 from components.evaluation.evaluate import CLASS_REPORT, CONFUSION, METRICS
 from components.optimization.optimize import REPORT as OPTIMIZE_REPORT
 from components.training.train import TRAINING
-from stack.contracts import TAG_PREFIX, Tag
-
-EXPERIMENT = "edgeloop-training"
+from stack.contracts import EXPERIMENT, TAG_PREFIX, Tag
 
 
 @dataclass(frozen=True)

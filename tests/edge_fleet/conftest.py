@@ -175,14 +175,25 @@ class FleetServer:
         self, version: str, file: Path, profiles: list[str] | None = None
     ) -> dict:
         return self.admin.upload(
-            version, file, variant="linear", profiles=profiles or ["mcu", "gateway"]
+            version,
+            file,
+            model=load_params(self.params_file).registry.model_name,
+            variant="linear",
+            profiles=profiles or ["mcu", "gateway"],
         )
 
 
 def make_fleet_server(
-    tmp_path: Path, database_url: str | None = None, **fleet: object
+    tmp_path: Path,
+    database_url: str | None = None,
+    model_name: str | None = None,
+    **fleet: object,
 ) -> FleetServer:
+    """A fleet server (not started) of the default params with `fleet` overrides,
+    running registered model `model_name` (default: the params')."""
     params = default_params_dict(fleet=FAST_FLEET | fleet)
+    if model_name is not None:
+        params["registry"]["model_name"] = model_name
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
     port = free_port()

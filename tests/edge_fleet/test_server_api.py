@@ -28,6 +28,7 @@ from edge_fleet.db import (
 from edge_fleet.server import create_app
 
 ADMIN, ENROLL = "admin-secret", "enroll-secret"
+MODEL = "it-fleet-api"
 TELEMETRY = {
     "version": "1",
     "inferences": 16,
@@ -45,6 +46,7 @@ def api(tmp_path):
     app = create_app(
         tmp_path / "fleet",
         FleetConfig(max_telemetry_bytes=4096),
+        model_name=MODEL,
         admin_token=ADMIN,
         enroll_key=ENROLL,
     )
@@ -103,7 +105,7 @@ def test_a_device_checks_in_and_reads_only_its_own_state(api):
         ("no token", "dev-1", None, GOOD, 401, "Authorization: Bearer"),
         ("wrong token", "dev-1", "not-a-token", GOOD, 401, "unknown device token"),
         ("posing as another", "dev-2", "dev-1", GOOD, 403, "another device"),
-        ("not JSON", "dev-1", "dev-1", b"{nope", 422, "malformed check-in"),
+        ("not JSON", "dev-1", "dev-1", b"{nope", 422, "JSON decode error"),
         (
             "wrong type",
             "dev-1",
@@ -209,7 +211,12 @@ def test_range_requests_are_answered_with_partial_content(api, tmp_path):
 def test_a_model_upload_keeps_its_class_prior_and_refuses_a_bad_one(api):
     client, sessions = api
     admin = {"Authorization": f"Bearer {ADMIN}"}
-    params = {"variant": "int8_static", "filename": "m.onnx", "profiles": "gateway"}
+    params = {
+        "model": MODEL,
+        "variant": "int8_static",
+        "filename": "m.onnx",
+        "profiles": "gateway",
+    }
     for bad in ('{"0": 0.7, "1": 0.7}', "[0.5, 0.5]", '{"0": "half"}', "{"):
         refused = client.put(
             "/v1/admin/models/3",
@@ -228,6 +235,29 @@ def test_a_model_upload_keeps_its_class_prior_and_refuses_a_bad_one(api):
     )
     assert stored.status_code == 201, stored.text
     assert stored.json()["class_prior"] == {"0": 0.25, "1": 0.75}
+    assert stored.json()["model_name"] == MODEL
+
+
+def test_a_version_of_another_registered_model_is_refused_not_stored(api):
+    """Another model's v3 neither lands in this fleet nor blocks this model's v3."""
+    client, sessions = api
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    params = {"variant": "fp32", "filename": "m.onnx", "profiles": "gateway"}
+    other = client.put(
+        "/v1/admin/models/3",
+        params=params | {"model": "someone-elses-model"},
+        content=b"their model",
+        headers=admin,
+    )
+    assert other.status_code == 409, other.text
+    assert MODEL in other.json()["detail"] and "someone-elses-model" in other.text
+    ours = client.put(
+        "/v1/admin/models/3",
+        params=params | {"model": MODEL},
+        content=b"our model",
+        headers=admin,
+    )
+    assert ours.status_code == 201, ours.text
 
 
 @pytest.mark.parametrize("made_by", ["create_all today", "before class_prior"])
@@ -244,6 +274,7 @@ def test_a_fleet_database_from_before_migrations_upgrades_in_place(
     with sqlite3.connect(path) as db:
         if made_by == "before class_prior":
             db.execute("ALTER TABLE models DROP COLUMN class_prior")
+            db.execute("ALTER TABLE models DROP COLUMN model_name")  # newer still
         db.execute(
             "INSERT INTO models (version, filename, sha256, size, variant, profiles, "
             "blob, created_at) VALUES ('1', 'm.onnx', 'ab', 5, 'fp32', '[]', 'b', "

@@ -3,16 +3,20 @@ local services brought up, shown and stopped."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 from pathlib import Path
 from uuid import uuid4
 
+import httpx
 import pytest
 from mlflow import MlflowClient
 from sklearn.datasets import load_digits
 
+from stack.mlflow_auth import CREDENTIALS, as_user
+from stack.secrets import SECRET_ENV
 from stack.services import free_port, is_healthy
 from stack.settings import get_settings
 from stack.supervisor import Supervisor
@@ -102,6 +106,20 @@ def postgres_env(cluster: PostgresCluster) -> dict[str, str]:
     }
 
 
+def control_plane_is_authenticated(mlflow: str, prefect: str, made: dict) -> None:
+    """MLflow and Prefect refuse a caller without credentials; the stack's service
+    user and Prefect auth string (the secrets `up` made) are let in."""
+    create = {"name": "intruder"}
+    experiments = f"{mlflow}/api/2.0/mlflow/experiments/create"
+    assert httpx.post(experiments, json=create).status_code == 401
+    service = ("edgeloop", made["mlflow_service_password"])
+    assert httpx.post(experiments, json=create, auth=service).status_code == 200
+    flows = f"{prefect}/api/flows/filter"
+    assert httpx.post(flows, json={}).status_code == 401
+    user, password = made["prefect_auth_string"].split(":", 1)
+    assert httpx.post(flows, json={}, auth=(user, password)).status_code == 200
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_up_status_down(
@@ -123,11 +141,18 @@ def test_up_status_down(
     }
     mlflow = f"http://127.0.0.1:{env['EDGELOOP_MLFLOW_PORT']}"
     prefect = f"http://127.0.0.1:{env['EDGELOOP_PREFECT_PORT']}"
+    # `up` makes the stack's secrets itself: none given in the environment.
+    for name in [*SECRET_ENV.values(), *CREDENTIALS]:
+        monkeypatch.delenv(name, raising=False)
     try:
         up = edgeloop("up", env=env)
         assert up.returncode == 0, up.stderr
         assert "serving waits for a champion" in up.stdout  # a fresh registry
         assert is_healthy(f"{mlflow}/health") and is_healthy(f"{prefect}/api/health")
+        secrets_file = tmp_path / "state" / "secrets.json"
+        assert secrets_file.stat().st_mode & 0o777 == 0o600
+        made = json.loads(secrets_file.read_text())
+        control_plane_is_authenticated(mlflow, prefect, made)
         again = edgeloop("up", env=env)
         assert again.returncode == 0
         status = edgeloop("status", env=env)
@@ -136,7 +161,8 @@ def test_up_status_down(
         assert is_healthy(f"{fleet}/health")
         again = edgeloop("register", env=env)  # what a compose install runs once
         assert again.returncode == 0, again.stderr
-        hooks = MlflowClient(mlflow).list_webhooks()
+        with as_user("admin", made["mlflow_admin_password"]):  # admin only
+            hooks = MlflowClient(mlflow).list_webhooks()
         assert [h.url for h in hooks] == [
             f"http://127.0.0.1:{env['EDGELOOP_WEBHOOK_PORT']}/mlflow/webhook"
         ]

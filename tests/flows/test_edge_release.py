@@ -10,11 +10,16 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from edge_fleet.controller import ACTIVE
+from flows.adapters import registry
+from stack.mlflow_auth import ensure_user
+from stack.secrets import gate_key
+from stack.settings import Settings
 from tests.edge_fleet.conftest import (
     ADMIN,
     FleetServer,
@@ -25,19 +30,25 @@ from tests.edge_fleet.conftest import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
+MODEL = "it-release-race"
+
 
 @pytest.fixture
 def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FleetServer]:
     """A fleet server whose stages bake for an hour (a rollout stays active), and
     its admin token where edge_release reads it."""
     monkeypatch.setenv("EDGELOOP_FLEET_ADMIN_TOKEN", ADMIN)
-    with running(make_fleet_server(tmp_path, bake_s=3600)) as server:
+    fleet = make_fleet_server(tmp_path, model_name=MODEL, bake_s=3600)
+    with running(fleet) as server:
         yield server
 
 
-def shippable_version(client: MlflowClient, name: str, onnx: Path) -> str:
+def shippable_version(
+    client: MlflowClient, name: str, onnx: Path, *, sealed: bool = True
+) -> str:
     """A run holding an ONNX file as its shipped variant, registered as a version
-    with the tags edge_release reads."""
+    with the tags edge_release reads; `sealed`: and the gates' seal, as the gates
+    code makes it with the stack's key (this session's)."""
     experiment = client.get_experiment_by_name("release-tests")
     experiment_id = (
         experiment.experiment_id
@@ -58,6 +69,8 @@ def shippable_version(client: MlflowClient, name: str, onnx: Path) -> str:
         "edgeloop.deployable_profiles": "gateway",
     }.items():
         client.set_model_version_tag(name, version, key, value)
+    if sealed:
+        registry.seal_decision(client, name, version, True, gate_key(Settings()))
     return str(version)
 
 
@@ -92,7 +105,7 @@ def test_concurrent_releases_of_an_old_and_a_new_champion(
 
     from flows.edge_release import edge_release, release_limit_name
 
-    client, name = MlflowClient(mlflow_uri), "it-release-race"
+    client, name = MlflowClient(mlflow_uri), MODEL
     weights = np.random.default_rng(0).normal(size=(64, 10))
     v1, v2 = (
         shippable_version(
@@ -136,3 +149,59 @@ def test_concurrent_releases_of_an_old_and_a_new_champion(
     with get_client(sync_client=True) as prefect:
         limit = prefect.read_global_concurrency_limit_by_name(release_limit_name(name))
     assert (limit.limit, limit.active_slots) == (1, 0)
+
+
+def test_only_a_version_the_gates_sealed_ships_and_only_the_file_they_measured(
+    mlflow_uri, stack_settings, prefect_harness, fleet, tmp_path
+):
+    """Tags a data scientist may set through MLflow's REST API (EDIT on the model)
+    cannot ship a version: a hand-set gate result, a seal copied from another
+    version, a file replaced after the gates measured it. Each is refused with the
+    reason in the flow's answer and the alias history; nothing reaches the fleet."""
+    from flows.edge_release import edge_release
+
+    client, name = MlflowClient(mlflow_uri), MODEL
+    weights = np.random.default_rng(1).normal(size=(64, 10))
+    onnx = [
+        linear_onnx(tmp_path / f"s{i}.onnx", weights * i, np.zeros(10))
+        for i in (3, 4, 5)
+    ]
+    hand_set = shippable_version(client, name, onnx[0], sealed=False)
+    copied = shippable_version(client, name, onnx[1], sealed=False)
+    sealed = shippable_version(client, name, onnx[2])
+    who = ("ds-release", "ds-password-1234")
+    ensure_user(stack_settings, *who, models={name: "EDIT"})
+    tags_api = f"{mlflow_uri}/api/2.0/mlflow/model-versions/set-tag"
+
+    def set_tag(version: str, key: str, value: str) -> None:
+        change = {"name": name, "version": version, "key": key, "value": value}
+        answer = httpx.post(tags_api, json=change, auth=who)
+        assert answer.status_code == 200, answer.text
+
+    set_tag(hand_set, "edgeloop.gate", "passed")
+    seal = client.get_model_version(name, sealed).tags["edgeloop.gate_seal"]
+    set_tag(copied, "edgeloop.gate", "passed")
+    set_tag(copied, "edgeloop.gate_seal", seal)
+    # The sealed version's file replaced in its run after the gates measured it.
+    run_id = client.get_model_version(name, sealed).run_id
+    swapped = tmp_path / "swap" / onnx[2].name
+    swapped.parent.mkdir()
+    swapped.write_bytes(onnx[0].read_bytes())
+    client.log_artifact(run_id, str(swapped), "variants")
+
+    answers = {
+        version: edge_release(mlflow_uri, name, version, fleet.url)
+        for version in (hand_set, copied, sealed)
+    }
+    assert {v: a.outcome for v, a in answers.items()} == dict.fromkeys(
+        answers, "refused"
+    )
+    assert "no gate seal" in answers[hand_set].detail
+    assert f"for {name} v{sealed}" in answers[copied].detail
+    assert "changed after the gates ran" in answers[sealed].detail
+    refusals = [c for c in registry.history(client, name) if "refused" in c.who]
+    assert [(c.to_version, c.why) for c in refusals] == [
+        (v, f"not shipped to devices: {a.detail}") for v, a in answers.items()
+    ]
+    assert fleet.admin.rollouts() == []
+    assert fleet.admin.summary()["channels"] == {}

@@ -22,7 +22,9 @@ from sklearn.datasets import load_digits
 
 from edge_fleet.client import FleetAdmin
 from edge_fleet.controller import ACTIVE
-from stack.secrets import stack_secrets
+from flows.adapters import registry
+from stack.mlflow_auth import ensure_user
+from stack.secrets import gate_key, stack_secrets
 from stack.services import free_port
 from stack.settings import Settings
 from tests.conftest import (
@@ -80,11 +82,16 @@ class Stack:
         return f"http://127.0.0.1:{self.env[f'EDGELOOP_{service}_PORT']}"
 
     @property
-    def fleet(self) -> FleetAdmin:
-        settings = Settings(
+    def settings(self) -> Settings:
+        return Settings(
             state_dir=Path(self.env["EDGELOOP_STATE_DIR"]),
+            mlflow_port=int(self.env["EDGELOOP_MLFLOW_PORT"]),
             fleet_port=int(self.env["EDGELOOP_FLEET_PORT"]),
         )
+
+    @property
+    def fleet(self) -> FleetAdmin:
+        settings = self.settings
         return FleetAdmin(
             settings.fleet_url, stack_secrets(settings)["fleet_admin_token"]
         )
@@ -236,14 +243,19 @@ def _challenger(client: MlflowClient, name: str) -> str:
         | {"edgeloop.trigger": "manual"},
         description="challenger for the browser test",
     )
+    # Sealed as the gates would (the same file, passed), with the stack's key.
+    registry.seal_decision(client, name, version.version, True, gate_key(Settings()))
     client.set_registered_model_alias(name, "challenger", version.version)
     return str(version.version)
 
 
-def promote_in_ui(mlflow: str, name: str, challenger: str, before: str) -> Path:
-    """What a data scientist does in the MLflow UI: open the model, the pencil by the
-    challenger's aliases, type `champion`, Enter, "Save aliases". Returns the
-    screenshot of the model page after the change."""
+def promote_in_ui(
+    mlflow: str, name: str, challenger: str, before: str, who: tuple[str, str]
+) -> Path:
+    """What a data scientist (`who`: user and password, EDIT on the model) does in
+    the MLflow UI: log in, open the model, the pencil by the challenger's aliases,
+    type `champion`, Enter, "Save aliases". Returns the screenshot of the model
+    page after the change."""
     from playwright.sync_api import expect, sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -253,7 +265,11 @@ def promote_in_ui(mlflow: str, name: str, challenger: str, before: str) -> Path:
             executable_path=CHROMIUM, args=CHROMIUM_ARGS
         )
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            login = {"username": who[0], "password": who[1]}
+            context = browser.new_context(
+                http_credentials=login, viewport={"width": 1400, "height": 900}
+            )
+            page = context.new_page()
             page.goto(f"{mlflow}/#/models/{name}")
             row = page.get_by_role("row").filter(has_text="@ challenger")
             expect(row).to_have_count(1, timeout=60_000)
@@ -308,8 +324,6 @@ def test_promotion_in_the_mlflow_ui_reaches_serving_and_the_fleet(stack: Stack):
             f"{CHROMIUM} not found: `make test` installs Debian's chromium",
             "EDGELOOP_REQUIRE_CHROMIUM",
         )
-    from flows.adapters import registry
-
     name, mlflow = "it-loop", stack.url("MLFLOW")
     client = MlflowClient(mlflow)
     before = client.get_model_version_by_alias(name, "champion").version
@@ -318,7 +332,9 @@ def test_promotion_in_the_mlflow_ui_reaches_serving_and_the_fleet(stack: Stack):
     devices = running_devices(stack, before)
     try:
         challenger = _challenger(client, name)
-        shot = promote_in_ui(mlflow, name, challenger, before)
+        who = ("ds-ui", "ds-password-1234")
+        ensure_user(stack.settings, *who, models={name: "EDIT"})
+        shot = promote_in_ui(mlflow, name, challenger, before, who)
         assert shot.stat().st_size > 10_000  # the page, kept as the test's artifact
         champion = client.get_model_version_by_alias(name, "champion").version
         assert champion == challenger

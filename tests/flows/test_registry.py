@@ -14,6 +14,8 @@ from tests.conftest import register_measured_version
 
 pytestmark = [pytest.mark.integration]
 
+KEY = b"test gate key"
+
 
 def test_gates_aliases_history_promotion_and_rollback(mlflow_stack):
     client, name = MlflowClient(mlflow_stack.tracking_uri), "it-registry"
@@ -22,13 +24,13 @@ def test_gates_aliases_history_promotion_and_rollback(mlflow_stack):
     )
 
     v1 = register_measured_version(client, name, 0.97)
-    assert registry.apply_gates(client, name, v1, auto).passed
+    assert registry.apply_gates(client, name, v1, auto, key=KEY).passed
     assert registry.alias_version(client, name, "champion") == v1
     assert registry.alias_version(client, name, "challenger") == v1
     between = datetime.now().astimezone()
 
     v2 = register_measured_version(client, name, 0.90)
-    decision = registry.apply_gates(client, name, v2, auto)
+    decision = registry.apply_gates(client, name, v2, auto, key=KEY)
     assert not decision.passed
     tags = client.get_model_version(name, v2).tags
     assert tags["edgeloop.gate"] == "failed"
@@ -38,7 +40,7 @@ def test_gates_aliases_history_promotion_and_rollback(mlflow_stack):
         registry.promote(client, name, v2, "try anyway")
 
     v3 = register_measured_version(client, name, 0.98)
-    assert registry.apply_gates(client, name, v3, auto).beats_champion
+    assert registry.apply_gates(client, name, v3, auto, key=KEY).beats_champion
     assert registry.alias_version(client, name, "champion") == v3
     changes = registry.history(client, name)
     assert [(c.alias, c.from_version, c.to_version) for c in changes] == [
@@ -55,7 +57,7 @@ def test_gates_aliases_history_promotion_and_rollback(mlflow_stack):
 
     manual = auto.model_copy(update={"promotion": "manual"})
     v4 = register_measured_version(client, name, 0.99)
-    assert registry.apply_gates(client, name, v4, manual).passed
+    assert registry.apply_gates(client, name, v4, manual, key=KEY).passed
     assert registry.alias_version(client, name, "challenger") == v4
     assert registry.alias_version(client, name, "champion") == v1
     change = registry.promote(client, name, v4, "reviewed in the UI", who="ds")

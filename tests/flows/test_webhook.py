@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
 from flows.adapters import registry
+from stack.mlflow_auth import ensure_user
 from stack.secrets import stack_secrets
 from stack.services import (
     ensure_webhook,
@@ -148,11 +149,16 @@ def test_alias_set_through_the_rest_api_reaches_the_release_flow(
         ensure_webhook(settings)  # in effect at once: MLflow caches no webhook list
         client, name = MlflowClient(mlflow_uri), "it-webhook"
         version = register_measured_version(client, name, 0.97)
-        # What the MLflow UI sends when a person adds the alias on the version page.
-        answer = httpx.post(
-            f"{mlflow_uri}/api/2.0/mlflow/registered-models/alias",
-            json={"name": name, "alias": "champion", "version": version},
-        )
+        # What the MLflow UI sends when a person adds the alias on the version page:
+        # refused without a user, and for a user without permission on the model.
+        alias = f"{mlflow_uri}/api/2.0/mlflow/registered-models/alias"
+        change = {"name": name, "alias": "champion", "version": version}
+        assert httpx.post(alias, json=change).status_code == 401
+        ensure_user(settings, "ds-webhook", "ds-password-1234", models={})
+        who = ("ds-webhook", "ds-password-1234")
+        assert httpx.post(alias, json=change, auth=who).status_code == 403
+        ensure_user(settings, *who, models={name: "EDIT"})
+        answer = httpx.post(alias, json=change, auth=who)
         assert answer.status_code == 200, answer.text
         deadline = time.monotonic() + 90
         changes: list[registry.AliasChange] = []

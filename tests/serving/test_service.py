@@ -21,14 +21,17 @@ from mlflow import MlflowClient
 
 from edge_fleet.client import FleetAdmin
 from flows.adapters import registry
-from stack.secrets import stack_secrets
+from stack.mlflow_auth import ensure_user
+from stack.secrets import gate_key, stack_secrets
 from stack.services import (
     ensure_webhook,
     fleet_spec,
     free_port,
     webhook_spec,
 )
+from stack.settings import Settings
 from tests.conftest import BIN, project_of, register_copy
+from tests.oversized import MB, send_oversized, tree_rss
 from tests.services import start_service, stop_pid
 from tests.waits import poll
 
@@ -96,7 +99,7 @@ def served(champion, stack_settings, tmp_path):
         assert time.monotonic() < deadline, "bentoml serve did not become ready"
         time.sleep(1)
     try:
-        yield url, project, version, settings
+        yield url, project, version, settings, proc.pid
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
@@ -119,7 +122,7 @@ def _rows(project: Path, n: int) -> list[list[float]]:
 def test_serving_answers_refuses_and_follows_the_alias(  # noqa: PLR0915
     served, mlflow_uri
 ):
-    url, project, version, settings = served
+    url, project, version, settings, pid = served
     rows = _rows(project, 20)
     answer = httpx.post(f"{url}/predict", json={"instances": rows[:3]})
     assert answer.status_code == 200
@@ -143,7 +146,29 @@ def test_serving_answers_refuses_and_follows_the_alias(  # noqa: PLR0915
         content='{"instances": [[NaN' + ", 0" * 63 + "]]}",
         headers={"content-type": "application/json"},
     )
-    assert nan.status_code == 400 and "NaN or infinite" in nan.text
+    assert nan.status_code == 400 and "not a finite float32" in nan.text
+    # Checked in the dtype the model runs in (1e39 overflows float32 to inf) and
+    # against the data contract's range (validation.feature_range: [0, 16]).
+    for value, expected in (
+        (1e39, "instances[1][5]: 1e+39 is not a finite float32"),
+        (1e30, "instances[1][5]: 1e+30 is outside [0, 16] (validation.feature_range)"),
+        (-0.5, "instances[1][5]: -0.5 is outside [0, 16]"),
+    ):
+        row = list(rows[1])
+        row[5] = value
+        refused = httpx.post(f"{url}/predict", json={"instances": [rows[0], row]})
+        assert refused.status_code == 400, (value, refused.text)
+        assert expected in refused.text, refused.text
+    # 200 MB is refused unread (serving.max_request_bytes), declared or chunked.
+    for chunked in (False, True):
+        before = tree_rss(pid)
+        refusal = send_oversized(
+            f"{url}/predict",
+            chunked=chunked,
+            headers={"content-type": "application/json"},
+        )
+        assert refusal.status == 413 and refusal.sent < 200 * MB, refusal
+        assert tree_rss(pid) - before < 10 * MB
     not_json = httpx.post(
         f"{url}/predict",
         content="{not json",
@@ -162,6 +187,7 @@ def test_serving_answers_refuses_and_follows_the_alias(  # noqa: PLR0915
     new = mlflow.register_model(current.source, "it-serving").version
     for key, value in current.tags.items():  # the same measured, shippable files
         client.set_model_version_tag("it-serving", new, key, value)
+    registry.seal_decision(client, "it-serving", new, True, gate_key(Settings()))
     seen: list[tuple[int, str]] = []
     stop = threading.Event()
 
@@ -185,10 +211,15 @@ def test_serving_answers_refuses_and_follows_the_alias(  # noqa: PLR0915
     sender.start()
     # Traffic flows before the change (MLflow reads its webhooks at each event).
     poll(lambda: len(seen), lambda n: n >= 10, 60)
-    # What the MLflow UI sends when a person sets the alias on the version page.
+    # What the MLflow UI sends when a data scientist (EDIT on the model) sets the
+    # alias on the version page.
+    ensure_user(
+        settings, "ds-serving", "ds-password-1234", models={"it-serving": "EDIT"}
+    )
     answer = httpx.post(
         f"{mlflow_uri}/api/2.0/mlflow/registered-models/alias",
         json={"name": "it-serving", "alias": "champion", "version": new},
+        auth=("ds-serving", "ds-password-1234"),
     )
     assert answer.status_code == 200, answer.text
 

@@ -1,0 +1,90 @@
+"""The gates' seal: the decision the stack's gates made on one model version, signed
+with the stack's gate key (HMAC-SHA256) over the registered model's name, the
+version, the shipped file's path, SHA-256, variant and device profiles, and the
+result. Tags on a model
+version are writable by anyone with EDIT on the model; the seal is not forgeable
+without the key, so a release ships only what the gates passed, and only the very
+file they measured."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from components.errors import EdgeloopError
+
+
+class SealError(EdgeloopError):
+    """A version's gate seal is missing, forged, or for another version or file."""
+
+
+@dataclass(frozen=True)
+class GateSeal:
+    model: str
+    version: str
+    ship_file: str  # the run artifact a device gets
+    sha256: str  # of that file, as the gates measured it
+    variant: str  # which optimized variant that file is
+    profiles: str  # the device profiles it may run on: comma list, or none
+    gate: str  # passed | failed
+
+    def mac(self, key: bytes) -> str:
+        message = json.dumps(asdict(self), sort_keys=True).encode()
+        return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+    def tag_value(self, key: bytes) -> str:
+        """The seal as an MLflow tag value (JSON with its MAC)."""
+        return json.dumps(asdict(self) | {"mac": self.mac(key)}, sort_keys=True)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verified_seal(
+    value: str | None, key: bytes, *, model: str, version: str
+) -> GateSeal:
+    """The seal a tag holds, when the stack's key made it for this model version
+    and it says `passed`; SealError naming what is wrong otherwise."""
+    where = f"{model} v{version}"
+    if not value:
+        raise SealError(f"{where} has no gate seal: the stack's gates never passed it")
+    try:
+        fields = json.loads(value)
+        mac = fields.pop("mac")
+        seal = GateSeal(**fields)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise SealError(f"{where}: its gate seal is malformed") from None
+    if not isinstance(mac, str) or not hmac.compare_digest(
+        mac.encode("utf-8", "surrogateescape"), seal.mac(key).encode()
+    ):
+        raise SealError(
+            f"{where}: its gate seal was not made by this stack's gates "
+            "(signature does not match)"
+        )
+    if (seal.model, seal.version) != (model, str(version)):
+        raise SealError(
+            f"{where}: its gate seal is for {seal.model} v{seal.version} (copied "
+            "from another version)"
+        )
+    if seal.gate != "passed":
+        raise SealError(f"{where}: the gates decided {seal.gate!r}, not 'passed'")
+    return seal
+
+
+def check_file(seal: GateSeal, path: Path) -> None:
+    """The file about to ship is the one the gates measured."""
+    digest = file_sha256(path)
+    if digest != seal.sha256:
+        raise SealError(
+            f"{seal.model} v{seal.version}: {seal.ship_file} has SHA-256 "
+            f"{digest[:12]}..., the gates measured {seal.sha256[:12]}... (the file "
+            "changed after the gates ran)"
+        )

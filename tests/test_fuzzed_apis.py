@@ -1,0 +1,113 @@
+"""Schemathesis fuzzes the fleet server's and the webhook receiver's own OpenAPI
+schemas, served by the real processes on loopback: every generated case is sent
+once with valid credentials and once with invalid ones (a wrong token, a non-ASCII
+one, a forged signature). No answer may be a 5xx, and no answer may break the
+schema's own response models. Bounded and seeded: MAX_EXAMPLES cases per
+operation, derandomized, so a run is repeatable."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
+
+from stack.secrets import SECRET_ENV
+from stack.services import free_port, webhook_spec
+from stack.settings import Settings
+from stack.webhook_receiver import expected_signature
+from tests.edge_fleet.conftest import ADMIN, ENROLL, FleetServer, make_fleet_server
+from tests.services import start_service, stop_pid
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MAX_EXAMPLES = 40
+CHECKS = [not_a_server_error, response_schema_conformance]
+FUZZ = settings(
+    max_examples=MAX_EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+WRONG = ["Bearer wrong-token", "Bearer caf\xe9".encode("latin-1").decode("latin-1")]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetServer]:
+    server = make_fleet_server(tmp_path_factory.mktemp("fuzz-fleet"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def device_token(fleet: FleetServer) -> str:
+    enrolled = httpx.post(
+        f"{fleet.url}/v1/enroll",
+        json={"device_id": "fuzz-1", "profile": "gateway", "cohort": "north"},
+        headers={"X-Enroll-Key": ENROLL},
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    return enrolled.json()["token"]
+
+
+@pytest.fixture(scope="module")
+def fleet_schema(fleet: FleetServer):
+    return schemathesis.openapi.from_url(f"{fleet.url}/openapi.json")
+
+
+@pytest.fixture(scope="module")
+def receiver(stack_settings: Settings) -> Iterator[str]:
+    settings = stack_settings.model_copy(update={"webhook_port": free_port()})
+    started = start_service(webhook_spec(settings), settings)
+    yield f"http://{settings.host}:{settings.webhook_port}"
+    stop_pid(started.pid)
+
+
+@pytest.fixture(scope="module")
+def receiver_schema(receiver: str):
+    return schemathesis.openapi.from_url(f"{receiver}/openapi.json")
+
+
+fleet_api = schemathesis.pytest.from_fixture("fleet_schema")
+receiver_api = schemathesis.pytest.from_fixture("receiver_schema")
+
+
+@fleet_api.parametrize()
+@FUZZ
+def test_the_fleet_api_never_answers_5xx(case, fleet, device_token):
+    admin = case.path.startswith("/v1/admin")
+    valid = f"Bearer {ADMIN if admin else device_token}"
+    for authorization, enroll_key in [(valid, ENROLL), *((w, w) for w in WRONG)]:
+        case.call_and_validate(
+            base_url=fleet.url,
+            headers={"Authorization": authorization, "X-Enroll-Key": enroll_key},
+            checks=CHECKS,
+        )
+
+
+@receiver_api.parametrize()
+@FUZZ
+def test_the_webhook_receiver_never_answers_5xx(case, receiver):
+    import os
+
+    secret = os.environ[SECRET_ENV["webhook_secret"]]
+    body = case.as_transport_kwargs(base_url=receiver).get("data") or b""
+    body = body.encode() if isinstance(body, str) else body
+    stamp = str(int(time.time()))
+    for key in (secret, "forged"):
+        signature = expected_signature(key, "fuzz-1", stamp, body)
+        case.call_and_validate(
+            base_url=receiver,
+            headers={
+                "X-MLflow-Delivery-Id": "fuzz-1",
+                "X-MLflow-Timestamp": stamp,
+                "X-MLflow-Signature": signature,
+            },
+            checks=CHECKS,
+        )
