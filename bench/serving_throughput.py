@@ -21,7 +21,9 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
+from stack.secrets import client_env
 from stack.services import free_port
+from stack.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +35,10 @@ def start(command: list[str], url: str) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env=os.environ | {"EDGELOOP_PARAMS": "params.yaml"},
+        # Both servers read the registry as the stack's MLflow service user.
+        env=os.environ
+        | client_env(get_settings())
+        | {"EDGELOOP_PARAMS": "params.yaml"},
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -22,6 +22,7 @@ from stack.settings import Settings
 DEFAULT_PERMISSION = "READ"
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 _AS_USER = threading.Lock()
+AUTH_CACHE_TTL_S = 60
 
 
 def auth_config(settings: Settings) -> Path:
@@ -43,6 +44,10 @@ def auth_config(settings: Settings) -> Path:
         f"admin_username = {settings.mlflow_admin_user}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         "grant_default_workspace_access = false\n"
+        # A password check costs about 0.3 s of CPU (scrypt): without the cache,
+        # every request of every client pays it. A changed password or a deleted
+        # user reaches the cache at once through MLflow's API on its one worker.
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n"
     )
     path.chmod(0o600)  # a PostgreSQL URL may hold a password
     return path

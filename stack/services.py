@@ -1,9 +1,10 @@
 """The local services `edgeloop up` starts, all on loopback: an MLflow server on
-SQLite with a local artifact folder, a Prefect server on SQLite, the receiver of
+SQLite with a local artifact folder and its authentication app, a Prefect server on
+SQLite requiring its API auth string, the receiver of
 MLflow's registry webhook, the edge fleet server, the Evidently UI, a Prefect worker
 for the stack's deployments, and BentoML serving of the champion (once there is
 one). Each as a `ServiceSpec` (command, environment, ports, health URL);
-`stack.supervisor` runs them under circus."""
+`stack.supervisor` runs them under supervisord."""
 
 from __future__ import annotations
 
