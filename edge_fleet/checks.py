@@ -93,9 +93,11 @@ def error_rate(
 def latency_ratio(
     evidence: StageEvidence, checks: RolloutChecks, stage: str
 ) -> Cause | None:
-    ratio = statistics.median(t.latency_ms_median for t in evidence.new) / max(
-        statistics.median(t.latency_ms_median for t in evidence.previous), 1e-6
-    )
+    new = statistics.median(t.latency_ms_median for t in evidence.new)
+    if new <= checks.min_latency_ms:  # under the noise floor: no verdict
+        return None
+    previous = statistics.median(t.latency_ms_median for t in evidence.previous)
+    ratio = new / max(previous, 1e-6)
     if not ratio > checks.max_latency_ratio:
         return None
     return Cause(

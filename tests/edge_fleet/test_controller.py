@@ -36,12 +36,22 @@ def test_a_healthy_stage_passes():
     assert judge(_evidence([_t("2"), _t("2")]), "canary", CFG) is None
 
 
+def test_sub_millisecond_latency_noise_is_not_a_regression():
+    """`make run`'s canary was rolled back on 0.04 -> 0.33 ms (7.8x) between two
+    versions of the same speed: under fleet.checks.min_latency_ms no verdict."""
+    noisy = _evidence([_t("2", latency_ms_median=0.33)])
+    assert judge(noisy, "canary", CFG) is None
+    slow = _evidence([_t("2", latency_ms_median=1.2)])
+    cause = judge(slow, "canary", CFG)
+    assert cause is not None and cause.check == "latency_ratio"
+
+
 @pytest.mark.parametrize(
     ("evidence", "check"),
     [
         (_evidence([_t("2")], installed=8, failed=2), "install_success"),
         (_evidence([_t("2", errors=20)]), "error_rate"),
-        (_evidence([_t("2", latency_ms_median=0.5)]), "latency_ratio"),
+        (_evidence([_t("2", latency_ms_median=1.5)]), "latency_ratio"),
         (_evidence([_t("2", confidence_mean=0.6)]), "confidence_drop"),
         (_evidence([_t("2", class_counts={"0": 95, "1": 5})]), "class_shift"),
     ],
