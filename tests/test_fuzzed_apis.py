@@ -7,6 +7,7 @@ operation, derandomized, so a run is repeatable."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
@@ -94,8 +95,6 @@ def test_the_fleet_api_never_answers_5xx(case, fleet, device_token):
 @receiver_api.parametrize()
 @FUZZ
 def test_the_webhook_receiver_never_answers_5xx(case, receiver):
-    import os
-
     secret = os.environ[SECRET_ENV["webhook_secret"]]
     body = case.as_transport_kwargs(base_url=receiver).get("data") or b""
     body = body.encode() if isinstance(body, str) else body
