@@ -16,6 +16,7 @@ import logging
 import math
 import threading
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import bentoml
@@ -42,6 +43,14 @@ class RowContract:
     n_features: int
     ranges: FeatureRanges
 
+    @cached_property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ranges as float32 arrays, made once per contract (not per request)."""
+        return (
+            np.asarray(self.ranges.low, dtype=np.float32),
+            np.asarray(self.ranges.high, dtype=np.float32),
+        )
+
     def check(self, instances: list[list[float]]) -> np.ndarray:
         """The rows as the model's float32 input; InvalidArgument (400) naming the
         first row and column that break the contract."""
@@ -53,8 +62,7 @@ class RowContract:
                 )
         with np.errstate(over="ignore"):  # past float32's range: inf, refused below
             rows = np.asarray(instances, dtype=np.float64).astype(np.float32)
-        low = np.asarray(self.ranges.low, dtype=np.float32)
-        high = np.asarray(self.ranges.high, dtype=np.float32)
+        low, high = self.bounds
         bad = ~np.isfinite(rows) | (rows < low) | (rows > high)
         if bad.any():
             i, j = (int(k) for k in np.argwhere(bad)[0])
