@@ -201,7 +201,14 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         enrolled_s = time.perf_counter() - t0
 
         # 1. Check-ins/s against the static baseline, same concurrency.
-        admin.upload("1", model, model=model_name, variant="fp32", profiles=["gateway"])
+        admin.upload(
+            "1",
+            model,
+            model=model_name,
+            variant="fp32",
+            profiles=["gateway"],
+            features=inputs.shape[1],
+        )
         admin.retarget("1", "bench warm-up")
         for agent in agents:
             agent.step()  # installs v1
@@ -235,7 +242,14 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
             agent.bytes_received = 0
         # v2: refitted with another seed, so every byte of the file differs.
         v2 = mlp_onnx(work / "mlp-v2.onnx", args.hidden, seed=1)
-        admin.upload("2", v2, model=model_name, variant="fp32", profiles=["gateway"])
+        admin.upload(
+            "2",
+            v2,
+            model=model_name,
+            variant="fp32",
+            profiles=["gateway"],
+            features=inputs.shape[1],
+        )
         t0 = time.perf_counter()
         rollout = admin.start_rollout("2", "bench")["rollout"]
 

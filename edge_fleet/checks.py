@@ -1,6 +1,12 @@
 """The checks that judge a rollout stage: install success, error rate, and, against
 the previous version on the same devices, latency, confidence and the predicted
-classes (or the new version's training class shares)."""
+classes (or the new version's training class shares).
+
+Each device has one vote on each check, however many reports or inferences it
+claims: error rate, latency and confidence are the median device's (its own
+reports pooled), and predicted-class shares are each device's shares averaged
+with equal weight. One device's reports, forged or broken, can neither veto nor
+pass a stage that its peers judge otherwise."""
 
 from __future__ import annotations
 
@@ -73,12 +79,28 @@ def install_success(
     )
 
 
+def by_device(rows: list[Telemetry]) -> list[list[Telemetry]]:
+    """The reports grouped by the device that sent them."""
+    groups: dict[str, list[Telemetry]] = {}
+    for t in rows:
+        groups.setdefault(t.device_id, []).append(t)
+    return list(groups.values())
+
+
+def _device_error_rate(rows: list[Telemetry]) -> float:
+    inferences = sum(t.inferences for t in rows)
+    return sum(t.errors for t in rows) / inferences if inferences else 0.0
+
+
+def _device_latency(rows: list[Telemetry]) -> float:
+    return statistics.median(t.latency_ms_median for t in rows)
+
+
 def error_rate(
     evidence: StageEvidence, checks: RolloutChecks, stage: str
 ) -> Cause | None:
-    inferences = sum(t.inferences for t in evidence.new)
-    errors = sum(t.errors for t in evidence.new)
-    rate = errors / inferences if inferences else 0.0
+    rates = [_device_error_rate(rows) for rows in by_device(evidence.new)]
+    rate = statistics.median(rates) if rates else 0.0
     if not rate > checks.max_error_rate:
         return None
     return Cause(
@@ -86,17 +108,18 @@ def error_rate(
         round(rate, 4),
         checks.max_error_rate,
         stage,
-        f"{errors} errors in {inferences} inferences",
+        f"median error rate of {len(rates)} devices "
+        f"({sum(r > checks.max_error_rate for r in rates)} over the threshold)",
     )
 
 
 def latency_ratio(
     evidence: StageEvidence, checks: RolloutChecks, stage: str
 ) -> Cause | None:
-    new = statistics.median(t.latency_ms_median for t in evidence.new)
+    new = statistics.median(map(_device_latency, by_device(evidence.new)))
     if new <= checks.min_latency_ms:  # under the noise floor: no verdict
         return None
-    previous = statistics.median(t.latency_ms_median for t in evidence.previous)
+    previous = statistics.median(map(_device_latency, by_device(evidence.previous)))
     ratio = new / max(previous, 1e-6)
     if not ratio > checks.max_latency_ratio:
         return None
@@ -105,7 +128,7 @@ def latency_ratio(
         round(ratio, 3),
         checks.max_latency_ratio,
         stage,
-        "median single-sample latency, new / previous version",
+        "median device's single-sample latency, new / previous version",
     )
 
 
@@ -120,7 +143,7 @@ def confidence_drop(
         round(drop, 4),
         checks.max_confidence_drop,
         stage,
-        "mean top-1 confidence, previous minus new version",
+        "median device's mean top-1 confidence, previous minus new version",
     )
 
 
@@ -148,16 +171,29 @@ def class_shift(
 
 
 def _weighted_confidence(rows: list[Telemetry]) -> float:
-    n = sum(t.inferences for t in rows)
-    return sum(t.confidence_mean * t.inferences for t in rows) / n if n else 0.0
+    """The median device's mean top-1 confidence."""
+    means = []
+    for reports in by_device(rows):
+        n = sum(t.inferences for t in reports)
+        if n:
+            means.append(sum(t.confidence_mean * t.inferences for t in reports) / n)
+    return statistics.median(means) if means else 0.0
 
 
-def _class_counts(rows: list[Telemetry]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for t in rows:
-        for label, c in t.class_counts.items():
-            counts[label] = counts.get(label, 0) + int(c)
-    return counts
+def _class_counts(rows: list[Telemetry]) -> dict[str, float]:
+    """Predicted-class shares, each device's own shares weighing the same."""
+    shares: dict[str, float] = {}
+    devices = by_device(rows)
+    for reports in devices:
+        counts: dict[str, int] = {}
+        for t in reports:
+            for label, c in t.class_counts.items():
+                counts[label] = counts.get(label, 0) + int(c)
+        total = sum(counts.values())
+        for label, c in counts.items():
+            if total:
+                shares[label] = shares.get(label, 0.0) + c / total / len(devices)
+    return shares
 
 
 def total_variation(a: dict[str, float], b: dict[str, float]) -> float:

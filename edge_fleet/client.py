@@ -48,16 +48,19 @@ class FleetAdmin:
         model: str,
         variant: str,
         profiles: list[str],
+        features: int,
         class_prior: dict[str, float] | None = None,
     ) -> dict:
-        """`version` of registered model `model`; `class_prior`: the class shares of
-        the version's training data (the rollout checks predicted classes against
-        it)."""
+        """`version` of registered model `model`, taking `features` inputs (the
+        server refuses telemetry of another width); `class_prior`: the class shares
+        of the version's training data (the rollout checks predicted classes
+        against it)."""
         params = {
             "model": model,
             "variant": variant,
             "filename": file.name,
             "profiles": ",".join(profiles),
+            "features": str(features),
         }
         if class_prior is not None:
             params["class_prior"] = json.dumps(class_prior)

@@ -173,6 +173,11 @@ class Controller:
         return active
 
     def set_state(self, session: Session, rollout: Rollout, action: str) -> Rollout:
+        """Pause, resume, abort or roll back; the caller holds the publish lock.
+        The rollout is read again here, under the lock (and a row lock where the
+        database has them): the controller may have finished it since the caller
+        read it, and a finished rollout is not changed (409 with its state)."""
+        session.refresh(rollout, with_for_update=True)
         if rollout.state not in ACTIVE:
             raise FleetConflict(f"rollout {rollout.id} is {rollout.state}")
         if action == "pause":

@@ -67,6 +67,9 @@ class Model(Base):
     # Class shares of the version's training data ({label: share}), when given: the
     # rollout's class-distribution check measures against it (controller.judge).
     class_prior: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # Input features the version takes: its telemetry's feature_stats have exactly
+    # this many entries (None: stored before 0004).
+    features: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 

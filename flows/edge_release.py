@@ -33,6 +33,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 
 from components.errors import ServiceError
+from components.optimization.runtime import load_runtime
 from edge_fleet.client import FleetAdmin
 from flows.adapters import registry
 from flows.adapters.registry import data_card
@@ -129,6 +130,7 @@ def fetch_ship_file(tracking_uri: str, name: str, version: str) -> dict:
     return {
         "file": local,
         "model": name,
+        "features": load_runtime(Path(local)).features,
         "variant": seal.variant,
         "profiles": [] if seal.profiles == "none" else seal.profiles.split(","),
         "class_prior": _class_prior(tracking_uri, model_version.run_id),
@@ -158,6 +160,7 @@ def upload(fleet_url: str, version: str, shipped: dict) -> dict:
         model=shipped["model"],
         variant=shipped["variant"],
         profiles=shipped["profiles"],
+        features=shipped["features"],
         class_prior=shipped["class_prior"],
     )
 
@@ -264,6 +267,7 @@ def retarget_fleet(
         model=name,
         variant=shipped["variant"],
         profiles=shipped["profiles"],
+        features=shipped["features"],
         class_prior=shipped["class_prior"],
     )
     return fleet.retarget(version, reason)

@@ -26,6 +26,7 @@ the same verdicts).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 
@@ -45,6 +46,8 @@ from evidently.presets import ClassificationPreset
 from sklearn.exceptions import UndefinedMetricWarning
 
 from components.config import MonitoringConfig
+
+log = logging.getLogger("edgeloop.monitoring")
 
 PREDICTION = "prediction"
 
@@ -120,11 +123,32 @@ def device_frames(
             list(r["feature_stats"]["mean"])
             + list(r["feature_stats"]["std"])
             + [r["class_counts"].get(k, 0) / max(r["inferences"], 1) for k in classes]
-            for r in reports
+            for r in summarising(reports, n)
         ],
         columns=columns,
     )
     return reference, current
+
+
+def summarising(reports: list[dict], features: int) -> list[dict]:
+    """The reports that summarise `features` features with finite numbers. The
+    fleet server refuses any other since it checks reports; one stored before
+    would otherwise fail the whole window (a frame of unequal rows)."""
+    kept = []
+    for report in reports:
+        stats = report.get("feature_stats") or {}
+        values = [*stats.get("mean", []), *stats.get("std", [])]
+        if len(values) == 2 * features and np.isfinite(values).all():
+            kept.append(report)
+    if len(kept) < len(reports):
+        log.warning(
+            "left out %d of %d device reports: expected %d finite feature means "
+            "and standard deviations",
+            len(reports) - len(kept),
+            len(reports),
+            features,
+        )
+    return kept
 
 
 def check(

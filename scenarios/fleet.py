@@ -91,6 +91,7 @@ def upload_broken(
         model=name,
         variant=shipped["variant"],
         profiles=shipped["profiles"],
+        features=shipped["features"],
     )
     return version
 

@@ -36,6 +36,14 @@ class OnnxRuntimeModel:
         )
         self.input = self.session.get_inputs()[0].name
 
+    @property
+    def features(self) -> int:
+        """The width of one input row (the input's last dimension)."""
+        width = self.session.get_inputs()[0].shape[-1]
+        if not isinstance(width, int):
+            raise ValueError(f"input {self.input!r} has no fixed width ({width!r})")
+        return width
+
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input: np.asarray(x, np.float32)})[0]
 
@@ -51,6 +59,11 @@ class LiteRtModel:
         self.interpreter.allocate_tensors()
         self.inp = self.interpreter.get_input_details()[0]
         self.out = self.interpreter.get_output_details()[0]
+
+    @property
+    def features(self) -> int:
+        """The width of one input row (the input's last dimension)."""
+        return int(self.inp["shape"][-1])
 
     def _one(self, row: np.ndarray) -> np.ndarray:
         value = row[None, :].astype(np.float32)

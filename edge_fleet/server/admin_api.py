@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from edge_fleet.db import Device, Model, Rollout, Telemetry
 from edge_fleet.server.deps import DB, Fleet, admin, invalid
 from edge_fleet.server.schemas import (
+    MAX_FEATURES,
     DeviceView,
     FleetSummary,
     ModelView,
@@ -101,10 +102,12 @@ async def upload(
     variant: Annotated[str, Query(min_length=1, max_length=64)],
     filename: Annotated[str, Query(min_length=1, max_length=128)],
     profiles: Annotated[str, Query(max_length=1024)],
+    features: Annotated[int, Query(ge=1, le=MAX_FEATURES)],
     class_prior: Annotated[str | None, Query(max_length=65536)] = None,
 ) -> ModelView:
     """The model file as the body (at most fleet.max_model_bytes), a version of the
-    registered model this fleet runs; the same version again with the same
+    registered model this fleet runs taking `features` inputs (its devices'
+    telemetry is checked against it); the same version again with the same
     content is answered with the stored one, with other content refused (409)."""
     if model != fleet.model_name:
         raise HTTPException(
@@ -140,6 +143,7 @@ async def upload(
             profiles=[p for p in profiles.split(",") if p],
             blob=str(blob),
             class_prior=prior,
+            features=features,
         )
         session.add(model)
         session.commit()

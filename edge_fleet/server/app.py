@@ -26,6 +26,7 @@ from edge_fleet.server.deps import FleetState
 from edge_fleet.tuf_repo import FleetRepository
 from stack.body_limit import BodyLimit
 from stack.settings import get_settings
+from stack.unprocessable import answer_unprocessable
 
 log = logging.getLogger("edgeloop.fleet")
 
@@ -67,6 +68,7 @@ def create_app(
     app.include_router(device_api.router)
     app.include_router(admin_api.router)
     app.add_exception_handler(FleetConflict, conflict)
+    answer_unprocessable(app)
     app.add_api_route("/health", health)
     app.add_middleware(
         BodyLimit,

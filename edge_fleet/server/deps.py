@@ -96,9 +96,9 @@ def device_of_token(session: Session, authorization: str | None) -> Device:
 
 
 def own_device(device_id: str, session: Session, authorization: str | None) -> Device:
-    """The device the path names, when the token is that device's."""
-    if session.get(Device, device_id) is None:
-        raise HTTPException(404, f"device {device_id!r} is not enrolled")
+    """The device the path names, when the token is that device's. The token is
+    checked first: without a valid one, an unknown id and an enrolled one are
+    answered alike (401), so ids cannot be enumerated."""
     device = device_of_token(session, authorization)
     if device.id != device_id:
         raise HTTPException(

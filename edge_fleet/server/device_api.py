@@ -11,12 +11,13 @@ from fastapi import APIRouter, Header, HTTPException
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from edge_fleet.db import Device, Telemetry, now
+from edge_fleet.db import Device, Model, Telemetry, now
 from edge_fleet.server.deps import (
     DB,
     Auth,
     Fleet,
     device_of_token,
+    invalid,
     own_device,
     same_secret,
     token_hash,
@@ -66,6 +67,8 @@ def checkin(
     bounded before it is read: fleet.max_telemetry_bytes, see app.py)."""
     with fleet.sessions() as session:
         device = own_device(device_id, session, authorization)
+        if body.telemetry is not None:
+            check_report(body.telemetry, session, fleet.cfg.telemetry_batch)
         device.current_version = body.current_version
         device.slot = body.slot
         device.health = body.health
@@ -80,6 +83,33 @@ def checkin(
     return CheckedIn(
         poll_s=fleet.cfg.poll_s, timestamp_version=fleet.repo.timestamp().version
     )
+
+
+def check_report(batch: TelemetryBatch, session: Session, batch_size: int) -> None:
+    """A report must describe the model version it names: its feature count, at
+    most one telemetry batch of inferences. 422, and nothing stored, otherwise (one
+    device's bad report would otherwise break every drift check that reads it)."""
+    model = session.get(Model, batch.version)
+    if model is None:
+        raise invalid(
+            "body",
+            "telemetry.version",
+            f"{batch.version!r}: expected a model version this fleet has",
+        )
+    width = batch.feature_stats.features
+    if model.features is not None and width != model.features:
+        raise invalid(
+            "body",
+            "telemetry.feature_stats",
+            f"{width} features: v{model.version} takes {model.features}",
+        )
+    if batch.inferences > batch_size:
+        raise invalid(
+            "body",
+            "telemetry.inferences",
+            f"{batch.inferences}: expected at most fleet.telemetry_batch "
+            f"({batch_size}) per report",
+        )
 
 
 def telemetry_row(device: Device, batch: TelemetryBatch, keep_samples: bool):

@@ -6,7 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from edge_fleet.controller import Controller
 from edge_fleet.db import Rollout
@@ -34,23 +40,80 @@ class Enrollment(Strict):
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=32)
 
 
-class FeatureStats(Strict):
+class Finite(Strict):
+    """Numbers from a device: NaN and infinities are refused (JSON's `Infinity`
+    parses to a float; one such value would poison every mean it enters)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+Count = Annotated[int, Field(ge=0, le=1_000_000)]
+ClassLabel = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class FeatureStats(Finite):
     mean: list[float] = Field(max_length=MAX_FEATURES)
     std: list[float] = Field(max_length=MAX_FEATURES)
     min: list[float] = Field(max_length=MAX_FEATURES)
     max: list[float] = Field(max_length=MAX_FEATURES)
 
+    @property
+    def features(self) -> int:
+        return len(self.mean)
 
-class TelemetryBatch(Strict):
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureStats:
+        lengths = {len(self.mean), len(self.std), len(self.min), len(self.max)}
+        if len(lengths) != 1:
+            raise ValueError(
+                f"mean, std, min and max have {sorted(lengths)} entries: expected "
+                "one per feature, the same in each"
+            )
+        if any(s < 0 for s in self.std):
+            raise ValueError("std: expected values >= 0")
+        if any(
+            not lo - TOLERANCE <= m <= hi + TOLERANCE
+            for lo, m, hi in zip(self.min, self.mean, self.max, strict=True)
+        ):
+            raise ValueError("expected min <= mean <= max for every feature")
+        return self
+
+
+# The agent rounds its statistics to 4 decimals (edge_fleet.device.inference).
+TOLERANCE = 1e-3
+
+
+class TelemetryBatch(Finite):
+    """One report of a batch of inferences; the route checks it against the model
+    version it names (feature count, batch size) before anything is stored."""
+
     version: str = Field(min_length=1, max_length=32)
     inferences: int = Field(ge=1, le=1_000_000)
-    errors: int = Field(ge=0, le=1_000_000)
+    errors: Count
     latency_ms_median: float = Field(ge=0)
     latency_ms_p95: float = Field(ge=0)
     confidence_mean: float = Field(ge=0, le=1)
-    class_counts: dict[str, int] = Field(max_length=MAX_CLASSES)
+    class_counts: dict[ClassLabel, Count] = Field(max_length=MAX_CLASSES)
     feature_stats: FeatureStats
     samples: list[list[float]] | None = Field(None, max_length=64)
+
+    @model_validator(mode="after")
+    def _counts_add_up(self) -> TelemetryBatch:
+        if self.errors > self.inferences:
+            raise ValueError(
+                f"errors {self.errors} > inferences {self.inferences}: expected at "
+                "most one error per inference"
+            )
+        answered = sum(self.class_counts.values())
+        if answered != self.inferences - self.errors:
+            raise ValueError(
+                f"class_counts add up to {answered}: expected inferences - errors "
+                f"= {self.inferences - self.errors}"
+            )
+        width = self.feature_stats.features
+        if self.samples and any(len(row) != width for row in self.samples):
+            raise ValueError(f"samples: expected rows of {width} features")
+        return self
 
 
 class CheckIn(Strict):

@@ -48,6 +48,9 @@ FAST_FLEET = {
 }
 
 
+FEATURES = 64  # the digits' 8x8 pixels: every test model takes them
+
+
 @dataclass(frozen=True)
 class Digits:
     x: np.ndarray
@@ -180,6 +183,7 @@ class FleetServer:
             model=load_params(self.params_file).registry.model_name,
             variant="linear",
             profiles=profiles or ["mcu", "gateway"],
+            features=FEATURES,
         )
 
 

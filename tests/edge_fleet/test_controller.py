@@ -72,6 +72,53 @@ def test_each_failed_check_is_named_with_value_and_threshold(evidence, check):
     assert cause.value != threshold and cause.detail
 
 
+def _fleet(version: str, n: int, **kw: object) -> list[Telemetry]:
+    """One report from each of n devices."""
+    rows = [_t(version, **kw) for _ in range(n)]
+    for i, row in enumerate(rows):
+        row.device_id = f"{version}-dev-{i}"
+    return rows
+
+
+def _forged(version: str, reports: int, **kw: object) -> list[Telemetry]:
+    """Many reports from one device, each claiming a full batch."""
+    rows = [_t(version, **kw) for _ in range(reports)]
+    for row in rows:
+        row.device_id = "forger"
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("claim", "check"),
+    [
+        ({"errors": 100}, "error_rate"),
+        ({"latency_ms_median": 50.0}, "latency_ratio"),
+        ({"confidence_mean": 0.1}, "confidence_drop"),
+        ({"class_counts": {"7": 100}}, "class_shift"),
+    ],
+)
+def test_one_device_cannot_veto_a_stage_its_peers_pass(claim, check):
+    """A device's vote does not grow with the reports or inferences it claims: 40
+    reports of a broken model from one device against one each from 4 healthy
+    devices do not roll the stage back; the same reports from most devices do."""
+    previous = _fleet("1", 5, latency_ms_median=2.0)
+    healthy = _fleet("2", 4, latency_ms_median=2.0)
+    evidence = StageEvidence(5, 5, 0, healthy + _forged("2", 40, **claim), previous)
+    assert judge(evidence, "canary", CFG) is None
+    broken = _fleet("2", 4, **({"latency_ms_median": 2.0} | claim))
+    evidence = StageEvidence(5, 5, 0, broken + _fleet("2", 1), previous)
+    cause = judge(evidence, "canary", CFG)
+    assert cause is not None and cause.check == check
+
+
+def test_one_device_cannot_pass_a_stage_its_peers_fail():
+    broken = _fleet("2", 4, errors=50)
+    forged = _forged("2", 40)  # many clean reports of full batches
+    evidence = StageEvidence(5, 5, 0, broken + forged, _fleet("1", 5))
+    cause = judge(evidence, "canary", CFG)
+    assert cause is not None and cause.check == "error_rate"
+
+
 def test_silent_devices_count_only_after_the_stage_times_out():
     waiting = StageEvidence(10, 9, 0, [_t("2")], [_t("1")])
     assert judge(waiting, "canary", CFG) is None

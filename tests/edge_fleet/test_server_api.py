@@ -5,6 +5,7 @@ another, oversized or malformed telemetry, missing admin token or enrollment key
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from pathlib import Path
 
@@ -22,9 +23,11 @@ from edge_fleet.db import (
     Base,
     Device,
     Model,
+    Rollout,
     Telemetry,
     make_engine,
 )
+from edge_fleet.errors import FleetConflict
 from edge_fleet.server import create_app
 
 ADMIN, ENROLL = "admin-secret", "enroll-secret"
@@ -64,6 +67,25 @@ def _enroll(client, device_id: str, cohort: str = "north") -> str:
     return reply.json()["token"]
 
 
+def _upload(client, version: str = "1", features: int = 1, **params):
+    """A model version the fleet has, taking `features` inputs (what a report for
+    it is checked against)."""
+    reply = client.put(
+        f"/v1/admin/models/{version}",
+        params={
+            "model": MODEL,
+            "variant": "fp32",
+            "filename": "m.onnx",
+            "profiles": "mcu",
+            "features": str(features),
+        }
+        | params,
+        content=f"model {version}".encode(),
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert reply.status_code == 201, reply.text
+
+
 def _checkin(client, device_id: str, token: str | None, body: object, **kw):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     content = body if isinstance(body, (bytes, str)) else json.dumps(body)
@@ -83,8 +105,51 @@ def _stored(sessions) -> int:
 GOOD = {"current_version": "1", "slot": "a", "health": "ok", "telemetry": TELEMETRY}
 
 
+def _poisoned(case: str, says: str, **telemetry: object) -> tuple:
+    return (
+        case,
+        "dev-1",
+        "dev-1",
+        GOOD | {"telemetry": TELEMETRY | telemetry},
+        422,
+        says,
+    )
+
+
+def _stats(**lists: list[float]) -> dict:
+    return {"feature_stats": TELEMETRY["feature_stats"] | lists}
+
+
+# Reports that would break every drift check or stage judgement that reads them.
+POISONED = [
+    _poisoned(
+        "one feature more than the model takes",
+        "2 features: v1 takes 1",
+        **_stats(mean=[1.0, 1.0], std=[0.5, 0.5], min=[0.0, 0.0], max=[2.0, 2.0]),
+    ),
+    _poisoned("lists of different lengths", "the same in each", **_stats(std=[1, 2])),
+    _poisoned("an infinite latency", "latency_ms_median", latency_ms_median=math.inf),
+    _poisoned("a NaN statistic", "finite", **_stats(mean=[math.nan])),
+    _poisoned("a mean outside min..max", "min <= mean <= max", **_stats(mean=[9.0])),
+    _poisoned("more errors than inferences", "at most one error", errors=17),
+    _poisoned(
+        "class counts that do not add up",
+        "inferences - errors",
+        class_counts={"0": 1000},
+    ),
+    _poisoned(
+        "more inferences than a telemetry batch",
+        "fleet.telemetry_batch",
+        inferences=65,
+        class_counts={"0": 65},
+    ),
+    _poisoned("a version the fleet does not have", "this fleet has", version="9"),
+]
+
+
 def test_a_device_checks_in_and_reads_only_its_own_state(api):
     client, sessions = api
+    _upload(client)
     token = _enroll(client, "dev-1")
     other = _enroll(client, "dev-2")
     assert _checkin(client, "dev-1", token, GOOD).status_code == 200
@@ -101,7 +166,10 @@ def test_a_device_checks_in_and_reads_only_its_own_state(api):
 @pytest.mark.parametrize(
     ("case", "device", "token", "body", "status", "says"),
     [
-        ("unknown device", "ghost", "dev-1", GOOD, 404, "'ghost' is not enrolled"),
+        ("unknown device", "ghost", "dev-1", GOOD, 403, "another device"),
+        # Without a valid token an unknown id looks like an enrolled one.
+        ("unknown device, no token", "ghost", None, GOOD, 401, "Bearer"),
+        ("unknown device, wrong token", "ghost", "nope", GOOD, 401, "unknown device"),
         ("no token", "dev-1", None, GOOD, 401, "Authorization: Bearer"),
         ("wrong token", "dev-1", "not-a-token", GOOD, 401, "unknown device token"),
         ("posing as another", "dev-2", "dev-1", GOOD, 403, "another device"),
@@ -146,12 +214,14 @@ def test_a_device_checks_in_and_reads_only_its_own_state(api):
             413,
             "fleet.max_telemetry_bytes",
         ),
+        *POISONED,
     ],
 )
 def test_refused_check_ins_store_nothing(  # noqa: PLR0917 - pytest parameters
     api, case, device, token, body, status, says
 ):
     client, sessions = api
+    _upload(client)
     tokens = {"dev-1": _enroll(client, "dev-1"), "dev-2": _enroll(client, "dev-2")}
     reply = _checkin(client, device, tokens.get(token, token), body)
     assert reply.status_code == status, (case, reply.text)
@@ -216,6 +286,7 @@ def test_a_model_upload_keeps_its_class_prior_and_refuses_a_bad_one(api):
         "variant": "int8_static",
         "filename": "m.onnx",
         "profiles": "gateway",
+        "features": "1",
     }
     for bad in ('{"0": 0.7, "1": 0.7}', "[0.5, 0.5]", '{"0": "half"}', "{"):
         refused = client.put(
@@ -242,7 +313,12 @@ def test_a_version_of_another_registered_model_is_refused_not_stored(api):
     """Another model's v3 neither lands in this fleet nor blocks this model's v3."""
     client, sessions = api
     admin = {"Authorization": f"Bearer {ADMIN}"}
-    params = {"variant": "fp32", "filename": "m.onnx", "profiles": "gateway"}
+    params = {
+        "variant": "fp32",
+        "filename": "m.onnx",
+        "profiles": "gateway",
+        "features": "1",
+    }
     other = client.put(
         "/v1/admin/models/3",
         params=params | {"model": "someone-elses-model"},
@@ -272,6 +348,8 @@ def test_a_fleet_database_from_before_migrations_upgrades_in_place(
     Base.metadata.create_all(old)
     old.dispose()
     with sqlite3.connect(path) as db:
+        # Columns that came with migrations after Alembic was adopted.
+        db.execute("ALTER TABLE models DROP COLUMN features")
         if made_by == "before class_prior":
             db.execute("ALTER TABLE models DROP COLUMN class_prior")
             db.execute("ALTER TABLE models DROP COLUMN model_name")  # newer still
@@ -307,3 +385,31 @@ def head_revision() -> str:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return ScriptDirectory.from_config(config).get_current_head()
+
+
+def test_an_action_on_a_rollout_finished_meanwhile_is_a_conflict(api):
+    """The admin route reads the rollout, then waits for the publish lock while the
+    controller (here: another admin call) finishes it. The pause must then be
+    refused with the state it found, not overwrite `aborted` with `paused` (which
+    left a finished rollout counted as active and refused every later one)."""
+    client, sessions = api
+    fleet = client.app.state.fleet
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    _upload(client, "1")
+    started = client.post("/v1/admin/rollouts", json={"version": "1"}, headers=admin)
+    assert started.status_code == 201, started.text
+    rollout_id = started.json()["rollout"]["id"]
+    with sessions() as session:
+        seen = session.get(Rollout, rollout_id)  # what the route read first
+        assert seen.state == "running"
+        aborted = client.post(f"/v1/admin/rollouts/{rollout_id}/abort", headers=admin)
+        assert aborted.status_code == 200, aborted.text
+        with fleet.publish_lock, pytest.raises(FleetConflict, match="is aborted"):
+            fleet.controller.set_state(session, seen, "pause")
+    stored = client.get(f"/v1/admin/rollouts/{rollout_id}", headers=admin).json()
+    assert stored["state"] == "aborted"
+    again = client.post(f"/v1/admin/rollouts/{rollout_id}/pause", headers=admin)
+    assert again.status_code == 409 and "aborted" in again.text
+    _upload(client, "2")
+    next_one = client.post("/v1/admin/rollouts", json={"version": "2"}, headers=admin)
+    assert next_one.status_code == 201, next_one.text

@@ -125,6 +125,26 @@ def test_device_telemetry_windows_with_and_without_a_shift(digits_split):
     assert len(class_means) == 10 and sum(class_means) == pytest.approx(1)
 
 
+def test_a_malformed_stored_report_is_left_out_not_fatal(digits_split, caplog):
+    """A report stored before the fleet server checked them (one feature too many,
+    a non-finite mean) is left out of the window, with a warning; the rest of the
+    fleet's reports are still judged."""
+    train, held_out = digits_split
+    reports = _reports(held_out, 30)
+    longer = {k: [*v, 0.0] for k, v in reports[0]["feature_stats"].items()}
+    infinite = {"mean": [math.inf] * 64, "std": [0.0] * 64}
+    bad = [
+        reports[0] | {"feature_stats": longer},
+        reports[1] | {"feature_stats": infinite},
+    ]
+    with caplog.at_level("WARNING", logger="edgeloop.monitoring"):
+        reference, current = drift.device_frames(
+            train, bad + reports, batch=64, reference_batches=50, label_column="label"
+        )
+    assert len(current) == 30 and list(current.columns) == list(reference.columns)
+    assert "left out 2 of 32 device reports" in caplog.text
+
+
 def test_a_label_column_of_another_name_gives_the_same_windows(digits_split):
     """`data.label_column` is read, not assumed: the training rows' label column
     named `digit` gives the same reference and current frames as `label`, and the
