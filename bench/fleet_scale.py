@@ -18,11 +18,14 @@ import argparse
 import asyncio
 import json
 import os
+import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -32,6 +35,7 @@ from sklearn.datasets import load_digits
 from sklearn.neural_network import MLPClassifier
 
 from components.config import load_params
+from edge_fleet import keys
 from edge_fleet.client import FleetAdmin
 from edge_fleet.sim.runner import FleetSpec, build_fleet, run_fleet
 from stack.services import free_port
@@ -149,39 +153,59 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
 
     port, static_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start(
-        [
-            sys.executable,
-            "-m",
-            "edge_fleet.server",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(work / "fleet"),
-            "--params",
-            str(params_file),
-        ],
-        f"{url}/health",
-        {"EDGELOOP_FLEET_ADMIN_TOKEN": ADMIN, "EDGELOOP_FLEET_ENROLL_KEY": ENROLL},
-    )
     metadata = work / "fleet" / "tuf" / "metadata"
-    static = start(
-        [
-            sys.executable,
-            "-c",
-            "import sys, uvicorn; from starlette.applications import Starlette; "
-            "from starlette.routing import Mount; "
-            "from starlette.staticfiles import StaticFiles; "
-            "app = Starlette(routes=[Mount('/', StaticFiles(directory=sys.argv[1]))]); "
-            "uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[2]), "
-            "log_level='warning')",
-            str(metadata),
-            str(static_port),
-        ],
-        f"http://127.0.0.1:{static_port}/timestamp.json",
-        {},
+    keys.init_once(
+        work / "fleet" / "tuf",
+        work / "fleet" / "keys",
+        work / "root-keys",
+        threshold=cfg.root_threshold,
+        keys=cfg.root_keys,
+        expiry=timedelta(days=cfg.root_expiry_days),
     )
+    servers: list[subprocess.Popen] = []
+    # SIGTERM as Ctrl-C: the `finally` below stops every server this run started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        say(f"work folder {work}; starting the fleet server and the static baseline")
+        servers.append(
+            start(
+                [
+                    sys.executable,
+                    "-m",
+                    "edge_fleet.server",
+                    "--port",
+                    str(port),
+                    "--state-dir",
+                    str(work / "fleet"),
+                    "--params",
+                    str(params_file),
+                ],
+                f"{url}/health",
+                {
+                    "EDGELOOP_FLEET_ADMIN_TOKEN": ADMIN,
+                    "EDGELOOP_FLEET_ENROLL_KEY": ENROLL,
+                },
+            )
+        )
+        servers.append(
+            start(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys, uvicorn; from starlette.applications import "
+                    "Starlette; from starlette.routing import Mount; "
+                    "from starlette.staticfiles import StaticFiles; "
+                    "app = Starlette(routes=[Mount('/', "
+                    "StaticFiles(directory=sys.argv[1]))]); "
+                    "uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[2]), "
+                    "log_level='warning')",
+                    str(metadata),
+                    str(static_port),
+                ],
+                f"http://127.0.0.1:{static_port}/timestamp.json",
+                {},
+            )
+        )
         admin = FleetAdmin(url, ADMIN)
         http = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32))
         inputs = load_digits().data.astype(np.float32)
@@ -195,6 +219,7 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
             inputs=inputs,
             http=http,
         )
+        say(f"enrolling {len(agents)} devices")
         t0 = time.perf_counter()
         for agent in agents:
             agent.step()  # enroll + first check-in
@@ -210,19 +235,21 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
             features=inputs.shape[1],
         )
         admin.retarget("1", "bench warm-up")
+        say("installing v1 on every device")
         for agent in agents:
             agent.step()  # installs v1
             agent.step()  # now running v1: check-ins carry telemetry
-        bodies = [json.dumps(agent._checkin()).encode() for agent in agents[:50]]
+        sample = agents[:50]  # bodies of up to 50 devices, sent in turn
+        bodies = [json.dumps(agent._checkin()).encode() for agent in sample]
         checkins = [
             (
                 "POST",
-                f"{url}/v1/devices/{agents[i % 50].id.device_id}/checkin",
+                f"{url}/v1/devices/{sample[i % len(sample)].id.device_id}/checkin",
                 {
-                    "Authorization": f"Bearer {agents[i % 50].state['token']}",
+                    "Authorization": f"Bearer {sample[i % len(sample)].state['token']}",
                     "content-type": "application/json",
                 },
-                bodies[i % 50],
+                bodies[i % len(sample)],
             )
             for i in range(args.requests)
         ]
@@ -231,6 +258,7 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         ] * args.requests
         # Interleaved, twice each, best run kept: the machine is noisy.
         static_runs, fleet_runs = [], []
+        say(f"check-ins vs static metadata: {args.requests} requests each, twice")
         for _ in range(2):
             static_runs.append(asyncio.run(hammer(statics, args.concurrency)))
             fleet_runs.append(asyncio.run(hammer(checkins, args.concurrency)))
@@ -250,11 +278,24 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
             profiles=["gateway"],
             features=inputs.shape[1],
         )
+        database = work / "fleet" / "fleet.db"
+        stored_before = _database_bytes(database)
+        reports_before = stored_reports(database)
         t0 = time.perf_counter()
         rollout = admin.start_rollout("2", "bench")["rollout"]
+        say(f"rollout {rollout['id']} of v2 to {len(agents)} devices")
+        shown = [time.monotonic()]
 
         def finished() -> bool:
-            return admin.rollout(rollout["id"])["state"] not in ("running", "paused")
+            state = admin.rollout(rollout["id"])
+            if time.monotonic() - shown[0] >= PROGRESS_S:
+                shown[0] = time.monotonic()
+                on_v2 = sum(a.version == "2" for a in agents)
+                say(
+                    f"  {time.perf_counter() - t0:5.0f} s: {state['state']}, stage "
+                    f"{state['stage_name']}; {on_v2}/{len(agents)} devices on v2"
+                )
+            return state["state"] not in ("running", "paused")
 
         stats = asyncio.run(
             run_fleet(
@@ -269,9 +310,11 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         on_new = sum(a.version == "2" for a in agents)
         broken = sum(a.version is None or a.error is not None for a in agents)
         per_device = statistics.median(a.bytes_received for a in agents)
+        reports = stored_reports(database) - reports_before
+        per_report = (_database_bytes(database) - stored_before) / max(reports, 1)
     finally:
-        for proc in (server, static):
-            os.killpg(proc.pid, 15)
+        for proc in servers:
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
 
     print(
@@ -297,7 +340,40 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         f"bytes received per device for the update: median {per_device:,.0f} "
         f"({per_device / size:.2f}x the model file)"
     )
+    default_poll = load_params(REPO / "params.yaml").fleet.poll_s
+    print(
+        f"telemetry stored: {per_report:,.0f} bytes per report ({reports} reports, "
+        f"SQLite file growth); at the default poll of {default_poll:g} s: "
+        f"{per_report * 86400 / default_poll / 1e6:,.1f} MB per device per day "
+        "(no retention yet: every report is kept)"
+    )
+
+
+PROGRESS_S = 10.0
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _database_bytes(path: Path) -> int:
+    """The SQLite database with its write-ahead log."""
+    return sum(
+        p.stat().st_size
+        for p in (path, path.with_name(path.name + "-wal"))
+        if p.exists()
+    )
+
+
+def stored_reports(database: Path) -> int:
+    """Telemetry reports stored so far (read-only, beside the running server)."""
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        return db.execute("SELECT count(*) FROM telemetry").fetchone()[0]
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        say("stopped (Ctrl-C or SIGTERM); the servers it started are stopped")
+        sys.exit(130)

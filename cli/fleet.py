@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from cli.console import ParamsOption, console
+from cli.fleet_keys import keys_app
 from components.config import load_params
 from edge_fleet.client import FleetAdmin, stack_fleet_admin
 from stack.settings import Settings, get_settings
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from scenarios.fleet import Simulation
 
 fleet_app = typer.Typer(no_args_is_help=True, help="the edge fleet: status, rollouts")
+fleet_app.add_typer(keys_app, name="keys")
 
 
 def admin(settings: Settings) -> FleetAdmin:

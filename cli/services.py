@@ -4,12 +4,15 @@ client of its process manager (stack/supervisor.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from rich.table import Table
 
 from cli.console import ParamsOption, console
+from cli.fleet_keys import RENEW_WITHIN, folders
 from components.config import load_params
+from edge_fleet import keys
 from stack.mlflow_auth import ensure_service_user
 from stack.services import ensure_webhook, use_stack_credentials
 from stack.settings import Settings, get_settings
@@ -44,6 +47,8 @@ def start_all(
     them: the deployments (on Prefect), the worker that runs them, and serving once
     the registry has a champion. A service that is down is started again."""
     supervisor = Supervisor(settings, params_file)
+    if make_fleet_root(settings, params_file):
+        progress("made the fleet's TUF root (see `edgeloop fleet keys status`)")
     if supervisor.running():
         progress("the process manager is running: starting what is down")
     else:
@@ -60,6 +65,22 @@ def start_all(
     states.append(supervisor.ensure("worker"))
     serving = ensure_serving(settings, params_file, progress=progress)
     return states + ([serving] if serving else [])
+
+
+def make_fleet_root(settings: Settings, params_file: Path) -> bool:
+    """The fleet's TUF root and keys on the first start of the embedded stack
+    (fleet.root_keys, fleet.root_threshold); a compose install makes them with
+    `edgeloop fleet keys init`."""
+    cfg = load_params(params_file).fleet
+    tuf, online, offline = folders(None, None, settings)
+    return keys.init_once(
+        tuf,
+        online,
+        offline,
+        threshold=cfg.root_threshold,
+        keys=cfg.root_keys,
+        expiry=timedelta(days=cfg.root_expiry_days),
+    )
 
 
 def up(params_file: ParamsOption = Path("params.yaml")) -> None:
@@ -108,3 +129,7 @@ def status() -> None:
         )
         table.add_row(s.name, s.url, str(s.pid or "-"), state)
     console.print(table)
+    tuf, online, _offline = folders(None, None)
+    if (tuf / "metadata" / "root.json").exists():
+        for warning in keys.warnings(tuf, online, renew_within=RENEW_WITHIN):
+            console.print(f"[yellow]fleet keys[/] {warning}")

@@ -205,7 +205,7 @@ class Controller:
         """One look at the running rollout: roll it back when too much of the fleet
         failed it; once the stage baked and enough of its devices reported (or it
         timed out), judge it, then roll back or move to the next stage."""
-        self.repo.refresh_timestamp()
+        self.repo.maintain()
         rollout = session.scalar(
             select(Rollout).where(Rollout.state == RolloutState.RUNNING.value)
         )

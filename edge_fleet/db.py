@@ -43,6 +43,7 @@ class Device(Base):
     current_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
     slot: Mapped[str | None] = mapped_column(String(1), nullable=True)
     # ok | no_model | failed (the last install failed; still on current_version)
+    # | stale_metadata (no verified TUF metadata for fleet.max_metadata_age_s)
     health: Mapped[str] = mapped_column(String(16), default="no_model")
     failed_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
     last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)

@@ -10,22 +10,24 @@ signed custom metadata (`custom["edgeloop"]`):
 A device that is in scope of `channel/rollout` runs it; every other device runs
 `channel/stable`. Both are ordinary TUF targets, so a device (through
 `tuf.ngclient`) refuses a tampered file, tampered or expired metadata and a replayed
-older version. Keys: one ed25519 key per top-level role, PEM files in the key folder
-(under the state folder, never in the repository's tracked files). Consistent
-snapshots: every metadata version and target file is stored under its own name, so
-a device reading while a new version is written never sees a mix.
+older version. Keys (edge_fleet/keys.py): root's are offline (made by
+`edgeloop fleet keys init`, never read here); the server holds one key per online
+role and re-signs each role before it expires (`maintain`, every controller tick),
+so a fleet left idle keeps valid metadata. Consistent snapshots: every metadata
+version and target file is stored under its own name, so a device reading while a
+new version is written never sees a mix; every file is written to a temporary name,
+fsynced and renamed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
+import logging
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from securesystemslib.signer import CryptoSigner, SSlibKey
+from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import (
     Metadata,
     MetaFile,
@@ -38,11 +40,12 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
+from edge_fleet.files import atomic_write, commit_file
+from edge_fleet.keys import ONLINE_ROLES, FleetKeyError, current_root, signers_for
 from stack.contracts import Channel
 
 STABLE, ROLLOUT = Channel.STABLE.value, Channel.ROLLOUT.value
-ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
-ROOT_EXPIRY = timedelta(days=365)
+log = logging.getLogger("edgeloop.fleet")
 
 
 def bucket(device_id: str) -> int:
@@ -61,7 +64,8 @@ def in_scope(custom: dict, device_id: str, cohort: str, profile: str) -> bool:
 
 
 class FleetRepository(Repository):
-    """A file-backed TUF repository (python-tuf's `Repository` editing API)."""
+    """A file-backed TUF repository (python-tuf's `Repository` editing API) signed
+    with the online keys in `key_dir` that the current root names."""
 
     def __init__(
         self,
@@ -76,41 +80,35 @@ class FleetRepository(Repository):
         self.targets_dir = root / "targets"
         self.key_dir = key_dir
         self.expiry = {
-            Root.type: ROOT_EXPIRY,
             Targets.type: metadata_expiry,
             Snapshot.type: metadata_expiry,
             Timestamp.type: timestamp_expiry,
         }
-        self.signers = self._load_or_make_keys()
-        if not (self.metadata_dir / "root.json").exists():
+        self.root_version = 0
+        self.signers: dict[str, CryptoSigner] = {}
+        self._load_keys()
+        if not (self.metadata_dir / "targets.json").exists():
             self._initialise()
 
     # -- keys and first metadata -------------------------------------------------
 
-    def _load_or_make_keys(self) -> dict[str, CryptoSigner]:
-        self.key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    def _load_keys(self) -> None:
+        """The online signers the current root names (read again when an operator
+        wrote a new root version: a rotated key)."""
+        root = current_root(self.dir).signed
         signers = {}
-        for role in ROLES:
-            path = self.key_dir / f"{role}.pem"
-            if path.exists():
-                private = load_pem_private_key(path.read_bytes(), None)
-                public = SSlibKey.from_crypto(private.public_key())  # type: ignore[arg-type]
-                signers[role] = CryptoSigner(private, public)
-            else:
-                signer = CryptoSigner.generate_ed25519()
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as out:
-                    out.write(signer.private_bytes)
-                signers[role] = signer
-        return signers
+        for role in ONLINE_ROLES:
+            found = signers_for(self.key_dir, role, root)
+            if not found:
+                raise FleetKeyError(
+                    f"{self.key_dir}: no {role} key that root v{root.version} names "
+                    f"({', '.join(k[:16] for k in root.roles[role].keyids)})"
+                )
+            signers[role] = found[0]
+        self.signers, self.root_version = signers, root.version
 
     def _initialise(self) -> None:
-        self.metadata_dir.mkdir(parents=True, exist_ok=True)
         self.targets_dir.mkdir(parents=True, exist_ok=True)
-        root = Root(consistent_snapshot=True)
-        for role in ROLES:
-            root.add_key(self.signers[role].public_key, role)
-        self.close(Root.type, Metadata(root), bump=False)
         self.close(Targets.type, Metadata(Targets()), bump=False)
         self.do_snapshot(force=True)
         self.do_timestamp(force=True)
@@ -132,6 +130,10 @@ class FleetRepository(Repository):
         return Metadata.from_file(str(path))
 
     def close(self, role: str, md: Metadata, *, bump: bool = True) -> None:
+        if role == Root.type:
+            raise FleetKeyError(
+                "root is signed offline: `edgeloop fleet keys renew` or `rotate`"
+            )
         if bump and md.signed.version >= 1 and self._path(role).exists():
             md.signed.version += 1
         md.signed.expires = datetime.now(UTC).replace(microsecond=0) + self.expiry[role]
@@ -139,8 +141,8 @@ class FleetRepository(Repository):
         md.sign(self.signers[role], append=True)
         data = md.to_bytes(JSONSerializer(compact=False))
         if role != Timestamp.type:
-            _atomic_write(self._path(role, md.signed.version), data)
-        _atomic_write(self._path(role), data)  # the current version, for this side
+            atomic_write(self._path(role, md.signed.version), data)
+        atomic_write(self._path(role), data)  # the current version, for this side
 
     @property
     def targets_infos(self) -> dict[str, MetaFile]:
@@ -165,9 +167,7 @@ class FleetRepository(Repository):
                 info.unrecognized_fields["custom"] = {"edgeloop": custom}
                 digest = info.hashes["sha256"]
                 stored = self.targets_dir / "channel" / f"{digest}.{Path(path).name}"
-                if not stored.exists():
-                    stored.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(file, stored)
+                store_target(Path(file), stored, digest)
                 targets.targets[path] = info
         self.do_snapshot()
         self.do_timestamp()
@@ -179,17 +179,57 @@ class FleetRepository(Repository):
             for path, info in self.targets().targets.items()
         }
 
-    def refresh_timestamp(self, *, margin: float = 0.5) -> bool:
-        """Re-sign timestamp when less than `margin` of its lifetime is left (a
-        device refuses expired metadata). Returns whether it was re-signed."""
-        left = self.timestamp().expires - datetime.now(UTC)
-        if left > self.expiry[Timestamp.type] * margin:
-            return False
-        self.do_timestamp(force=True)
-        return True
+    def maintain(self, *, margin: float = 0.5) -> list[str]:
+        """One maintenance tick: sign with the online keys a new root version names
+        (an operator rotated one), and re-sign every online role with less than
+        `margin` of its lifetime left, whether or not anything was published.
+        Returns the roles re-signed."""
+        resigned: list[str] = []
+        if current_root(self.dir).signed.version != self.root_version:
+            self._load_keys()
+            log.info("root v%d: signing with its online keys", self.root_version)
+            resigned = list(ONLINE_ROLES)
+        else:
+            now = datetime.now(UTC)
+            metadata = {
+                Targets.type: self.targets(),
+                Snapshot.type: self.snapshot(),
+                Timestamp.type: self.timestamp(),
+            }
+            for role in ONLINE_ROLES:
+                left = metadata[role].expires - now
+                if left <= self.expiry[role] * margin:
+                    resigned.append(role)
+        if Targets.type in resigned:
+            with self.edit_targets():
+                pass  # a new version, re-signed, with the same targets
+        if resigned:
+            self.do_snapshot(force=Snapshot.type in resigned)
+            self.do_timestamp(force=True)
+        return resigned
+
+    def root_expires(self) -> datetime:
+        return current_root(self.dir).signed.expires
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def store_target(source: Path, stored: Path, digest: str) -> None:
+    """The target file under its digest's name. One already there is kept only
+    when its content has that digest: a copy cut short (a full disk, a crash) is
+    made again, not served to every device forever."""
+    if stored.exists() and _sha256(stored) == digest:
+        return
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    tmp = stored.with_name(f".{stored.name}.tmp")
+    shutil.copyfile(source, tmp)
+    if _sha256(tmp) != digest:
+        tmp.unlink()
+        raise FleetKeyError(f"{source}: its content changed while it was published")
+    commit_file(tmp, stored)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

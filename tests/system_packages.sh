@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives for real: PostgreSQL's server (the backend
-# tests start a throwaway cluster on loopback) and Chromium (the browser test, driven
-# by Playwright; no browser download). Installed with apt-get when missing, nothing
+# tests start a throwaway cluster on loopback), Chromium (the browser test, driven
+# by Playwright; no browser download) and libfaketime (the fleet key tests run the
+# fleet server with its clock moved months ahead). Installed with apt-get when missing, nothing
 # when present. Called by `make test`.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev
   need+=(postgresql)
 fi
 command -v chromium >/dev/null || need+=(chromium)
+ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(faketime)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""

@@ -102,13 +102,25 @@ class FleetConfig(Strict):
     poll_jitter: float = Field(0.5, ge=0, le=1)  # +- share of poll_s
     max_backoff_s: float = Field(60.0, gt=0)
     telemetry_batch: int = Field(64, ge=1)  # inferences summarised per report
+    # A device refreshes TUF metadata at least this often, whatever the server's
+    # (unsigned) hint says, and reports `stale_metadata` when it cannot.
+    max_metadata_age_s: float = Field(300.0, gt=0)
     # Request bodies, refused with 413 before they are read: a check-in, a model
     # file uploaded by a release, anything else (enrollment, admin actions).
     max_telemetry_bytes: int = Field(65536, ge=1024)
     max_model_bytes: int = Field(64 * 2**20, ge=1024)
     max_request_bytes: int = Field(16384, ge=1024)
-    timestamp_expiry_s: int = Field(86400, ge=60)  # TUF timestamp lifetime
-    metadata_expiry_days: int = Field(30, ge=1)  # snapshot / targets lifetime
+    # TUF metadata lifetimes. The server re-signs timestamp, snapshot and targets
+    # when half their lifetime is left; root is signed offline (`edgeloop fleet
+    # keys renew`), so it lives long, and `edgeloop status` warns 90 days ahead.
+    timestamp_expiry_s: int = Field(86400, ge=60)
+    metadata_expiry_days: int = Field(30, ge=1)  # snapshot / targets
+    root_expiry_days: int = Field(1825, ge=30)
+    # Root keys made by `edgeloop fleet keys init` and how many must sign a root:
+    # 1 of 1 for the embedded default (`edgeloop status` warns), 2 of 3 or more
+    # kept apart for a fleet that matters.
+    root_keys: int = Field(1, ge=1, le=16)
+    root_threshold: int = Field(1, ge=1, le=16)
     # Simulator: cohorts, the profile mix, and cohorts that share raw input samples.
     cohorts: list[str] = Field(
         default_factory=lambda: ["north", "south", "east"], min_length=1
@@ -117,6 +129,15 @@ class FleetConfig(Strict):
         default_factory=lambda: {"mcu": 0.5, "gateway": 0.3, "cloud": 0.2}
     )
     sample_cohorts: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _threshold_within_keys(self) -> FleetConfig:
+        if self.root_threshold > self.root_keys:
+            raise ValueError(
+                f"fleet.root_threshold {self.root_threshold}: expected at most "
+                f"fleet.root_keys ({self.root_keys})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _waves_rise(self) -> FleetConfig:

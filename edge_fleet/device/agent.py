@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import resource
 import time
@@ -45,11 +46,12 @@ from edge_fleet.device.slots import (
     save_state,
     spare_slot,
 )
+from edge_fleet.files import commit_file
 from edge_fleet.tuf_repo import ROLLOUT, STABLE, in_scope
 from stack.settings import get_settings
 
-SMOKE_ROWS = 8
 LATENCY_ROWS = 8
+log = logging.getLogger("edgeloop.device")
 
 
 @dataclass
@@ -60,7 +62,7 @@ class Identity:
 
 
 class Inputs(Protocol):
-    x: np.ndarray  # the rows the smoke test answers (the first SMOKE_ROWS)
+    x: np.ndarray  # the rows the smoke test answers
 
     def batch(self, n: int) -> np.ndarray: ...
 
@@ -111,6 +113,11 @@ class Agent:
         home.mkdir(parents=True, exist_ok=True)
         self.state = load_state(home)
         self.known_timestamp: int | None = None
+        # When TUF metadata was last verified (monotonic clock; None: not since
+        # this process started). Older than fleet.max_metadata_age_s: refreshed
+        # whatever the server's hint says, and reported stale when that fails.
+        self.verified_at: float | None = None
+        self.started_at = time.monotonic()
         self.error: str | None = None
         self.failed_version: str | None = None
         self.fetcher: ResumingFetcher | None = None
@@ -152,23 +159,44 @@ class Agent:
         )
         reply.raise_for_status()
         answer = reply.json()
-        # The hint only says when to look; what to run is decided by TUF below.
-        if answer["timestamp_version"] != self.known_timestamp:
+        # The hint only says when to look (an unsigned number a man in the middle
+        # can repeat); what to run is decided by TUF below, and the metadata is
+        # refreshed at least every fleet.max_metadata_age_s whatever the hint.
+        if (
+            answer["timestamp_version"] != self.known_timestamp
+            or self.verified_at is None
+            or self.metadata_age() >= self.cfg.max_metadata_age_s
+        ):
             self.update()
         return answer
+
+    def metadata_age(self) -> float:
+        """Seconds since TUF metadata was last verified (or, before it was, since
+        this process started)."""
+        return time.monotonic() - (self.verified_at or self.started_at)
+
+    def health(self) -> str:
+        if self.metadata_age() > self.cfg.max_metadata_age_s:
+            return "stale_metadata"
+        if self.error:
+            return "failed"
+        return "ok" if self.version else "no_model"
 
     def _checkin(self) -> dict:
         body: dict = {
             "current_version": self.version,
             "slot": self.state["active"],
-            "health": "failed"
-            if self.error
-            else ("ok" if self.version else "no_model"),
+            "health": self.health(),
             "failed_version": self.failed_version,
             "error": self.error[:500] if self.error else None,
         }
         if self.version is not None:
-            body["telemetry"] = self.telemetry()
+            try:
+                body["telemetry"] = self.telemetry()
+            except Exception as exc:  # noqa: BLE001 - reported, never fatal
+                problem = f"telemetry failed: {type(exc).__name__}: {exc}"[:500]
+                log.warning("%s", problem)
+                body |= {"health": "failed", "error": problem}
         return body
 
     def update(self) -> None:
@@ -178,6 +206,7 @@ class Agent:
         try:
             updater = self._updater()
             updater.refresh()
+            self.verified_at = time.monotonic()
             self.known_timestamp = json.loads(
                 (self.home / "tuf" / "timestamp.json").read_bytes()
             )["signed"]["version"]  # what ngclient just verified and stored
@@ -188,7 +217,11 @@ class Agent:
             self.error = f"refused update: {type(exc).__name__}: {exc}"
         except tuf_errors.DownloadError as exc:
             self.error = f"download failed: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a full disk, a bad file: reported
+            self.error = f"update failed: {type(exc).__name__}: {exc}"
         finally:
+            if self.error:
+                log.warning("%s", self.error)
             if self.fetcher is not None:
                 self.bytes_received += self.fetcher.bytes_received
                 self.resumes += self.fetcher.resumes
@@ -242,7 +275,11 @@ class Agent:
             path.parent.mkdir(parents=True, exist_ok=True)
             for old in path.parent.iterdir():
                 old.unlink()
-            updater.download_target(target, filepath=str(path))
+            log.info("v%s: downloading into slot %s", version, spare)
+            part = path.with_name(f".{path.name}.part")
+            updater.download_target(target, filepath=str(part))  # verifies it
+            commit_file(part, path)
+            log.info("v%s: downloaded and verified (%d bytes)", version, target.length)
         problem = self._smoke_test(path, sha)
         if problem is not None:
             self.state["failed"][sha] = problem
@@ -250,9 +287,11 @@ class Agent:
             self.error = f"v{version} not installed: {problem}"
             self.failed_version = version
             return
+        log.info("v%s: smoke test passed", version)
         slots[spare] = {"version": version, "sha256": sha, "filename": path.name}
         self.state["active"] = spare
         self._save_state()
+        log.info("v%s: switched to slot %s", version, spare)
 
     def _already_running(self, version: str, sha: str) -> bool:
         """The file is the active slot's. Released as a new version (a re-registered
@@ -267,17 +306,27 @@ class Agent:
         return True
 
     def _smoke_test(self, path: Path, sha: str) -> str | None:
-        """Load the file in its runtime and answer the bundled samples."""
+        """Load the file in its runtime and answer the bundled samples in every
+        batch size this device runs: one row (latency, a single reading) and the
+        telemetry batch (a model that takes only a fixed batch fails here, not in
+        use)."""
         fault = self.faults.smoke_test_fault()
         if fault is not None:
             return fault
-        try:
-            runtime = self.runtimes.get(path, sha)
-            logits = runtime.logits(self.stream.x[:SMOKE_ROWS].astype(np.float32))
-        except Exception as exc:  # noqa: BLE001 - any failure to load or run
-            return f"load/inference failed: {type(exc).__name__}: {str(exc)[:200]}"
-        if logits.shape[0] != SMOKE_ROWS or not np.isfinite(logits).all():
-            return f"smoke test: bad output shape {logits.shape} or non-finite values"
+        for rows in sorted({1, self.cfg.telemetry_batch}):
+            x = self.stream.x[np.arange(rows) % len(self.stream.x)].astype(np.float32)
+            try:
+                logits = self.runtimes.get(path, sha).logits(x)
+            except Exception as exc:  # noqa: BLE001 - any failure to load or run
+                return (
+                    f"smoke test, batch of {rows}: load/inference failed: "
+                    f"{type(exc).__name__}: {str(exc)[:200]}"
+                )
+            if logits.shape[0] != rows or not np.isfinite(logits).all():
+                return (
+                    f"smoke test, batch of {rows}: bad output shape {logits.shape} "
+                    "or non-finite values"
+                )
         return None
 
     # -- inference and telemetry ----------------------------------------------------
@@ -333,6 +382,11 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--steps", type=int, default=0, help="stop after N (0: never)")
     args = parser.parse_args()
+    # One line per event on standard output, for a journal (systemd) to keep.
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
+    logging.getLogger("tuf").setLevel(logging.WARNING)
     settings = get_settings()
     if settings.fleet_enroll_key is None:
         parser.error("EDGELOOP_FLEET_ENROLL_KEY is not set")
@@ -368,6 +422,9 @@ def run_forever(agent: Agent, cfg: FleetConfig, steps: int = 0) -> None:
             failures = 0
         except httpx.HTTPError as exc:
             failures += 1
-            print(f"check-in failed ({exc}); backing off", flush=True)  # noqa: T201
+            log.warning("check-in failed (%s); backing off", exc)
+        except Exception as exc:
+            failures += 1
+            log.exception("poll cycle failed (%s); backing off", exc)
         done += 1
         time.sleep(poll_delay(cfg, failures, agent.rng))

@@ -1,13 +1,15 @@
 """A device's disk: `state.json` (token, active slot, what each slot holds, the
 versions that failed here) and the two model slots `a/` and `b/`. The state file is
-replaced atomically (write + rename), so a device killed at any point restarts on
-the state before or after a change, never half of one."""
+replaced atomically and durably (edge_fleet/files.py: write, fsync, rename, fsync
+the folder), so a device killed or losing power at any point restarts on the state
+before or after a change, never half of one."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from edge_fleet.files import atomic_write
 
 
 def load_state(home: Path) -> dict:
@@ -18,10 +20,7 @@ def load_state(home: Path) -> dict:
 
 
 def save_state(home: Path, state: dict) -> None:
-    path = home / "state.json"
-    tmp = path.with_name(".state.json.tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)  # the atomic switch
+    atomic_write(home / "state.json", json.dumps(state).encode(), mode=0o600)
 
 
 def active_version(state: dict) -> str | None:

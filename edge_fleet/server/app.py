@@ -21,6 +21,7 @@ from components.config import FleetConfig, load_params
 from edge_fleet.controller import Controller
 from edge_fleet.db import make_sessions
 from edge_fleet.errors import FleetConflict
+from edge_fleet.keys import FleetKeyError
 from edge_fleet.server import admin_api, device_api
 from edge_fleet.server.deps import FleetState
 from edge_fleet.tuf_repo import FleetRepository
@@ -147,6 +148,8 @@ def main() -> None:
             admin_token=settings.fleet_admin_token.get_secret_value(),
             enroll_key=settings.fleet_enroll_key.get_secret_value(),
         )
+    except FleetKeyError as error:
+        parser.error(str(error))
     except (ArgumentError, OperationalError) as error:
         url = database_url_for(args.state_dir, args.database_url)
         shown = make_url(url).render_as_string(hide_password=True)

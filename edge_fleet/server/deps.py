@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from components.config import FleetConfig
 from edge_fleet.controller import Controller
-from edge_fleet.db import Device
+from edge_fleet.db import Device, Model
 from edge_fleet.tuf_repo import FleetRepository
 
 
@@ -36,6 +36,23 @@ class FleetState:
     # One writer of the TUF repository at a time (the controller's thread and the
     # admin routes that start, stop or retarget a rollout).
     publish_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Input features of each stored version (a version's content never changes
+    # once uploaded), read once: every check-in's report is checked against it.
+    _features: dict[str, int | None] = field(default_factory=dict)
+
+    def model_features(self, session: Session, version: str) -> int | None:
+        """How many features `version` takes (None: stored before that was
+        recorded); 422 for a version this fleet does not have."""
+        if version not in self._features:
+            model = session.get(Model, version)
+            if model is None:
+                raise invalid(
+                    "body",
+                    "telemetry.version",
+                    f"{version!r}: expected a model version this fleet has",
+                )
+            self._features[version] = model.features
+        return self._features[version]
 
 
 def fleet_state(request: Request) -> FleetState:

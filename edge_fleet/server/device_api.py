@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, HTTPException
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from edge_fleet.db import Device, Model, Telemetry, now
+from edge_fleet.db import Device, Telemetry, now
 from edge_fleet.server.deps import (
     DB,
     Auth,
@@ -68,7 +68,11 @@ def checkin(
     with fleet.sessions() as session:
         device = own_device(device_id, session, authorization)
         if body.telemetry is not None:
-            check_report(body.telemetry, session, fleet.cfg.telemetry_batch)
+            check_report(
+                body.telemetry,
+                fleet.model_features(session, body.telemetry.version),
+                fleet.cfg.telemetry_batch,
+            )
         device.current_version = body.current_version
         device.slot = body.slot
         device.health = body.health
@@ -85,23 +89,17 @@ def checkin(
     )
 
 
-def check_report(batch: TelemetryBatch, session: Session, batch_size: int) -> None:
-    """A report must describe the model version it names: its feature count, at
-    most one telemetry batch of inferences. 422, and nothing stored, otherwise (one
+def check_report(batch: TelemetryBatch, features: int | None, batch_size: int) -> None:
+    """A report must describe the model version it names (`features`: what that
+    version takes, from FleetState.model_features): its feature count, at most one
+    telemetry batch of inferences. 422, and nothing stored, otherwise (one
     device's bad report would otherwise break every drift check that reads it)."""
-    model = session.get(Model, batch.version)
-    if model is None:
-        raise invalid(
-            "body",
-            "telemetry.version",
-            f"{batch.version!r}: expected a model version this fleet has",
-        )
     width = batch.feature_stats.features
-    if model.features is not None and width != model.features:
+    if features is not None and width != features:
         raise invalid(
             "body",
             "telemetry.feature_stats",
-            f"{width} features: v{model.version} takes {model.features}",
+            f"{width} features: v{batch.version} takes {features}",
         )
     if batch.inferences > batch_size:
         raise invalid(

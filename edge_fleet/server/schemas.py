@@ -119,7 +119,9 @@ class TelemetryBatch(Finite):
 class CheckIn(Strict):
     current_version: str | None = Field(None, max_length=32)
     slot: Literal["a", "b"] | None = None
-    health: Literal["ok", "no_model", "failed"]
+    # stale_metadata: the device could not verify TUF metadata for longer than
+    # fleet.max_metadata_age_s (a held or broken link; see `error`).
+    health: Literal["ok", "no_model", "failed", "stale_metadata"]
     failed_version: str | None = Field(None, max_length=32)
     error: str | None = Field(None, max_length=500)
     telemetry: TelemetryBatch | None = None

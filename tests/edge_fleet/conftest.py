@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from uuid import uuid4
 
@@ -26,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sqlalchemy import create_engine, text
 
 from components.config import FleetConfig, load_params
+from edge_fleet import keys
 from edge_fleet.client import FleetAdmin
 from edge_fleet.device.agent import Agent, Identity
 from edge_fleet.sim.faults import Faults
@@ -63,8 +65,10 @@ def digits() -> Digits:
     return Digits(data.data.astype(np.float32), data.target)
 
 
-def linear_onnx(path: Path, weights: np.ndarray, bias: np.ndarray) -> Path:
-    """A classifier as ONNX: logits = x @ W + b."""
+def linear_onnx(
+    path: Path, weights: np.ndarray, bias: np.ndarray, *, batch: int | None = None
+) -> Path:
+    """A classifier as ONNX: logits = x @ W + b (any batch, or only `batch` rows)."""
     graph = helper.make_graph(
         [
             helper.make_node("MatMul", ["x", "W"], ["xw"]),
@@ -73,12 +77,12 @@ def linear_onnx(path: Path, weights: np.ndarray, bias: np.ndarray) -> Path:
         "linear",
         [
             helper.make_tensor_value_info(
-                "x", TensorProto.FLOAT, [None, weights.shape[0]]
+                "x", TensorProto.FLOAT, [batch, weights.shape[0]]
             )
         ],
         [
             helper.make_tensor_value_info(
-                "logits", TensorProto.FLOAT, [None, weights.shape[1]]
+                "logits", TensorProto.FLOAT, [batch, weights.shape[1]]
             )
         ],
         initializer=[
@@ -124,15 +128,31 @@ class FleetServer:
     database_url: str | None = None  # None: SQLite in the state folder
     proc: subprocess.Popen | None = None
     log: Path = field(init=False)
+    root_keys: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.log = self.state_dir.parent / "fleet-server.log"
+        self.root_keys = self.state_dir.parent / "fleet-root-keys"
 
-    def start(self) -> None:
-        env = os.environ | {
-            "EDGELOOP_FLEET_ADMIN_TOKEN": ADMIN,
-            "EDGELOOP_FLEET_ENROLL_KEY": ENROLL,
-        }
+    def start(self, env_extra: dict[str, str] | None = None) -> None:
+        """The server process; its TUF root made first, as `edgeloop up` does,
+        with the root keys outside its state folder."""
+        keys.init_once(
+            self.state_dir / "tuf",
+            self.state_dir / "keys",
+            self.root_keys,
+            threshold=self.cfg.root_threshold,
+            keys=self.cfg.root_keys,
+            expiry=timedelta(days=self.cfg.root_expiry_days),
+        )
+        env = (
+            os.environ
+            | {
+                "EDGELOOP_FLEET_ADMIN_TOKEN": ADMIN,
+                "EDGELOOP_FLEET_ENROLL_KEY": ENROLL,
+            }
+            | (env_extra or {})
+        )
         env.pop("EDGELOOP_FLEET_DATABASE_URL", None)
         if self.database_url:
             env["EDGELOOP_FLEET_DATABASE_URL"] = self.database_url

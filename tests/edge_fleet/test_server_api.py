@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select
 
 from components.config import FleetConfig
+from edge_fleet import keys
 from edge_fleet.db import (
     MIGRATIONS,
     Base,
@@ -46,6 +48,14 @@ TELEMETRY = {
 
 @pytest.fixture
 def api(tmp_path):
+    keys.init_once(
+        tmp_path / "fleet" / "tuf",
+        tmp_path / "fleet" / "keys",
+        tmp_path / "root-keys",
+        threshold=1,
+        keys=1,
+        expiry=timedelta(days=365),
+    )
     app = create_app(
         tmp_path / "fleet",
         FleetConfig(max_telemetry_bytes=4096),
