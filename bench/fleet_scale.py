@@ -41,7 +41,7 @@ from edge_fleet.sim.runner import FleetSpec, build_fleet, run_fleet
 from stack.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-ADMIN, ENROLL = "bench-admin", "bench-enroll"
+ADMIN = "bench-admin"
 
 
 def mlp_onnx(path: Path, hidden: int, seed: int = 0) -> Path:
@@ -183,7 +183,6 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
                 f"{url}/health",
                 {
                     "EDGELOOP_FLEET_ADMIN_TOKEN": ADMIN,
-                    "EDGELOOP_FLEET_ENROLL_KEY": ENROLL,
                 },
             )
         )
@@ -214,7 +213,9 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
             server=url,
             home=work / "devices",
             factory_root=(metadata / "1.root.json").read_bytes(),
-            enroll_key=ENROLL,
+            enroll_code=admin.enrollment_code(
+                profiles=["gateway"], cohorts=cfg.cohorts, devices=args.devices
+            )["code"],
             cfg=cfg,
             inputs=inputs,
             http=http,

@@ -137,6 +137,60 @@ for _action, _doc in {
     _rollout_action(_action, _doc)
 
 
+@fleet_app.command(name="enroll-code")
+def enroll_code(
+    profile: Annotated[
+        list[str], typer.Option(help="a profile the device(s) may enroll as")
+    ],
+    cohort: Annotated[list[str], typer.Option(help="a cohort they may join")],
+    device_id: Annotated[
+        str | None, typer.Option(help="the one device this code enrolls")
+    ] = None,
+    devices: Annotated[
+        int, typer.Option(min=1, help="a batch code: how many devices")
+    ] = 1,
+    expires_in_s: Annotated[int, typer.Option(help="valid this long")] = 7 * 86400,
+) -> None:
+    """Issue an enrollment code (shown once): for one device id, or a batch of
+    DEVICES; either way of the given profiles and cohorts only. The device gets
+    it as EDGELOOP_FLEET_ENROLL_CODE for its first start."""
+    issued = admin(get_settings()).enrollment_code(
+        profiles=profile,
+        cohorts=cohort,
+        device_id=device_id,
+        devices=devices,
+        expires_in_s=expires_in_s,
+    )
+    who = f"device {device_id}" if device_id else f"up to {devices} devices"
+    console.print(
+        f"enrollment code {issued['id']} for {who} ({', '.join(profile)}; "
+        f"{', '.join(cohort)}), expires {issued['expires_at']}:"
+    )
+    console.print(issued["code"], markup=False, highlight=False)
+
+
+@fleet_app.command()
+def revoke(device_id: Annotated[str, typer.Argument()]) -> None:
+    """Stop a device's token working now (its record and telemetry stay)."""
+    admin(get_settings()).revoke(device_id)
+    console.print(f"revoked {device_id}: its token answers 401")
+
+
+@fleet_app.command(name="rotate-token")
+def rotate_token(device_id: Annotated[str, typer.Argument()]) -> None:
+    """A new token for a device (the old one stops working); printed once."""
+    token = admin(get_settings()).rotate_token(device_id)["token"]
+    console.print(f"new token for {device_id} (put it in its state.json):")
+    console.print(token, markup=False, highlight=False)
+
+
+@fleet_app.command(name="delete-device")
+def delete_device(device_id: Annotated[str, typer.Argument()]) -> None:
+    """Remove a device and its telemetry; its id may enroll again."""
+    admin(get_settings()).delete_device(device_id)
+    console.print(f"deleted {device_id}")
+
+
 @fleet_app.command()
 def simulate(  # noqa: PLR0917 - the command's options
     devices: Annotated[int, typer.Option(min=1, help="how many devices")] = 50,

@@ -38,7 +38,7 @@ class FleetAdmin:
             raise ServiceError(
                 f"fleet server: {method} {path}: {reply.status_code} {detail}"
             )
-        return reply.json()
+        return reply.json() if reply.content else None
 
     def upload(
         self,
@@ -93,6 +93,36 @@ class FleetAdmin:
         return self._call(  # type: ignore[return-value]
             "POST", "/retarget", json={"version": version, "reason": reason}
         )
+
+    def enrollment_code(
+        self,
+        *,
+        profiles: list[str],
+        cohorts: list[str],
+        device_id: str | None = None,
+        devices: int = 1,
+        expires_in_s: int | None = None,
+    ) -> dict:
+        """A code that enrolls `device_id` only, or up to `devices` devices, of
+        these profiles and cohorts: {id, code, ..., expires_at}."""
+        body: dict = {
+            "profiles": profiles,
+            "cohorts": cohorts,
+            "device_id": device_id,
+            "devices": devices,
+        }
+        if expires_in_s is not None:
+            body["expires_in_s"] = expires_in_s
+        return self._call("POST", "/enrollment-codes", json=body)  # type: ignore[return-value]
+
+    def revoke(self, device_id: str) -> dict:
+        return self._call("POST", f"/devices/{device_id}/revoke")  # type: ignore[return-value]
+
+    def rotate_token(self, device_id: str) -> dict:
+        return self._call("POST", f"/devices/{device_id}/token")  # type: ignore[return-value]
+
+    def delete_device(self, device_id: str) -> None:
+        self._call("DELETE", f"/devices/{device_id}")
 
     def summary(self) -> dict:
         return self._call("GET", "/fleet")  # type: ignore[return-value]

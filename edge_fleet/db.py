@@ -48,9 +48,31 @@ class Device(Base):
     failed_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
     last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
     enrolled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    # Revoked by an admin: its token no longer answers (401); delete it to let the
+    # id enroll again.
+    revoked_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
     last_seen: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )
+
+
+class EnrollmentCode(Base):
+    """A code an admin issued (shown once, stored hashed): it enrolls `device_id`
+    only, or up to `max_devices` devices, of the profiles and cohorts it lists."""
+
+    __tablename__ = "enrollment_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    code_sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    device_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    profiles: Mapped[list] = mapped_column(JSON)
+    cohorts: Mapped[list] = mapped_column(JSON)
+    max_devices: Mapped[int] = mapped_column(Integer)
+    used: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
 class Model(Base):

@@ -23,7 +23,6 @@ from edge_fleet.device.agent import Agent
 from edge_fleet.sim.runner import FleetSpec, build_fleet, run_fleet
 from flows.edge_release import edge_release, fetch_ship_file
 from stack.contracts import Channel
-from stack.secrets import stack_secrets
 from stack.services import champion_version
 from stack.settings import Settings
 
@@ -37,8 +36,15 @@ def stack_fleet(
     home: Path,
 ) -> list[Agent]:
     """Simulated devices (edge_fleet.sim) against this stack's fleet server:
-    the factory root.json of its TUF repository, its enrollment key, and input
-    streams drawn from the test split, within the data contract's feature range."""
+    the factory root.json of its TUF repository, an enrollment code for this batch
+    (its profiles and cohorts), and input streams drawn from the test split, within
+    the data contract's feature range."""
+    code = stack_fleet_admin(settings).enrollment_code(
+        profiles=sorted(params.fleet.profile_mix),
+        cohorts=params.fleet.cohorts,
+        devices=spec.devices,
+        expires_in_s=3600,
+    )
     return build_fleet(
         spec,
         server=settings.fleet_url,
@@ -46,7 +52,7 @@ def stack_fleet(
         factory_root=(
             settings.state_dir / "fleet" / "tuf" / "metadata" / "1.root.json"
         ).read_bytes(),
-        enroll_key=stack_secrets(settings)["fleet_enroll_key"],
+        enroll_code=code["code"],
         cfg=params.fleet,
         inputs=pd.read_parquet(test_split)
         .drop(columns=params.data.label_column)

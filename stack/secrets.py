@@ -1,5 +1,5 @@
 """The stack's secrets: the webhook's HMAC secret, MLflow's key for storing it, the
-fleet's admin token and enrollment key, MLflow's admin and service passwords and
+fleet's admin token, MLflow's admin and service passwords and
 its form-signing key, Prefect's API auth string, the gates' signing key. From the
 environment where set (a compose install's `.env`), else made once per state folder
 (`secrets.json`, mode 600); never in the repository."""
@@ -20,7 +20,6 @@ SECRET_ENV = {
     "webhook_secret": "EDGELOOP_WEBHOOK_SECRET",
     "mlflow_webhook_key": "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",
     "fleet_admin_token": "EDGELOOP_FLEET_ADMIN_TOKEN",
-    "fleet_enroll_key": "EDGELOOP_FLEET_ENROLL_KEY",
     "mlflow_admin_password": "EDGELOOP_MLFLOW_ADMIN_PASSWORD",
     "mlflow_service_password": "EDGELOOP_MLFLOW_SERVICE_PASSWORD",
     "mlflow_flask_secret_key": "MLFLOW_FLASK_SERVER_SECRET_KEY",
@@ -37,7 +36,6 @@ MAKERS = {
     "webhook_secret": _token,
     "mlflow_webhook_key": lambda: Fernet.generate_key().decode(),
     "fleet_admin_token": _token,
-    "fleet_enroll_key": _token,
     "mlflow_admin_password": _token,  # MLflow wants at least 12 characters
     "mlflow_service_password": _token,
     "mlflow_flask_secret_key": _token,
@@ -53,9 +51,8 @@ def given_secrets(settings: Settings) -> dict[str, str]:
 
 
 def stack_secrets(settings: Settings) -> dict[str, str]:
-    """The webhook's HMAC secret, MLflow's key for storing it and the fleet's admin
-    token and enrollment key: those the settings hold, the rest made once per state
-    folder (mode 600); never in the repository."""
+    """The secrets of SECRET_ENV: those the settings hold, the rest made once per
+    state folder (mode 600); never in the repository."""
     given = given_secrets(settings)
     if len(given) == len(SECRET_ENV):
         return given

@@ -195,7 +195,6 @@ def fleet_env(settings: Settings) -> dict[str, str]:
     keys = stack_secrets(settings)
     return {
         "EDGELOOP_FLEET_ADMIN_TOKEN": keys["fleet_admin_token"],
-        "EDGELOOP_FLEET_ENROLL_KEY": keys["fleet_enroll_key"],
     }
 
 

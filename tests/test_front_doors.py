@@ -16,7 +16,6 @@ from stack.services import free_port, webhook_spec
 from stack.settings import Settings
 from tests.edge_fleet.conftest import (
     ADMIN,
-    ENROLL,
     FleetServer,
     make_fleet_server,
     running,
@@ -86,7 +85,7 @@ def test_a_body_just_over_a_limit_is_413_and_names_the_setting(fleet):
     [
         {"Authorization": "Bearer caf\xe9".encode("latin-1")},
         {"Authorization": "Bearer \u00e9t\u00e9".encode()},
-        {"X-Enroll-Key": "cl\xe9".encode("latin-1")},
+        {"X-Enroll-Code": "cl\xe9".encode("latin-1")},
     ],
 )
 def test_a_non_ascii_credential_is_401_not_500(fleet, header):
@@ -118,7 +117,9 @@ def test_a_non_ascii_credential_is_401_not_500(fleet, header):
 def test_enrollment_fields_have_length_and_pattern_limits(fleet, field):
     body = {"device_id": "d-limits", "profile": "gateway", "cohort": "north"} | field
     answer = httpx.post(
-        f"{fleet.url}/v1/enroll", json=body, headers={"X-Enroll-Key": ENROLL}
+        f"{fleet.url}/v1/enroll",
+        json=body,
+        headers={"X-Enroll-Code": fleet.enroll_code()},
     )
     assert answer.status_code == 422, answer.text
 

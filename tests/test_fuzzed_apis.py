@@ -22,7 +22,7 @@ from stack.secrets import SECRET_ENV
 from stack.services import free_port, webhook_spec
 from stack.settings import Settings
 from stack.webhook_receiver import expected_signature
-from tests.edge_fleet.conftest import ADMIN, ENROLL, FleetServer, make_fleet_server
+from tests.edge_fleet.conftest import ADMIN, FleetServer, make_fleet_server
 from tests.services import start_service, stop_pid
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -47,11 +47,17 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetServer]:
 
 
 @pytest.fixture(scope="module")
-def device_token(fleet: FleetServer) -> str:
+def enroll_code(fleet: FleetServer) -> str:
+    """A batch code the fuzzer's enrollments may use (any profile, any cohort)."""
+    return fleet.enroll_code(devices=100_000)
+
+
+@pytest.fixture(scope="module")
+def device_token(fleet: FleetServer, enroll_code: str) -> str:
     enrolled = httpx.post(
         f"{fleet.url}/v1/enroll",
         json={"device_id": "fuzz-1", "profile": "gateway", "cohort": "north"},
-        headers={"X-Enroll-Key": ENROLL},
+        headers={"X-Enroll-Code": enroll_code},
     )
     assert enrolled.status_code == 201, enrolled.text
     return enrolled.json()["token"]
@@ -81,13 +87,13 @@ receiver_api = schemathesis.pytest.from_fixture("receiver_schema")
 
 @fleet_api.parametrize()
 @FUZZ
-def test_the_fleet_api_never_answers_5xx(case, fleet, device_token):
+def test_the_fleet_api_never_answers_5xx(case, fleet, device_token, enroll_code):
     admin = case.path.startswith("/v1/admin")
     valid = f"Bearer {ADMIN if admin else device_token}"
-    for authorization, enroll_key in [(valid, ENROLL), *((w, w) for w in WRONG)]:
+    for authorization, code in [(valid, enroll_code), *((w, w) for w in WRONG)]:
         case.call_and_validate(
             base_url=fleet.url,
-            headers={"Authorization": authorization, "X-Enroll-Key": enroll_key},
+            headers={"Authorization": authorization, "X-Enroll-Code": code},
             checks=CHECKS,
         )
 

@@ -54,6 +54,11 @@ LATENCY_ROWS = 8
 log = logging.getLogger("edgeloop.device")
 
 
+class EnrollmentError(RuntimeError):
+    """The device cannot enroll with what it was given (no code, a code that does
+    not allow it): retrying does not help, an operator must act."""
+
+
 @dataclass
 class Identity:
     device_id: str
@@ -97,7 +102,7 @@ class Agent:
         home: Path,
         *,
         factory_root: bytes,
-        enroll_key: str,
+        enroll_code: str | None,
         cfg: FleetConfig,
         stream: Inputs,
         http: httpx.Client,
@@ -105,7 +110,7 @@ class Agent:
         runtimes: RuntimeCache | None = None,
     ) -> None:
         self.server, self.id, self.home = server.rstrip("/"), identity, home
-        self.factory_root, self.enroll_key, self.cfg = factory_root, enroll_key, cfg
+        self.factory_root, self.enroll_code, self.cfg = factory_root, enroll_code, cfg
         self.stream, self.http = stream, http
         self.faults: Interference = faults or NoInterference()
         self.runtimes = runtimes or RuntimeCache()
@@ -134,8 +139,15 @@ class Agent:
     # -- one poll cycle -----------------------------------------------------------
 
     def enroll(self) -> None:
+        """Once, with the enrollment code an admin issued for this device (or its
+        batch): the device's own token is kept in state.json from then on."""
         if self.state["token"]:
             return
+        if not self.enroll_code:
+            raise EnrollmentError(
+                f"{self.id.device_id} is not enrolled and has no enrollment code "
+                "(EDGELOOP_FLEET_ENROLL_CODE; `edgeloop fleet enroll-code`)"
+            )
         reply = self.http.post(
             f"{self.server}/v1/enroll",
             json={
@@ -143,8 +155,13 @@ class Agent:
                 "profile": self.id.profile,
                 "cohort": self.id.cohort,
             },
-            headers={"X-Enroll-Key": self.enroll_key},
+            headers={"X-Enroll-Code": self.enroll_code},
         )
+        if reply.status_code in (401, 403, 409):  # the code will not do: say why
+            raise EnrollmentError(
+                f"enrollment of {self.id.device_id} refused: {reply.status_code} "
+                f"{reply.text[:300]}"
+            )
         reply.raise_for_status()
         self.state["token"] = reply.json()["token"]
         self._save_state()
@@ -388,8 +405,6 @@ def main() -> None:
     )
     logging.getLogger("tuf").setLevel(logging.WARNING)
     settings = get_settings()
-    if settings.fleet_enroll_key is None:
-        parser.error("EDGELOOP_FLEET_ENROLL_KEY is not set")
     params = load_params(args.params)
     profile = params.optimize.profiles.get(args.profile)
     if profile is None:
@@ -403,7 +418,9 @@ def main() -> None:
         Identity(args.device_id, args.profile, args.cohort),
         args.home,
         factory_root=args.root.read_bytes(),
-        enroll_key=settings.fleet_enroll_key.get_secret_value(),
+        enroll_code=settings.fleet_enroll_code.get_secret_value()
+        if settings.fleet_enroll_code
+        else None,
         cfg=params.fleet,
         stream=RecordedInputs(
             frame.drop(columns=params.data.label_column).to_numpy(), seed=0
@@ -420,6 +437,8 @@ def run_forever(agent: Agent, cfg: FleetConfig, steps: int = 0) -> None:
         try:
             agent.step()
             failures = 0
+        except EnrollmentError as exc:
+            raise SystemExit(str(exc)) from None
         except httpx.HTTPError as exc:
             failures += 1
             log.warning("check-in failed (%s); backing off", exc)

@@ -6,20 +6,26 @@ and retarget."""
 
 import hashlib
 import json
+import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi import Path as ApiPath
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select
 
-from edge_fleet.db import Device, Model, Rollout, Telemetry
-from edge_fleet.server.deps import DB, Fleet, admin, invalid
+from edge_fleet.db import Device, EnrollmentCode, Model, Rollout, Telemetry, now
+from edge_fleet.server.deps import DB, Fleet, admin, invalid, token_hash
 from edge_fleet.server.schemas import (
     MAX_FEATURES,
     DeviceView,
+    EnrollmentCodeIssued,
+    EnrollmentCodeRequest,
     FleetSummary,
     ModelView,
+    NewToken,
     Retargeted,
     RolloutRequest,
     RolloutStarted,
@@ -52,6 +58,75 @@ def devices(
     if cohort:
         query = query.where(Device.cohort == cohort)
     return [DeviceView.model_validate(d) for d in session.scalars(query)]
+
+
+@router.post("/enrollment-codes", status_code=201)
+def enrollment_code(body: EnrollmentCodeRequest, session: DB) -> EnrollmentCodeIssued:
+    """A code for one device (bound to its id) or a batch of `devices`, of the
+    profiles and cohorts it lists; shown in this answer only."""
+    code = secrets.token_urlsafe(24)
+    row = EnrollmentCode(
+        code_sha256=token_hash(code),
+        device_id=body.device_id,
+        profiles=body.profiles,
+        cohorts=body.cohorts,
+        max_devices=body.devices,
+        used=0,
+        expires_at=now() + timedelta(seconds=body.expires_in_s),
+    )
+    session.add(row)
+    session.commit()
+    return EnrollmentCodeIssued(
+        id=row.id,
+        code=code,
+        device_id=row.device_id,
+        profiles=row.profiles,
+        cohorts=row.cohorts,
+        devices=row.max_devices,
+        expires_at=row.expires_at,
+    )
+
+
+DeviceId = Annotated[str, ApiPath(min_length=1, max_length=128)]
+
+
+def enrolled(session: DB, device_id: str) -> Device:
+    device = session.get(Device, device_id)
+    if device is None:
+        raise HTTPException(404, f"device {device_id!r} is not enrolled")
+    return device
+
+
+@router.post("/devices/{device_id}/revoke")
+def revoke(device_id: DeviceId, session: DB) -> DeviceView:
+    """The device's token stops working at once (401); its record and telemetry
+    stay. Delete it to let the id enroll again."""
+    device = enrolled(session, device_id)
+    device.token_sha256 = f"revoked:{secrets.token_hex(16)}"
+    device.revoked_at = now()
+    session.commit()
+    return DeviceView.model_validate(device)
+
+
+@router.post("/devices/{device_id}/token")
+def rotate_token(device_id: DeviceId, session: DB) -> NewToken:
+    """A new token for the device (the old one stops working), for an operator to
+    put on it; a revoked device is enabled again with it."""
+    device = enrolled(session, device_id)
+    token = secrets.token_urlsafe(32)
+    device.token_sha256, device.revoked_at = token_hash(token), None
+    session.commit()
+    return NewToken(device_id=device_id, token=token)
+
+
+@router.delete("/devices/{device_id}", status_code=204)
+def delete_device(device_id: DeviceId, session: DB) -> Response:
+    """The device and its telemetry are removed; its id may enroll again."""
+    device = enrolled(session, device_id)
+    session.execute(sa_delete(Telemetry).where(Telemetry.device_id == device_id))
+    session.delete(device)
+    session.commit()
+    return Response(status_code=204)
 
 
 @router.get("/fleet")

@@ -44,7 +44,6 @@ def create_app(
     model_name: str,
     database_url: str | None = None,
     admin_token: str,
-    enroll_key: str,
     tick_s: float = 0.5,
 ) -> FastAPI:
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -61,7 +60,6 @@ def create_app(
         cfg=cfg,
         model_name=model_name,
         admin_token=admin_token,
-        enroll_key=enroll_key,
         state_dir=state_dir,
     )
     app = FastAPI(title="edgeloop fleet server", lifespan=controller_thread(tick_s))
@@ -132,10 +130,8 @@ def main() -> None:
         "the state folder), e.g. postgresql+psycopg://user:pass@host:5432/fleet",
     )
     args = parser.parse_args()
-    if settings.fleet_admin_token is None or settings.fleet_enroll_key is None:
-        parser.error(
-            "EDGELOOP_FLEET_ADMIN_TOKEN and EDGELOOP_FLEET_ENROLL_KEY must be set"
-        )
+    if settings.fleet_admin_token is None:
+        parser.error("EDGELOOP_FLEET_ADMIN_TOKEN must be set")
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("tuf").setLevel(logging.WARNING)  # "no signature" while editing
     try:
@@ -146,7 +142,6 @@ def main() -> None:
             model_name=params.registry.model_name,
             database_url=args.database_url,
             admin_token=settings.fleet_admin_token.get_secret_value(),
-            enroll_key=settings.fleet_enroll_key.get_secret_value(),
         )
     except FleetKeyError as error:
         parser.error(str(error))

@@ -31,7 +31,6 @@ class FleetState:
     cfg: FleetConfig
     model_name: str  # the registered model this fleet runs (registry.model_name)
     admin_token: str
-    enroll_key: str
     state_dir: Path
     # One writer of the TUF repository at a time (the controller's thread and the
     # admin routes that start, stop or retarget a rollout).

@@ -4,14 +4,16 @@ targets. Every route but enrollment takes the device's bearer token."""
 # No `from __future__ import annotations`: FastAPI reads the Annotated aliases.
 
 import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException
 from fastapi.responses import FileResponse
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from edge_fleet.db import Device, Telemetry, now
+from edge_fleet.db import Device, EnrollmentCode, Telemetry, now
 from edge_fleet.server.deps import (
     DB,
     Auth,
@@ -19,7 +21,6 @@ from edge_fleet.server.deps import (
     device_of_token,
     invalid,
     own_device,
-    same_secret,
     token_hash,
 )
 from edge_fleet.server.schemas import (
@@ -37,26 +38,67 @@ router = APIRouter()
 @router.post("/v1/enroll", status_code=201)
 def enroll(
     body: Enrollment,
-    session: DB,
     fleet: Fleet,
-    x_enroll_key: Annotated[str | None, Header()] = None,
+    x_enroll_code: Annotated[str | None, Header()] = None,
 ) -> Enrolled:
-    if not same_secret(x_enroll_key, fleet.enroll_key):
-        raise HTTPException(401, "enrollment key required (header X-Enroll-Key)")
-    if session.get(Device, body.device_id) is not None:
-        raise HTTPException(409, f"device {body.device_id!r} is already enrolled")
-    token = secrets.token_urlsafe(32)
-    session.add(
-        Device(
-            id=body.device_id,
-            token_sha256=token_hash(token),
-            profile=body.profile,
-            cohort=body.cohort,
-            labels=body.labels,
+    """With a code an admin issued (header X-Enroll-Code): the device gets its own
+    token (stored hashed) if the code allows its id, profile and cohort and is
+    neither expired nor used up."""
+    if not x_enroll_code:
+        raise HTTPException(401, "enrollment code required (header X-Enroll-Code)")
+    with fleet.sessions() as session:
+        code = session.scalar(
+            select(EnrollmentCode)
+            .where(EnrollmentCode.code_sha256 == token_hash(x_enroll_code))
+            .with_for_update()
         )
-    )
-    session.commit()
+        check_code(code, body)
+        assert code is not None
+        if session.get(Device, body.device_id) is not None:
+            raise HTTPException(409, f"device {body.device_id!r} is already enrolled")
+        code.used += 1
+        token = secrets.token_urlsafe(32)
+        session.add(
+            Device(
+                id=body.device_id,
+                token_sha256=token_hash(token),
+                profile=body.profile,
+                cohort=body.cohort,
+                labels=body.labels,
+            )
+        )
+        session.commit()
     return Enrolled(device_id=body.device_id, token=token, poll_s=fleet.cfg.poll_s)
+
+
+def check_code(code: EnrollmentCode | None, body: Enrollment) -> None:
+    if code is None:
+        raise HTTPException(401, "unknown enrollment code (header X-Enroll-Code)")
+    if _aware(code.expires_at) <= now():
+        raise HTTPException(401, f"enrollment code {code.id} expired")
+    if code.used >= code.max_devices:
+        raise HTTPException(
+            401, f"enrollment code {code.id} is used up ({code.max_devices} devices)"
+        )
+    if code.device_id is not None and code.device_id != body.device_id:
+        raise HTTPException(
+            403, f"enrollment code {code.id} enrolls device {code.device_id!r} only"
+        )
+    for what, value, allowed in (
+        ("profile", body.profile, code.profiles),
+        ("cohort", body.cohort, code.cohorts),
+    ):
+        if value not in allowed:
+            raise HTTPException(
+                403,
+                f"{what} {value!r}: enrollment code {code.id} allows "
+                f"{', '.join(allowed)}",
+            )
+
+
+def _aware(when: datetime) -> datetime:
+    """SQLite hands back naive datetimes (stored in UTC)."""
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @router.post("/v1/devices/{device_id}/checkin")

@@ -51,6 +51,29 @@ Count = Annotated[int, Field(ge=0, le=1_000_000)]
 ClassLabel = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NAME)]
+WEEK_S = 7 * 86400
+
+
+class EnrollmentCodeRequest(Strict):
+    """One device (`device_id`), or a batch of up to `devices` whose ids they
+    choose; either way only of these profiles and cohorts."""
+
+    device_id: str | None = Field(None, min_length=1, max_length=128, pattern=NAME)
+    profiles: list[Name] = Field(min_length=1, max_length=32)
+    cohorts: list[Name] = Field(min_length=1, max_length=256)
+    devices: int = Field(1, ge=1, le=1_000_000)
+    expires_in_s: int = Field(WEEK_S, ge=60, le=365 * 86400)
+
+    @model_validator(mode="after")
+    def _one_device_for_an_id(self) -> EnrollmentCodeRequest:
+        if self.device_id is not None and self.devices != 1:
+            raise ValueError(
+                f"devices {self.devices}: a code bound to device_id enrolls 1"
+            )
+        return self
+
+
 class FeatureStats(Finite):
     mean: list[float] = Field(max_length=MAX_FEATURES)
     std: list[float] = Field(max_length=MAX_FEATURES)
@@ -145,6 +168,23 @@ class FromRow(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+class EnrollmentCodeIssued(BaseModel):
+    """The code itself is shown here once; the server keeps its hash."""
+
+    id: int
+    code: str
+    device_id: str | None
+    profiles: list[str]
+    cohorts: list[str]
+    devices: int
+    expires_at: datetime
+
+
+class NewToken(BaseModel):
+    device_id: str
+    token: str
+
+
 class Enrolled(BaseModel):
     device_id: str
     token: str
@@ -167,6 +207,7 @@ class DeviceView(FromRow):
     failed_version: str | None
     last_error: str | None
     last_seen: datetime | None
+    revoked_at: datetime | None
 
 
 class ModelView(FromRow):

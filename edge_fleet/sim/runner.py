@@ -43,7 +43,7 @@ def build_fleet(
     server: str,
     home: Path,
     factory_root: bytes,
-    enroll_key: str,
+    enroll_code: str | None,
     cfg: FleetConfig,
     inputs: np.ndarray,
     http: httpx.Client,
@@ -66,7 +66,7 @@ def build_fleet(
                 identity,
                 home / identity.device_id,
                 factory_root=factory_root,
-                enroll_key=enroll_key,
+                enroll_code=enroll_code,
                 cfg=cfg,
                 stream=DataStream(
                     inputs,

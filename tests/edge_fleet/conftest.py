@@ -36,7 +36,8 @@ from edge_fleet.sim.streams import DataStream
 from stack.services import free_port
 from tests.conftest import BACKENDS, default_params_dict
 
-ADMIN, ENROLL = "admin-token-for-tests", "enroll-key-for-tests"
+ADMIN = "admin-token-for-tests"
+PROFILES = ["mcu", "gateway", "cloud"]
 FAST_FLEET = {
     "poll_s": 0.2,
     "bake_s": 0.5,
@@ -149,7 +150,6 @@ class FleetServer:
             os.environ
             | {
                 "EDGELOOP_FLEET_ADMIN_TOKEN": ADMIN,
-                "EDGELOOP_FLEET_ENROLL_KEY": ENROLL,
             }
             | (env_extra or {})
         )
@@ -193,6 +193,16 @@ class FleetServer:
     @property
     def factory_root(self) -> bytes:
         return (self.state_dir / "tuf" / "metadata" / "1.root.json").read_bytes()
+
+    def enroll_code(self, devices: int = 1, device_id: str | None = None) -> str:
+        """An enrollment code for `devices` devices (or `device_id` only) of any
+        profile and cohort."""
+        return self.admin.enrollment_code(
+            profiles=PROFILES,
+            cohorts=self.cfg.cohorts,
+            devices=devices,
+            device_id=device_id,
+        )["code"]
 
     def upload(
         self, version: str, file: Path, profiles: list[str] | None = None
@@ -283,13 +293,14 @@ def make_agents(
     profile: str = "gateway",
 ) -> list[Agent]:
     cohorts = server.cfg.cohorts
+    code = server.enroll_code(devices=n)
     return [
         Agent(
             server.url,
             Identity(f"dev-{i:03d}", profile, cohorts[i % len(cohorts)]),
             home / f"dev-{i:03d}",
             factory_root=server.factory_root,
-            enroll_key=ENROLL,
+            enroll_code=code,
             cfg=server.cfg,
             stream=DataStream(digits.x, seed=i),
             http=http,

@@ -25,7 +25,6 @@ import pytest
 
 from stack.services import free_port
 from tests.edge_fleet.conftest import (
-    ENROLL,
     drive,
     linear_onnx,
     make_agents,
@@ -199,6 +198,11 @@ class ThrottledProxy:
 
 
 def _agent(server, home: Path, samples: Path, url: str, steps: int = 0):
+    code = (
+        {}
+        if (home / "state.json").exists()
+        else {"EDGELOOP_FLEET_ENROLL_CODE": server.enroll_code(device_id="dev-killed")}
+    )
     return subprocess.Popen(
         [
             sys.executable,
@@ -223,7 +227,7 @@ def _agent(server, home: Path, samples: Path, url: str, steps: int = 0):
             "--steps",
             str(steps),
         ],
-        env=os.environ | {"EDGELOOP_FLEET_ENROLL_KEY": ENROLL},
+        env=os.environ | code,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

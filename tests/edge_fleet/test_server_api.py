@@ -16,7 +16,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, update
 
 from components.config import FleetConfig
 from edge_fleet import keys
@@ -24,15 +24,18 @@ from edge_fleet.db import (
     MIGRATIONS,
     Base,
     Device,
+    EnrollmentCode,
     Model,
     Rollout,
     Telemetry,
     make_engine,
+    now,
 )
 from edge_fleet.errors import FleetConflict
 from edge_fleet.server import create_app
 
-ADMIN, ENROLL = "admin-secret", "enroll-secret"
+ADMIN = "admin-secret"
+AS_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
 MODEL = "it-fleet-api"
 TELEMETRY = {
     "version": "1",
@@ -61,17 +64,33 @@ def api(tmp_path):
         FleetConfig(max_telemetry_bytes=4096),
         model_name=MODEL,
         admin_token=ADMIN,
-        enroll_key=ENROLL,
     )
     with TestClient(app) as client:
         yield client, app.state.fleet.sessions
 
 
-def _enroll(client, device_id: str, cohort: str = "north") -> str:
-    reply = client.post(
+def _code(client, **request) -> str:
+    """An enrollment code from the admin API (default: one device, mcu, north)."""
+    body = {"profiles": ["mcu"], "cohorts": ["north"]} | request
+    reply = client.post("/v1/admin/enrollment-codes", json=body, headers=AS_ADMIN)
+    assert reply.status_code == 201, reply.text
+    return reply.json()["code"]
+
+
+def _enroll_with(client, code: str, device_id: str, **body):
+    return client.post(
         "/v1/enroll",
-        json={"device_id": device_id, "profile": "mcu", "cohort": cohort},
-        headers={"X-Enroll-Key": ENROLL},
+        json={"device_id": device_id, "profile": "mcu", "cohort": "north"} | body,
+        headers={"X-Enroll-Code": code},
+    )
+
+
+def _enroll(client, device_id: str, cohort: str = "north") -> str:
+    reply = _enroll_with(
+        client,
+        _code(client, device_id=device_id, cohorts=[cohort]),
+        device_id,
+        cohort=cohort,
     )
     assert reply.status_code == 201, reply.text
     return reply.json()["token"]
@@ -255,13 +274,15 @@ def test_admin_and_enrollment_need_their_secrets(api):
     no_key = client.post(
         "/v1/enroll", json={"device_id": "dev-9", "profile": "mcu", "cohort": "north"}
     )
-    assert no_key.status_code == 401 and "X-Enroll-Key" in no_key.text
-    again = client.post(
-        "/v1/enroll",
-        json={"device_id": "dev-1", "profile": "mcu", "cohort": "north"},
-        headers={"X-Enroll-Key": ENROLL},
-    )
+    assert no_key.status_code == 401 and "X-Enroll-Code" in no_key.text
+    again = _enroll_with(client, _code(client, devices=5), "dev-1")
     assert again.status_code == 409  # nobody takes over an enrolled id
+    codes = client.post(
+        "/v1/admin/enrollment-codes",
+        json={"profiles": ["mcu"], "cohorts": ["north"]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert codes.status_code == 401  # a device cannot make codes
     # The update metadata is for enrolled devices only.
     assert client.get("/tuf/metadata/1.root.json").status_code == 401
     root = client.get(
@@ -358,8 +379,10 @@ def test_a_fleet_database_from_before_migrations_upgrades_in_place(
     Base.metadata.create_all(old)
     old.dispose()
     with sqlite3.connect(path) as db:
-        # Columns that came with migrations after Alembic was adopted.
+        # What came with migrations after Alembic was adopted.
         db.execute("ALTER TABLE models DROP COLUMN features")
+        db.execute("ALTER TABLE devices DROP COLUMN revoked_at")
+        db.execute("DROP TABLE enrollment_codes")
         if made_by == "before class_prior":
             db.execute("ALTER TABLE models DROP COLUMN class_prior")
             db.execute("ALTER TABLE models DROP COLUMN model_name")  # newer still
@@ -423,3 +446,56 @@ def test_an_action_on_a_rollout_finished_meanwhile_is_a_conflict(api):
     _upload(client, "2")
     next_one = client.post("/v1/admin/rollouts", json={"version": "2"}, headers=admin)
     assert next_one.status_code == 201, next_one.text
+
+
+def test_a_code_enrolls_only_what_it_allows(api):
+    """A device cannot choose an id, profile or cohort its code does not allow, nor
+    use a code twice, nor one that expired; a batch code enrolls its count."""
+    client, sessions = api
+    one = _code(client, device_id="dev-1", profiles=["mcu"], cohorts=["north"])
+    for body, says in (
+        ({"device_id": "dev-2"}, "enrolls device 'dev-1' only"),
+        ({"profile": "cloud"}, "profile 'cloud'"),
+        ({"cohort": "south"}, "cohort 'south'"),
+    ):
+        refused = _enroll_with(client, one, **({"device_id": "dev-1"} | body))
+        assert refused.status_code == 403 and says in refused.text, refused.text
+    assert _enroll_with(client, one, "dev-1").status_code == 201
+    used = _enroll_with(client, one, "dev-1b")
+    assert used.status_code == 401 and "used up" in used.text
+    batch = _code(client, devices=2, cohorts=["north", "south"])
+    assert _enroll_with(client, batch, "b-1").status_code == 201
+    assert _enroll_with(client, batch, "b-2", cohort="south").status_code == 201
+    assert _enroll_with(client, batch, "b-3").status_code == 401
+    assert _enroll_with(client, "not-a-code", "x-1").status_code == 401
+    with sessions() as session:
+        code = session.scalar(select(EnrollmentCode).where(EnrollmentCode.used == 0))
+        assert code is None  # every code issued above was used
+        expired = _code(client)
+        session.execute(update(EnrollmentCode).values(expires_at=now()))
+        session.commit()
+    late = _enroll_with(client, expired, "late-1")
+    assert late.status_code == 401 and "expired" in late.text
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Device)) == 3
+
+
+def test_revoke_rotate_and_delete_a_device(api):
+    client, sessions = api
+    _upload(client)
+    token = _enroll(client, "dev-1")
+    assert _checkin(client, "dev-1", token, GOOD).status_code == 200
+    revoked = client.post("/v1/admin/devices/dev-1/revoke", headers=AS_ADMIN)
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    assert _checkin(client, "dev-1", token, GOOD).status_code == 401
+    rotated = client.post("/v1/admin/devices/dev-1/token", headers=AS_ADMIN)
+    new = rotated.json()["token"]
+    assert new != token and _checkin(client, "dev-1", new, GOOD).status_code == 200
+    assert _checkin(client, "dev-1", token, GOOD).status_code == 401
+    gone = client.delete("/v1/admin/devices/dev-1", headers=AS_ADMIN)
+    assert gone.status_code == 204
+    assert _checkin(client, "dev-1", new, GOOD).status_code == 401
+    assert _stored(sessions) == 0  # its telemetry went with it
+    assert _enroll(client, "dev-1")  # the id may enroll again
+    missing = client.post("/v1/admin/devices/nobody/revoke", headers=AS_ADMIN)
+    assert missing.status_code == 404
