@@ -341,12 +341,20 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         f"bytes received per device for the update: median {per_device:,.0f} "
         f"({per_device / size:.2f}x the model file)"
     )
-    default_poll = load_params(REPO / "params.yaml").fleet.poll_s
+    fleet = load_params(REPO / "params.yaml").fleet
+    per_day = 86400 / fleet.poll_s  # reports per device per day at the default poll
+    raw_bound = per_report * fleet.telemetry_retention_s / fleet.poll_s
+    windows_day = per_report * 86400 / fleet.telemetry_window_s
     print(
         f"telemetry stored: {per_report:,.0f} bytes per report ({reports} reports, "
-        f"SQLite file growth); at the default poll of {default_poll:g} s: "
-        f"{per_report * 86400 / default_poll / 1e6:,.1f} MB per device per day "
-        "(no retention yet: every report is kept)"
+        f"SQLite file growth); at the default poll of {fleet.poll_s:g} s, per "
+        f"device: without retention {per_report * per_day / 1e6:,.1f} MB a day, "
+        f"growing; with it (fleet.telemetry_retention_s "
+        f"{fleet.telemetry_retention_s}, windows of {fleet.telemetry_window_s} s "
+        f"kept {fleet.telemetry_window_retention_days} days) raw reports bounded at "
+        f"{raw_bound / 1e6:,.1f} MB plus {windows_day / 1e3:,.0f} KB of windows a "
+        f"day (at most {windows_day * fleet.telemetry_window_retention_days / 1e6:,.1f}"
+        " MB)"
     )
 
 

@@ -7,6 +7,7 @@ from the recorded stage. `tick()` is called every half second by the server.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,10 +19,12 @@ from components.config import FleetConfig
 from edge_fleet.checks import Cause, StageEvidence, judge
 from edge_fleet.db import Device, Model, Rollout, Telemetry, now
 from edge_fleet.errors import FleetConflict
+from edge_fleet.retention import roll_up
 from edge_fleet.tuf_repo import ROLLOUT, STABLE, FleetRepository, in_scope
 from stack.contracts import ACTIVE_ROLLOUT_STATES, RolloutState
 
 ACTIVE = ACTIVE_ROLLOUT_STATES
+ROLL_UP_EVERY_S = 30.0  # telemetry past retention is summarised this often
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Controller:
     def __init__(self, repo: FleetRepository, cfg: FleetConfig) -> None:
         self.repo, self.cfg = repo, cfg
         self.plan = stages(cfg)
+        self._rolled_up_at = 0.0  # monotonic: the first tick rolls up
 
     # -- starting and stopping ---------------------------------------------------
 
@@ -206,6 +210,9 @@ class Controller:
         failed it; once the stage baked and enough of its devices reported (or it
         timed out), judge it, then roll back or move to the next stage."""
         self.repo.maintain()
+        if time.monotonic() - self._rolled_up_at >= ROLL_UP_EVERY_S:
+            roll_up(session, self.cfg)
+            self._rolled_up_at = time.monotonic()
         rollout = session.scalar(
             select(Rollout).where(Rollout.state == RolloutState.RUNNING.value)
         )

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
+    UniqueConstraint,
     create_engine,
     event,
     inspect,
@@ -137,6 +138,33 @@ class Telemetry(Base):
     # Per-feature summary statistics (mean, std, min, max) of the device's inputs.
     feature_stats: Mapped[dict] = mapped_column(JSON)
     samples: Mapped[list | None] = mapped_column(JSON, nullable=True)
+
+
+class TelemetryWindow(Base):
+    """Reports older than fleet.telemetry_retention_s, summarised per device,
+    version and window (edge_fleet/retention.py): the same fields, pooled."""
+
+    __tablename__ = "telemetry_windows"
+    __table_args__ = (
+        UniqueConstraint(
+            "device_id", "version", "window_start", name="uq_telemetry_window"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(128))
+    cohort: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[str] = mapped_column(String(32))
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    reports: Mapped[int] = mapped_column(Integer)
+    inferences: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)
+    latency_ms_median: Mapped[float] = mapped_column(Float)  # median of reports'
+    latency_ms_p95: Mapped[float] = mapped_column(Float)  # highest of reports'
+    confidence_mean: Mapped[float] = mapped_column(Float)  # inference-weighted
+    class_counts: Mapped[dict] = mapped_column(JSON)  # summed
+    # Per feature: pooled mean and std over every inference, lowest min, highest max.
+    feature_stats: Mapped[dict] = mapped_column(JSON)
 
 
 def make_engine(url: str) -> Engine:

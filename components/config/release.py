@@ -102,6 +102,12 @@ class FleetConfig(Strict):
     poll_jitter: float = Field(0.5, ge=0, le=1)  # +- share of poll_s
     max_backoff_s: float = Field(60.0, gt=0)
     telemetry_batch: int = Field(64, ge=1)  # inferences summarised per report
+    # Raw check-in reports are kept this long (rollouts and drift checks read the
+    # recent ones), then summarised per device, version and window; windows are
+    # kept telemetry_window_retention_days (edge_fleet/retention.py).
+    telemetry_retention_s: int = Field(3600, ge=60)
+    telemetry_window_s: int = Field(3600, ge=60)
+    telemetry_window_retention_days: int = Field(90, ge=1)
     # A device refreshes TUF metadata at least this often, whatever the server's
     # (unsigned) hint says, and reports `stale_metadata` when it cannot.
     max_metadata_age_s: float = Field(300.0, gt=0)

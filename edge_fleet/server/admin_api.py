@@ -16,7 +16,15 @@ from fastapi import Path as ApiPath
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select
 
-from edge_fleet.db import Device, EnrollmentCode, Model, Rollout, Telemetry, now
+from edge_fleet.db import (
+    Device,
+    EnrollmentCode,
+    Model,
+    Rollout,
+    Telemetry,
+    TelemetryWindow,
+    now,
+)
 from edge_fleet.server.deps import DB, Fleet, admin, invalid, token_hash
 from edge_fleet.server.schemas import (
     MAX_FEATURES,
@@ -32,6 +40,7 @@ from edge_fleet.server.schemas import (
     RolloutView,
     StartRollout,
     TelemetryView,
+    TelemetryWindowView,
     VersionCount,
 )
 from stack.contracts import ACTIVE_ROLLOUT_STATES
@@ -158,6 +167,22 @@ def telemetry(
     if cohort:
         query = query.where(Telemetry.cohort == cohort)
     return [TelemetryView.model_validate(t) for t in session.scalars(query)]
+
+
+@router.get("/telemetry/windows")
+def telemetry_windows(
+    session: DB, cohort: CohortName = None, limit: Page = 100
+) -> list[TelemetryWindowView]:
+    """Reports past fleet.telemetry_retention_s, summarised per device, version
+    and window; newest first."""
+    query = (
+        select(TelemetryWindow)
+        .order_by(TelemetryWindow.window_start.desc(), TelemetryWindow.id.desc())
+        .limit(limit)
+    )
+    if cohort:
+        query = query.where(TelemetryWindow.cohort == cohort)
+    return [TelemetryWindowView.model_validate(t) for t in session.scalars(query)]
 
 
 @router.get("/cohorts")

@@ -234,6 +234,21 @@ class TelemetryView(FromRow):
     feature_stats: dict[str, list[float]]
 
 
+class TelemetryWindowView(FromRow):
+    device_id: str
+    cohort: str
+    version: str
+    window_start: datetime
+    reports: int
+    inferences: int
+    errors: int
+    latency_ms_median: float
+    latency_ms_p95: float
+    confidence_mean: float
+    class_counts: dict[str, int]
+    feature_stats: dict[str, list[float]]
+
+
 class RolloutRow(FromRow):
     id: int
     version: str

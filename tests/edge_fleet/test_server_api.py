@@ -10,6 +10,7 @@ import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -28,10 +29,12 @@ from edge_fleet.db import (
     Model,
     Rollout,
     Telemetry,
+    TelemetryWindow,
     make_engine,
     now,
 )
 from edge_fleet.errors import FleetConflict
+from edge_fleet.retention import roll_up, window_start
 from edge_fleet.server import create_app
 
 ADMIN = "admin-secret"
@@ -383,6 +386,7 @@ def test_a_fleet_database_from_before_migrations_upgrades_in_place(
         db.execute("ALTER TABLE models DROP COLUMN features")
         db.execute("ALTER TABLE devices DROP COLUMN revoked_at")
         db.execute("DROP TABLE enrollment_codes")
+        db.execute("DROP TABLE telemetry_windows")
         if made_by == "before class_prior":
             db.execute("ALTER TABLE models DROP COLUMN class_prior")
             db.execute("ALTER TABLE models DROP COLUMN model_name")  # newer still
@@ -499,3 +503,54 @@ def test_revoke_rotate_and_delete_a_device(api):
     assert _enroll(client, "dev-1")  # the id may enroll again
     missing = client.post("/v1/admin/devices/nobody/revoke", headers=AS_ADMIN)
     assert missing.status_code == 404
+
+
+def test_reports_past_retention_are_summarised_and_the_table_stays_bounded(api):
+    """Reports older than fleet.telemetry_retention_s become one row per device,
+    version and window with the same totals and pooled statistics; recent ones are
+    kept as they are; windows past their retention go."""
+    client, sessions = api
+    fleet = client.app.state.fleet
+    cfg = fleet.cfg.model_copy(
+        update={"telemetry_retention_s": 3600, "telemetry_window_s": 3600}
+    )
+    _upload(client)
+    token = _enroll(client, "dev-1")
+    batches = [  # (mean, std) of one feature over 16 inferences each
+        (1.0, 0.5, {"0": 8, "1": 8}),
+        (3.0, 1.0, {"0": 16}),
+        (2.0, 0.0, {"1": 16}),
+    ]
+    for mean, std, counts in batches:
+        stats = {"mean": [mean], "std": [std], "min": [mean - std], "max": [mean + std]}
+        body = GOOD | {
+            "telemetry": TELEMETRY | {"feature_stats": stats, "class_counts": counts}
+        }
+        assert _checkin(client, "dev-1", token, body).status_code == 200
+    assert _checkin(client, "dev-1", token, GOOD).status_code == 200  # stays raw
+    hour = window_start(now(), 3600)
+    with sessions() as session:
+        ids = sorted(session.scalars(select(Telemetry.id)))
+        session.execute(  # the first three: two hours old, in one window
+            update(Telemetry)
+            .where(Telemetry.id.in_(ids[:3]))
+            .values(received_at=hour - timedelta(minutes=90))
+        )
+        session.commit()
+        assert roll_up(session, cfg) == 3
+        assert roll_up(session, cfg) == 0
+        assert session.scalar(select(func.count()).select_from(Telemetry)) == 1
+    [window] = client.get("/v1/admin/telemetry/windows", headers=AS_ADMIN).json()
+    assert window["reports"] == 3 and window["inferences"] == 48
+    assert window["class_counts"] == {"0": 24, "1": 24}
+    pooled = np.concatenate(
+        [np.full(8, 0.5), np.full(8, 1.5), np.full(8, 2.0), np.full(8, 4.0)]
+        + [np.full(16, 2.0)]
+    )  # values with the batches' means and standard deviations
+    stats = window["feature_stats"]
+    assert stats["mean"] == pytest.approx([pooled.mean()])
+    assert stats["std"] == pytest.approx([pooled.std()], rel=1e-4)
+    assert stats["min"] == [0.5] and stats["max"] == [4.0]
+    with sessions() as session:  # 91 days on: the window is dropped too
+        roll_up(session, cfg, at=now() + timedelta(days=91))
+        assert session.scalar(select(func.count()).select_from(TelemetryWindow)) == 0
