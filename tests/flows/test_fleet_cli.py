@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
+from cli.services import make_fleet_root
 from edge_fleet.client import FleetAdmin
 from stack.secrets import stack_secrets
 from stack.services import fleet_spec, free_port
@@ -44,6 +45,7 @@ def test_simulate_rolls_out_the_champion_and_stops_a_broken_release(
             "fleet_port": free_port(),
         }
     )
+    make_fleet_root(settings, project / "params.yaml")  # as `edgeloop up` does
     fleet = start_service(fleet_spec(settings, project / "params.yaml"), settings)
     env = {
         "EDGELOOP_STATE_DIR": str(settings.state_dir),

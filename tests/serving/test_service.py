@@ -19,6 +19,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from cli.services import make_fleet_root
 from edge_fleet.client import FleetAdmin
 from flows.adapters import registry
 from stack.mlflow_auth import ensure_user
@@ -59,6 +60,7 @@ def served(champion, stack_settings, tmp_path):
             "fleet_port": free_port(),
         }
     )
+    make_fleet_root(settings, project / "params.yaml")  # as `edgeloop up` does
     fleet = start_service(fleet_spec(settings, project / "params.yaml"), settings)
     receiver = start_service(webhook_spec(settings), settings)
     ensure_webhook(settings)
