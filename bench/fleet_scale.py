@@ -131,6 +131,12 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=384, help="MLP width (~100 KB)")
     parser.add_argument("--poll-s", type=float, default=3.0)
+    parser.add_argument(
+        "--stage-timeout-s",
+        type=float,
+        default=60.0,
+        help="a stage is judged on what reported by then (a slow machine needs more)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="edgeloop-fleet-bench-"))
@@ -140,7 +146,7 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         "bake_s": 3,
         "canary_percent": 5,
         "waves": [25, 50],
-        "stage_timeout_s": 60,
+        "stage_timeout_s": args.stage_timeout_s,
         "profile_mix": {"gateway": 1.0},
         "offline_after_s": 120,
     }
