@@ -1,3 +1,3 @@
-from edge_fleet.device.agent import main
+from edge_fleet.device.command import main
 
 main()

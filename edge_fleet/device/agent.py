@@ -10,19 +10,15 @@ runs many in threads). On disk, per device (see slots.py):
 
 `state.json` changes only after the new slot passed its smoke test, so a device
 killed at any point restarts on a working model. A version that failed here is not
-retried until the fleet assigns another one.
-
-    python -m edge_fleet.device --server URL --device-id ID --profile mcu \
-        --cohort north --home DIR --root root.json --samples test.parquet
+retried until the fleet assigns another one. The command that runs one agent as a
+process is command.py (`python -m edge_fleet.device`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import random
-import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,15 +26,13 @@ from typing import Protocol
 
 import httpx
 import numpy as np
-import pandas as pd
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import TargetFile
 from tuf.ngclient import Updater
 
-from components.config import FleetConfig, load_params
+from components.config import FleetConfig
 from edge_fleet.device.fetcher import ResumingFetcher
 from edge_fleet.device.inference import RuntimeCache, predictions, rounded
-from edge_fleet.device.inputs import RecordedInputs
 from edge_fleet.device.slots import (
     active_version,
     load_state,
@@ -48,7 +42,6 @@ from edge_fleet.device.slots import (
 )
 from edge_fleet.files import commit_file
 from edge_fleet.tuf_repo import ROLLOUT, STABLE, in_scope
-from stack.settings import get_settings
 
 LATENCY_ROWS = 8
 log = logging.getLogger("edgeloop.device")
@@ -385,65 +378,3 @@ def poll_delay(cfg: FleetConfig, failures: int, rng: random.Random) -> float:
         else min(cfg.max_backoff_s, cfg.poll_s * 2**failures)
     )
     return base * (1 + rng.uniform(-cfg.poll_jitter, cfg.poll_jitter))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--server", required=True)
-    parser.add_argument("--device-id", required=True)
-    parser.add_argument("--profile", required=True)
-    parser.add_argument("--cohort", required=True)
-    parser.add_argument("--home", type=Path, required=True)
-    parser.add_argument("--root", type=Path, required=True, help="factory root.json")
-    parser.add_argument("--samples", type=Path, required=True, help="parquet, label")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--steps", type=int, default=0, help="stop after N (0: never)")
-    args = parser.parse_args()
-    # One line per event on standard output, for a journal (systemd) to keep.
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
-    )
-    logging.getLogger("tuf").setLevel(logging.WARNING)
-    settings = get_settings()
-    params = load_params(args.params)
-    profile = params.optimize.profiles.get(args.profile)
-    if profile is None:
-        parser.error(f"--profile {args.profile!r}: not in optimize.profiles")
-    if profile.runtime_memory_mb:  # the device's memory budget, for this process
-        limit = profile.runtime_memory_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    frame = pd.read_parquet(args.samples)
-    agent = Agent(
-        args.server,
-        Identity(args.device_id, args.profile, args.cohort),
-        args.home,
-        factory_root=args.root.read_bytes(),
-        enroll_code=settings.fleet_enroll_code.get_secret_value()
-        if settings.fleet_enroll_code
-        else None,
-        cfg=params.fleet,
-        stream=RecordedInputs(
-            frame.drop(columns=params.data.label_column).to_numpy(), seed=0
-        ),
-        http=httpx.Client(timeout=30),
-    )
-    run_forever(agent, params.fleet, args.steps)
-
-
-def run_forever(agent: Agent, cfg: FleetConfig, steps: int = 0) -> None:
-    """Poll (jitter, backoff after failures) for `steps` cycles, or forever."""
-    failures, done = 0, 0
-    while not steps or done < steps:
-        try:
-            agent.step()
-            failures = 0
-        except EnrollmentError as exc:
-            raise SystemExit(str(exc)) from None
-        except httpx.HTTPError as exc:
-            failures += 1
-            log.warning("check-in failed (%s); backing off", exc)
-        except Exception as exc:
-            failures += 1
-            log.exception("poll cycle failed (%s); backing off", exc)
-        done += 1
-        time.sleep(poll_delay(cfg, failures, agent.rng))
