@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -160,7 +161,7 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
     port, static_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     metadata = work / "fleet" / "tuf" / "metadata"
-    keys.init_once(
+    keys.init(
         work / "fleet" / "tuf",
         work / "fleet" / "keys",
         work / "root-keys",
@@ -233,14 +234,14 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         enrolled_s = time.perf_counter() - t0
 
         # 1. Check-ins/s against the static baseline, same concurrency.
-        admin.upload(
-            "1",
-            model,
+        upload = partial(
+            admin.upload,
             model=model_name,
             variant="fp32",
             profiles=["gateway"],
             features=inputs.shape[1],
         )
+        upload("1", model)
         admin.retarget("1", "bench warm-up")
         say("installing v1 on every device")
         for agent in agents:
@@ -277,14 +278,7 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
             agent.bytes_received = 0
         # v2: refitted with another seed, so every byte of the file differs.
         v2 = mlp_onnx(work / "mlp-v2.onnx", args.hidden, seed=1)
-        admin.upload(
-            "2",
-            v2,
-            model=model_name,
-            variant="fp32",
-            profiles=["gateway"],
-            features=inputs.shape[1],
-        )
+        upload("2", v2)
         database = work / "fleet" / "fleet.db"
         stored_before = _database_bytes(database)
         reports_before = stored_reports(database)

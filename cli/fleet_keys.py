@@ -75,6 +75,7 @@ def init(
         keys=count or cfg.root_keys,
         expiry=timedelta(days=cfg.root_expiry_days),
     )
+    assert md is not None  # without exist_ok, a second init raised
     root = md.signed
     console.print(
         f"root v{root.version}: {root.roles['root'].threshold} of "

@@ -73,14 +73,16 @@ def make_fleet_root(settings: Settings, params_file: Path) -> bool:
     `edgeloop fleet keys init`."""
     cfg = load_params(params_file).fleet
     tuf, online, offline = folders(None, None, settings)
-    return keys.init_once(
+    made = keys.init(
         tuf,
         online,
         offline,
         threshold=cfg.root_threshold,
         keys=cfg.root_keys,
         expiry=timedelta(days=cfg.root_expiry_days),
+        exist_ok=True,
     )
+    return made is not None
 
 
 def up(params_file: ParamsOption = Path("params.yaml")) -> None:

@@ -135,7 +135,7 @@ def latency_ratio(
 def confidence_drop(
     evidence: StageEvidence, checks: RolloutChecks, stage: str
 ) -> Cause | None:
-    drop = _weighted_confidence(evidence.previous) - _weighted_confidence(evidence.new)
+    drop = _median_confidence(evidence.previous) - _median_confidence(evidence.new)
     if not drop > checks.max_confidence_drop:
         return None
     return Cause(
@@ -170,7 +170,7 @@ def class_shift(
     return Cause("class_shift", round(shift, 4), checks.max_class_shift, stage, detail)
 
 
-def _weighted_confidence(rows: list[Telemetry]) -> float:
+def _median_confidence(rows: list[Telemetry]) -> float:
     """The median device's mean top-1 confidence."""
     means = []
     for reports in by_device(rows):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from components.config import FleetConfig
 from edge_fleet.checks import Cause, StageEvidence, judge
-from edge_fleet.db import Device, Model, Rollout, Telemetry, now
+from edge_fleet.db import Device, Model, Rollout, Telemetry, aware, now
 from edge_fleet.errors import FleetConflict
 from edge_fleet.retention import roll_up
 from edge_fleet.tuf_repo import ROLLOUT, STABLE, FleetRepository, in_scope
@@ -233,7 +233,7 @@ class Controller:
             if d.profile in model.profiles
             and in_scope(custom, d.id, d.cohort, d.profile)
         ]
-        waited = (now() - _aware(rollout.stage_started_at)).total_seconds()
+        waited = (now() - aware(rollout.stage_started_at)).total_seconds()
         if waited < self.cfg.bake_s:
             return
         evidence = self._evidence(session, rollout, members)
@@ -265,7 +265,7 @@ class Controller:
         return [
             d
             for d in session.scalars(select(Device))
-            if d.last_seen is not None and _aware(d.last_seen) >= seen_after
+            if d.last_seen is not None and aware(d.last_seen) >= seen_after
         ]
 
     def _fleet_failing(
@@ -371,10 +371,3 @@ class Controller:
             *rollout.events,
             {"at": now().isoformat(), "event": what, **details},
         ]
-
-
-def _aware(when: datetime) -> datetime:
-    """SQLite returns naive datetimes; they were stored in UTC."""
-    from datetime import UTC
-
-    return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -29,6 +29,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(when: datetime) -> datetime:
+    """A stored time in UTC (SQLite hands back naive datetimes; they were stored
+    in UTC)."""
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 class Base(DeclarativeBase):
     pass
 

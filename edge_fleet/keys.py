@@ -102,16 +102,20 @@ def init(
     threshold: int,
     keys: int,
     expiry: timedelta,
-) -> Metadata[Root]:
+    exist_ok: bool = False,
+) -> Metadata[Root] | None:
     """Root keys (`keys` of them, `threshold` to sign) into `root_dir`, one key per
     online role into `online_dir`, and the first root version signed by all root
-    keys. Refused when the repository already has a root."""
+    keys. When the repository already has a root: refused, or with `exist_ok`
+    (the embedded default's `edgeloop up`) nothing done and None returned."""
     if not 1 <= threshold <= keys:
         raise FleetKeyError(
             f"threshold {threshold} of {keys} root keys: expected 1 <= threshold "
             "<= keys"
         )
     if (metadata_dir(tuf_dir) / "root.json").exists():
+        if exist_ok:
+            return None
         raise FleetKeyError(
             f"{metadata_dir(tuf_dir)} already has a root: devices trust it; use "
             "`edgeloop fleet keys rotate` or `renew`"
@@ -182,23 +186,6 @@ def rotate(
     current_root(tuf_dir)  # a clear error before a key is made
     signer = make_key(online_dir, role)
     return new_root_version(tuf_dir, root_dir, expiry=expiry, rotate=(role, signer))
-
-
-def init_once(
-    tuf_dir: Path,
-    online_dir: Path,
-    root_dir: Path,
-    *,
-    threshold: int,
-    keys: int,
-    expiry: timedelta,
-) -> bool:
-    """`init` when the repository has no root yet (the embedded default's first
-    `edgeloop up`); False when it has one."""
-    if (metadata_dir(tuf_dir) / "root.json").exists():
-        return False
-    init(tuf_dir, online_dir, root_dir, threshold=threshold, keys=keys, expiry=expiry)
-    return True
 
 
 def warnings(tuf_dir: Path, online_dir: Path, *, renew_within: timedelta) -> list[str]:

@@ -23,7 +23,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from components.config import FleetConfig
-from edge_fleet.db import Telemetry, TelemetryWindow, now
+from edge_fleet.db import Telemetry, TelemetryWindow, aware, now
 
 BATCH = 5000  # raw reports rolled up per call
 
@@ -47,32 +47,39 @@ class Part:
 
     @classmethod
     def of_report(cls, t: Telemetry) -> Part:
-        stats = t.feature_stats
-        return cls(
-            1,
-            t.inferences,
-            t.errors,
-            t.latency_ms_median,
-            t.latency_ms_p95,
-            t.confidence_mean * t.inferences,
-            {k: int(v) for k, v in t.class_counts.items()},
-            list(stats["mean"]),
-            [s * s + m * m for m, s in zip(stats["mean"], stats["std"], strict=True)],
-            list(stats["min"]),
-            list(stats["max"]),
+        return cls.of_summary(
+            t, reports=1, latency_sum=t.latency_ms_median, counts=t.class_counts
         )
 
     @classmethod
     def of_window(cls, w: TelemetryWindow) -> Part:
-        stats = w.feature_stats
+        return cls.of_summary(
+            w,
+            reports=w.reports,
+            latency_sum=w.latency_ms_median * w.reports,
+            counts=w.class_counts,
+        )
+
+    @classmethod
+    def of_summary(
+        cls,
+        row: Telemetry | TelemetryWindow,
+        *,
+        reports: int,
+        latency_sum: float,
+        counts: dict,
+    ) -> Part:
+        """A report or a window: both carry the same fields (a window's latency
+        median is the mean of its reports')."""
+        stats = row.feature_stats
         return cls(
-            w.reports,
-            w.inferences,
-            w.errors,
-            w.latency_ms_median * w.reports,
-            w.latency_ms_p95,
-            w.confidence_mean * w.inferences,
-            dict(w.class_counts),
+            reports,
+            row.inferences,
+            row.errors,
+            latency_sum,
+            row.latency_ms_p95,
+            row.confidence_mean * row.inferences,
+            {k: int(v) for k, v in counts.items()},
             list(stats["mean"]),
             [s * s + m * m for m, s in zip(stats["mean"], stats["std"], strict=True)],
             list(stats["min"]),
@@ -118,8 +125,7 @@ class Part:
 
 
 def window_start(when: datetime, window_s: int) -> datetime:
-    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
-    seconds = int(aware.timestamp()) // window_s * window_s
+    seconds = int(aware(when).timestamp()) // window_s * window_s
     return datetime.fromtimestamp(seconds, UTC)
 
 

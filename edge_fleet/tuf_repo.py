@@ -41,7 +41,13 @@ from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
 from edge_fleet.files import atomic_write, commit_file
-from edge_fleet.keys import ONLINE_ROLES, FleetKeyError, current_root, signers_for
+from edge_fleet.keys import (
+    ONLINE_ROLES,
+    FleetKeyError,
+    current_root,
+    signers_for,
+    utc_now,
+)
 from stack.contracts import Channel
 
 STABLE, ROLLOUT = Channel.STABLE.value, Channel.ROLLOUT.value
@@ -86,6 +92,10 @@ class FleetRepository(Repository):
         }
         self.root_version = 0
         self.signers: dict[str, CryptoSigner] = {}
+        # When each online role's current version expires: set when this side
+        # signs it, read from its file once (the maintenance tick runs every
+        # controller tick and needs no file for it).
+        self.expires: dict[str, datetime] = {}
         self._load_keys()
         if not (self.metadata_dir / "targets.json").exists():
             self._initialise()
@@ -136,13 +146,19 @@ class FleetRepository(Repository):
             )
         if bump and md.signed.version >= 1 and self._path(role).exists():
             md.signed.version += 1
-        md.signed.expires = datetime.now(UTC).replace(microsecond=0) + self.expiry[role]
+        md.signed.expires = utc_now() + self.expiry[role]
         md.signatures.clear()
         md.sign(self.signers[role], append=True)
+        self.expires[role] = md.signed.expires
         data = md.to_bytes(JSONSerializer(compact=False))
         if role != Timestamp.type:
             atomic_write(self._path(role, md.signed.version), data)
         atomic_write(self._path(role), data)  # the current version, for this side
+
+    def _expires(self, role: str) -> datetime:
+        if role not in self.expires:
+            self.expires[role] = self.open(role).signed.expires
+        return self.expires[role]
 
     @property
     def targets_infos(self) -> dict[str, MetaFile]:
@@ -191,15 +207,11 @@ class FleetRepository(Repository):
             resigned = list(ONLINE_ROLES)
         else:
             now = datetime.now(UTC)
-            metadata = {
-                Targets.type: self.targets(),
-                Snapshot.type: self.snapshot(),
-                Timestamp.type: self.timestamp(),
-            }
-            for role in ONLINE_ROLES:
-                left = metadata[role].expires - now
-                if left <= self.expiry[role] * margin:
-                    resigned.append(role)
+            resigned = [
+                role
+                for role in ONLINE_ROLES
+                if self._expires(role) - now <= self.expiry[role] * margin
+            ]
         if Targets.type in resigned:
             with self.edit_targets():
                 pass  # a new version, re-signed, with the same targets
@@ -207,9 +219,6 @@ class FleetRepository(Repository):
             self.do_snapshot(force=Snapshot.type in resigned)
             self.do_timestamp(force=True)
         return resigned
-
-    def root_expires(self) -> datetime:
-        return current_root(self.dir).signed.expires
 
 
 def store_target(source: Path, stored: Path, digest: str) -> None:

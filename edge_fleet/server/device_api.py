@@ -4,7 +4,6 @@ targets. Every route but enrollment takes the device's bearer token."""
 # No `from __future__ import annotations`: FastAPI reads the Annotated aliases.
 
 import secrets
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +12,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from edge_fleet.db import Device, EnrollmentCode, Telemetry, now
+from edge_fleet.db import Device, EnrollmentCode, Telemetry, aware, now
 from edge_fleet.server.deps import (
     DB,
     Auth,
@@ -74,7 +73,7 @@ def enroll(
 def check_code(code: EnrollmentCode | None, body: Enrollment) -> None:
     if code is None:
         raise HTTPException(401, "unknown enrollment code (header X-Enroll-Code)")
-    if _aware(code.expires_at) <= now():
+    if aware(code.expires_at) <= now():
         raise HTTPException(401, f"enrollment code {code.id} expired")
     if code.used >= code.max_devices:
         raise HTTPException(
@@ -94,11 +93,6 @@ def check_code(code: EnrollmentCode | None, body: Enrollment) -> None:
                 f"{what} {value!r}: enrollment code {code.id} allows "
                 f"{', '.join(allowed)}",
             )
-
-
-def _aware(when: datetime) -> datetime:
-    """SQLite hands back naive datetimes (stored in UTC)."""
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @router.post("/v1/devices/{device_id}/checkin")

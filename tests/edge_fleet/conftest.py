@@ -118,6 +118,38 @@ def models(digits: Digits, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     return out
 
 
+def make_root(state_dir: Path, root_keys: Path, cfg: FleetConfig | None = None) -> None:
+    """The fleet's TUF root and keys in a server's state folder (once), with its
+    root keys apart, as `edgeloop up` makes them."""
+    cfg = cfg or FleetConfig()
+    keys.init(
+        state_dir / "tuf",
+        state_dir / "keys",
+        root_keys,
+        threshold=cfg.root_threshold,
+        keys=cfg.root_keys,
+        expiry=timedelta(days=cfg.root_expiry_days),
+        exist_ok=True,
+    )
+
+
+def device_on_v1_of(server, models, digits, http, home: Path) -> Agent:
+    """One enrolled device running v1 (good-1) as the stable version; v2 (good-2)
+    uploaded, not released."""
+    [device] = make_agents(server, digits, http, 1, home=home)
+    device.step()
+    server.upload("1", models["good-1"])
+    server.upload("2", models["good-2"])
+    server.admin.retarget("1", "test")
+    drive([device], lambda: device.version == "1")
+    return device
+
+
+@pytest.fixture
+def device_on_v1(fleet_server, models, digits, http, tmp_path) -> Agent:
+    return device_on_v1_of(fleet_server, models, digits, http, tmp_path / "device")
+
+
 @dataclass
 class FleetServer:
     url: str
@@ -138,14 +170,7 @@ class FleetServer:
     def start(self, env_extra: dict[str, str] | None = None) -> None:
         """The server process; its TUF root made first, as `edgeloop up` does,
         with the root keys outside its state folder."""
-        keys.init_once(
-            self.state_dir / "tuf",
-            self.state_dir / "keys",
-            self.root_keys,
-            threshold=self.cfg.root_threshold,
-            keys=self.cfg.root_keys,
-            expiry=timedelta(days=self.cfg.root_expiry_days),
-        )
+        make_root(self.state_dir, self.root_keys, self.cfg)
         env = (
             os.environ
             | {

@@ -25,24 +25,14 @@ import pytest
 
 from stack.services import free_port
 from tests.edge_fleet.conftest import (
+    device_on_v1_of,
     drive,
     linear_onnx,
-    make_agents,
     make_fleet_server,
     running,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def _on_v1(server, models, digits, http, home: Path):
-    [device] = make_agents(server, digits, http, 1, home=home)
-    device.step()
-    server.upload("1", models["good-1"])
-    server.upload("2", models["good-2"])
-    server.admin.retarget("1", "test")
-    drive([device], lambda: device.version == "1")
-    return device
 
 
 def _server_view(server) -> dict:
@@ -51,11 +41,11 @@ def _server_view(server) -> dict:
 
 
 def test_a_model_that_takes_one_fixed_batch_fails_its_smoke_test(
-    fleet_server, models, digits, http, tmp_path
+    fleet_server, device_on_v1, tmp_path
 ):
     """Exported with a batch of 8 fixed: it answers 8 rows (the old smoke test) and
     fails on one row (every latency measurement, every single reading)."""
-    device = _on_v1(fleet_server, models, digits, http, tmp_path / "device")
+    device = device_on_v1
     weights = np.random.default_rng(0).normal(size=(64, 10))
     fixed = linear_onnx(tmp_path / "fixed-8.onnx", weights, np.zeros(10), batch=8)
     fleet_server.upload("3", fixed)
@@ -77,10 +67,8 @@ class FailingSensor:
         raise OSError("sensor /dev/i2c-1 not answering")
 
 
-def test_a_failing_sensor_is_reported_not_fatal(
-    fleet_server, models, digits, http, tmp_path
-):
-    device = _on_v1(fleet_server, models, digits, http, tmp_path / "device")
+def test_a_failing_sensor_is_reported_not_fatal(fleet_server, device_on_v1, digits):
+    device = device_on_v1
     device.stream = FailingSensor(digits.x[:8])
     device.step()  # before: the exception left step() and crash-looped the agent
     state = _server_view(fleet_server)
@@ -119,7 +107,7 @@ def quick_refresh(tmp_path) -> Iterator:
 def test_a_repeated_old_hint_does_not_freeze_the_device(
     quick_refresh, models, digits, http, tmp_path
 ):
-    device = _on_v1(quick_refresh, models, digits, http, tmp_path / "device")
+    device = device_on_v1_of(quick_refresh, models, digits, http, tmp_path / "device")
     with httpx.Client(
         transport=HeldLink(device.known_timestamp, block_metadata=False), timeout=30
     ) as held:
@@ -132,13 +120,13 @@ def test_a_repeated_old_hint_does_not_freeze_the_device(
 def test_a_device_cut_off_from_metadata_reports_stale_then_recovers(
     quick_refresh, models, digits, http, tmp_path
 ):
-    device = _on_v1(quick_refresh, models, digits, http, tmp_path / "device")
+    device = device_on_v1_of(quick_refresh, models, digits, http, tmp_path / "device")
     with httpx.Client(
         transport=HeldLink(device.known_timestamp, block_metadata=True), timeout=30
     ) as held:
         device.http = held
         quick_refresh.admin.retarget("2", "while the link is held")
-        time.sleep(1.2)
+        device.verified_at -= 2  # verified longer ago than max_metadata_age_s
         device.step()  # refreshes (too old), fails: 503
         device.step()  # reports it
         state = _server_view(quick_refresh)

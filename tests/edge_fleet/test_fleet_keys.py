@@ -10,7 +10,6 @@ import datetime as dt
 import glob
 import json
 import subprocess
-import time
 import types
 from datetime import timedelta
 from pathlib import Path
@@ -20,11 +19,13 @@ from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, Root
 from tuf.ngclient._internal import trusted_metadata_set
 
+from components.config import FleetConfig
 from edge_fleet import keys
 from edge_fleet.keys import FleetKeyError
 from edge_fleet.tuf_repo import STABLE, FleetRepository
 from tests.conftest import BIN
-from tests.edge_fleet.conftest import drive, make_agents
+from tests.edge_fleet.conftest import drive, make_root
+from tests.waits import poll
 
 pytestmark = pytest.mark.integration
 
@@ -56,26 +57,8 @@ def move_device_clock(monkeypatch: pytest.MonkeyPatch, days: int) -> None:
     monkeypatch.setattr(trusted_metadata_set, "datetime", shim)
 
 
-@pytest.fixture
-def device_on_v1(fleet_server, models, digits, http, tmp_path):
-    [device] = make_agents(fleet_server, digits, http, 1, home=tmp_path / "device")
-    device.step()
-    fleet_server.upload("1", models["good-1"])
-    fleet_server.upload("2", models["good-2"])
-    fleet_server.admin.retarget("1", "test")
-    drive([device], lambda: device.version == "1")
-    return device
-
-
 def _signed(path: Path) -> dict:
     return json.loads(path.read_text())["signed"]
-
-
-def _until(done, max_s: float = 20) -> None:
-    deadline = time.monotonic() + max_s
-    while not done():
-        assert time.monotonic() < deadline, f"not reached within {max_s} s"
-        time.sleep(0.1)
 
 
 def _trusted_root_version(device) -> int:
@@ -96,7 +79,13 @@ def test_devices_keep_updating_with_the_clock_moved(
     fleet_server.kill()
     fleet_server.start(env_extra=moved_clock(days))
     move_device_clock(monkeypatch, days)
-    _until(lambda: _signed(metadata / "timestamp.json")["version"] > last)
+    resigned = poll(
+        lambda: _signed(metadata / "timestamp.json")["version"],
+        lambda version: version > last,
+        max_s=20,
+        every=0.1,
+    )
+    assert resigned > last, "the server did not re-sign within 20 s"
     later = dt.datetime.now(dt.UTC) + timedelta(days=days)
     for role in ("timestamp", "snapshot", "targets"):  # re-signed on the moved clock
         expires = dt.datetime.fromisoformat(
@@ -200,14 +189,7 @@ def test_a_new_root_needs_the_threshold_of_root_keys(tmp_path: Path):
     warnings = keys.warnings(tuf, online, renew_within=timedelta(days=90))
     assert warnings == []
     single = tmp_path / "single"
-    keys.init(
-        single / "tuf",
-        single / "keys",
-        single / "root-keys",
-        threshold=1,
-        keys=1,
-        expiry=timedelta(days=30),
-    )
+    make_root(single, single / "root-keys", FleetConfig(root_expiry_days=30))
     said = " ".join(
         keys.warnings(single / "tuf", single / "keys", renew_within=timedelta(days=90))
     )
@@ -217,14 +199,7 @@ def test_a_new_root_needs_the_threshold_of_root_keys(tmp_path: Path):
 def test_a_target_cut_short_is_copied_again_at_the_next_publish(tmp_path: Path, models):
     """A publish interrupted after part of the file was stored (a full disk) does
     not leave that part to be served to every device forever."""
-    keys.init(
-        tmp_path / "tuf",
-        tmp_path / "keys",
-        tmp_path / "root-keys",
-        threshold=1,
-        keys=1,
-        expiry=timedelta(days=30),
-    )
+    make_root(tmp_path, tmp_path / "root-keys")
     repo = FleetRepository(tmp_path / "tuf", tmp_path / "keys")
     entry = (models["good-1"], {"version": "1"})
     repo.publish({STABLE: entry})

@@ -20,7 +20,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select, update
 
 from components.config import FleetConfig
-from edge_fleet import keys
 from edge_fleet.db import (
     MIGRATIONS,
     Base,
@@ -36,6 +35,7 @@ from edge_fleet.db import (
 from edge_fleet.errors import FleetConflict
 from edge_fleet.retention import roll_up, window_start
 from edge_fleet.server import create_app
+from tests.edge_fleet.conftest import make_root
 
 ADMIN = "admin-secret"
 AS_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
@@ -54,14 +54,7 @@ TELEMETRY = {
 
 @pytest.fixture
 def api(tmp_path):
-    keys.init_once(
-        tmp_path / "fleet" / "tuf",
-        tmp_path / "fleet" / "keys",
-        tmp_path / "root-keys",
-        threshold=1,
-        keys=1,
-        expiry=timedelta(days=365),
-    )
+    make_root(tmp_path / "fleet", tmp_path / "root-keys")
     app = create_app(
         tmp_path / "fleet",
         FleetConfig(max_telemetry_bytes=4096),

@@ -14,20 +14,9 @@ import pytest
 from tuf.api.metadata import Metadata, Timestamp
 
 from edge_fleet.tuf_repo import STABLE, FleetRepository
-from tests.edge_fleet.conftest import drive, make_agents
+from tests.edge_fleet.conftest import drive
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def device_on_v1(fleet_server, models, digits, http, tmp_path):
-    [device] = make_agents(fleet_server, digits, http, 1, home=tmp_path / "device")
-    device.step()
-    fleet_server.upload("1", models["good-1"])
-    fleet_server.upload("2", models["good-2"])
-    fleet_server.admin.retarget("1", "test")
-    drive([device], lambda: device.version == "1")
-    return device
 
 
 def _refused(device, server, expected: str) -> None:
