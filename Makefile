@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run loop test test-fast lint up down status clean
+.PHONY: setup run loop test test-fast lint up down status clean bench-serving
 
 setup: $(STAMP)
 
@@ -54,6 +54,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -rs -m "not integration and not slow" --timeout=120 --durations=10 \
 		-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+
+# Serving against a hand-written FastAPI endpoint, measured by hey (README,
+# "Serving"); needs the stack's MLflow with a champion (`make run` first).
+bench-serving: $(STAMP)
+	bash tests/system_packages.sh
+	$(BIN)/python -m bench.serving_throughput
 
 # ruff, and the layers of DESIGN.md as import-linter contracts (pyproject.toml).
 lint: $(STAMP)

@@ -1,11 +1,13 @@
 """The serving benchmark's baseline: the same champion file behind a minimal FastAPI
-endpoint, one request at a time, no batching.
+endpoint, one request at a time, no batching: what a user writes by hand.
 
-    python -m bench.baseline_server --port 3100   (MLflow from the settings)"""
+    python -m bench.baseline_server --port 3100 [--params params.yaml]
+(MLflow from the settings)"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import uvicorn
@@ -21,8 +23,8 @@ class Request(BaseModel):
     instances: list[list[float]]
 
 
-def create_app() -> FastAPI:
-    params = load_params()
+def create_app(params_file: Path) -> FastAPI:
+    params = load_params(params_file)
     source = AliasSource(
         get_settings().tracking_uri, params.registry.model_name, params.serving
     )
@@ -47,5 +49,8 @@ def create_app() -> FastAPI:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
-    uvicorn.run(create_app(), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(
+        create_app(args.params), host="127.0.0.1", port=args.port, log_level="warning"
+    )

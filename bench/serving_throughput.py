@@ -1,139 +1,248 @@
-"""Serving throughput and latency: the BentoML service (adaptive batching) against
-the same model behind a minimal FastAPI endpoint without batching, both started
-here on loopback, at concurrency 1, 8 and 64, one row per request.
+"""Serving throughput and latency, measured by a load generator we did not write
+(`hey`, Debian's package): the BentoML service (serving/service.py) against the
+same model file behind a minimal FastAPI endpoint (bench/baseline_server.py), both
+started here on loopback, at concurrency 1, 8, 64 and 256, one row per request,
+each server in turn at each level.
 
-Needs the stack's MLflow with a champion: run `make run` first.
+Two models: the registry's champion (the digits CNN, fp32: tiny, so the HTTP stack
+is most of the cost), and a compute-heavier wide CNN (about 4.8 M multiply-adds a
+row, random weights: speed does not depend on them) registered here as
+`edgeloop-bench-wide`, where batching has something to gain.
 
-    .venv/bin/python -m bench.serving_throughput [--requests 1500]
+Needs the stack's MLflow with a champion (`make run` first) and `hey`
+(`apt-get install hey`; tests/system_packages.sh installs it).
+
+    .venv/bin/python -m bench.serving_throughput [--requests 3000] [--levels 1 8 64 256]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import csv
+import io
+import json
 import os
-import statistics
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import mlflow
+import numpy as np
 import pandas as pd
+import torch
+import yaml
+from mlflow import MlflowClient
+from torch import nn
 
+from components.config import load_params
+from components.optimization.compress import count_macs, export_onnx
 from stack.secrets import client_env
 from stack.services import free_port
 from stack.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[1]
+WIDE = "edgeloop-bench-wide"
 
 
-def start(command: list[str], url: str) -> subprocess.Popen:
+@dataclass(frozen=True)
+class Result:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def hey(url: str, body: Path, requests: int, concurrency: int) -> Result:
+    """`requests` POSTs of `body` from `concurrency` workers; hey's per-request CSV
+    gives latencies and status codes, the wall clock the rate."""
+    began = time.perf_counter()
+    out = subprocess.run(
+        ["hey", "-n", str(requests), "-c", str(concurrency), "-m", "POST"]
+        + ["-T", "application/json", "-D", str(body), "-o", "csv", "-t", "30", url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    ).stdout
+    elapsed = time.perf_counter() - began
+    rows = list(csv.DictReader(io.StringIO(out)))
+    latency = np.array([float(r["response-time"]) * 1000 for r in rows])
+    errors = requests - sum(r["status-code"] == "200" for r in rows)
+    return Result(
+        len(rows) / elapsed,
+        float(np.percentile(latency, 50)) if len(latency) else float("nan"),
+        float(np.percentile(latency, 99)) if len(latency) else float("nan"),
+        errors,
+    )
+
+
+def wide_cnn() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 128, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(128 * 64, 10),
+    )
+
+
+def register_wide(client: MlflowClient, params: dict[str, str], folder: Path) -> int:
+    """The wide CNN as the champion of `edgeloop-bench-wide`, with the files and
+    params serving reads (the digits champion's labels and feature range)."""
+    model = wide_cnn()
+    onnx = export_onnx(model, 64, folder / "variants" / "wide.onnx")
+    report = folder / "optimize" / "variants.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps({"variants": [{"name": "fp32", "file": onnx.name}]}))
+    mlflow.set_experiment("edgeloop-bench")
+    with mlflow.start_run(run_name="wide-cnn") as run:
+        mlflow.log_params(
+            {k: params[k] for k in ("validation.labels", "validation.feature_range")}
+        )
+        mlflow.log_artifact(str(report), "optimize")
+        mlflow.log_artifact(str(onnx), "variants")
+    if not client.search_registered_models(f"name = '{WIDE}'"):
+        client.create_registered_model(WIDE)
+    version = client.create_model_version(
+        WIDE, f"runs:/{run.info.run_id}/variants", run.info.run_id
+    ).version
+    client.set_registered_model_alias(WIDE, "champion", version)
+    return count_macs(model, 64)
+
+
+def params_for(model_name: str, folder: Path) -> Path:
+    """params.yaml with serving for `model_name`, and no prediction log (the bench's
+    one repeated row must not reach drift monitoring)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["registry"]["model_name"] = model_name
+    raw["serving"]["log_sample_rate"] = 0.0
+    path = folder / f"params-{model_name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def start(command: list[str], port: int, params: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
-        command,
+        command + ["--port", str(port)],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,
         # Both servers read the registry as the stack's MLflow service user.
-        env=os.environ
-        | client_env(get_settings())
-        | {"EDGELOOP_PARAMS": "params.yaml"},
+        env=os.environ | client_env(get_settings()) | {"EDGELOOP_PARAMS": str(params)},
     )
-    deadline = time.monotonic() + 120
+    url = f"http://127.0.0.1:{port}/predict"
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            httpx.post(url, json={"instances": [[0.0] * 64]}, timeout=2)
-            return proc
+            if httpx.post(url, json={"instances": [[0.0] * 64]}, timeout=5).is_success:
+                return proc
         except httpx.HTTPError:
-            time.sleep(1)
-    proc.kill()
+            pass
+        time.sleep(1)
+    stop(proc)
     raise SystemExit(f"{command[0]} did not answer at {url}")
 
 
-async def load(
-    url: str, rows: list[list[float]], concurrency: int, requests: int
-) -> tuple[float, list[float], int]:
-    """`requests` POSTs (bounded) from `concurrency` workers; throughput, latencies."""
-    latencies: list[float] = []
-    failures = 0
-    counter = iter(range(requests))
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, 15)
+    except ProcessLookupError:
+        return
+    proc.wait(timeout=60)
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal failures
-        for i in counter:
-            start = time.perf_counter()
-            reply = await client.post(url, json={"instances": [rows[i % len(rows)]]})
-            latencies.append((time.perf_counter() - start) * 1000)
-            failures += reply.status_code != 200
 
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        began = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    return requests / elapsed, sorted(latencies), failures
+def servers(params: Path) -> dict[str, list[str]]:
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    return {
+        "bentoml": [bentoml, "serve", "serving.service:Predictor"]
+        + ["--host", "127.0.0.1"],
+        "fastapi": [sys.executable, "-m", "bench.baseline_server"]
+        + ["--params", str(params)],
+    }
+
+
+def measure(
+    model: str, params: Path, body: Path, levels: list[int], requests: int
+) -> list[str]:
+    """Both servers, each level against each in turn; the README's table rows."""
+    ports = {"bentoml": free_port(), "fastapi": free_port()}
+    procs = {
+        name: start(command, ports[name], params)
+        for name, command in servers(params).items()
+    }
+    rows = []
+    try:
+        for concurrency in levels:
+            results = {}
+            for name, port in ports.items():
+                url = f"http://127.0.0.1:{port}/predict"
+                hey(url, body, min(requests, 200), concurrency)  # warm-up
+                results[name] = result = hey(url, body, requests, concurrency)
+                print(
+                    f"{model:>20} {concurrency:>5} {name:>8} {result.rate:8.0f} "
+                    f"{result.p50_ms:8.1f} {result.p99_ms:8.1f} {result.errors:>6}",
+                    flush=True,
+                )
+            b, f = results["bentoml"], results["fastapi"]
+            ratio = b.rate / f.rate
+            print(f"{'':>20} {concurrency:>5} bentoml / fastapi: {ratio:.2f}x")
+            rows.append(
+                f"| {model} | {concurrency} | {b.rate:.0f} | {b.p50_ms:.1f} / "
+                f"{b.p99_ms:.1f} ms | {b.errors} | {f.rate:.0f} | {f.p50_ms:.1f} / "
+                f"{f.p99_ms:.1f} ms | {f.errors} | {ratio:.2f}x |"
+            )
+    finally:
+        for proc in procs.values():
+            stop(proc)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=1500)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 64, 256])
+    parser.add_argument("--skip-wide", action="store_true")
     args = parser.parse_args()
-    rows = (
-        pd.read_parquet(REPO / "data/prepared/test.parquet")
-        .drop(columns="label")
-        .to_numpy()
-        .tolist()
-    )
-    bento_port, base_port = free_port(), free_port()
-    bin_dir = Path(sys.executable).parent
-    servers = {
-        "bentoml": start(
-            [
-                str(bin_dir / "bentoml"),
-                "serve",
-                "serving.service:Predictor",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(bento_port),
-            ],
-            f"http://127.0.0.1:{bento_port}/predict",
-        ),
-        "fastapi": start(
-            [sys.executable, "-m", "bench.baseline_server", "--port", str(base_port)],
-            f"http://127.0.0.1:{base_port}/predict",
-        ),
-    }
-    urls = {
-        "bentoml": f"http://127.0.0.1:{bento_port}/predict",
-        "fastapi": f"http://127.0.0.1:{base_port}/predict",
-    }
-    try:
+    if shutil.which("hey") is None:
+        raise SystemExit("hey is not installed: apt-get install hey")
+    settings = get_settings()
+    os.environ.update(client_env(settings))
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri)
+    name = load_params(REPO / "params.yaml").registry.model_name
+    champion = client.get_model_version_by_alias(name, "champion")
+    row = pd.read_parquet(REPO / "data/prepared/test.parquet").drop(columns="label")
+    with tempfile.TemporaryDirectory(prefix="edgeloop-bench-") as tmp:
+        folder = Path(tmp)
+        body = folder / "body.json"
+        body.write_text(json.dumps({"instances": [row.iloc[0].tolist()]}))
+        models = [name] if args.skip_wide else [name, WIDE]
+        if not args.skip_wide:
+            run_params = client.get_run(champion.run_id).data.params
+            macs = register_wide(client, run_params, folder / "wide")
+            print(f"{WIDE}: {macs / 1e6:.1f} M multiply-adds per row")
         print(
-            f"{'concurrency':>11} {'server':>8} {'req/s':>8} {'p50 ms':>7} "
-            f"{'p99 ms':>7} {'failed':>6}"
+            f"{'model':>20} {'conc':>5} {'server':>8} {'req/s':>8} {'p50 ms':>8} "
+            f"{'p99 ms':>8} {'errors':>6}"
         )
-        for concurrency in (1, 8, 64):
-            rates = {}
-            for name, url in urls.items():
-                rate, lat, failed = asyncio.run(
-                    load(url, rows, concurrency, args.requests)
-                )
-                rates[name] = rate
-                p99 = lat[int(0.99 * (len(lat) - 1))]
-                print(
-                    f"{concurrency:>11} {name:>8} {rate:8.0f} "
-                    f"{statistics.median(lat):7.1f} {p99:7.1f} {failed:>6}"
-                )
-            print(
-                f"{'':>11} bentoml / fastapi throughput: "
-                f"{rates['bentoml'] / rates['fastapi']:.2f}x"
-            )
-    finally:
-        for proc in servers.values():
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=30)
+        table = []
+        for model in models:
+            params = params_for(model, folder)
+            table += measure(model, params, body, args.levels, args.requests)
+    print(
+        "\n| model | concurrency | BentoML req/s | p50 / p99 | errors | FastAPI "
+        "req/s | p50 / p99 | errors | ratio |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    print("\n".join(table))
 
 
 if __name__ == "__main__":

@@ -38,9 +38,10 @@ def run(project: ProjectOption = Path(".")) -> None:
     print_result(result, settings)
     with console.status("serving") as status:
         serving = ensure_serving(settings, project / "params.yaml", status.update)
-    if serving is not None:
+    if serving is not None:  # what the service says it answers with
         console.print(
-            f"  serving:      {serving.url}/predict (champion v{result.champion})"
+            f"  serving:      {serving.url}/predict answers {serving.model_name} "
+            f"v{serving.model_version}"
         )
 
 

@@ -64,7 +64,7 @@ def start_all(
     progress("starting the worker")
     states.append(supervisor.ensure("worker"))
     serving = ensure_serving(settings, params_file, progress=progress)
-    return states + ([serving] if serving else [])
+    return states + ([supervisor.state("serving")] if serving else [])
 
 
 def make_fleet_root(settings: Settings, params_file: Path) -> bool:

@@ -4,9 +4,9 @@ holds the alias, its variant file downloaded and loaded, its class labels."""
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import mlflow
@@ -17,36 +17,7 @@ from mlflow.exceptions import MlflowException
 from components.config import ServingConfig
 from components.errors import ServiceError
 from components.optimization.runtime import LiteRtModel, OnnxRuntimeModel, load_runtime
-
-
-@dataclass(frozen=True)
-class FeatureRanges:
-    """The data contract a version was trained under (its run's params), per input
-    position: the allowed [low, high] (validation.column_ranges for a named
-    column, else validation.feature_range; unbounded where neither names one), the
-    setting that says so, and the column's name where the run names its columns."""
-
-    low: list[float]
-    high: list[float]
-    setting: list[str]
-    names: list[str] | None
-
-    @classmethod
-    def of_run(cls, params: dict[str, str], n_features: int) -> FeatureRanges:
-        default = json.loads(params.get("validation.feature_range", "null"))
-        lo, hi = default if default is not None else (-math.inf, math.inf)
-        low, high = [float(lo)] * n_features, [float(hi)] * n_features
-        setting = ["validation.feature_range"] * n_features
-        names = json.loads(params.get("validation.feature_columns", "null"))
-        names = names if names and len(names) == n_features else None
-        prefix = "validation.column_ranges."
-        for key, value in params.items():
-            column = key.removeprefix(prefix)
-            if key.startswith(prefix) and names and column in names:
-                i = names.index(column)
-                low[i], high[i] = (float(v) for v in json.loads(value))
-                setting[i] = key
-        return cls(low, high, setting, names)
+from serving.contract import FeatureRanges, RowContract
 
 
 @dataclass(frozen=True)
@@ -58,6 +29,10 @@ class LoadedModel:
     runtime: OnnxRuntimeModel | LiteRtModel
     ranges: FeatureRanges
 
+    @cached_property
+    def contract(self) -> RowContract:
+        return RowContract(self.version, self.n_features, self.ranges)
+
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         logits = self.runtime.logits(x).astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)
@@ -66,10 +41,19 @@ class LoadedModel:
 
 
 class AliasSource:
-    def __init__(self, tracking_uri: str, model_name: str, cfg: ServingConfig) -> None:
+    """The registered model `model_name`'s version behind `cfg.alias`, loaded with
+    `threads` ONNX Runtime threads."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        model_name: str,
+        cfg: ServingConfig,
+        threads: int = 1,
+    ) -> None:
         self.client = MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
-        self.name, self.cfg = model_name, cfg
+        self.name, self.cfg, self.threads = model_name, cfg, threads
 
     def current_version(self) -> str:
         try:
@@ -102,13 +86,16 @@ class AliasSource:
             else "fp32"
         )
         [variant] = [v for v in report["variants"] if v["name"] == wanted]
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run.info.run_id,
-            artifact_path=f"variants/{variant['file']}",
-            dst_path=tempfile.mkdtemp(prefix="edgeloop-serving-"),
-            tracking_uri=self.tracking_uri,
-        )
-        runtime = load_runtime(Path(local))
+        # The runtimes hold the model in memory: the download is not kept (one
+        # folder per load was left in /tmp before).
+        with tempfile.TemporaryDirectory(prefix="edgeloop-model-") as folder:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id,
+                artifact_path=f"variants/{variant['file']}",
+                dst_path=folder,
+                tracking_uri=self.tracking_uri,
+            )
+            runtime = load_runtime(Path(local), threads=self.threads)
         classes = json.loads(run.data.params["validation.labels"])
         n = _n_features(runtime)
         ranges = FeatureRanges.of_run(run.data.params, n)

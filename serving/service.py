@@ -1,11 +1,14 @@
 """BentoML serving of the registry's model behind an alias (`champion` by default).
 
-`Classifier` runs the model with adaptive batching; `Predictor` is the front door: it
-checks each request on its own (so a bad one never fails a batch of good ones),
-answers 4xx with what was expected, and logs a sample for monitoring. The alias is
-polled; a new version is loaded beside the old one and swapped in whole, so no
-request fails during a switch. The release flow calls `/refresh` after an alias
-change, so a promotion does not wait for the next poll.
+One service: the model lives in the process that answers HTTP (no second BentoML
+service behind a socket, bentoml/BentoML#2923). Each request is checked on its own,
+vectorised, against its version's contract (so a bad one never fails good ones),
+then joins an in-process micro-batcher (serving/batcher.py says why not BentoML's
+`batchable` API). `serving.workers` processes (default: one per core) each load the
+model once, with ONNX Runtime's threads split between them; an alias change is
+switched for all workers at one moment (serving/switch.py), so no request fails and
+none is answered by the old version after the new one. The release flow calls
+`/refresh` after an alias change, so a promotion does not wait for the next poll.
 
     bentoml serve serving.service:Predictor --host 127.0.0.1 --port 3000
 (params.yaml from the working folder or EDGELOOP_PARAMS; MLflow from the settings)"""
@@ -13,10 +16,8 @@ change, so a promotion does not wait for the next poll.
 from __future__ import annotations
 
 import logging
-import math
-import threading
-from dataclasses import asdict, dataclass
-from functools import cached_property
+import os
+from dataclasses import asdict
 from pathlib import Path
 
 import bentoml
@@ -25,59 +26,27 @@ from bentoml.exceptions import InvalidArgument
 from pydantic import BaseModel
 
 from components.config import load_params
-from serving.model_source import AliasSource, FeatureRanges, LoadedModel
+from serving.batcher import MicroBatcher
+from serving.model_source import AliasSource, LoadedModel
 from serving.prediction_log import PredictionLog
+from serving.switch import ModelSwitch, shared_folder, start_following
 from stack.body_limit import ASGIApp, BodyLimit
 from stack.settings import get_settings
 
 log = logging.getLogger("edgeloop.serving")
 
 
-@dataclass(frozen=True)
-class RowContract:
-    """What a request's rows must be for one model version: its feature count, and
-    each value finite in float32 (the dtype the model runs in) and within the data
-    contract's range for its column."""
+def _params_path() -> Path:
+    return get_settings().params
 
-    version: str
-    n_features: int
-    ranges: FeatureRanges
 
-    @cached_property
-    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """The ranges as float32 arrays, made once per contract (not per request)."""
-        return (
-            np.asarray(self.ranges.low, dtype=np.float32),
-            np.asarray(self.ranges.high, dtype=np.float32),
-        )
+def cores() -> int:
+    return len(os.sched_getaffinity(0))
 
-    def check(self, instances: list[list[float]]) -> np.ndarray:
-        """The rows as the model's float32 input; InvalidArgument (400) naming the
-        first row and column that break the contract."""
-        for i, row in enumerate(instances):
-            if len(row) != self.n_features:
-                raise InvalidArgument(
-                    f"instances[{i}]: expected {self.n_features} features, "
-                    f"got {len(row)}"
-                )
-        with np.errstate(over="ignore"):  # past float32's range: inf, refused below
-            rows = np.asarray(instances, dtype=np.float64).astype(np.float32)
-        low, high = self.bounds
-        bad = ~np.isfinite(rows) | (rows < low) | (rows > high)
-        if bad.any():
-            i, j = (int(k) for k in np.argwhere(bad)[0])
-            raise InvalidArgument(self.why(i, j, instances[i][j]))
-        return rows
 
-    def why(self, i: int, j: int, value: float) -> str:
-        column = f" ({self.ranges.names[j]})" if self.ranges.names else ""
-        where = f"instances[{i}][{j}]{column}"
-        if not math.isfinite(value) or abs(value) > np.finfo(np.float32).max:
-            return f"{where}: {value!r} is not a finite float32"
-        return (
-            f"{where}: {value!r} is outside [{self.ranges.low[j]:g}, "
-            f"{self.ranges.high[j]:g}] ({self.ranges.setting[j]})"
-        )
+def worker_count() -> int:
+    """serving.workers, or one per core; read when BentoML imports this module."""
+    return load_params(_params_path()).serving.workers or cores()
 
 
 class ServingBodyLimit(BodyLimit):
@@ -94,139 +63,86 @@ class Prediction(BaseModel):
     model_version: str
 
 
-def _params_path() -> Path:
-    return get_settings().params
+WORKERS = worker_count()
 
 
-# BentoML 1.4.40 closes the front service's session to this one every 100 calls or
-# 300 s while other calls are still in flight on it ("Connector is closed", a 500
-# under concurrency: bentoml/BentoML#5544); keep one session for the process.
+def _probabilities(model: LoadedModel, rows: np.ndarray) -> np.ndarray:
+    return model.probabilities(rows)
+
+
 @bentoml.service(
-    name="edgeloop-classifier",
-    traffic={"timeout": 30},
-    runner_connection={"max_requests": 2**62, "max_age": 10.0**12},
+    name="edgeloop",
+    workers=WORKERS,
+    traffic={"timeout": 30, "max_concurrency": 512},
 )
-class Classifier:
-    def __init__(self) -> None:
-        params = load_params(_params_path())
-        self.cfg = params.serving
-        self.source = AliasSource(
-            get_settings().tracking_uri, params.registry.model_name, self.cfg
-        )
-        self.model: LoadedModel = self.source.load(self.source.current_version())
-        self.switching = threading.Lock()
-        self.stop = threading.Event()
-        threading.Thread(target=self._follow_alias, daemon=True).start()
-
-    def _switch(self) -> tuple[str, str]:
-        """Load the version the alias names now, if it is another one; the old model
-        answers until the new one is loaded. Returns (before, after)."""
-        with self.switching:
-            before = self.model.version
-            version = self.source.current_version()
-            if version != before:
-                self.model = self.source.load(version)  # one reference swap
-                log.info("now serving version %s (was %s)", version, before)
-            return before, self.model.version
-
-    def _follow_alias(self) -> None:
-        while not self.stop.wait(self.cfg.poll_s):
-            try:
-                self._switch()
-            except Exception:
-                log.exception(
-                    "could not follow the alias; still serving v%s", self.model.version
-                )
-
-    @bentoml.api
-    def refresh(self) -> dict:
-        """Re-read the alias now (the release flow calls this after a change)."""
-        before, after = self._switch()
-        return {"previous_version": before, "model_version": after}
-
-    @bentoml.api
-    def describe(self) -> dict:
-        model = self.model
-        return {
-            "model_version": model.version,
-            "variant": model.variant,
-            "n_features": model.n_features,
-            "classes": model.classes,
-            "ranges": asdict(model.ranges),
-        }
-
-    # Adaptive batching. BentoML answers 503 to a request it predicts cannot be
-    # served within max_latency_ms, so this is a ceiling, not a target (20 ms made
-    # requests fail under load on this 2-core machine).
-    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=1000)
-    def classify(self, features: np.ndarray) -> list[dict]:
-        model = self.model  # the same model for the whole batch
-        probabilities = model.probabilities(features.astype(np.float32))
-        return [
-            {
-                "label": model.classes[int(p.argmax())],
-                "probabilities": [float(v) for v in p],
-                "model_version": model.version,
-            }
-            for p in probabilities
-        ]
-
-
-@bentoml.service(name="edgeloop", traffic={"timeout": 30, "max_concurrency": 512})
 class Predictor:
-    classifier = bentoml.depends(Classifier)
-
     def __init__(self) -> None:
         params = load_params(_params_path())
         self.cfg = params.serving
+        self.model_name = params.registry.model_name
+        # Each worker's ONNX Runtime gets its share of the cores: workers never
+        # oversubscribe them.
+        threads = max(1, cores() // WORKERS)
+        source = AliasSource(
+            get_settings().tracking_uri, self.model_name, self.cfg, threads=threads
+        )
+        worker = bentoml.server_context.worker_index or 1
+        self.models = ModelSwitch(source, shared_folder(), WORKERS, worker)
+        start_following(self.models, poll_s=0.05, alias_poll_s=self.cfg.poll_s)
+        self.batcher = MicroBatcher(_probabilities, self.cfg.max_batch_rows)
         self.log = PredictionLog(
             params.paths.prediction_log,
             self.cfg.log_sample_rate,
             self.cfg.log_rows_per_file,
         )
-        # The contract of the model last seen (its version, feature count and
-        # ranges); refreshed when an answer comes from another version, so a switch
-        # cannot leave a stale check.
-        self.contract: RowContract | None = None
-
-    async def _contract(self) -> RowContract:
-        if self.contract is None:
-            described = await self.classifier.to_async.describe()
-            self.contract = RowContract(
-                str(described["model_version"]),
-                int(described["n_features"]),
-                FeatureRanges(**described["ranges"]),
-            )
-        return self.contract
 
     @bentoml.api
-    async def refresh(self) -> dict:
-        """Switch to the version the alias names now, without waiting for the next
-        poll. Safe to call by anyone on loopback: it only re-reads the registry."""
-        answer = await self.classifier.to_async.refresh()
-        self.contract = None
-        return answer
+    def refresh(self) -> dict:
+        """Switch every worker to the version the alias names now, without waiting
+        for the next poll. Safe to call by anyone on loopback: it only re-reads the
+        registry."""
+        before, after = self.models.switch()
+        return {"previous_version": before, "model_version": after}
+
+    @bentoml.api
+    def describe(self) -> dict:
+        """Which model and version this service answers with, and its contract."""
+        model = self.models.current()
+        return {
+            "model_name": self.model_name,
+            "model_version": model.version,
+            "variant": model.variant,
+            "n_features": model.n_features,
+            "classes": model.classes,
+            "ranges": asdict(model.ranges),
+            "workers": WORKERS,
+            "batches": self.batcher.batches,
+            "batched_rows": self.batcher.batched_rows,
+        }
 
     @bentoml.api
     async def predict(self, instances: list[list[float]]) -> list[Prediction]:
         """Classify rows of raw features; answers one Prediction per row."""
-        contract = await self._contract()
         if not instances or len(instances) > self.cfg.max_request_rows:
             raise InvalidArgument(
                 f"instances: expected 1 to {self.cfg.max_request_rows} "
                 f"rows, got {len(instances)}"
             )
-        answers = await self.classifier.to_async.classify(contract.check(instances))
-        if answers[0]["model_version"] != contract.version:
-            self.contract = None  # a new version answered: re-read its contract
-        for row, answer in zip(instances, answers, strict=True):
-            self.log.offer(
-                row,
-                answer["label"],
-                max(answer["probabilities"]),
-                answer["model_version"],
+        model = self.models.current()  # one version for the whole request
+        rows = model.contract.check(instances)
+        probabilities = await self.batcher.submit(model, rows)
+        labels = probabilities.argmax(axis=1)
+        answers = [
+            Prediction(
+                label=model.classes[int(k)],
+                probabilities=p.tolist(),
+                model_version=model.version,
             )
-        return [Prediction(**a) for a in answers]
+            for k, p in zip(labels, probabilities, strict=True)
+        ]
+        for row, answer in zip(instances, answers, strict=True):
+            self.log.offer(row, answer.label, max(answer.probabilities), model.version)
+        return answers
 
 
 Predictor.add_asgi_middleware(ServingBodyLimit)

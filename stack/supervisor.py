@@ -20,8 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from supervisor.xmlrpc import SupervisorTransport
 
+from components.config import load_params
 from components.errors import ServiceError
 from stack.services import (
     ServiceSpec,
@@ -244,13 +246,38 @@ class Supervisor:
         return running
 
 
+@dataclass(frozen=True)
+class Serving:
+    """Serving as it answers: its URL and the model and version it serves (read
+    from the service, not assumed from the registry)."""
+
+    url: str
+    model_name: str
+    model_version: str
+
+
+def serving_answers(url: str) -> tuple[str, str] | None:
+    """(model name, version) the service at `url` answers with; None when no
+    service answers there (or an older one without a model name)."""
+    try:
+        answer = httpx.post(f"{url}/describe", json={}, timeout=30)
+        body = answer.json() if answer.is_success else {}
+    except (httpx.HTTPError, ValueError):
+        return None
+    if "model_name" not in body:
+        return None
+    return str(body["model_name"]), str(body["model_version"])
+
+
 def ensure_serving(
     settings: Settings,
     params_file: Path = Path("params.yaml"),
     progress: Callable[[str], None] = lambda _: None,
-) -> ServiceState | None:
-    """Serving, started under the process manager once the registry has a champion;
-    None until then, or when the stack was not started by `edgeloop up`."""
+) -> Serving | None:
+    """Serving of params' `registry.model_name`, started under the process manager
+    once the registry has a champion; restarted when it serves another model (the
+    params changed since it started: it reads them when it starts). None until
+    there is a champion, or when the stack was not started by `edgeloop up`."""
     if champion_version(settings, params_file) is None:
         progress("serving waits for a champion (run the pipeline: `edgeloop run`)")
         return None
@@ -259,7 +286,20 @@ def ensure_serving(
         progress("serving is started by `edgeloop up` (its process manager is down)")
         return None
     progress(f"starting serving on {settings.serving_url}")
-    return supervisor.ensure("serving")
+    supervisor.ensure("serving")
+    wanted = load_params(params_file).registry.model_name
+    answers = serving_answers(settings.serving_url)
+    if answers is None or answers[0] != wanted:
+        progress(f"restarting serving for model {wanted}")
+        supervisor.rpc.supervisor.stopProcess("serving")
+        supervisor.ensure("serving")
+        answers = serving_answers(settings.serving_url)
+    if answers is None:
+        raise ServiceError(
+            f"serving at {settings.serving_url} does not say which model it serves",
+            hint=f"see {log_file(settings, 'serving')}",
+        )
+    return Serving(settings.serving_url, *answers)
 
 
 def _tail(log: Path, lines: int = 5) -> str:

@@ -2,8 +2,9 @@
 # Debian packages the test suite drives for real: PostgreSQL's server (the backend
 # tests start a throwaway cluster on loopback), Chromium (the browser test, driven
 # by Playwright; no browser download) and libfaketime (the fleet key tests run the
-# fleet server with its clock moved months ahead). Installed with apt-get when missing, nothing
-# when present. Called by `make test`.
+# fleet server with its clock moved months ahead); and hey, the load generator of
+# bench/serving_throughput.py. Installed with apt-get when missing, nothing when
+# present. Called by `make test` and `make bench-serving`.
 set -euo pipefail
 
 need=()
@@ -12,6 +13,7 @@ if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev
 fi
 command -v chromium >/dev/null || need+=(chromium)
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(faketime)
+command -v hey >/dev/null || need+=(hey)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""

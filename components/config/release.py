@@ -60,6 +60,10 @@ class ServingConfig(Strict):
     poll_s: float = Field(2.0, gt=0)  # how often the alias is checked for a new version
     log_sample_rate: float = Field(0.1, ge=0, le=1)
     log_rows_per_file: int = Field(1000, ge=1)
+    # BentoML worker processes, each with the model loaded once; null: one per core
+    workers: int | None = Field(None, ge=1, le=64)
+    # rows run as one batch at most (requests that arrive while the model is busy)
+    max_batch_rows: int = Field(256, ge=1)
 
 
 class RegistryConfig(Strict):

@@ -25,11 +25,14 @@ class Latency:
 
 
 class OnnxRuntimeModel:
-    def __init__(self, path: Path) -> None:
+    """One ONNX Runtime session on `threads` cores (one by default, as on a small
+    device; serving gives each worker its share of the machine)."""
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # one core, as on a small device
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(
             str(path), options, providers=["CPUExecutionProvider"]
@@ -52,10 +55,13 @@ class LiteRtModel:
     """Runs one sample at a time (the interpreter's tensors have a fixed batch of 1);
     int8 input/output tensors are quantized and dequantized with their own scales."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, threads: int = 1) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=str(path), num_threads=1)
+        # From the bytes, not the path: the file may be removed once loaded.
+        self.interpreter = Interpreter(
+            model_content=path.read_bytes(), num_threads=threads
+        )
         self.interpreter.allocate_tensors()
         self.inp = self.interpreter.get_input_details()[0]
         self.out = self.interpreter.get_output_details()[0]
@@ -82,11 +88,11 @@ class LiteRtModel:
         return np.stack([self._one(row) for row in np.asarray(x, np.float32)])
 
 
-def load_runtime(path: Path) -> OnnxRuntimeModel | LiteRtModel:
+def load_runtime(path: Path, threads: int = 1) -> OnnxRuntimeModel | LiteRtModel:
     if path.suffix == ".onnx":
-        return OnnxRuntimeModel(path)
+        return OnnxRuntimeModel(path, threads)
     if path.suffix == ".tflite":
-        return LiteRtModel(path)
+        return LiteRtModel(path, threads)
     raise ValueError(f"{path}: no device runtime for {path.suffix!r} files")
 
 

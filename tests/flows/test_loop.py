@@ -27,6 +27,7 @@ from stack.mlflow_auth import ensure_user
 from stack.secrets import gate_key, stack_secrets
 from stack.services import free_port
 from stack.settings import Settings
+from stack.supervisor import ensure_serving, serving_answers
 from tests.conftest import (
     BIN,
     REPO,
@@ -87,6 +88,7 @@ class Stack:
             state_dir=Path(self.env["EDGELOOP_STATE_DIR"]),
             mlflow_port=int(self.env["EDGELOOP_MLFLOW_PORT"]),
             fleet_port=int(self.env["EDGELOOP_FLEET_PORT"]),
+            serving_port=int(self.env["EDGELOOP_SERVING_PORT"]),
         )
 
     @property
@@ -142,6 +144,10 @@ def stack(champion, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]
             out = edgeloop(*command, cwd=project, env=env, timeout=600)
             assert out.returncode == 0, out.stdout + out.stderr
         assert "unchanged (DVC cache)" in out.stdout, out.stdout  # nothing retrained
+        # What serving answers with, as the service says it.
+        assert re.search(
+            r"serving: +http://\S+/predict answers it-loop v1\b", out.stdout
+        )
         loop = edgeloop(
             "loop",
             "--devices",
@@ -393,3 +399,37 @@ def test_promotion_in_the_mlflow_ui_reaches_serving_and_the_fleet(stack: Stack):
         if d["id"].startswith("ui") and d["profile"] == "gateway"
     ]
     assert gateways and {d["current_version"] for d in gateways} == {challenger}
+
+
+def test_serving_follows_the_model_its_params_name(stack: Stack):
+    """params.yaml switched to another registered model: `edgeloop run`'s serving
+    step (ensure_serving) restarts serving, which then answers with that model, and
+    says so; it does not claim a model it does not serve."""
+    client = MlflowClient(stack.url("MLFLOW"))
+    source = client.get_model_version_by_alias("it-loop", "champion")
+    if not client.search_registered_models("name = 'it-loop-b'"):
+        client.create_registered_model("it-loop-b")
+    other = client.create_model_version(
+        "it-loop-b",
+        source.source,
+        source.run_id,
+        tags=source.tags,
+        model_id=source.model_id or source.source.removeprefix("models:/"),
+    ).version
+    client.set_registered_model_alias("it-loop-b", "champion", other)
+    params = stack.project / "params.yaml"
+    text = params.read_text()
+    settings = stack.settings
+    try:
+        assert serving_answers(settings.serving_url)[0] == "it-loop"
+        params.write_text(text.replace("model_name: it-loop", "model_name: it-loop-b"))
+        serving = ensure_serving(settings, params)
+        assert serving is not None
+        assert (serving.model_name, serving.model_version) == ("it-loop-b", other)
+        digit = load_digits().data[:1].tolist()
+        answer = httpx.post(
+            f"{settings.serving_url}/predict", json={"instances": digit}, timeout=30
+        )
+        assert answer.status_code == 200 and answer.json()[0]["model_version"] == other
+    finally:
+        params.write_text(text)

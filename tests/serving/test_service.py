@@ -10,6 +10,7 @@ import os
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -51,7 +52,8 @@ def served(champion, stack_settings, tmp_path):
         champion,
         tmp_path,
         registry={"model_name": "it-serving"},
-        serving={"poll_s": 3600, "log_sample_rate": 1.0},
+        # Two workers whatever the machine: the switch must reach both at once.
+        serving={"poll_s": 3600, "log_sample_rate": 1.0, "workers": 2},
     )
     settings = stack_settings.model_copy(
         update={
@@ -121,6 +123,23 @@ def _rows(project: Path, n: int) -> list[list[float]]:
     return test.drop(columns="label").head(n).to_numpy().tolist()
 
 
+def good_and_bad_at_once(url: str, rows: list[list[float]]) -> None:
+    """Good and bad requests sent together (they would share a batch): every bad
+    one is refused with its own 400, every good one answered."""
+    bad_row = list(rows[0])
+    bad_row[3] = 99.0
+
+    def send(i: int) -> tuple[bool, int]:
+        good = i % 3 != 0
+        body = {"instances": [rows[i % len(rows)] if good else bad_row]}
+        return good, httpx.post(f"{url}/predict", json=body, timeout=30).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(send, range(96)))
+    assert {code for good, code in answers if good} == {200}, answers
+    assert {code for good, code in answers if not good} == {400}, answers
+
+
 def test_serving_answers_refuses_and_follows_the_alias(  # noqa: PLR0915
     served, mlflow_uri
 ):
@@ -131,6 +150,12 @@ def test_serving_answers_refuses_and_follows_the_alias(  # noqa: PLR0915
     body = answer.json()
     assert [a["model_version"] for a in body] == [version] * 3
     assert all(abs(sum(a["probabilities"]) - 1) < 1e-6 for a in body)
+    described = httpx.post(f"{url}/describe", json={}).json()
+    assert (described["model_name"], described["model_version"]) == (
+        "it-serving",
+        version,
+    )
+    assert described["workers"] == 2
 
     bad = {
         "wrong shape": ({"instances": [[1.0, 2.0]]}, "expected 64 features, got 2"),
@@ -143,6 +168,7 @@ def test_serving_answers_refuses_and_follows_the_alias(  # noqa: PLR0915
         refused = httpx.post(f"{url}/predict", json=payload)
         assert refused.status_code == 400, case
         assert expected in refused.text, (case, refused.text)
+    good_and_bad_at_once(url, rows)
     nan = httpx.post(
         f"{url}/predict",
         content='{"instances": [[NaN' + ", 0" * 63 + "]]}",
@@ -194,20 +220,22 @@ def test_serving_answers_refuses_and_follows_the_alias(  # noqa: PLR0915
     stop = threading.Event()
 
     def traffic() -> None:
-        with httpx.Client(timeout=10) as http:
-            for _ in range(20_000):  # bounded: stopped by the test, or 20,000 requests
-                if stop.is_set():
-                    return
-                time.sleep(0.01)
-                reply = http.post(f"{url}/predict", json={"instances": rows[:2]})
-                seen.append(
-                    (
-                        reply.status_code,
-                        reply.json()[0]["model_version"]
-                        if reply.status_code == 200
-                        else reply.text,
-                    )
+        # A new connection per request: the requests land on both workers.
+        for _ in range(20_000):  # bounded: stopped by the test, or 20,000 requests
+            if stop.is_set():
+                return
+            time.sleep(0.01)
+            reply = httpx.post(
+                f"{url}/predict", json={"instances": rows[:2]}, timeout=10
+            )
+            seen.append(
+                (
+                    reply.status_code,
+                    reply.json()[0]["model_version"]
+                    if reply.status_code == 200
+                    else reply.text,
                 )
+            )
 
     sender = threading.Thread(target=traffic)
     sender.start()

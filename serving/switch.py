@@ -1,0 +1,195 @@
+"""Which model version every worker of one `bentoml serve` answers with, switched for
+all of them at one moment.
+
+BentoML runs `serving.workers` processes behind one socket; `/refresh` reaches only
+one of them, and each polls the alias on its own. A switch is therefore two-phase,
+through a small folder the workers share (named after their common parent process):
+
+1. the worker that sees a new version (under a file lock) writes it to `wanted`;
+   every worker's follower thread loads it beside the model it serves and writes
+   `ready.<worker index>`;
+2. once every worker is ready, it writes `current` (an atomic rename). Each request
+   reads `current` (one small file read) and runs the model of that version, which
+   every worker already holds: a client never sees the new version and then the old.
+
+A worker that starts later (a restart after a crash) loads `current` first.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+
+from components.errors import ServiceError
+
+log = logging.getLogger("edgeloop.serving")
+
+
+class Versioned(Protocol):
+    version: str
+
+
+M = TypeVar("M", bound=Versioned)
+
+
+class Source(Protocol[M]):
+    def current_version(self) -> str: ...
+
+    def load(self, version: str) -> M: ...
+
+
+def shared_folder() -> Path:
+    """One folder per `bentoml serve`: its workers are the children of one process."""
+    folder = Path(tempfile.gettempdir()) / f"edgeloop-serving-workers-{os.getppid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
+class ModelSwitch(Generic[M]):
+    def __init__(
+        self,
+        source: Source[M],
+        folder: Path,
+        workers: int,
+        worker: int,
+        timeout_s: float = 300.0,
+    ) -> None:
+        self.source, self.folder = source, folder
+        self.workers, self.worker, self.timeout_s = workers, worker, timeout_s
+        self.models: dict[str, M] = {}
+        self.loading = threading.Lock()
+        self.stop = threading.Event()
+        with self._locked():
+            version = self._read("current") or source.current_version()
+            self._hold(version)
+            if self._read("current") is None:
+                self._write("current", version)
+        self.last = version  # the version this worker answered with last
+
+    # -- the request path -------------------------------------------------------
+    def current(self) -> M:
+        """The model of the committed version (the one this worker held last if the
+        file cannot be read, or names a version this worker does not hold)."""
+        version = self._read("current")
+        model = self.models.get(version) if version else None
+        if model is None:
+            model = self.models[self.last]
+        self.last = model.version
+        return model
+
+    # -- switching --------------------------------------------------------------
+    def switch(self, wait: bool = True) -> tuple[str, str]:
+        """Bring every worker to the version the alias names now; (before, after).
+        Returns once all workers answer with it. With wait=False (the alias poll),
+        nothing is done while another worker is switching."""
+        with self._locked(wait) as held:
+            before = self._read("current") or self.last
+            if not held:
+                return before, before
+            version = self.source.current_version()
+            if version == before:
+                return before, before
+            self._write("wanted", version)
+            self._hold(version)
+            try:
+                self._wait_ready(version)
+            except ServiceError:
+                self._write("wanted", before)
+                raise
+            self._write("current", version)
+            log.info("every worker now serves version %s (was %s)", version, before)
+            return before, version
+
+    def follow(self, poll_s: float, alias_poll_s: float) -> None:
+        """The follower thread: load what another worker wants (every poll_s), check
+        the alias itself (every alias_poll_s), drop models no longer needed."""
+        next_alias = time.monotonic() + alias_poll_s
+        while not self.stop.wait(poll_s):
+            try:
+                wanted = self._read("wanted")
+                if wanted and wanted not in self.models:
+                    self._hold(wanted)
+                if time.monotonic() >= next_alias:
+                    next_alias = time.monotonic() + alias_poll_s
+                    self.switch(wait=False)
+                self._forget()
+            except Exception:  # keep serving what is loaded
+                log.exception(
+                    "could not follow the alias; still serving v%s", self.last
+                )
+
+    def _hold(self, version: str) -> None:
+        with self.loading:
+            if version not in self.models:
+                self.models[version] = self.source.load(version)
+                log.info("worker %d loaded version %s", self.worker, version)
+        self._write(f"ready.{self.worker}", version)
+
+    def _wait_ready(self, version: str) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            late = [
+                i
+                for i in range(1, self.workers + 1)
+                if self._read(f"ready.{i}") != version
+            ]
+            if not late:
+                return
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"serving workers {late} did not load version {version} within "
+                    f"{self.timeout_s:.0f} s; still serving the previous version",
+                    hint="see the serving log",
+                )
+            time.sleep(0.02)
+
+    def _forget(self) -> None:
+        keep = {self._read("current"), self._read("wanted"), self.last}
+        with self.loading:
+            for version in [v for v in self.models if v not in keep]:
+                del self.models[version]
+
+    # -- the shared folder ------------------------------------------------------
+    @contextmanager
+    def _locked(self, wait: bool = True) -> Iterator[bool]:
+        """The switch lock, shared by the workers; yields whether it is held (False
+        only without wait, when another worker holds it)."""
+        with (self.folder / "lock").open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read(self, name: str) -> str | None:
+        try:
+            return (self.folder / name).read_text() or None
+        except FileNotFoundError:
+            return None
+
+    def _write(self, name: str, value: str) -> None:
+        """Whole or not at all for a reader (a rename; runtime state: no fsync)."""
+        tmp = self.folder / f".{name}.{os.getpid()}.{threading.get_ident()}"
+        tmp.write_text(value)
+        os.replace(tmp, self.folder / name)
+
+
+def start_following(switch: ModelSwitch, poll_s: float, alias_poll_s: float) -> None:
+    threading.Thread(
+        target=switch.follow,
+        args=(poll_s, alias_poll_s),
+        daemon=True,
+        name="model-switch",
+    ).start()

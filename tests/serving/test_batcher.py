@@ -1,0 +1,140 @@
+"""The in-process micro-batcher and the request contract, without a server: requests
+that arrive while the model is busy run as one batch, each gets its own rows back,
+a request for another version never joins the batch, a failing batch fails only its
+own requests, and a bad request is refused before it joins any batch."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+from bentoml.exceptions import InvalidArgument
+
+from serving.batcher import MicroBatcher
+from serving.contract import FeatureRanges, RowContract
+
+
+class Scale:
+    """A model: rows times a factor, taking `seconds` per batch; it records the
+    batch sizes it ran and the thread it ran on."""
+
+    def __init__(self, factor: float, seconds: float = 0.0) -> None:
+        self.factor, self.seconds = factor, seconds
+        self.batches: list[int] = []
+        self.threads: set[str] = set()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if np.isnan(x).any():
+            raise ValueError("the model cannot take NaN")
+        time.sleep(self.seconds)
+        self.batches.append(len(x))
+        self.threads.add(threading.current_thread().name)
+        return x * self.factor
+
+
+def run(model: Scale, x: np.ndarray) -> np.ndarray:
+    return model(x)
+
+
+async def _submit_all(
+    batcher: MicroBatcher, requests: list[tuple[Scale, np.ndarray]]
+) -> list[np.ndarray | BaseException]:
+    """The first request, then (while the model runs it) all the others at once."""
+    (model, rows), rest = requests[0], requests[1:]
+    first = asyncio.ensure_future(batcher.submit(model, rows))
+    await asyncio.sleep(0.005)  # the first batch is running now
+    others = await asyncio.gather(
+        *(batcher.submit(model, rows) for model, rows in rest),
+        return_exceptions=True,
+    )
+    return [await first, *others]
+
+
+def test_requests_that_wait_run_as_one_batch_and_get_their_own_rows():
+    model = Scale(2.0, seconds=0.05)
+    batcher = MicroBatcher(run, max_rows=256)
+    requests = [(model, np.full((1 + i % 3, 4), float(i))) for i in range(40)]
+    answers = asyncio.run(_submit_all(batcher, requests))
+    for (_, rows), answer in zip(requests, answers, strict=True):
+        assert isinstance(answer, np.ndarray)
+        np.testing.assert_array_equal(answer, rows * 2.0)
+    # The first request runs alone at once; the others waited and ran together.
+    assert model.batches[0] == 1
+    assert len(model.batches) < 5 and sum(model.batches) == sum(
+        len(r) for _, r in requests
+    )
+    assert batcher.batches == len(model.batches)
+
+
+def test_a_batch_holds_one_version_and_at_most_max_rows():
+    old, new = Scale(1.0, seconds=0.02), Scale(10.0, seconds=0.02)
+    batcher = MicroBatcher(run, max_rows=5)
+    requests = [(old if i < 6 else new, np.ones((2, 3)) * i) for i in range(12)]
+    answers = asyncio.run(_submit_all(batcher, requests))
+    for (model, rows), answer in zip(requests, answers, strict=True):
+        np.testing.assert_array_equal(answer, rows * model.factor)
+    assert all(size <= 5 for size in old.batches + new.batches)
+    assert sum(old.batches) == 12 and sum(new.batches) == 12
+
+
+def test_a_failing_batch_fails_its_requests_only_and_the_batcher_goes_on():
+    model = Scale(3.0, seconds=0.02)
+    batcher = MicroBatcher(run, max_rows=2)
+    bad = np.array([[np.nan, 1.0]])
+    requests = [(model, np.ones((1, 2)))] + [(model, bad), (model, np.ones((1, 2)))]
+    requests += [(model, np.ones((1, 2)) * 5)]
+    answers = asyncio.run(_submit_all(batcher, requests))
+    assert isinstance(answers[0], np.ndarray)  # ran alone, before the bad one came
+    # The bad request and the one batched with it fail; not the one after them.
+    assert isinstance(answers[1], ValueError) and isinstance(answers[2], ValueError)
+    np.testing.assert_array_equal(answers[3], np.ones((1, 2)) * 15)
+    again = asyncio.run(_submit_all(batcher, [(model, np.ones((1, 2)))]))
+    np.testing.assert_array_equal(again[0], np.ones((1, 2)) * 3)
+
+
+def test_a_fast_model_runs_on_the_event_loop_a_slow_one_in_a_thread():
+    fast, slow = Scale(1.0), Scale(1.0, seconds=0.01)
+    for model in (fast, slow):
+        batcher = MicroBatcher(run, max_rows=8)
+        for _ in range(5):
+            asyncio.run(batcher.submit(model, np.ones((1, 2))))
+    # The first batch is timed in the thread; a model faster than 1 ms then runs
+    # inline (the main thread), a slower one stays in the batch thread.
+    assert "MainThread" in fast.threads
+    assert "MainThread" not in slow.threads
+
+
+RANGES = FeatureRanges(
+    low=[0.0, 0.0, -1.0],
+    high=[16.0, 16.0, 1.0],
+    setting=["validation.feature_range"] * 2 + ["validation.column_ranges.c"],
+    names=["a", "b", "c"],
+)
+
+
+@pytest.mark.parametrize(
+    ("instances", "expected"),
+    [
+        ([[1, 2, 0], [1, 2]], "instances[1]: expected 3 features, got 2"),
+        ([[1, 2, 0, 4]], "instances[0]: expected 3 features, got 4"),
+        ([[1, 2, 0], [1, 1e39, 0]], "instances[1][1] (b): 1e+39 is not a finite"),
+        ([[1, 2, 0], [1, 2, float("nan")]], "instances[1][2] (c): nan is not a finite"),
+        (
+            [[1, 2, 0], [1, 2, 1.5]],
+            "instances[1][2] (c): 1.5 is outside [-1, 1] (validation.column_ranges.c)",
+        ),
+        ([[-0.5, 2, 0]], "instances[0][0] (a): -0.5 is outside [0, 16]"),
+    ],
+)
+def test_the_contract_names_the_first_bad_row_and_column(instances, expected):
+    with pytest.raises(InvalidArgument) as refused:
+        RowContract("1", 3, RANGES).check(instances)
+    assert expected in str(refused.value)
+
+
+def test_the_contract_gives_the_rows_as_float32():
+    rows = RowContract("1", 3, RANGES).check([[1, 2, 0.5], [16, 0, -1]])
+    assert rows.dtype == np.float32 and rows.shape == (2, 3)

@@ -1,0 +1,98 @@
+"""The switch of serving's workers to a new version, on the folder they share: the
+new version is committed only once every worker holds it, so a client whose
+requests land on one worker and then another never gets the new version and then
+the old; a worker that cannot load it leaves every worker on the old one; a worker
+that starts later serves the committed version."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from components.errors import ServiceError
+from serving.switch import ModelSwitch
+
+
+@dataclass(frozen=True)
+class Model:
+    version: str
+
+
+class Registry:
+    """The alias and the versions behind it; loading takes `load_s` (per worker)."""
+
+    def __init__(self, version: str, load_s: float = 0.0) -> None:
+        self.version, self.load_s = version, load_s
+        self.broken: set[str] = set()
+
+    def current_version(self) -> str:
+        return self.version
+
+    def load(self, version: str) -> Model:
+        time.sleep(self.load_s)
+        if version in self.broken:
+            raise OSError(f"cannot read version {version}")
+        return Model(version)
+
+
+def workers(folder: Path, *registries: Registry) -> list[ModelSwitch]:
+    switches = [
+        ModelSwitch(r, folder, len(registries), i + 1, timeout_s=3)
+        for i, r in enumerate(registries)
+    ]
+    for switch in switches:
+        threading.Thread(target=switch.follow, args=(0.01, 3600), daemon=True).start()
+    return switches
+
+
+def test_every_worker_switches_at_one_moment(tmp_path: Path):
+    fast, slow = Registry("1"), Registry("1", load_s=0.3)
+    one, two = workers(tmp_path, fast, slow)
+    assert one.current().version == two.current().version == "1"
+    fast.version = slow.version = "2"
+    seen: list[str] = []
+    done = threading.Event()
+
+    def client() -> None:  # alternate between the workers, as connections do
+        while not done.is_set():
+            seen.extend([one.current().version, two.current().version])
+            time.sleep(0.001)
+
+    reader = threading.Thread(target=client)
+    reader.start()
+    assert one.switch() == ("1", "2")  # returns once both answer with v2
+    assert two.current().version == "2"
+    time.sleep(0.1)  # the client goes on a little after the switch
+    done.set()
+    reader.join()
+    first_new = seen.index("2")
+    assert set(seen[:first_new]) == {"1"} and set(seen[first_new:]) == {"2"}
+    # worker two loaded v2 (0.3 s) before it was committed: v1 answered meanwhile
+    assert first_new > 10
+    assert one.switch() == ("2", "2")  # nothing to do
+
+
+def test_a_worker_that_cannot_load_leaves_all_on_the_old_version(tmp_path: Path):
+    good, bad = Registry("1"), Registry("1")
+    one, two = workers(tmp_path, good, bad)
+    bad.broken.add("2")
+    good.version = bad.version = "2"
+    with pytest.raises(ServiceError, match=r"workers \[2\] did not load version 2"):
+        one.switch()
+    assert one.current().version == two.current().version == "1"
+    bad.broken.clear()  # the next try works
+    assert one.switch() == ("1", "2")
+    assert two.current().version == "2"
+
+
+def test_a_worker_that_starts_later_serves_the_committed_version(tmp_path: Path):
+    [one] = workers(tmp_path, Registry("1"))
+    # The alias moved, and no switch was made: a restarted worker serves what the
+    # others serve (v1), not the alias' new version.
+    late = ModelSwitch(Registry("3"), tmp_path, 1, 1)
+    assert late.current().version == one.current().version == "1"
+    assert set(late.models) == {"1"}
