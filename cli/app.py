@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from cli import drift, fleet, loop, pipeline, registry, services
-from cli.console import err
+from cli.console import DEBUG, err
 from components.errors import EdgeloopError
 from stack.services import use_stack_credentials
 from stack.settings import get_settings
@@ -46,6 +46,7 @@ def _options(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
 ) -> None:
     STATE["debug"] = debug
+    DEBUG["on"] = debug
     # Prefect and DVC print the pipeline's progress through their own loggers.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Every flow a command runs talks to the stack's Prefect server, and every

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -13,3 +14,35 @@ err = Console(stderr=True)
 
 ParamsOption = Annotated[Path, typer.Option("--params")]
 ProjectOption = Annotated[Path, typer.Option(help="project root")]
+
+
+class OneLineFormatter(logging.Formatter):
+    """Another formatter's lines without the traceback a record carries (Prefect
+    logs a failed task's and flow's with it); other handlers of the same record
+    (Prefect's API log, which the UI shows) still get it."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+DEBUG = {"on": False}  # set by the --debug option
+
+
+def one_line_logs() -> None:
+    """Unless --debug: the console's log lines (Prefect's, set up when a flow is
+    imported) without tracebacks; the command prints the error in one line."""
+    if DEBUG["on"]:
+        return
+    for handler in logging.getLogger().handlers:
+        formatter = handler.formatter or logging.Formatter()
+        if not isinstance(formatter, OneLineFormatter):
+            handler.setFormatter(OneLineFormatter(formatter))

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cli.console import ProjectOption, console
+from cli.console import ProjectOption, console, one_line_logs
 from stack.services import evidently_workspace, is_healthy
 from stack.settings import get_settings
 
@@ -22,6 +22,8 @@ def check(project: ProjectOption = Path(".")) -> None:
     # Prefect reads its environment when imported: the flow is imported after the
     # root callback set it (and Evidently, torch and MLflow only by this command).
     from flows.monitor import monitor
+
+    one_line_logs()
 
     settings = get_settings()
     fleet = settings.fleet_url if is_healthy(f"{settings.fleet_url}/health") else None

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from cli.console import ParamsOption, console
+from cli.console import ParamsOption, console, one_line_logs
 from cli.fleet_keys import keys_app
 from components.config import load_params
 from edge_fleet.client import FleetAdmin, stack_fleet_admin
@@ -101,6 +101,7 @@ def rollout(
     # root callback set it, and only by the commands that run one.
     from flows.edge_release import edge_release
 
+    one_line_logs()
     settings = get_settings()
     admin(settings)
     result = edge_release(
@@ -223,6 +224,7 @@ def simulate(  # noqa: PLR0917 - the command's options
     from edge_fleet.sim.runner import FleetSpec
     from scenarios.fleet import simulate as simulate_fleet
 
+    one_line_logs()
     settings = get_settings()
     spec = FleetSpec(
         devices=devices,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.console import ProjectOption, console
+from cli.console import ProjectOption, console, one_line_logs
 from components.errors import ServiceError
 from scenarios.report import fmt_share
 from stack.settings import get_settings
@@ -31,6 +31,8 @@ def loop(  # noqa: PLR0917 - the command's options
     # The loop runs flows: imported after the root callback set Prefect's
     # environment, and only by this command.
     from scenarios.loop import run_loop
+
+    one_line_logs()
 
     settings = get_settings()
     report = run_loop(

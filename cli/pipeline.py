@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from cli.console import ParamsOption, ProjectOption, console
+from cli.console import ParamsOption, ProjectOption, console, one_line_logs
 from components.config import load_params
 from components.errors import DataContractError, ServiceError
 from stack.services import is_healthy
@@ -25,6 +25,8 @@ def run(project: ProjectOption = Path(".")) -> None:
     # Prefect, MLflow and torch, imported with the flow: after the root callback set
     # Prefect's environment, and only by the commands that run a flow.
     from flows.training import training_pipeline
+
+    one_line_logs()
 
     settings = get_settings()
     if not is_healthy(f"{settings.tracking_uri}/health"):

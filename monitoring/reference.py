@@ -1,7 +1,8 @@
 """What each deployment target is measured against, and its delayed labels.
 
-Labelled rows arrive in `paths.incoming`, in a subfolder per deployment target when
-they came from one (`serving/`, `cohort-<name>/`); the next training run adds them to
+Labelled rows arrive in the data set's incoming folder (`paths.incoming/<data
+name>/`), in a subfolder per deployment target when they came from one (`serving/`,
+`cohort-<name>/`); the next training run adds them to
 the data (components/data/prepare.py) and the data card lists them.
 
 - **Reference.** A target's drift is measured against what its champion was trained
@@ -34,19 +35,19 @@ from components.data.sources import read_table
 @dataclass(frozen=True)
 class ChampionData:
     version: str
-    incoming_files: frozenset[str]  # paths in `paths.incoming` it was trained on
+    incoming_files: frozenset[str]  # paths in the incoming folder it was trained on
 
 
 def target_files(project: Path, params: Params, target: str) -> list[str]:
     """The labelled files of one target, as paths in the incoming folder."""
-    folder = project / params.paths.incoming / target
+    folder = project / params.incoming_dir() / target
     return [f"{target}/{name}" for name in labelled_files(folder)]
 
 
 def _rows(project: Path, params: Params, files: list[str]) -> pd.DataFrame | None:
     if not files:
         return None
-    root = project / params.paths.incoming
+    root = project / params.incoming_dir()
     return pd.concat([read_table(root / f) for f in files], ignore_index=True)
 
 
@@ -75,7 +76,7 @@ def general_rows(
     against them.)"""
     if champion is None:
         return train
-    root = project / params.paths.incoming
+    root = project / params.incoming_dir()
     files = [f for f in sorted(champion.incoming_files) if "/" in f]
     rows = _rows(project, params, [f for f in files if (root / f).is_file()])
     if rows is None:

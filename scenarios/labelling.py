@@ -1,6 +1,7 @@
 """A simulated labelling team: labelled rows of a cohort's shifted data, as the
-team would send them, arriving in `paths.incoming/<target>/` for the next training
-run; and which cohort has none yet (`pick_cohort`)."""
+team would send them, arriving in the data set's incoming folder
+(`paths.incoming/<data name>/<target>/`) for the next training run; and which cohort
+has none yet (`pick_cohort`)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,10 @@ def label_incoming(
     strength: float,
     rows: int,
 ) -> Path:
-    """One batch into `paths.incoming/<target>/`; each batch is a new draw (its seed
-    in the name), reproducible: the seed follows from the target and how many
-    batches it has."""
-    folder = project / params.paths.incoming / target
+    """One batch into `paths.incoming/<data name>/<target>/`; each batch is a new
+    draw (its seed in the name), reproducible: the seed follows from the target and
+    how many batches it has."""
+    folder = project / params.incoming_dir() / target
     batches = len(list(folder.glob("labelled-*.parquet"))) if folder.exists() else 0
     seed = (zlib.crc32(target.encode()) + batches) % 2**31
     frame = labelled_rows(
@@ -65,6 +66,6 @@ def pick_cohort(
         f"--cohort auto: every cohort of fleet.cohorts {params.fleet.cohorts} already "
         f"has its own labelled rows in v{champion.version if champion else '-'}'s "
         "data, so the same shift on it is no longer drift",
-        hint=f"name one with --cohort, or move {params.paths.incoming}/cohort-*/ "
+        hint=f"name one with --cohort, or move {params.incoming_dir()}/cohort-*/ "
         "away to return to the embedded default data",
     )

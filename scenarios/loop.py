@@ -2,8 +2,8 @@
 
 1. the champion goes to a simulated fleet (canary -> waves -> full);
 2. drift is injected on one cohort's inputs, and labelled rows of that shifted data
-   arrive in `data/incoming/` (a labelling team, simulated: training rows with the
-   same shift and their true labels);
+   arrive in `data/incoming/<data name>/` (a labelling team, simulated: training
+   rows with the same shift and their true labels);
 3. the monitor flow checks drift until its trigger fires and emits the event;
 4. the Prefect automation runs the `training_pipeline` deployment on the worker:
    a new data version, a new model, the same gates;

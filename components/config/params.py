@@ -62,6 +62,12 @@ class Params(Strict):
             )
         return self
 
+    def incoming_dir(self) -> Path:
+        """Where newly labelled rows of this data set arrive: `paths.incoming/<data
+        name>/`, a subfolder per deployment target (`serving/`, `cohort-<name>/`);
+        another data set's rows are never read."""
+        return self.paths.incoming / self.data.name
+
     def digest(self) -> str:
         """A stable hash of every tunable, for lineage tags."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)

@@ -177,7 +177,8 @@ class MonitoringConfig(Strict):
     serving_min_rows: int = Field(300, ge=5)
     device_min_reports: int = Field(30, ge=5)
     reference_batches: int = Field(300, ge=30)  # batch-mean rows drawn for devices
-    # A target's own labelled rows in the champion's data (paths.incoming/<target>/)
+    # A target's own labelled rows in the champion's data
+    # (paths.incoming/<data name>/<target>/)
     # become its reference from this many on (monitoring/reference.py).
     target_reference_min_rows: int = Field(200, ge=10)
     delayed_labels_min_rows: int = Field(50, ge=5)  # accuracy on newer labels

@@ -42,8 +42,10 @@ def build_card(
             )
         },
         "dvc_raw_md5": raw_md5,
-        # labelled files from `paths.incoming` in this version (paths in the folder)
+        # labelled files from the data set's incoming folder in this version (paths
+        # in the folder), and those set aside in quarantine (not this data set's)
         "incoming_files": list(info.get("incoming_files", [])),
+        "quarantined_incoming_files": list(info.get("quarantined_incoming_files", [])),
     }
 
 
@@ -64,6 +66,11 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"- **Known limitations**: {card['known_limitations']}",
             "- **Labelled rows added from the incoming folder**: "
             + (", ".join(f"`{f}`" for f in card["incoming_files"]) or "none"),
+            "- **Incoming files set aside in quarantine** (other columns, unreadable): "
+            + (
+                ", ".join(f"`{f}`" for f in card.get("quarantined_incoming_files", []))
+                or "none"
+            ),
             "",
             "## Description",
             "",

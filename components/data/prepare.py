@@ -1,18 +1,19 @@
-"""Stage `prepare`: export the configured source, plus newly labelled rows from
-`paths.incoming`, to the raw data folder as Parquet."""
+"""Stage `prepare`: export the configured source, plus newly labelled rows of this
+data set (`paths.incoming/<data name>/`), to the raw data folder as Parquet."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from components.config import DataConfig, Params
 from components.data.sources import load_source, read_table
-from components.errors import DataContractError
 from components.stage import exit_with, run_stage, stage_parser
 
 log = logging.getLogger("edgeloop.prepare")
@@ -37,31 +38,73 @@ def labelled_files(folder: Path) -> list[str]:
     )
 
 
+@dataclass
+class Incoming:
+    """The labelled rows read from an incoming folder, the files they came from
+    (relative to it), and the files set aside: a file that is not this data set's
+    (other columns, or not readable) is moved to quarantine, named in a warning, and
+    never stops the run."""
+
+    frame: pd.DataFrame | None = None
+    files: list[str] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+
+
 def incoming_rows(
-    folder: Path | None, columns: list[str]
-) -> tuple[pd.DataFrame | None, list[str]]:
+    folder: Path | None, columns: list[str], quarantine: Path
+) -> Incoming:
     """Every labelled file in the incoming folder and its target subfolders
     (`serving/`, `cohort-<name>/`: where the labelled rows came from), in path order,
-    with exactly the source's columns; a file with other columns stops the stage,
-    naming it. Returns the rows and the files' paths relative to the folder."""
-    if folder is None:
-        return None, []
-    names = labelled_files(folder)
+    with exactly the source's columns."""
+    found = Incoming()
     frames = []
-    for file in (folder / name for name in names):
-        frame = read_table(file)
-        if sorted(frame.columns) != sorted(columns):
-            missing = sorted(set(columns) - set(frame.columns))
-            extra = sorted(set(frame.columns) - set(columns))
-            raise DataContractError(
-                f"{file}: expected the source's columns; missing {missing[:5]}, "
-                f"unexpected {extra[:5]}",
-                hint="incoming files hold labelled rows in the source's columns",
-            )
+    for name in labelled_files(folder) if folder is not None else []:
+        file = folder / name
+        try:
+            frame = read_table(file)
+            why = _column_mismatch(list(frame.columns), columns)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is set aside
+            why = f"not readable ({type(exc).__name__}: {exc})"
+        if why:
+            dest = quarantine / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(file, dest)
+            log.warning("%s: %s; moved to %s", file, why, dest)
+            found.quarantined.append(name)
+            continue
         frames.append(frame[columns])
-    if not frames:
-        return None, []
-    return pd.concat(frames, ignore_index=True), names
+        found.files.append(name)
+    if frames:
+        found.frame = pd.concat(frames, ignore_index=True)
+    return found
+
+
+def _column_mismatch(got: list[str], columns: list[str]) -> str:
+    if sorted(got) == sorted(columns):
+        return ""
+    missing = sorted(set(columns) - set(got))
+    extra = sorted(set(got) - set(columns))
+    return (
+        f"expected the source's columns; missing {missing[:5]}, unexpected {extra[:5]}"
+    )
+
+
+def warn_outside_data_sets(incoming: Path) -> None:
+    """Target folders straight under `paths.incoming` (the layout before incoming
+    rows were kept per data set) are no data set's: say so, read nothing."""
+    if not incoming.is_dir():
+        return
+    for folder in sorted(incoming.iterdir()):
+        if folder.is_dir() and (
+            folder.name == "serving" or folder.name.startswith("cohort-")
+        ):
+            log.warning(
+                "%s: labelled rows outside a data set's folder are not read; move "
+                "them to %s/<data name>/%s/",
+                folder,
+                incoming,
+                folder.name,
+            )
 
 
 def export_source(
@@ -69,12 +112,14 @@ def export_source(
     raw_dir: Path,
     root: Path = Path("."),
     incoming: Path | None = None,
+    quarantine: Path = Path("data/quarantine/incoming"),
 ) -> Path:
     """Write the source (plus any incoming labelled rows) as `<name>.parquet` and what
     is known of where it came from."""
     data = load_source(cfg, root)
     frame = data.frame
-    extra, files = incoming_rows(incoming, list(frame.columns))
+    found = incoming_rows(incoming, list(frame.columns), quarantine)
+    extra, files = found.frame, found.files
     if extra is not None:
         extra = extra.astype(frame.dtypes.to_dict())
         frame = pd.concat([frame, extra], ignore_index=True)
@@ -90,6 +135,7 @@ def export_source(
         "known_limitations": cfg.known_limitations,
         "incoming_files": files,
         "incoming_rows": 0 if extra is None else len(extra),
+        "quarantined_incoming_files": found.quarantined,
     }
     (raw_dir / SOURCE_INFO).write_text(json.dumps(info, indent=2) + "\n")
     log.info("exported %s (%d rows, %d columns) to %s", cfg.source, *frame.shape, path)
@@ -97,8 +143,12 @@ def export_source(
 
 
 def _body(args: argparse.Namespace, params: Params) -> None:
+    warn_outside_data_sets(params.paths.incoming)
     export_source(
-        params.data, args.out or params.paths.raw, incoming=params.paths.incoming
+        params.data,
+        args.out or params.paths.raw,
+        incoming=params.incoming_dir(),
+        quarantine=params.paths.quarantine / "incoming" / params.data.name,
     )
 
 

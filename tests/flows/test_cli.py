@@ -201,3 +201,37 @@ def test_up_status_down(
     )
     assert not is_healthy(f"{mlflow}/health")
     assert not is_healthy(f"{prefect}/api/health")
+
+
+FAILED_TASK = """
+import logging, sys
+from prefect import flow  # sets up Prefect's console logging, as a flow module does
+from cli.console import DEBUG, one_line_logs
+DEBUG["on"] = sys.argv[1] == "debug"
+one_line_logs()
+try:
+    raise RuntimeError("the stage failed")
+except RuntimeError:
+    logging.getLogger("prefect.task_runs").error(
+        "Task run failed with exception: RuntimeError - Retries are exhausted",
+        exc_info=True,
+        extra={"task_run_name": "run_stage-0"},  # what Prefect's run logger adds
+    )
+"""
+
+
+@pytest.mark.parametrize("mode", ["plain", "debug"])
+def test_prefect_logs_no_traceback_unless_debug(mode: str):
+    """Prefect logs a failed task with its traceback; the CLI's console shows the
+    line without it (the error follows in one line), with it under --debug."""
+    out = subprocess.run(
+        [str(BIN / "python"), "-c", FAILED_TASK, mode],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"},
+        timeout=120,
+    )
+    assert "Task run failed with exception: RuntimeError" in out.stderr, out.stderr
+    assert ("Traceback" in out.stderr) == (mode == "debug"), out.stderr

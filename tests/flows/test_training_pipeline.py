@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from components.errors import DataContractError, StageError
+from components.errors import ConfigError, DataContractError, StageError
 from tests.conftest import (
     BIN,
     FAST_OPTIMIZE,
@@ -159,20 +159,25 @@ def test_a_bad_batch_stops_before_training(pipeline, mlflow_uri, project_root):
 
 
 def test_a_second_failure_shows_its_own_reason_not_the_first(pipeline, project_root):
-    params = default_params_dict(registry={"model_name": "edgeloop-it-refailed"})
+    params = default_params_dict(
+        registry={"model_name": "edgeloop-it-refailed"},
+        data={"name": "table", "source": "data/table.csv"},
+    )
     project = make_project(project_root, params)
-    # First: a labelled file in other columns than the source's stops `prepare`.
-    (project / "data" / "incoming" / "other.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(DataContractError, match="other.csv: expected the source"):
-        pipeline(project)
-    assert (project / "reports" / "failed" / "prepare.json").exists()
-    # Then, for another reason: the stage's DVC dependency is gone. What is shown is
-    # DVC's own message about it, in one line, not the first failure's report.
+    # No incoming folder at all: made by the flow (it is a DVC dependency), not a
+    # DVC failure; the stage runs and stops on its own reason, the missing source.
     shutil.rmtree(project / "data" / "incoming")
+    with pytest.raises(ConfigError, match="data.source: file 'data/table.csv'"):
+        pipeline(project)
+    assert (project / "data" / "incoming" / "table").is_dir()
+    assert (project / "reports" / "failed" / "prepare.json").exists()
+    # Then, for another reason: a dependency of the stage is gone. What is shown is
+    # DVC's own message about it, in one line, not the first failure's report.
+    (project / "components" / "data" / "sources.py").unlink()
     with pytest.raises(StageError) as second:
         pipeline(project)
     message = str(second.value)
     assert "failed to reproduce 'prepare'" in message, message
-    assert "No such file or directory" in message and "data/incoming" in message
-    assert "other.csv" not in message and "\n" not in message
+    assert "No such file or directory" in message and "sources.py" in message
+    assert "table.csv" not in message and "\n" not in message
     assert not (project / "reports" / "failed" / "prepare.json").exists()

@@ -46,7 +46,7 @@ def _noisy(train: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
 
 
 def test_own_labelled_rows_become_the_reference_once_trained_on(tmp_path, digits):
-    folder = tmp_path / "data" / "incoming" / SOUTH
+    folder = tmp_path / "data" / "incoming" / "digits" / SOUTH
     folder.mkdir(parents=True)
     _noisy(digits, 300, 1).to_parquet(folder / "a.parquet")
     _noisy(digits, 100, 2).to_parquet(folder / "b.parquet")
@@ -74,7 +74,7 @@ def test_own_labelled_rows_become_the_reference_once_trained_on(tmp_path, digits
 
 def test_auto_cohort_is_one_that_never_drifted(tmp_path, digits):
     for name in ("north", "south"):
-        folder = tmp_path / "data" / "incoming" / f"cohort-{name}"
+        folder = tmp_path / "data" / "incoming" / "digits" / f"cohort-{name}"
         folder.mkdir(parents=True)
         _noisy(digits, 250, 3).to_parquet(folder / "x.parquet")
     champion = ChampionData(
@@ -84,9 +84,9 @@ def test_auto_cohort_is_one_that_never_drifted(tmp_path, digits):
     assert pick_cohort(tmp_path, PARAMS, "south", champion) == "south"
     with pytest.raises(ServiceError, match="'west'"):
         pick_cohort(tmp_path, PARAMS, "west", champion)
-    (tmp_path / "data" / "incoming" / "cohort-east").mkdir()
+    (tmp_path / "data" / "incoming" / "digits" / "cohort-east").mkdir()
     _noisy(digits, 250, 4).to_parquet(
-        tmp_path / "data" / "incoming" / "cohort-east" / "x.parquet"
+        tmp_path / "data" / "incoming" / "digits" / "cohort-east" / "x.parquet"
     )
     everyone = ChampionData("5", champion.incoming_files | {"cohort-east/x.parquet"})
     with pytest.raises(ServiceError, match="every cohort"):
