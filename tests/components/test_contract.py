@@ -102,3 +102,21 @@ def test_each_broken_batch_is_caught_and_quarantined_whole(case, tiny, tmp_path)
     assert reason["rows"] == len(batch)
     assert expectation in {f["expectation"] for f in reason["failed"]}
     assert (kept / "validation.json").exists() and (kept / "summary.md").exists()
+
+
+def test_a_refusal_names_the_column_the_share_and_the_bound(tiny):
+    """Gaps in a column: the refusal says how many, what share of the column, and
+    the share the contract allows."""
+    gaps = tiny.assign(f2=tiny.f2.where(tiny.index % 10 != 0, np.nan))
+    outcome = validate_batch(gaps, tiny_params().validation, FEATURES, "label")
+    missing = sum(gaps.f2.isna())
+    share = 100 * missing / len(gaps)
+    assert (
+        f"expect_column_values_to_not_be_null(f2): {missing} of {len(gaps)} "
+        f"({share:.1f}%, allowed 0.0%)" in outcome.summary()
+    ), outcome.summary()
+    # A bound below 100% (duplicates: validation.max_duplicate_fraction) is named.
+    params = tiny_params(validation={"max_duplicate_fraction": 0.01})
+    dup = pd.concat([tiny, tiny.head(8)], ignore_index=True)
+    outcome = validate_batch(dup, params.validation, FEATURES, "label")
+    assert "allowed 1.0%" in outcome.summary(), outcome.summary()
