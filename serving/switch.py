@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -46,11 +47,30 @@ class Source(Protocol[M]):
     def load(self, version: str) -> M: ...
 
 
-def shared_folder() -> Path:
-    """One folder per `bentoml serve`: its workers are the children of one process."""
-    folder = Path(tempfile.gettempdir()) / f"edgeloop-serving-workers-{os.getppid()}"
+PREFIX = "edgeloop-serving-workers-"
+
+
+def shared_folder(root: Path | None = None) -> Path:
+    """One folder per `bentoml serve`: its workers are the children of one process.
+    Folders of serves that have exited (their process is gone) are removed."""
+    root = Path(tempfile.gettempdir()) if root is None else root
+    for stale in root.glob(f"{PREFIX}*"):
+        pid = stale.name.removeprefix(PREFIX)
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    folder = root / f"{PREFIX}{os.getppid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
     return folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class ModelSwitch(Generic[M]):

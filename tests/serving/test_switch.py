@@ -6,6 +6,8 @@ that starts later serves the committed version."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from components.errors import ServiceError
-from serving.switch import ModelSwitch
+from serving.switch import PREFIX, ModelSwitch, shared_folder
 
 
 @dataclass(frozen=True)
@@ -96,3 +98,16 @@ def test_a_worker_that_starts_later_serves_the_committed_version(tmp_path: Path)
     late = ModelSwitch(Registry("3"), tmp_path, 1, 1)
     assert late.current().version == one.current().version == "1"
     assert set(late.models) == {"1"}
+
+
+def test_the_folders_of_serves_that_exited_are_removed(tmp_path: Path):
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    gone = tmp_path / f"{PREFIX}{exited.pid}"
+    living = tmp_path / f"{PREFIX}{os.getpid()}"
+    for folder in (gone, living):
+        folder.mkdir()
+        (folder / "current").write_text("1")
+    mine = shared_folder(tmp_path)
+    assert mine == tmp_path / f"{PREFIX}{os.getppid()}" and mine.is_dir()
+    assert not gone.exists() and (living / "current").read_text() == "1"
