@@ -57,8 +57,32 @@ def judge(
     return (
         latency_ratio(evidence, checks, stage)
         or confidence_drop(evidence, checks, stage)
-        or class_shift(evidence, checks, stage)
+        or class_shift(evidence, checks, stage, timed_out)
     )
+
+
+def class_rows_needed(evidence: StageEvidence, checks: RolloutChecks) -> int:
+    """Rows of the new version still missing before class shift has a verdict (0
+    when it has one). The new version's rows are counted as the devices weigh:
+    D devices with n_i rows each weigh as D^2 / sum(1/n_i) rows, so one busy
+    device does not stand in for its quiet peers (a device that predicted
+    nothing, all errors, is left out: it cannot hold a stage back)."""
+    if not evidence.previous:
+        return 0
+    classes = set(evidence.prior or {}) | set(_class_counts(evidence.previous))
+    classes |= set(_class_counts(evidence.new))
+    needed = checks.min_rows_per_class * max(len(classes), 2)
+    return max(0, needed - int(effective_rows(evidence.new)))
+
+
+def effective_rows(rows: list[Telemetry]) -> float:
+    """Predicted rows as the equal-weight average of each device's shares sees them."""
+    per_device = [
+        sum(int(c) for t in reports for c in t.class_counts.values())
+        for reports in by_device(rows)
+    ]
+    counted = [n for n in per_device if n > 0]
+    return len(counted) ** 2 / sum(1 / n for n in counted) if counted else 0.0
 
 
 def install_success(
@@ -148,8 +172,10 @@ def confidence_drop(
 
 
 def class_shift(
-    evidence: StageEvidence, checks: RolloutChecks, stage: str
+    evidence: StageEvidence, checks: RolloutChecks, stage: str, timed_out: bool
 ) -> Cause | None:
+    if class_rows_needed(evidence, checks) and not timed_out:
+        return None  # a sampling wobble, not a verdict; the stage waits for more
     before, after = _class_counts(evidence.previous), _class_counts(evidence.new)
     if evidence.prior:
         # Against the classes the new version was trained on: a model that collapses

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from components.config import FleetConfig
-from edge_fleet.checks import Cause, StageEvidence, judge
+from edge_fleet.checks import Cause, StageEvidence, class_rows_needed, judge
 from edge_fleet.db import Device, Model, Rollout, Telemetry, aware, now
 from edge_fleet.errors import FleetConflict
 from edge_fleet.retention import roll_up
@@ -239,8 +239,10 @@ class Controller:
         evidence = self._evidence(session, rollout, members)
         reported = evidence.installed + evidence.failed
         with_telemetry = len({t.device_id for t in evidence.new})
-        enough = reported >= self.cfg.min_reported * len(members) and (
-            with_telemetry >= self.cfg.min_reported * evidence.installed
+        enough = (
+            reported >= self.cfg.min_reported * len(members)
+            and with_telemetry >= self.cfg.min_reported * evidence.installed
+            and not class_rows_needed(evidence, self.cfg.checks)
         )
         timed_out = waited >= self.cfg.stage_timeout_s
         if not enough and not timed_out:

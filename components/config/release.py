@@ -88,6 +88,12 @@ class RolloutChecks(Strict):
     min_latency_ms: float = Field(1.0, ge=0)
     max_confidence_drop: float = Field(0.10, ge=0, le=1)  # mean top-1 confidence
     max_class_shift: float = Field(0.25, ge=0, le=1)  # total variation distance
+    # Class shift is judged only on this many predicted rows per class (of the new
+    # version, the devices weighing the same): between two samples of the same
+    # model, the distance is noise of about 0.5/sqrt(rows per class), so 16 rows
+    # each from 2 devices measured 0.26 for a byte-identical file. A stage waits
+    # for them until it times out, then is judged on what arrived.
+    min_rows_per_class: int = Field(20, ge=1)
     # Fleet-wide stop: devices failed on this rollout, percent of the whole fleet.
     abort_failed_percent: float = Field(20.0, gt=0, le=100)
 

@@ -42,7 +42,7 @@ FAST_FLEET = {
     "poll_s": 0.2,
     "bake_s": 0.5,
     "stage_timeout_s": 20,
-    "telemetry_batch": 16,
+    "telemetry_batch": 64,  # 4 check-ins of one device give class shift its rows
     "offline_after_s": 30,
     "canary_percent": 25,
     "waves": [50],

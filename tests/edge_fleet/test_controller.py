@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from components.config import FleetConfig
-from edge_fleet.checks import StageEvidence, judge, total_variation
+from edge_fleet.checks import (
+    StageEvidence,
+    class_rows_needed,
+    effective_rows,
+    judge,
+    total_variation,
+)
 from edge_fleet.controller import stages
 from edge_fleet.db import Telemetry
 from edge_fleet.tuf_repo import bucket, in_scope
@@ -175,3 +181,40 @@ def test_class_shift_is_measured_against_the_training_classes_when_known():
     assert cause is not None and cause.check == "class_shift"
     assert cause.value == pytest.approx(0.48 - 0.0)
     assert "training class shares" in cause.detail
+
+
+def _device(version: str, device: str, counts: dict[str, int]) -> Telemetry:
+    row = _t(version, class_counts=counts, inferences=sum(counts.values()))
+    row.device_id = device
+    return row
+
+
+def test_a_small_sample_is_not_a_class_shift_until_the_stage_times_out():
+    """CI rolled back a byte-identical file at TV 0.2617 > 0.25: two canary devices
+    had sent 16 rows each. Ten classes seen 32 times is a wobble, not a verdict:
+    the stage waits for min_rows_per_class per class of the new version's rows."""
+    prior = {str(k): 0.1 for k in range(10)}
+    before = [_device("1", f"d{i}", {str(k): 16 for k in range(10)}) for i in (1, 2)]
+    wobble = {"0": 4, "1": 3, "2": 3, "3": 2, "4": 2, "5": 1, "6": 1}
+    new = [_device("2", "d1", wobble), _device("2", "d2", wobble)]
+    small = StageEvidence(2, 2, 0, new, before, prior)
+    assert class_rows_needed(small, CFG.checks) == 200 - 32
+    assert judge(small, "canary", CFG) is None
+    # At the stage timeout it is judged on what arrived: the safe side.
+    cause = judge(small, "canary", CFG, timed_out=True)
+    assert cause is not None and cause.check == "class_shift" and cause.value > 0.25
+    # The same shares over enough rows are a real shift, judged before the timeout.
+    many = {k: 10 * v for k, v in wobble.items()}
+    big = StageEvidence(2, 2, 0, [_device("2", "d1", many)] * 2, before, prior)
+    assert class_rows_needed(big, CFG.checks) == 0
+    cause = judge(big, "canary", CFG)
+    assert cause is not None and cause.check == "class_shift"
+
+
+def test_rows_count_as_the_devices_weigh():
+    """A device that claims a thousand rows does not stand in for a quiet peer; a
+    device that predicted nothing does not hold the stage back."""
+    busy = _device("2", "busy", {"0": 1000})
+    quiet = _device("2", "quiet", {"0": 10})
+    assert effective_rows([busy, quiet]) == pytest.approx(4 / (1 / 1000 + 1 / 10))
+    assert effective_rows([busy, _device("2", "mute", {})]) == 1000
