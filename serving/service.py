@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Annotated
 
 import bentoml
-import numpy as np
 from bentoml.exceptions import InvalidArgument
 from bentoml.validators import ContentType
 from pydantic import BaseModel
@@ -68,10 +67,6 @@ class Prediction(BaseModel):
 WORKERS = worker_count()
 
 
-def _probabilities(model: LoadedModel, rows: np.ndarray) -> np.ndarray:
-    return model.probabilities(rows)
-
-
 @bentoml.service(
     name="edgeloop",
     workers=WORKERS,
@@ -91,7 +86,7 @@ class Predictor:
         worker = bentoml.server_context.worker_index or 1
         self.models = ModelSwitch(source, shared_folder(), WORKERS, worker)
         start_following(self.models, poll_s=0.05, alias_poll_s=self.cfg.poll_s)
-        self.batcher = MicroBatcher(_probabilities, self.cfg.max_batch_rows)
+        self.batcher = MicroBatcher(LoadedModel.probabilities, self.cfg.max_batch_rows)
         self.log = PredictionLog(
             params.paths.prediction_log,
             self.cfg.log_sample_rate,

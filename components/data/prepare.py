@@ -14,6 +14,7 @@ import pandas as pd
 
 from components.config import DataConfig, Params
 from components.data.sources import load_source, read_table
+from components.errors import EdgeloopError
 from components.stage import exit_with, run_stage, stage_parser
 
 log = logging.getLogger("edgeloop.prepare")
@@ -63,8 +64,8 @@ def incoming_rows(
         try:
             frame = read_table(file)
             why = _column_mismatch(list(frame.columns), columns)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is set aside
-            why = f"not readable ({type(exc).__name__}: {exc})"
+        except EdgeloopError as exc:  # read_table names what it could not read
+            why = f"not readable ({exc})"
         if why:
             dest = quarantine / name
             dest.parent.mkdir(parents=True, exist_ok=True)
