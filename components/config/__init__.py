@@ -14,6 +14,10 @@ from components.config.data import (
     SplitConfig,
     ValidationConfig,
 )
+from components.config.features import (
+    FeaturesConfig,
+    FeatureSpec,
+)
 from components.config.params import (
     DEFAULT_PARAMS,
     VARIANTS,
@@ -46,6 +50,8 @@ __all__ = [
     "DEFAULT_PARAMS",
     "DataConfig",
     "DeviceProfile",
+    "FeatureSpec",
+    "FeaturesConfig",
     "FederatedConfig",
     "FleetConfig",
     "FloatRange",

@@ -18,6 +18,7 @@ from components.config.data import (
     SplitConfig,
     ValidationConfig,
 )
+from components.config.features import FeaturesConfig
 from components.config.release import (
     FleetConfig,
     MonitoringConfig,
@@ -45,6 +46,7 @@ class Params(Strict):
     data: DataConfig
     split: SplitConfig = SplitConfig()
     validation: ValidationConfig
+    features: FeaturesConfig = FeaturesConfig()
     train: TrainConfig = TrainConfig()
     optimize: OptimizeConfig = OptimizeConfig()
     registry: RegistryConfig
@@ -60,6 +62,22 @@ class Params(Strict):
                 f"optimize.ship_variant {self.optimize.ship_variant!r} is not made by "
                 f"the {self.train.backend} backend; allowed: {', '.join(allowed)}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _features_fit_the_model(self) -> Params:
+        label = self.data.label_column
+        if label in self.features.columns or label in self.features.drop:
+            raise ValueError(f"features: {label!r} is data.label_column, not a feature")
+        if self.features.plain:
+            return self
+        if self.train.backend != "torch":
+            raise ValueError(
+                "features: categorical columns and missing-value policies are built "
+                f"for train.backend torch only (got {self.train.backend!r})"
+            )
+        if self.data.image_shape is not None:
+            raise ValueError("features: column kinds are for tables, not images")
         return self
 
     def incoming_dir(self) -> Path:

@@ -14,9 +14,11 @@ import great_expectations as gx
 import pandas as pd
 from great_expectations import expectations as gxe
 
-from components.config import ValidationConfig
+from components.config import FeaturesConfig, FeatureSpec, ValidationConfig
+from components.data.features import FALSE, TRUE
 from components.data.split import ROW_KEY, SplitResult, row_keys
 
+NO_FEATURES = FeaturesConfig()
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "float16", "float32", "float64"]
 
 
@@ -50,7 +52,10 @@ class ValidationOutcome:
 
 
 def contract_expectations(
-    cfg: ValidationConfig, features: list[str], label: str
+    cfg: ValidationConfig,
+    features: list[str],
+    label: str,
+    kinds: FeaturesConfig = NO_FEATURES,
 ) -> list[gxe.Expectation]:
     """Schema, ranges, nulls, label set, class balance, duplicates, size."""
     labels = list(cfg.labels)
@@ -78,17 +83,43 @@ def contract_expectations(
             gxe.ExpectColumnValuesToBeInTypeList(column=label, type_list=label_types)
         )
     for col in features:
-        exps.append(gxe.ExpectColumnValuesToNotBeNull(column=col))
-        exps.append(
-            gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=NUMERIC_TYPES)
-        )
-        bounds = cfg.column_ranges.get(col, cfg.feature_range)
-        if bounds is not None:
+        exps += column_expectations(col, kinds.spec(col), cfg)
+    return exps
+
+
+def column_expectations(
+    col: str, spec: FeatureSpec, cfg: ValidationConfig
+) -> list[gxe.Expectation]:
+    """A feature column checked by its declared kind (`features:`): its type, its
+    gaps (none, or at most `max_missing` of the rows where a policy fills them),
+    its categories (at most `max_unseen` outside the declared values) and range."""
+    gaps = {} if spec.missing == "refuse" else {"mostly": 1.0 - spec.max_missing}
+    exps: list[gxe.Expectation] = [
+        gxe.ExpectColumnValuesToNotBeNull(column=col, **gaps)
+    ]
+    unseen = {"mostly": 1.0 - spec.max_unseen} if spec.max_unseen else {}
+    if spec.kind == "categorical":
+        if spec.values != "learned":
             exps.append(
-                gxe.ExpectColumnValuesToBeBetween(
-                    column=col, min_value=bounds[0], max_value=bounds[1]
+                gxe.ExpectColumnValuesToBeInSet(
+                    column=col, value_set=list(spec.values), **unseen
                 )
             )
+        return exps
+    if spec.kind == "boolean":
+        allowed = [True, False, 0, 1, *sorted(TRUE | FALSE)]
+        exps.append(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=allowed))
+        return exps
+    exps.append(
+        gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=NUMERIC_TYPES)
+    )
+    bounds = cfg.column_ranges.get(col, cfg.feature_range)
+    if bounds is not None:
+        exps.append(
+            gxe.ExpectColumnValuesToBeBetween(
+                column=col, min_value=bounds[0], max_value=bounds[1]
+            )
+        )
     return exps
 
 
@@ -163,10 +194,14 @@ def _unexpected(info: dict[str, Any], mostly: float) -> str:
 
 
 def validate_batch(
-    frame: pd.DataFrame, cfg: ValidationConfig, features: list[str], label: str
+    frame: pd.DataFrame,
+    cfg: ValidationConfig,
+    features: list[str],
+    label: str,
+    kinds: FeaturesConfig = NO_FEATURES,
 ) -> ValidationOutcome:
     return run_suite(
-        frame, "data_contract", contract_expectations(cfg, features, label)
+        frame, "data_contract", contract_expectations(cfg, features, label, kinds)
     )
 
 

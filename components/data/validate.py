@@ -47,18 +47,23 @@ class ValidationRun:
 
 
 def expected_features(params: Params) -> list[str]:
-    """The contract's feature columns: from params, else those of the source."""
+    """The contract's feature columns: from params, else those of the source, less
+    `features.drop`."""
     if params.validation.feature_columns is not None:
         return list(params.validation.feature_columns)
     source = load_source(params.data).frame
-    return feature_columns(source, params.data.label_column)
+    columns = feature_columns(source, params.data.label_column)
+    return [c for c in columns if c not in params.features.drop]
 
 
 def validate_and_split(
     frame: pd.DataFrame, params: Params, features: list[str]
 ) -> ValidationRun:
     label = params.data.label_column
-    contract = validate_batch(frame, params.validation, features, label)
+    frame = frame.drop(columns=params.features.drop, errors="ignore")
+    contract = validate_batch(
+        frame, params.validation, features, label, params.features
+    )
     if not contract.success:
         return ValidationRun(outcomes=[contract], split=None)
     split = split_dataset(frame, params.split, label)

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from onnxruntime.quantization import (
     CalibrationDataReader,
@@ -154,6 +155,7 @@ def quantize_int8_static(fp32: Path, out: Path, calibration: np.ndarray) -> Path
         str(prepared),
         str(out),
         _Calibration(calibration, "features"),
+        nodes_to_exclude=preprocessing_nodes(onnx.load(str(prepared))),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QInt8,
@@ -161,6 +163,22 @@ def quantize_int8_static(fp32: Path, out: Path, calibration: np.ndarray) -> Path
     )
     prepared.unlink()
     return out
+
+
+def preprocessing_nodes(model: onnx.ModelProto) -> list[str]:
+    """The nodes of a model's `Preprocess` (gaps filled, categories one-hot, from
+    raw columns) up to its standardization's Sub: left in float. Quantized, their
+    Concat put raw grams (up to 6,300) and one-hot 0/1 on one int8 scale, and the
+    penguins model fell from 0.98 to 0.44 accuracy. None for other models."""
+    nodes = list(model.graph.node)
+    if not nodes or nodes[0].op_type != "IsNaN":
+        return []
+    names = []
+    for node in nodes:
+        if node.op_type == "Sub":
+            break
+        names.append(node.name)
+    return names
 
 
 def quantize_int8_dynamic(fp32: Path, out: Path) -> Path:

@@ -1,6 +1,7 @@
 """From the prepared frames to what a model takes: its spec (features in order,
 classes, shape, backend) and its arrays (features as float32, labels as indices
-into the spec's classes)."""
+into the spec's classes); with a `features:` section, the raw columns encoded as
+the exported model takes them (components/data/features.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ import numpy as np
 import pandas as pd
 
 from components.config import Params
+from components.data.features import (
+    encode,
+    encoding_from_json,
+    encoding_to_json,
+    fit_encoding,
+)
 from components.data.sources import feature_columns
 from components.errors import TrainingError
 from components.training.model import ModelSpec
@@ -21,12 +28,19 @@ def to_arrays(frame: pd.DataFrame, spec: ModelSpec, label: str) -> Arrays:
     if y.isna().any():
         unknown = sorted(set(frame[label][y.isna()]))
         raise TrainingError(f"labels {unknown} are not in validation.labels")
-    x = frame[spec.feature_columns].to_numpy(dtype=np.float32)
+    if spec.encoding:
+        x = encode(frame, encoding_from_json(spec.encoding))
+    else:
+        x = frame[spec.feature_columns].to_numpy(dtype=np.float32)
     return Arrays(x=x, y=y.to_numpy(dtype=np.int64))
 
 
 def spec_for(params: Params, train_frame: pd.DataFrame) -> ModelSpec:
     features = feature_columns(train_frame, params.data.label_column)
+    encoding = None
+    if not params.features.plain:
+        fitted = fit_encoding(train_frame, features, params.features)
+        encoding = encoding_to_json(fitted)
     return ModelSpec(
         n_features=len(features),
         classes=list(params.validation.labels),
@@ -34,4 +48,5 @@ def spec_for(params: Params, train_frame: pd.DataFrame) -> ModelSpec:
         hidden_units=params.train.hidden_units,
         image_shape=params.data.image_shape,
         backend=params.train.backend,
+        encoding=encoding,
     )

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from components.data.features import encoding_from_json
+
 WEIGHTS = "model.pt"
 SPEC = "model.json"
 
@@ -27,6 +29,9 @@ class ModelSpec:
     hidden_units: int
     image_shape: tuple[int, int] | None = None
     backend: str = "torch"
+    # The fitted `features:` section (components/data/features.py, as JSON); None:
+    # every column numeric and gap-free, taken as it is.
+    encoding: list[dict] | None = None
 
     @property
     def kind(self) -> str:
@@ -48,6 +53,50 @@ class Standardize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+class Preprocess(nn.Module):
+    """The fitted `features:` section inside the model: gaps filled (the training
+    split's median, most frequent value or a constant), "was missing" indicators
+    added, categories (their index) one-hot encoded, then standardized. Exports to
+    ONNX as plain ops (IsNaN, Where, Equal), so the file takes raw rows."""
+
+    def __init__(self, encoding: list[dict]) -> None:
+        super().__init__()
+        columns = encoding_from_json(encoding)
+        fill = [0.0 if np.isnan(c.fill) else c.fill for c in columns]
+        self.register_buffer("fill", torch.tensor(fill, dtype=torch.float32))
+        self.plain = [i for i, c in enumerate(columns) if c.categories is None]
+        self.categorical = [
+            (i, len(c.categories)) for i, c in enumerate(columns) if c.categories
+        ]
+        self.indicators = [i for i, c in enumerate(columns) if c.indicator]
+        width = sum(c.width for c in columns)
+        self.standardize = Standardize(width)
+
+    def expand(self, x: torch.Tensor) -> torch.Tensor:
+        gap = torch.isnan(x)
+        filled = torch.where(gap, self.fill, x)
+        parts = [filled[:, self.plain]] if self.plain else []
+        for i, k in self.categorical:
+            codes = torch.arange(k, dtype=x.dtype, device=x.device)
+            parts.append((filled[:, i : i + 1] == codes).to(x.dtype))
+        if self.indicators:
+            parts.append(gap[:, self.indicators].to(x.dtype))
+        return torch.cat(parts, dim=1)
+
+    def fit(self, x: torch.Tensor) -> None:
+        self.standardize.fit(self.expand(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.standardize(self.expand(x))
+
+
+def network_inputs(spec: ModelSpec) -> int:
+    """The network's width after preprocessing."""
+    if not spec.encoding:
+        return spec.n_features
+    return sum(c.width for c in encoding_from_json(spec.encoding))
 
 
 def standardization_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -79,14 +128,13 @@ def build_model(spec: ModelSpec) -> nn.Sequential:
         ]
     else:
         body = [
-            nn.Linear(spec.n_features, spec.hidden_units),
+            nn.Linear(network_inputs(spec), spec.hidden_units),
             nn.ReLU(),
             nn.Linear(spec.hidden_units, spec.hidden_units),
             nn.ReLU(),
         ]
-    model = nn.Sequential(
-        Standardize(spec.n_features), *body, nn.Linear(spec.hidden_units, n_classes)
-    )
+    first = Preprocess(spec.encoding) if spec.encoding else Standardize(spec.n_features)
+    model = nn.Sequential(first, *body, nn.Linear(spec.hidden_units, n_classes))
     _init_weights(model)
     return model
 

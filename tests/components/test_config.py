@@ -23,7 +23,7 @@ def test_unknown_top_level_key_is_an_error():
     with pytest.raises(
         ConfigError,
         match=r"trian: unknown key; allowed keys here: "
-        r"paths, data, split, validation, train, optimize, registry",
+        r"paths, data, split, validation, features, train, optimize, registry",
     ):
         parse_params(raw)
 
