@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+import pandas as pd
 from bentoml.exceptions import InvalidArgument
+
+from components.data.features import ColumnEncoding, encode
 
 
 @dataclass(frozen=True)
@@ -26,12 +29,17 @@ class FeatureRanges:
     names: list[str] | None
 
     @classmethod
-    def of_run(cls, params: dict[str, str], n_features: int) -> FeatureRanges:
+    def of_run(
+        cls,
+        params: dict[str, str],
+        n_features: int,
+        columns: list[str] | None = None,
+    ) -> FeatureRanges:
         default = json.loads(params.get("validation.feature_range", "null"))
         lo, hi = default if default is not None else (-math.inf, math.inf)
         low, high = [float(lo)] * n_features, [float(hi)] * n_features
         setting = ["validation.feature_range"] * n_features
-        names = json.loads(params.get("validation.feature_columns", "null"))
+        names = columns or json.loads(params.get("validation.feature_columns", "null"))
         names = names if names and len(names) == n_features else None
         prefix = "validation.column_ranges."
         for key, value in params.items():
@@ -52,6 +60,9 @@ class RowContract:
     version: str
     n_features: int
     ranges: FeatureRanges
+    # The model's fitted `features:` section: rows may then carry text (a
+    # category) and null (a gap, where the column's policy fills it).
+    encoding: tuple[ColumnEncoding, ...] = ()
 
     @cached_property
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -61,9 +72,11 @@ class RowContract:
             np.asarray(self.ranges.high, dtype=np.float32),
         )
 
-    def check(self, instances: list[list[float]]) -> np.ndarray:
+    def check(self, instances: list[list[float | str | None]]) -> np.ndarray:
         """The rows as the model's float32 input; InvalidArgument (400) naming the
         first row and column that break the contract."""
+        if self.encoding:
+            return self.check_raw(instances)
         try:
             with np.errstate(over="ignore"):  # past float32: inf, refused below
                 rows = np.asarray(instances, dtype=np.float64).astype(np.float32)
@@ -84,6 +97,52 @@ class RowContract:
             i, j = (int(k) for k in np.argwhere(bad)[0])
             raise InvalidArgument(self.why(i, j, instances[i][j]))
         return rows
+
+    def check_raw(self, instances: list[list[float | str | None]]) -> np.ndarray:
+        """Rows of raw values (text for a category, null for a gap) encoded as the
+        model takes them: an unseen category, text in a numeric column, or a gap
+        in a column whose policy is refuse is a 400 naming the value."""
+        for i, row in enumerate(instances):
+            if len(row) != self.n_features:
+                raise InvalidArgument(
+                    f"instances[{i}]: expected {self.n_features} features "
+                    f"({', '.join(c.name for c in self.encoding)}), got {len(row)}"
+                )
+        frame = pd.DataFrame(
+            instances, columns=[c.name for c in self.encoding], dtype=object
+        )
+        rows = encode(frame, list(self.encoding))
+        gap = frame.isna().to_numpy()
+        fills = np.asarray([not np.isnan(c.fill) for c in self.encoding])
+        low, high = self.bounds
+        bad = (np.isnan(rows) & ~(gap & fills)) | np.isinf(rows)
+        numeric = np.asarray([c.categories is None for c in self.encoding])
+        bad |= ((rows < low) | (rows > high)) & numeric  # a category's index: no range
+        if bad.any():
+            i, j = (int(k) for k in np.argwhere(bad)[0])
+            raise InvalidArgument(self.why_raw(i, j, instances[i][j]))
+        return rows
+
+    def why_raw(self, i: int, j: int, value: object) -> str:
+        column = self.encoding[j]
+        where = f"instances[{i}][{j}] ({column.name})"
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return (
+                f"{where}: a gap (null) where features.columns.{column.name}.missing "
+                "is refuse"
+            )
+        if column.categories is not None:
+            return f"{where}: {value!r} is not one of {column.categories}"
+        if column.kind == "boolean":
+            return f"{where}: {value!r} is not a boolean (true/false, 1/0, yes/no)"
+        if isinstance(value, str):
+            return f"{where}: {value!r} is not a number"
+        if not math.isfinite(float(value)):  # type: ignore[arg-type]
+            return f"{where}: {value!r} is not a finite float32"
+        return (
+            f"{where}: {value!r} is outside [{self.ranges.low[j]:g}, "
+            f"{self.ranges.high[j]:g}] ({self.ranges.setting[j]})"
+        )
 
     def why(self, i: int, j: int, value: float) -> str:
         column = f" ({self.ranges.names[j]})" if self.ranges.names else ""

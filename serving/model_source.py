@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from components.config import ServingConfig
+from components.data.features import ColumnEncoding, encoding_from_json
 from components.errors import ServiceError
 from components.optimization.runtime import LiteRtModel, OnnxRuntimeModel, load_runtime
 from serving.contract import FeatureRanges, RowContract
@@ -28,10 +29,11 @@ class LoadedModel:
     n_features: int
     runtime: OnnxRuntimeModel | LiteRtModel
     ranges: FeatureRanges
+    encoding: tuple[ColumnEncoding, ...] = ()
 
     @cached_property
     def contract(self) -> RowContract:
-        return RowContract(self.version, self.n_features, self.ranges)
+        return RowContract(self.version, self.n_features, self.ranges, self.encoding)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         logits = self.runtime.logits(x).astype(np.float64)
@@ -98,8 +100,10 @@ class AliasSource:
             runtime = load_runtime(Path(local), threads=self.threads)
         classes = json.loads(run.data.params["validation.labels"])
         n = _n_features(runtime)
-        ranges = FeatureRanges.of_run(run.data.params, n)
-        return LoadedModel(str(version), wanted, classes, n, runtime, ranges)
+        inputs = report.get("inputs") or {}
+        encoding = tuple(encoding_from_json(inputs.get("encoding")))
+        ranges = FeatureRanges.of_run(run.data.params, n, inputs.get("feature_columns"))
+        return LoadedModel(str(version), wanted, classes, n, runtime, ranges, encoding)
 
 
 def _n_features(runtime: OnnxRuntimeModel | LiteRtModel) -> int:

@@ -122,9 +122,11 @@ class Predictor:
     # (IOMixin.mime_type), which took half of this API's time in a profile.
     @bentoml.api
     async def predict(
-        self, instances: list[list[float]]
+        self, instances: list[list[float | str | None]]
     ) -> Annotated[list[Prediction], ContentType("application/json")]:
-        """Classify rows of raw features; answers one Prediction per row."""
+        """Classify rows of raw features; answers one Prediction per row. A model
+        trained with a `features:` section takes its categories as text and a gap
+        as null (where the column's policy fills it)."""
         if not instances or len(instances) > self.cfg.max_request_rows:
             raise InvalidArgument(
                 f"instances: expected 1 to {self.cfg.max_request_rows} "

@@ -29,7 +29,12 @@ from components.optimization import compress
 from components.optimization.runtime import load_runtime, predict, single_sample_latency
 from components.stage import exit_with, run_stage, stage_parser
 from components.training.inputs import to_arrays
-from components.training.model import Classifier, TorchClassifier
+from components.training.model import (
+    Classifier,
+    ModelSpec,
+    TorchClassifier,
+    load_spec,
+)
 from components.training.torch_train import Arrays, loader_for, train_epoch
 
 log = logging.getLogger("edgeloop.optimize")
@@ -281,13 +286,24 @@ def optimize_model(
 
 
 def write_report(
-    reference: float, reports: list[VariantReport], ship: str, folder: Path
+    reference: float,
+    reports: list[VariantReport],
+    ship: str,
+    folder: Path,
+    spec: ModelSpec | None = None,
 ) -> None:
+    """The variants and, from the model's spec, what their files take: the raw
+    feature columns in order and their fitted encoding (categories by index, gaps
+    as NaN; components/data/features.py), which serving reads with the file."""
     folder.mkdir(parents=True, exist_ok=True)
     record = {
         "reference_accuracy": reference,
         "ship_variant": ship,
         "variants": [asdict(r) for r in reports],
+        "inputs": {
+            "feature_columns": spec.feature_columns if spec else None,
+            "encoding": spec.encoding if spec else None,
+        },
     }
     (folder / REPORT).write_text(json.dumps(record, indent=1) + "\n")
     lines = [
@@ -338,7 +354,8 @@ def _body(args: argparse.Namespace, params: Params) -> None:
         args.prepared or params.paths.prepared,
         args.out or params.paths.variants,
     )
-    write_report(reference, reports, params.optimize.ship_variant, reports_dir)
+    spec = load_spec(args.model or params.paths.model)
+    write_report(reference, reports, params.optimize.ship_variant, reports_dir, spec)
     for r in reports:
         log.info(
             "%s: %.1f KB, accuracy %.4f, %.4f ms, %s, deployable to %s",

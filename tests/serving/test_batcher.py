@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from bentoml.exceptions import InvalidArgument
 
+from components.data.features import ColumnEncoding
 from serving.batcher import MicroBatcher
 from serving.contract import FeatureRanges, RowContract
 
@@ -138,3 +139,38 @@ def test_the_contract_names_the_first_bad_row_and_column(instances, expected):
 def test_the_contract_gives_the_rows_as_float32():
     rows = RowContract("1", 3, RANGES).check([[1, 2, 0.5], [16, 0, -1]])
     assert rows.dtype == np.float32 and rows.shape == (2, 3)
+
+
+RAW = (  # island (categorical, no gap), mass (numeric, median), sex (most frequent)
+    ColumnEncoding("island", "categorical", ["Biscoe", "Dream"], float("nan"), False),
+    ColumnEncoding("mass", "numeric", None, 4050.0, True),
+    ColumnEncoding("sex", "categorical", ["female", "male"], 1.0, True),
+)
+RAW_RANGES = FeatureRanges(
+    [0.0] * 3, [9000.0] * 3, ["validation.feature_range"] * 3, None
+)
+
+
+def test_raw_rows_take_text_and_gaps_where_the_model_fills_them():
+    rows = RowContract("1", 3, RAW_RANGES, RAW).check(
+        [["Dream", 3800, "female"], ["Biscoe", None, None]]
+    )
+    assert rows.dtype == np.float32
+    np.testing.assert_array_equal(rows[0], [1.0, 3800.0, 0.0])
+    assert rows[1, 0] == 0.0 and np.isnan(rows[1, 1:]).all()  # filled in the model
+
+
+@pytest.mark.parametrize(
+    ("instances", "expected"),
+    [
+        ([["Mars", 3800, "male"]], "instances[0][0] (island): 'Mars' is not one of"),
+        ([[None, 3800, "male"]], "(island): a gap (null) where features.columns."),
+        ([["Dream", "heavy", "male"]], "instances[0][1] (mass): 'heavy' is not a"),
+        ([["Dream", 9500, "male"]], "(mass): 9500 is outside [0, 9000]"),
+        ([["Dream", 3800]], "expected 3 features (island, mass, sex), got 2"),
+    ],
+)
+def test_raw_rows_are_refused_naming_the_value(instances, expected):
+    with pytest.raises(InvalidArgument) as refused:
+        RowContract("1", 3, RAW_RANGES, RAW).check(instances)
+    assert expected in str(refused.value), str(refused.value)
