@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cli import drift, fleet, loop, pipeline, registry, services
+from cli import data, drift, fleet, loop, pipeline, registry, services
 from cli.console import DEBUG, err
 from components.errors import EdgeloopError
 from stack.services import use_stack_credentials
@@ -39,6 +39,7 @@ for command in (
     app.command()(command)
 app.add_typer(fleet.fleet_app, name="fleet")
 app.add_typer(drift.drift_app, name="drift")
+app.add_typer(data.data_app, name="data")
 
 
 @app.callback()

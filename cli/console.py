@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 console = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error, one line: never wrapped
 
 ParamsOption = Annotated[Path, typer.Option("--params")]
 ProjectOption = Annotated[Path, typer.Option(help="project root")]

@@ -107,7 +107,9 @@ def column_expectations(
             )
         return exps
     if spec.kind == "boolean":
-        allowed = [True, False, 0, 1, *sorted(TRUE | FALSE)]
+        words = sorted(TRUE | FALSE)  # as encode() reads them: any letter case
+        cases = {f(w) for w in words for f in (str.lower, str.upper, str.capitalize)}
+        allowed = [True, False, 0, 1, *sorted(cases)]
         exps.append(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=allowed))
         return exps
     exps.append(

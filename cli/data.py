@@ -1,0 +1,33 @@
+"""`edgeloop data`: a user's own table, before it is trained on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.console import console
+
+data_app = typer.Typer(no_args_is_help=True, help="A user's own table.")
+
+
+@data_app.command()
+def describe(
+    path: Annotated[Path, typer.Argument(help="a .csv or .parquet table")],
+    label: Annotated[str, typer.Option(help="the column to predict")] = "label",
+    out: Annotated[
+        Path | None, typer.Option(help="write the proposal here, not to the screen")
+    ] = None,
+) -> None:
+    """Propose `data:`, `validation:` and `features:` sections for a table (each
+    column's kind, categories and gap policy, from what was measured), to review
+    and paste into params.yaml."""
+    from components.data.describe import propose
+
+    text = propose(path, label)
+    if out is None:
+        console.print(text, markup=False, highlight=False, end="")
+        return
+    out.write_text(text)
+    console.print(f"proposal written to {out}: review it, then paste into params.yaml")

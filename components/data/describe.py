@@ -1,0 +1,121 @@
+"""`edgeloop data describe PATH`: a proposed `data:`, `validation:` and `features:`
+section for a user's table, inferred once from the table and written for the user
+to review (the way a profiler proposes expectations: Great Expectations 1.x no
+longer ships its profilers, so the inference is pandas'). Each choice carries a
+comment with what was measured."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from components.data.features import FALSE, TRUE
+from components.data.sources import read_table
+from components.errors import ConfigError
+
+MAX_LISTED_CATEGORIES = 50
+
+
+def propose(path: Path, label: str) -> str:
+    """The proposed sections as params.yaml text, with comments."""
+    frame = read_table(path)
+    if label not in frame.columns:
+        raise ConfigError(
+            f"{path}: no label column {label!r}; columns: {list(frame.columns)}"
+        )
+    labels = frame[label].dropna()
+    values = sorted(labels.unique().tolist(), key=str)
+    shares = labels.value_counts(normalize=True)
+    kl = float(sum(p * math.log(p * len(shares)) for p in shares))
+    features = frame.drop(columns=label)
+    duplicates = float(features.duplicated(keep=False).mean()) if len(features) else 0.0
+    lines = [f"# proposed by `edgeloop data describe {path} --label {label}`: review"]
+    lines += _block(
+        "data",
+        {"name": _name(path), "source": str(path), "label_column": label},
+    )
+    lines += _block(
+        "validation",
+        {
+            "labels": [v if isinstance(v, int) else str(v) for v in values],
+            "min_rows": max(1, min(100, len(frame) // 2)),
+            # measured, with room for a new batch's wobble
+            "max_class_kl_divergence": round(max(0.05, 1.5 * kl + 0.01), 3),
+            "max_duplicate_fraction": round(min(0.9, 2 * duplicates), 3),
+        },
+    )
+    measured = {str(k): round(float(v), 3) for k, v in shares.items()}
+    lines.append(
+        f"  # class shares {measured}, KL from uniform {kl:.3f}; "
+        f"{100 * duplicates:.1f}% of rows repeat another's features"
+    )
+    columns, drop, notes = {}, [], []
+    for name in frame.columns:
+        if name == label:
+            continue
+        spec, note = _column(frame[name])
+        notes.append(f"#   {name}: {note}")
+        if spec is None:
+            drop.append(name)
+        elif spec:
+            columns[name] = spec
+    lines += _block("features", {"columns": columns, "drop": drop})
+    return "\n".join(lines + ["# what was measured, per column:", *notes]) + "\n"
+
+
+def _column(values: pd.Series) -> tuple[dict | None, str]:
+    """A column's proposed spec ({} for plain numeric, None to drop) and a note."""
+    n, gaps = len(values), int(values.isna().sum())
+    present = values.dropna()
+    distinct = present.nunique()
+    spec: dict = {}
+    gap_note = f"{gaps} gaps ({100 * gaps / max(n, 1):.1f}%)"
+    if pd.api.types.is_bool_dtype(values) or _looks_boolean(present):
+        spec["kind"] = "boolean"
+        what = "boolean"
+    elif pd.api.types.is_numeric_dtype(values):
+        what = f"numeric, {distinct} distinct, {present.min()}..{present.max()}"
+        if distinct == n and pd.api.types.is_integer_dtype(values):
+            return None, f"{what}: a distinct integer per row, an identifier: dropped"
+    elif _looks_datetime(present):
+        return None, "dates: no datetime kind yet; dropped (add parts by hand)"
+    else:
+        spec["kind"] = "categorical"
+        what = f"text, {distinct} distinct"
+        if distinct > MAX_LISTED_CATEGORIES:
+            return None, f"{what}: too many to be categories (free text?): dropped"
+        spec["values"] = sorted(present.astype(str).unique().tolist())
+    if gaps:
+        spec["missing"] = "median" if spec.get("kind") is None else "most_frequent"
+        spec["indicator"] = True
+        spec["max_missing"] = round(min(0.99, 2 * gaps / n + 0.01), 3)
+    return spec, f"{what}, {gap_note}"
+
+
+def _looks_boolean(present: pd.Series) -> bool:
+    text = {str(v).strip().lower() for v in present.unique()}
+    return (
+        0 < len(text) <= 2
+        and text <= TRUE | FALSE
+        and not text <= {"0", "1", "0.0", "1.0"}
+    )
+
+
+def _looks_datetime(present: pd.Series) -> bool:
+    if present.empty or not pd.api.types.is_object_dtype(present):
+        return False
+    sample = present.astype(str).head(200)
+    parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+    return bool(parsed.notna().mean() >= 0.95) and sample.str.len().min() >= 8
+
+
+def _name(path: Path) -> str:
+    return "".join(c if c.isalnum() or c in "_.-" else "-" for c in path.stem)
+
+
+def _block(section: str, body: dict) -> list[str]:
+    text = yaml.safe_dump({section: body}, sort_keys=False, default_flow_style=None)
+    return text.rstrip("\n").splitlines()
