@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from components.config import FeaturesConfig
 from components.data.split import SplitResult
 
 
@@ -18,7 +19,12 @@ def build_card(
     split: SplitResult,
     label: str,
     raw_md5: str,
+    *,
+    kinds: FeaturesConfig | None = None,
 ) -> dict[str, Any]:
+    kinds = kinds or FeaturesConfig()
+    dropped = set(kinds.drop) & set(frame.columns)
+
     def dist(df: pd.DataFrame) -> dict[str, int]:
         counts = df[label].value_counts().sort_index()
         return {str(k): int(v) for k, v in counts.items()}
@@ -30,7 +36,7 @@ def build_card(
         "license": info.get("license") or "not stated",
         "known_limitations": info.get("known_limitations") or "not stated",
         "rows": len(frame),
-        "features": len(frame.columns) - 1,
+        "features": len(frame.columns) - 1 - len(dropped),
         "label_column": label,
         "class_distribution": dist(frame),
         "splits": {
@@ -42,11 +48,42 @@ def build_card(
             )
         },
         "dvc_raw_md5": raw_md5,
+        "columns": columns_card(frame, split, label, kinds),
         # labelled files from the data set's incoming folder in this version (paths
         # in the folder), and those set aside in quarantine (not this data set's)
         "incoming_files": list(info.get("incoming_files", [])),
         "quarantined_incoming_files": list(info.get("quarantined_incoming_files", [])),
     }
+
+
+def columns_card(
+    frame: pd.DataFrame, split: SplitResult, label: str, kinds: FeaturesConfig
+) -> dict[str, dict[str, Any]]:
+    """Per column: its kind, its gaps in this version and what fills them, and
+    for a category its values (declared, or learned from the training split)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in frame.columns:
+        if name == label:
+            continue
+        if name in kinds.drop:
+            out[name] = {"kind": "dropped"}
+            continue
+        spec = kinds.spec(name)
+        entry: dict[str, Any] = {
+            "kind": spec.kind,
+            "missing": int(frame[name].isna().sum()),
+            "missing_policy": spec.missing,
+        }
+        if spec.kind == "categorical":
+            learned = sorted(split.train[name].dropna().astype(str).unique())
+            entry["categories"] = (
+                [str(v) for v in spec.values] if spec.values != "learned" else learned
+            )
+            entry["categories_from"] = (
+                "declared" if spec.values != "learned" else "training split"
+            )
+        out[name] = entry
+    return out
 
 
 def card_markdown(card: dict[str, Any]) -> str:
@@ -70,6 +107,17 @@ def card_markdown(card: dict[str, Any]) -> str:
             + (
                 ", ".join(f"`{f}`" for f in card.get("quarantined_incoming_files", []))
                 or "none"
+            ),
+            "",
+            "## Columns",
+            "",
+            "| column | kind | gaps | gap policy | categories |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {name} | {c['kind']} | {c.get('missing', '')} | "
+                f"{c.get('missing_policy', '')} | "
+                f"{', '.join(c.get('categories', []))} |"
+                for name, c in card.get("columns", {}).items()
             ),
             "",
             "## Description",

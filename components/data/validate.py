@@ -115,7 +115,14 @@ def _body(args: argparse.Namespace, params: Params) -> None:
         )
     assert run.split is not None
     info = json.loads((raw_dir / SOURCE_INFO).read_text())
-    card = build_card(info, frame, run.split, params.data.label_column, file_md5(raw))
+    card = build_card(
+        info,
+        frame,
+        run.split,
+        params.data.label_column,
+        file_md5(raw),
+        kinds=params.features,
+    )
     write_prepared(run.split, card, out_dir)
     log.info(
         "validated %d rows; splits %s -> %s", len(frame), run.split.sizes(), out_dir

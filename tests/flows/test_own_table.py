@@ -74,6 +74,15 @@ def test_penguins_as_shipped_train_register_and_serve_strings(
     assert result.gate.passed and result.champion == result.model.version, result
     accuracy = result.model.metrics["test_accuracy"]
     assert accuracy >= 0.9, accuracy
+    card = json.loads((project / "data/prepared/data_card.json").read_text())
+    assert card["columns"]["sex"] == {
+        "kind": "categorical",
+        "missing": 11,
+        "missing_policy": "most_frequent",
+        "categories": ["female", "male"],
+        "categories_from": "declared",
+    }
+    assert card["columns"]["year"] == {"kind": "dropped"} and card["features"] == 6
     report = json.loads((project / "reports/optimize/variants.json").read_text())
     encoding = {c["name"]: c for c in report["inputs"]["encoding"]}
     assert encoding["island"]["categories"] == ["Biscoe", "Dream", "Torgersen"]
