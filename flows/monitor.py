@@ -25,6 +25,7 @@ from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
 
 from components.config import Params, load_params
+from components.data.features import MODEL_SPEC, ColumnEncoding, model_encoding
 from components.optimization.runtime import predicted_labels
 from edge_fleet.client import FleetAdmin
 from flows.adapters.registry import data_card
@@ -75,6 +76,7 @@ class References:
     params: Params
     train: pd.DataFrame
     champion: ChampionData | None
+    encoding: tuple[ColumnEncoding, ...] = ()  # the trained model's (features:)
 
     def rows(self, target: str) -> tuple[pd.DataFrame, str]:
         own = reference_rows(self.project, self.params, target, self.champion)
@@ -120,6 +122,7 @@ def device_windows(fleet_url: str, params: Params, refs: References) -> list[Win
             batch=batch,
             reference_batches=params.monitoring.reference_batches,
             label_column=params.data.label_column,
+            encoding=refs.encoding,
         )
         windows.append(
             Window(
@@ -213,7 +216,11 @@ def monitor(
         else None
     )
     train = pd.read_parquet(project / params.paths.prepared / "train.parquet")
-    refs = References(project, params, train, champion)
+    model_dir = project / params.paths.model
+    encoding = (
+        tuple(model_encoding(model_dir)) if (model_dir / MODEL_SPEC).exists() else ()
+    )
+    refs = References(project, params, train, champion, encoding)
     windows = []
     serving = serving_window(project, params, refs)
     if serving is not None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,7 @@ from evidently.presets import ClassificationPreset
 from sklearn.exceptions import UndefinedMetricWarning
 
 from components.config import MonitoringConfig
+from components.data.features import ColumnEncoding, encode
 
 log = logging.getLogger("edgeloop.monitoring")
 
@@ -94,22 +96,28 @@ def device_frames(
     batch: int,
     reference_batches: int,
     label_column: str,
+    encoding: Sequence[ColumnEncoding] = (),
     seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Reference and current frames of batch summaries (see the module doc)."""
+    """Reference and current frames of batch summaries (see the module doc); with
+    the model's `encoding`, of the rows as the model (and so the device) takes
+    them: a category by its index."""
     features = [c for c in train.columns if c != label_column]
     classes = sorted(train[label_column].astype(str).unique())
     rng = np.random.default_rng(seed)
-    x = train[features].to_numpy(np.float64)
+    x = (
+        encode(train, list(encoding))
+        if encoding
+        else train[features].to_numpy(np.float64)
+    ).astype(np.float64)
     y = train[label_column].astype(str).to_numpy()
     rows = []
     for _ in range(reference_batches):
         pick = rng.integers(0, len(x), batch)
         labels = pd.Series(y[pick]).value_counts(normalize=True)
+        mean, std = _present_stats(x[pick])
         rows.append(
-            list(x[pick].mean(axis=0))
-            + list(x[pick].std(axis=0))
-            + [float(labels.get(k, 0.0)) for k in classes]
+            list(mean) + list(std) + [float(labels.get(k, 0.0)) for k in classes]
         )
     n = len(features)
     columns = (
@@ -128,6 +136,14 @@ def device_frames(
         columns=columns,
     )
     return reference, current
+
+
+def _present_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std per column over the present values, as a device reports them
+    (edge_fleet/device/inference.py `feature_stats`): a column with no value in
+    the batch is 0."""
+    filled = np.where(np.isnan(x).all(axis=0), 0.0, x)
+    return np.nanmean(filled, axis=0), np.nanstd(filled, axis=0)
 
 
 def summarising(reports: list[dict], features: int) -> list[dict]:
@@ -167,7 +183,14 @@ def check(
     the smallest window judged (default `monitoring.serving_min_rows`)."""
     if len(current) < (cfg.serving_min_rows if min_rows is None else min_rows):
         return DriftResult(target, len(current), 0.0, [], 0, False, None)
-    categorical = [c for c in current.columns if c == PREDICTION]
+    # The predicted class, and a user's text or yes/no columns (`features:`),
+    # are compared as categories: Jensen-Shannon distance of their shares.
+    categorical = [
+        c
+        for c in current.columns
+        if c == PREDICTION
+        or (c in reference and not pd.api.types.is_numeric_dtype(reference[c]))
+    ]
     numerical = [c for c in current.columns if c not in categorical]
     definition = DataDefinition(
         numerical_columns=numerical, categorical_columns=categorical

@@ -17,6 +17,8 @@ import httpx
 import pandas as pd
 
 from components.config import Params, load_params
+from components.data.features import model_input
+from components.data.sources import feature_columns
 from components.errors import ServiceError
 from edge_fleet.client import FleetAdmin, stack_fleet_admin
 from edge_fleet.device.agent import Agent
@@ -33,12 +35,15 @@ def stack_fleet(
     spec: FleetSpec,
     *,
     test_split: Path,
+    model_dir: Path,
     home: Path,
 ) -> list[Agent]:
     """Simulated devices (edge_fleet.sim) against this stack's fleet server:
     the factory root.json of its TUF repository, an enrollment code for this batch
     (its profiles and cohorts), and input streams drawn from the test split, within
-    the data contract's feature range."""
+    the data contract's feature range, as the trained model in `model_dir` takes
+    them (a category by its index, a gap as NaN)."""
+    test, label = pd.read_parquet(test_split), params.data.label_column
     code = stack_fleet_admin(settings).enrollment_code(
         profiles=sorted(params.fleet.profile_mix),
         cohorts=params.fleet.cohorts,
@@ -54,9 +59,7 @@ def stack_fleet(
         ).read_bytes(),
         enroll_code=code["code"],
         cfg=params.fleet,
-        inputs=pd.read_parquet(test_split)
-        .drop(columns=params.data.label_column)
-        .to_numpy(),
+        inputs=model_input(test, feature_columns(test, label), model_dir),
         http=httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32)),
         value_range=params.validation.feature_range,
     )
@@ -141,6 +144,7 @@ def enrolled_fleet(settings: Settings, params: Params, spec: FleetSpec) -> list[
         params,
         spec,
         test_split=test,
+        model_dir=params.paths.model,
         home=settings.state_dir / "fleet-sim" / spec.prefix,
     )
     for agent in agents:

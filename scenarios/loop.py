@@ -351,6 +351,7 @@ def run_loop(
         params,
         FleetSpec(devices=devices, prefix=f"loop{int(time.time())}"),
         test_split=project / params.paths.prepared / "test.parquet",
+        model_dir=project / params.paths.model,
         home=settings.state_dir / "fleet-sim" / "loop",
     )
     loop = ClosedLoop(

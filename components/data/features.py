@@ -9,7 +9,9 @@ see the raw columns."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +19,7 @@ import pandas as pd
 from components.config import FeaturesConfig, FeatureSpec
 from components.errors import ConfigError
 
+MODEL_SPEC = "model.json"  # beside a trained model's weights: its spec and encoding
 TRUE = {"true", "yes", "1", "1.0", "t", "y"}
 FALSE = {"false", "no", "0", "0.0", "f", "n"}
 
@@ -123,3 +126,19 @@ def encoding_from_json(raw: list[dict] | None) -> list[ColumnEncoding]:
         ColumnEncoding(**(c | {"fill": np.nan if c["fill"] is None else c["fill"]}))
         for c in raw or []
     ]
+
+
+def model_encoding(model_dir: Path) -> list[ColumnEncoding]:
+    """The encoding a trained model was fitted with ([] for a plain model)."""
+    spec = json.loads((model_dir / MODEL_SPEC).read_text())
+    return encoding_from_json(spec.get("encoding"))
+
+
+def model_input(
+    frame: pd.DataFrame, features: list[str], model_dir: Path
+) -> np.ndarray:
+    """Raw rows as the trained model in `model_dir` takes them."""
+    encoding = model_encoding(model_dir)
+    if encoding:
+        return encode(frame, encoding)
+    return frame[features].to_numpy(np.float32)

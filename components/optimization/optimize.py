@@ -26,7 +26,12 @@ import pandas as pd
 from components.backends import load_classifier
 from components.config import DeviceProfile, OptimizeConfig, Params
 from components.optimization import compress
-from components.optimization.runtime import load_runtime, predict, single_sample_latency
+from components.optimization.runtime import (
+    load_runtime,
+    predict,
+    single_sample_latency,
+    stamp_classes,
+)
 from components.stage import exit_with, run_stage, stage_parser
 from components.training.inputs import to_arrays
 from components.training.model import (
@@ -282,6 +287,9 @@ def optimize_model(
             lr=params.train.learning_rate,
             seed=params.train.seed,
         )
+    for b in built:  # what a device has is the file: it names its classes
+        if b.path.suffix == ".onnx":
+            stamp_classes(b.path, spec.classes)
     return reference, [measure(b, test, reference, params) for b in built]
 
 

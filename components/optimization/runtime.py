@@ -24,6 +24,9 @@ class Latency:
     p95_ms: float
 
 
+CLASSES_KEY = "edgeloop.classes"
+
+
 class OnnxRuntimeModel:
     """One ONNX Runtime session on `threads` cores (one by default, as on a small
     device; serving gives each worker its share of the machine)."""
@@ -47,8 +50,29 @@ class OnnxRuntimeModel:
             raise ValueError(f"input {self.input!r} has no fixed width ({width!r})")
         return width
 
+    @property
+    def classes(self) -> list[str] | None:
+        """The class labels the file names (ONNX metadata `edgeloop.classes`, set
+        by the optimize stage), by output position; None: a file without them."""
+        names = self.session.get_modelmeta().custom_metadata_map.get(CLASSES_KEY)
+        return json.loads(names) if names else None
+
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input: np.asarray(x, np.float32)})[0]
+
+
+def stamp_classes(path: Path, classes: list[int | str]) -> None:
+    """Write the class labels into an ONNX file's metadata, so a device that has
+    only the file reports labels (`Adelie`), not output positions."""
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key != CLASSES_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CLASSES_KEY, json.dumps([str(c) for c in classes])
+    onnx.save(model, str(path))
 
 
 class LiteRtModel:
@@ -70,6 +94,8 @@ class LiteRtModel:
     def features(self) -> int:
         """The width of one input row (the input's last dimension)."""
         return int(self.inp["shape"][-1])
+
+    classes = None  # a .tflite file carries no labels here: classes by position
 
     def _one(self, row: np.ndarray) -> np.ndarray:
         value = row[None, :].astype(np.float32)

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from components.data.features import encoding_from_json
+from components.data.features import MODEL_SPEC, encoding_from_json
 
 WEIGHTS = "model.pt"
-SPEC = "model.json"
+SPEC = MODEL_SPEC
 
 
 @dataclass(frozen=True)

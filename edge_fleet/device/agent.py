@@ -32,7 +32,12 @@ from tuf.ngclient import Updater
 
 from components.config import FleetConfig
 from edge_fleet.device.fetcher import ResumingFetcher
-from edge_fleet.device.inference import RuntimeCache, predictions, rounded
+from edge_fleet.device.inference import (
+    RuntimeCache,
+    feature_stats,
+    predictions,
+    rounded,
+)
 from edge_fleet.device.slots import (
     active_version,
     load_state,
@@ -357,16 +362,14 @@ class Agent:
             "version": self.version,
             "latency_ms_median": float(np.median(latencies)),
             "latency_ms_p95": float(np.percentile(latencies, 95)),
-            **predictions(runtime.logits(x)),
-            "feature_stats": {
-                "mean": rounded(x.mean(axis=0)),
-                "std": rounded(x.std(axis=0)),
-                "min": rounded(x.min(axis=0)),
-                "max": rounded(x.max(axis=0)),
-            },
+            **predictions(runtime.logits(x), runtime.classes),
+            "feature_stats": feature_stats(x),
         }
         if self.id.cohort in self.cfg.sample_cohorts:
-            body["samples"] = [rounded(r) for r in x[:8]]
+            # Rows with a gap (NaN) are not sent: a report must be finite numbers.
+            complete = [rounded(r) for r in x[:8] if np.isfinite(r).all()]
+            if complete:
+                body["samples"] = complete
         return body
 
 

@@ -33,9 +33,10 @@ class RuntimeCache:
         return runtime
 
 
-def predictions(logits: np.ndarray) -> dict:
+def predictions(logits: np.ndarray, classes: list[str] | None = None) -> dict:
     """Inferences, errors (non-finite rows), mean confidence and predicted class
-    counts of one batch's logits."""
+    counts of one batch's logits, by label where the file names its classes
+    (`Adelie`), else by output position."""
     logits = logits.astype(np.float64)
     bad = ~np.isfinite(logits).all(axis=1)
     logits = logits[~bad]
@@ -46,7 +47,25 @@ def predictions(logits: np.ndarray) -> dict:
         "inferences": len(bad),
         "errors": int(bad.sum()),
         "confidence_mean": float(probs.max(axis=1).mean()) if len(probs) else 0.0,
-        "class_counts": {str(k): int(v) for k, v in zip(labels, counts, strict=True)},
+        "class_counts": {
+            str(classes[k] if classes else k): int(v)
+            for k, v in zip(labels, counts, strict=True)
+        },
+    }
+
+
+def feature_stats(x: np.ndarray) -> dict[str, list[float]]:
+    """Per input column over the present values: a gap (NaN, which the model
+    fills) is left out; a column with no value in the whole batch reports 0."""
+    filled = np.where(np.isnan(x).all(axis=0), 0.0, x)
+    return {
+        name: rounded(f(filled, axis=0))
+        for name, f in (
+            ("mean", np.nanmean),
+            ("std", np.nanstd),
+            ("min", np.nanmin),
+            ("max", np.nanmax),
+        )
     }
 
 

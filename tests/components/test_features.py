@@ -20,6 +20,7 @@ from components.optimization.runtime import OnnxRuntimeModel
 from components.training.model import ModelSpec, build_model, network_inputs
 from tests.conftest import default_params_dict
 
+SPECIES = ["Adelie", "Chinstrap", "Gentoo"]
 NUMERIC = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
 FEATURES = ["island", *NUMERIC, "sex"]
 PENGUIN_FEATURES = {
@@ -35,6 +36,10 @@ PENGUIN_FEATURES = {
         **{c: {"missing": "median", "max_missing": 0.02} for c in NUMERIC},
     },
 }
+
+
+def penguin_features() -> FeaturesConfig:
+    return FeaturesConfig.model_validate(PENGUIN_FEATURES)
 
 
 @pytest.fixture(scope="module")

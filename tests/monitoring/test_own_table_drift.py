@@ -1,0 +1,149 @@
+"""A user's own table after serving: what a device reports on the penguins model
+(class counts by species name, feature statistics over rows with gaps) is a
+report the fleet server takes, and drift is checked on it and on the serving log,
+the text columns with Evidently's categorical method."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from palmerpenguins import load_penguins
+
+from components.config import MonitoringConfig
+from components.data.features import (
+    encode,
+    encoding_from_json,
+    encoding_to_json,
+    fit_encoding,
+)
+from components.optimization.compress import export_onnx
+from components.optimization.runtime import OnnxRuntimeModel, stamp_classes
+from components.training.model import ModelSpec, build_model
+from edge_fleet.device.inference import feature_stats, predictions
+from edge_fleet.server.schemas import TelemetryBatch
+from monitoring import drift
+from tests.components.test_features import FEATURES, SPECIES, penguin_features
+
+CFG = MonitoringConfig()
+
+
+@pytest.fixture(scope="module")
+def penguins() -> pd.DataFrame:
+    frame = load_penguins().drop(columns="year")
+    return frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def shipped(penguins, tmp_path_factory):
+    """The penguins model as a device gets it: the ONNX file, its classes stamped."""
+    encoding = fit_encoding(penguins, FEATURES, penguin_features())
+    spec = ModelSpec(
+        len(FEATURES), SPECIES, FEATURES, 16, encoding=encoding_to_json(encoding)
+    )
+    model = build_model(spec).eval()
+    model[0].fit(torch.from_numpy(encode(penguins, encoding)))
+    path = export_onnx(model, len(FEATURES), tmp_path_factory.mktemp("m") / "p.onnx")
+    stamp_classes(path, SPECIES)
+    return OnnxRuntimeModel(path), encoding
+
+
+def test_a_device_report_names_species_and_is_finite_with_gaps(penguins, shipped):
+    runtime, encoding = shipped
+    assert runtime.classes == SPECIES
+    gappy = penguins[penguins.sex.isna() & penguins.body_mass_g.notna()]
+    x = encode(pd.concat([gappy, penguins.head(64 - len(gappy))]), encoding)
+    assert np.isnan(x).any()  # sex's gaps travel as NaN; the model fills them
+    body = {
+        "version": "1",
+        "latency_ms_median": 0.1,
+        "latency_ms_p95": 0.2,
+        **predictions(runtime.logits(x), runtime.classes),
+        "feature_stats": feature_stats(x),
+    }
+    assert set(body["class_counts"]) <= set(SPECIES) and body["errors"] == 0
+    report = TelemetryBatch.model_validate(body)  # what the server checks
+    assert report.feature_stats.features == len(FEATURES)
+    # A column with no value in the whole batch still reports numbers.
+    gaps = x.copy()
+    gaps[:, -1] = np.nan
+    assert feature_stats(gaps)["mean"][-1] == 0.0
+
+
+def _reports(rows: np.ndarray, labels: np.ndarray, n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        pick = rng.integers(0, len(rows), 64)
+        counts = pd.Series(labels[pick]).value_counts()
+        out.append(
+            {"inferences": 64, "class_counts": counts.to_dict()}
+            | {"feature_stats": feature_stats(rows[pick])}
+        )
+    return out
+
+
+def test_device_windows_of_the_penguins_model(penguins, shipped):
+    """The reference is the training rows as the device takes them (encoded), so a
+    quiet cohort does not drift and one that sees only Biscoe's birds does."""
+    _, encoding = shipped
+    train, held = penguins.iloc[:240], penguins.iloc[240:]
+    labels = held.species.to_numpy()
+    quiet = _reports(encode(held, encoding), labels, 20, seed=1)
+    biscoe = held[held.island == "Biscoe"]
+    shifted = _reports(encode(biscoe, encoding), biscoe.species.to_numpy(), 20, 2)
+    results = {}
+    for name, reports in (("quiet", quiet), ("biscoe", shifted)):
+        reference, current = drift.device_frames(
+            train,
+            reports,
+            batch=64,
+            reference_batches=200,
+            label_column="species",
+            encoding=encoding,
+        )
+        assert np.isfinite(reference.to_numpy()).all()
+        results[name] = drift.check(
+            f"cohort-{name}", reference, current, CFG, threshold_scale=8.0, min_rows=5
+        )
+    assert not results["quiet"].drifted, results["quiet"].summary()
+    assert results["biscoe"].drifted, results["biscoe"].summary()
+    assert "mean_f0" in results["biscoe"].drifted_columns  # island's index
+
+
+def test_serving_drift_compares_text_columns_as_categories(penguins):
+    """The serving log keeps raw values (text, gaps): island and sex are compared
+    with Jensen-Shannon distance, not as numbers (Wasserstein on text fails)."""
+    train, held = penguins.iloc[:200], penguins.iloc[200:]
+
+    def log(rows: pd.DataFrame) -> pd.DataFrame:
+        frame = rows[FEATURES].copy()
+        frame.columns = [f"f{i}" for i in range(len(FEATURES))]
+        return frame.assign(label=rows.species.to_numpy(), ts=np.arange(len(rows)))
+
+    reference, current = drift.serving_frames(
+        train[[*FEATURES, "species"]], log(held), 500, label_column="species"
+    )
+    quiet = drift.check("serving", reference, current, CFG, min_rows=50)
+    assert not quiet.drifted, quiet.summary()
+    dream = held.assign(island="Dream")
+    reference, current = drift.serving_frames(
+        train[[*FEATURES, "species"]], log(dream), 500, label_column="species"
+    )
+    moved = drift.check("serving", reference, current, CFG, min_rows=50)
+    assert "f0" in moved.drifted_columns, moved.summary()
+    assert _method(moved, "f0") == "jensenshannon"  # the categorical method
+
+
+def _method(result: drift.DriftResult, column: str) -> str:
+    assert result.snapshot is not None
+    for metric in result.snapshot.dict()["metrics"]:
+        if column in str(metric.get("config", {}).get("column", "")):
+            return str(metric["config"].get("method"))
+    return ""
+
+
+def test_round_trip_of_the_encoding(shipped):
+    _, encoding = shipped
+    assert [c.name for c in encoding_from_json(encoding_to_json(encoding))] == FEATURES
