@@ -80,17 +80,10 @@ class RowContract:
         try:
             with np.errstate(over="ignore"):  # past float32: inf, refused below
                 rows = np.asarray(instances, dtype=np.float64).astype(np.float32)
-        except ValueError:  # ragged rows
+        except ValueError:  # ragged rows, or text that is not a number
             rows = None
         if rows is None or rows.ndim != 2 or rows.shape[1] != self.n_features:
-            i, width = next(
-                (i, len(row))
-                for i, row in enumerate(instances)
-                if len(row) != self.n_features
-            )
-            raise InvalidArgument(
-                f"instances[{i}]: expected {self.n_features} features, got {width}"
-            )
+            raise InvalidArgument(self.why_not_numbers(instances))
         low, high = self.bounds
         bad = ~np.isfinite(rows) | (rows < low) | (rows > high)
         if bad.any():
@@ -144,9 +137,31 @@ class RowContract:
             f"{self.ranges.high[j]:g}] ({self.ranges.setting[j]})"
         )
 
-    def why(self, i: int, j: int, value: float) -> str:
+    def why_not_numbers(self, instances: list[list[float | str | None]]) -> str:
+        """The first row of the wrong width, else the first value that is text
+        (a model without a `features:` section takes numbers only)."""
+        for i, row in enumerate(instances):
+            if len(row) != self.n_features:
+                width = len(row)
+                return (
+                    f"instances[{i}]: expected {self.n_features} features, got {width}"
+                )
+        for i, row in enumerate(instances):
+            for j, value in enumerate(row):
+                try:
+                    float(value)  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    return f"{self.where(i, j)}: {value!r} is not a number"
+        return "instances: expected rows of numbers"
+
+    def where(self, i: int, j: int) -> str:
         column = f" ({self.ranges.names[j]})" if self.ranges.names else ""
-        where = f"instances[{i}][{j}]{column}"
+        return f"instances[{i}][{j}]{column}"
+
+    def why(self, i: int, j: int, value: float | None) -> str:
+        where = self.where(i, j)
+        if value is None:
+            return f"{where}: a gap (null); this model takes a number in every column"
         if not math.isfinite(value) or abs(value) > float(np.finfo(np.float32).max):
             return f"{where}: {value!r} is not a finite float32"
         return (

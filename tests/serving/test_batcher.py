@@ -128,6 +128,10 @@ RANGES = FeatureRanges(
             "instances[1][2] (c): 1.5 is outside [-1, 1] (validation.column_ranges.c)",
         ),
         ([[-0.5, 2, 0]], "instances[0][0] (a): -0.5 is outside [0, 16]"),
+        # Text or null sent to a model without a features: section (it was a 500:
+        # numpy's ValueError read as ragged rows, then no ragged row was found).
+        ([[1, "x", 0]], "instances[0][1] (b): 'x' is not a number"),
+        ([[1, 2, None]], "instances[0][2] (c): a gap (null); this model takes a"),
     ],
 )
 def test_the_contract_names_the_first_bad_row_and_column(instances, expected):

@@ -161,7 +161,7 @@ def test_serving_answers_refuses_and_follows_the_alias(  # noqa: PLR0915
         "wrong shape": ({"instances": [[1.0, 2.0]]}, "expected 64 features, got 2"),
         "too many rows": ({"instances": [rows[0]] * 300}, "expected 1 to 256 rows"),
         "empty": ({"instances": []}, "expected 1 to 256 rows"),
-        "wrong type": ({"instances": [["x"] * 64]}, "valid number"),
+        "wrong type": ({"instances": [["x"] * 64]}, "'x' is not a number"),
         "missing field": ({"rows": rows[:1]}, "instances"),
     }
     for case, (payload, expected) in bad.items():
@@ -176,11 +176,12 @@ def test_serving_answers_refuses_and_follows_the_alias(  # noqa: PLR0915
     )
     assert nan.status_code == 400 and "not a finite float32" in nan.text
     # Checked in the dtype the model runs in (1e39 overflows float32 to inf) and
-    # against the data contract's range (validation.feature_range: [0, 16]).
+    # against the data contract's range (validation.feature_range: [0, 16]); the
+    # column is named from the optimize report's inputs.
     for value, expected in (
-        (1e39, "instances[1][5]: 1e+39 is not a finite float32"),
-        (1e30, "instances[1][5]: 1e+30 is outside [0, 16] (validation.feature_range)"),
-        (-0.5, "instances[1][5]: -0.5 is outside [0, 16]"),
+        (1e39, "instances[1][5] (pixel_0_5): 1e+39 is not a finite float32"),
+        (1e30, "[5] (pixel_0_5): 1e+30 is outside [0, 16] (validation.feature_range)"),
+        (-0.5, "instances[1][5] (pixel_0_5): -0.5 is outside [0, 16]"),
     ):
         row = list(rows[1])
         row[5] = value
