@@ -5,6 +5,8 @@ the text columns with Evidently's categorical method."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -35,17 +37,24 @@ def penguins() -> pd.DataFrame:
     return frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
 
 
-@pytest.fixture(scope="module")
-def shipped(penguins, tmp_path_factory):
-    """The penguins model as a device gets it: the ONNX file, its classes stamped."""
-    encoding = fit_encoding(penguins, FEATURES, penguin_features())
+def penguins_onnx(frame: pd.DataFrame, folder: Path) -> tuple[Path, list]:
+    """The penguins model as a device gets it: the ONNX file, its classes stamped
+    (an untrained network behind the fitted preprocessing: what is checked here is
+    what travels, not accuracy)."""
+    encoding = fit_encoding(frame, FEATURES, penguin_features())
     spec = ModelSpec(
         len(FEATURES), SPECIES, FEATURES, 16, encoding=encoding_to_json(encoding)
     )
     model = build_model(spec).eval()
-    model[0].fit(torch.from_numpy(encode(penguins, encoding)))
-    path = export_onnx(model, len(FEATURES), tmp_path_factory.mktemp("m") / "p.onnx")
+    model[0].fit(torch.from_numpy(encode(frame, encoding)))
+    path = export_onnx(model, len(FEATURES), folder / "penguins.onnx")
     stamp_classes(path, SPECIES)
+    return path, encoding
+
+
+@pytest.fixture(scope="module")
+def shipped(penguins, tmp_path_factory):
+    path, encoding = penguins_onnx(penguins, tmp_path_factory.mktemp("m"))
     return OnnxRuntimeModel(path), encoding
 
 
