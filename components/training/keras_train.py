@@ -35,36 +35,51 @@ from components.training.torch_train import (
 KERAS_FILE = "model.keras"
 
 
-def build_keras(spec: ModelSpec, train_x: np.ndarray) -> keras.Model:
-    """Normalization adapted on the training split, then the CNN or the MLP."""
-    he = keras.initializers.HeNormal
+def build_keras(spec: ModelSpec, train_x: np.ndarray, seed: int = 0) -> keras.Model:
+    """Normalization adapted on the training split, then the CNN or the MLP.
+
+    Every initializer and the dropout get their own seed from ``seed``: left
+    unseeded, Keras draws them from Python's global ``random``, which any other
+    thread in the process may advance (the flaky reproducibility test)."""
+    seeds = iter(range(seed, seed + 16))
+
+    def he() -> keras.initializers.Initializer:
+        return keras.initializers.HeNormal(seed=next(seeds))
+
     inputs = keras.Input(shape=(spec.n_features,), name="features")
     mean, std = standardization_stats(train_x)
     x = layers.Normalization(mean=mean, variance=std**2, name="standardize")(inputs)
     if spec.image_shape:
         h, w = spec.image_shape
         x = layers.Reshape((h, w, 1))(x)
-        x = layers.Conv2D(
-            16, 3, padding="same", activation="relu", kernel_initializer=he()
-        )(x)
-        x = layers.Conv2D(
-            32, 3, padding="same", activation="relu", kernel_initializer=he()
-        )(x)
+        for filters in (16, 32):
+            x = layers.Conv2D(
+                filters, 3, padding="same", activation="relu", kernel_initializer=he()
+            )(x)
         x = layers.MaxPooling2D(2)(x)
         x = layers.Flatten()(x)
         x = layers.Dense(spec.hidden_units, activation="relu", kernel_initializer=he())(
             x
         )
-        x = layers.Dropout(0.2)(x)
+        x = layers.Dropout(0.2, seed=next(seeds))(x)
     else:
         for _ in range(2):
             x = layers.Dense(
                 spec.hidden_units, activation="relu", kernel_initializer=he()
             )(x)
-    outputs = layers.Dense(
-        len(spec.classes), kernel_initializer="glorot_uniform", name="logits"
-    )(x)
+    logits = keras.initializers.GlorotUniform(seed=next(seeds))
+    outputs = layers.Dense(len(spec.classes), kernel_initializer=logits, name="logits")(
+        x
+    )
     return keras.Model(inputs, outputs)
+
+
+def _batches(data: Arrays, batch_size: int, seed: int) -> tf.data.Dataset:
+    """The training rows reshuffled each epoch by a seeded op, not by Keras'
+    unseeded shuffle (whose seed comes from the process-wide op counter)."""
+    rows = tf.data.Dataset.from_tensor_slices((data.x, data.y))
+    rows = rows.shuffle(len(data.y), seed=seed, reshuffle_each_iteration=True)
+    return rows.batch(batch_size)
 
 
 def _optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
@@ -111,7 +126,7 @@ def train_keras(
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
     spec = replace(spec, backend="keras")
-    model = build_keras(spec, train.x)
+    model = build_keras(spec, train.x, cfg.seed)
     model.compile(
         optimizer=_optimizer(cfg),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -121,12 +136,11 @@ def train_keras(
         monitor="val_loss", patience=cfg.patience, restore_best_weights=True
     )
     model.fit(
-        train.x,
-        train.y,
+        _batches(train, cfg.batch_size, cfg.seed),
         validation_data=(val.x, val.y),
+        validation_batch_size=cfg.batch_size,
         epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        shuffle=True,
+        shuffle=False,  # _batches reshuffles each epoch
         verbose=0,
         callbacks=[metrics, stop],
     )
