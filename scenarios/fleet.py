@@ -17,7 +17,7 @@ import httpx
 import pandas as pd
 
 from components.config import Params, load_params
-from components.data.features import model_input
+from components.data.features import model_encoding, model_input
 from components.data.sources import feature_columns
 from components.errors import ServiceError
 from edge_fleet.client import FleetAdmin, stack_fleet_admin
@@ -59,7 +59,9 @@ def stack_fleet(
         ).read_bytes(),
         enroll_code=code["code"],
         cfg=params.fleet,
-        inputs=model_input(test, feature_columns(test, label), model_dir),
+        inputs=model_input(
+            test, feature_columns(test, label), model_encoding(model_dir)
+        ),
         http=httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32)),
         value_range=params.validation.feature_range,
     )

@@ -135,10 +135,10 @@ def model_encoding(model_dir: Path) -> list[ColumnEncoding]:
 
 
 def model_input(
-    frame: pd.DataFrame, features: list[str], model_dir: Path
+    frame: pd.DataFrame, features: list[str], encoding: list[ColumnEncoding]
 ) -> np.ndarray:
-    """Raw rows as the trained model in `model_dir` takes them."""
-    encoding = model_encoding(model_dir)
+    """Raw rows as a model takes them: encoded with its fitted `encoding`, or, for
+    a model without one, its feature columns as they are."""
     if encoding:
         return encode(frame, encoding)
     return frame[features].to_numpy(np.float32)

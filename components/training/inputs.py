@@ -10,10 +10,10 @@ import pandas as pd
 
 from components.config import Params
 from components.data.features import (
-    encode,
     encoding_from_json,
     encoding_to_json,
     fit_encoding,
+    model_input,
 )
 from components.data.sources import feature_columns
 from components.errors import TrainingError
@@ -28,10 +28,8 @@ def to_arrays(frame: pd.DataFrame, spec: ModelSpec, label: str) -> Arrays:
     if y.isna().any():
         unknown = sorted(set(frame[label][y.isna()]))
         raise TrainingError(f"labels {unknown} are not in validation.labels")
-    if spec.encoding:
-        x = encode(frame, encoding_from_json(spec.encoding))
-    else:
-        x = frame[spec.feature_columns].to_numpy(dtype=np.float32)
+    encoding = encoding_from_json(spec.encoding)
+    x = model_input(frame, spec.feature_columns, encoding)
     return Arrays(x=x, y=y.to_numpy(dtype=np.int64))
 
 

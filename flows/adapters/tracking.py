@@ -19,7 +19,7 @@ from mlflow.models import infer_signature
 
 from components.backends import load_classifier
 from components.config import Params
-from components.data.features import encode, encoding_from_json
+from components.data.features import encoding_from_json, model_input
 from components.evaluation.evaluate import CLASS_REPORT, CONFUSION, METRICS
 from components.optimization.optimize import REPORT as OPTIMIZE_REPORT
 from components.training.train import TRAINING
@@ -245,10 +245,9 @@ def _log_model(model_dir: Path, prepared: Path, registered_name: str) -> Any:
     classifier = load_classifier(model_dir)
     spec = classifier.spec
     sample = pd.read_parquet(prepared / "test.parquet")[spec.feature_columns].head(5)
-    if spec.encoding:  # the model's input: categories by index, gaps as NaN
-        example = encode(sample, encoding_from_json(spec.encoding))
-    else:
-        example = sample.to_numpy(dtype="float32")
+    # the model's input: categories by index, gaps as NaN
+    encoding = encoding_from_json(spec.encoding)
+    example = model_input(sample, spec.feature_columns, encoding)
     signature = infer_signature(example, classifier.predict_proba(example))
     common = {
         "name": "model",
