@@ -102,6 +102,7 @@ def serving_window(project: Path, params: Params, refs: References) -> Window | 
         log,
         params.monitoring.serving_window_rows,
         label_column=params.data.label_column,
+        encoding=refs.encoding,
     )
     return Window(
         "serving", reference, current, 1.0, params.monitoring.serving_min_rows, source

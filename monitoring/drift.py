@@ -75,10 +75,16 @@ class DriftResult:
 
 
 def serving_frames(
-    train: pd.DataFrame, log: pd.DataFrame, window: int, *, label_column: str
+    train: pd.DataFrame,
+    log: pd.DataFrame,
+    window: int,
+    *,
+    label_column: str,
+    encoding: Sequence[ColumnEncoding] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reference and current frames for the serving log (features by position; the
-    training rows' label column against the log's predicted `label`)."""
+    training rows' label column against the log's predicted `label`). Dates are
+    left out (`undated`)."""
     features = [c for c in train.columns if c != label_column]
     reference = train[features].copy()
     reference.columns = [f"f{i}" for i in range(len(features))]
@@ -86,7 +92,7 @@ def serving_frames(
     recent = log.sort_values("ts").tail(window) if "ts" in log else log.tail(window)
     current = recent[[f"f{i}" for i in range(len(features))]].reset_index(drop=True)
     current[PREDICTION] = recent["label"].astype(str).to_numpy()
-    return reference, current
+    return undated(reference, encoding), undated(current, encoding)
 
 
 def device_frames(
@@ -101,7 +107,7 @@ def device_frames(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reference and current frames of batch summaries (see the module doc); with
     the model's `encoding`, of the rows as the model (and so the device) takes
-    them: a category by its index."""
+    them: a category by its index; dates left out (`undated`)."""
     features = [c for c in train.columns if c != label_column]
     classes = sorted(train[label_column].astype(str).unique())
     rng = np.random.default_rng(seed)
@@ -135,7 +141,17 @@ def device_frames(
         ],
         columns=columns,
     )
-    return reference, current
+    return undated(reference, encoding), undated(current, encoding)
+
+
+def undated(frame: pd.DataFrame, encoding: Sequence[ColumnEncoding]) -> pd.DataFrame:
+    """The frame without the columns of `datetime` features (`f3`, `mean_f3`,
+    `std_f3`): a timestamp moves on by itself, so against the training rows it
+    always drifts; the model sees only its calendar parts, which are computed
+    inside the file and not reported."""
+    dated = [i for i, c in enumerate(encoding) if c.kind == "datetime"]
+    names = {f"{p}f{i}" for i in dated for p in ("", "mean_", "std_")}
+    return frame.drop(columns=[c for c in frame.columns if c in names])
 
 
 def _present_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -51,6 +51,12 @@ class FeatureRanges:
         return cls(low, high, setting, names)
 
 
+NOT_A = {  # what a raw value of a feature kind must be, as a refusal says it
+    "boolean": "a boolean (true/false, 1/0, yes/no)",
+    "datetime": "a date (ISO 8601: 2024-01-31T12:00)",
+}
+
+
 @dataclass(frozen=True)
 class RowContract:
     """What a request's rows must be for one model version: its feature count, and
@@ -109,8 +115,9 @@ class RowContract:
         fills = np.asarray([not np.isnan(c.fill) for c in self.encoding])
         low, high = self.bounds
         bad = (np.isnan(rows) & ~(gap & fills)) | np.isinf(rows)
-        numeric = np.asarray([c.categories is None for c in self.encoding])
-        bad |= ((rows < low) | (rows > high)) & numeric  # a category's index: no range
+        # A category's index has no range; a date is expected to move on.
+        numeric = np.asarray([c.kind in ("numeric", "boolean") for c in self.encoding])
+        bad |= ((rows < low) | (rows > high)) & numeric
         if bad.any():
             i, j = (int(k) for k in np.argwhere(bad)[0])
             raise InvalidArgument(self.why_raw(i, j, instances[i][j]))
@@ -126,8 +133,8 @@ class RowContract:
             )
         if column.categories is not None:
             return f"{where}: {value!r} is not one of {column.categories}"
-        if column.kind == "boolean":
-            return f"{where}: {value!r} is not a boolean (true/false, 1/0, yes/no)"
+        if column.kind in NOT_A:
+            return f"{where}: {value!r} is not {NOT_A[column.kind]}"
         if isinstance(value, str):
             return f"{where}: {value!r} is not a number"
         if not math.isfinite(float(value)):  # type: ignore[arg-type]

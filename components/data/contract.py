@@ -106,6 +106,9 @@ def column_expectations(
                 )
             )
         return exps
+    if spec.kind == "datetime":  # what is not a date counts as unseen
+        exps.append(gxe.ExpectColumnValuesToBeDateutilParseable(column=col, **unseen))
+        return exps
     if spec.kind == "boolean":
         words = sorted(TRUE | FALSE)  # as encode() reads them: any letter case
         cases = {f(w) for w in words for f in (str.lower, str.upper, str.capitalize)}

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from components.config import FeaturesConfig
+from components.data.dates import instants
 from components.data.split import SplitResult
 
 
@@ -59,8 +60,9 @@ def build_card(
 def columns_card(
     frame: pd.DataFrame, split: SplitResult, label: str, kinds: FeaturesConfig
 ) -> dict[str, dict[str, Any]]:
-    """Per column: its kind, its gaps in this version and what fills them, and
-    for a category its values (declared, or learned from the training split)."""
+    """Per column: its kind, its gaps in this version and what fills them, for a
+    category its values (declared, or learned from the training split), for a
+    date the parts the model takes and the range seen."""
     out: dict[str, dict[str, Any]] = {}
     for name in frame.columns:
         if name == label:
@@ -82,6 +84,11 @@ def columns_card(
             entry["categories_from"] = (
                 "declared" if spec.values != "learned" else "training split"
             )
+        if spec.kind == "datetime" and spec.parts:
+            at = instants(frame[name]).dropna()
+            entry["parts"] = list(spec.parts)
+            if not at.empty:
+                entry["range"] = [at.min().isoformat(), at.max().isoformat()]
         out[name] = entry
     return out
 
@@ -111,12 +118,12 @@ def card_markdown(card: dict[str, Any]) -> str:
             "",
             "## Columns",
             "",
-            "| column | kind | gaps | gap policy | categories |",
+            "| column | kind | gaps | gap policy | categories or date parts |",
             "|---|---|---|---|---|",
             *(
                 f"| {name} | {c['kind']} | {c.get('missing', '')} | "
                 f"{c.get('missing_policy', '')} | "
-                f"{', '.join(c.get('categories', []))} |"
+                f"{', '.join(c.get('categories', c.get('parts', [])))} |"
                 for name, c in card.get("columns", {}).items()
             ),
             "",

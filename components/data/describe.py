@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from components.data.dates import instants
 from components.data.features import FALSE, TRUE
 from components.data.sources import read_table
 from components.errors import ConfigError
@@ -81,7 +82,8 @@ def _column(values: pd.Series) -> tuple[dict | None, str]:
         if distinct == n and pd.api.types.is_integer_dtype(values):
             return None, f"{what}: a distinct integer per row, an identifier: dropped"
     elif _looks_datetime(present):
-        return None, "dates: no datetime kind yet; dropped (add parts by hand)"
+        spec["kind"] = "datetime"
+        spec["parts"], what = _date_parts(present)
     else:
         spec["kind"] = "categorical"
         what = f"text, {distinct} distinct"
@@ -89,7 +91,8 @@ def _column(values: pd.Series) -> tuple[dict | None, str]:
             return None, f"{what}: too many to be categories (free text?): dropped"
         spec["values"] = sorted(present.astype(str).unique().tolist())
     if gaps:
-        spec["missing"] = "median" if spec.get("kind") is None else "most_frequent"
+        median = spec.get("kind") in (None, "datetime")
+        spec["missing"] = "median" if median else "most_frequent"
         spec["indicator"] = True
         spec["max_missing"] = round(min(0.99, 2 * gaps / n + 0.01), 3)
     return spec, f"{what}, {gap_note}"
@@ -110,6 +113,19 @@ def _looks_datetime(present: pd.Series) -> bool:
     sample = present.astype(str).head(200)
     parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
     return bool(parsed.notna().mean() >= 0.95) and sample.str.len().min() >= 8
+
+
+def _date_parts(present: pd.Series) -> tuple[list[str], str]:
+    """Month and day of week, and the hour where times of day vary; never the
+    year (a model would meet years it never saw)."""
+    at = instants(present).dropna()
+    parts = ["month", "dayofweek"]
+    timed = bool((at.dt.hour * 60 + at.dt.minute).nunique() > 1)
+    if timed:
+        parts.append("hour")
+    span = f"{at.min():%Y-%m-%d}..{at.max():%Y-%m-%d}"
+    times = "times of day vary" if timed else "no time of day"
+    return parts, f"dates, {span}, {times}: parts {', '.join(parts)}"
 
 
 def _name(path: Path) -> str:

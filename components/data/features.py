@@ -2,21 +2,23 @@
 its categories (declared, or learned from the training rows) and the value that
 fills its gaps. `encode` turns raw rows into what the exported model takes, one
 float per raw column in order: numbers as they are, booleans as 0/1, categories
-as their index in the column's list, and NaN for a gap or an unseen category;
-the model itself imputes, adds the "was missing" indicators and one-hot encodes
-(components/training/model.py `Preprocess`), so serving, devices and monitoring
-see the raw columns."""
+as their index in the column's list, dates as minutes since the column's origin
+(components/data/dates.py), and NaN for a gap or an unseen category; the model
+itself imputes, adds the "was missing" indicators, one-hot encodes and takes the
+dates' calendar parts (components/training/model.py `Preprocess`), so serving,
+devices and monitoring see the raw columns."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from components.config import FeaturesConfig, FeatureSpec
+from components.data import dates
 from components.errors import ConfigError
 
 MODEL_SPEC = "model.json"  # beside a trained model's weights: its spec and encoding
@@ -31,11 +33,18 @@ class ColumnEncoding:
     categories: list[str] | None  # categorical: index i stands for categories[i]
     fill: float  # in the encoded space (a category's index); NaN: no gap allowed
     indicator: bool
+    parts: list[str] | None = None  # datetime: the calendar parts the model uses
+    origin: int | None = None  # datetime: day (from 1970-01-01) minutes count from
 
     @property
     def width(self) -> int:
         """Inputs this column gives the network after the model's preprocessing."""
-        body = len(self.categories) if self.categories is not None else 1
+        if self.parts is not None:
+            body = len(self.parts)
+        elif self.categories is not None:
+            body = len(self.categories)
+        else:
+            body = 1
         return body + int(self.indicator)
 
 
@@ -56,7 +65,16 @@ def _fit_column(values: pd.Series, name: str, spec: FeatureSpec) -> ColumnEncodi
         )
         if not categories:
             raise ConfigError(f"features.columns.{name}: no category in the data")
-    column = ColumnEncoding(name, spec.kind, categories, float("nan"), spec.indicator)
+    dated = spec.kind == "datetime"
+    column = ColumnEncoding(
+        name,
+        spec.kind,
+        categories,
+        float("nan"),
+        spec.indicator,
+        parts=list(spec.parts) if dated and spec.parts else None,
+        origin=dates.origin_day(values) if dated else None,
+    )
     encoded = encode_column(values, column)
     if spec.missing == "refuse":
         return column
@@ -75,7 +93,7 @@ def _fit_column(values: pd.Series, name: str, spec: FeatureSpec) -> ColumnEncodi
     else:  # most_frequent; ties: the smallest
         uniques, counts = np.unique(present, return_counts=True)
         fill = float(uniques[np.argmax(counts)])
-    return ColumnEncoding(name, spec.kind, categories, float(fill), spec.indicator)
+    return replace(column, fill=float(fill))
 
 
 def encode_column(values: pd.Series, column: ColumnEncoding) -> np.ndarray:
@@ -87,6 +105,9 @@ def encode_column(values: pd.Series, column: ColumnEncoding) -> np.ndarray:
         return text.map(lambda v: index.get(v, np.nan)).to_numpy(np.float32)
     if column.kind == "boolean":
         return values.map(_boolean).to_numpy(np.float32)
+    if column.kind == "datetime":
+        assert column.origin is not None
+        return dates.minutes_since(values, column.origin)
     return pd.to_numeric(values, errors="coerce").to_numpy(np.float32)
 
 

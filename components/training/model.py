@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from components.data.features import MODEL_SPEC, encoding_from_json
+from components.training import dateparts
 
 WEIGHTS = "model.pt"
 SPEC = MODEL_SPEC
@@ -58,17 +59,24 @@ class Standardize(nn.Module):
 class Preprocess(nn.Module):
     """The fitted `features:` section inside the model: gaps filled (the training
     split's median, most frequent value or a constant), "was missing" indicators
-    added, categories (their index) one-hot encoded, then standardized. Exports to
-    ONNX as plain ops (IsNaN, Where, Equal), so the file takes raw rows."""
+    added, categories (their index) one-hot encoded, dates (minutes since their
+    origin) taken apart into the calendar parts named, then standardized. Exports
+    to ONNX as plain ops (IsNaN, Where, Equal, integer Div), so the file takes raw
+    rows."""
 
     def __init__(self, encoding: list[dict]) -> None:
         super().__init__()
         columns = encoding_from_json(encoding)
         fill = [0.0 if np.isnan(c.fill) else c.fill for c in columns]
         self.register_buffer("fill", torch.tensor(fill, dtype=torch.float32))
-        self.plain = [i for i, c in enumerate(columns) if c.categories is None]
+        self.plain = [
+            i for i, c in enumerate(columns) if c.categories is None and c.parts is None
+        ]
         self.categorical = [
             (i, len(c.categories)) for i, c in enumerate(columns) if c.categories
+        ]
+        self.dates = [
+            (i, c.origin or 0, c.parts) for i, c in enumerate(columns) if c.parts
         ]
         self.indicators = [i for i, c in enumerate(columns) if c.indicator]
         width = sum(c.width for c in columns)
@@ -81,6 +89,8 @@ class Preprocess(nn.Module):
         for i, k in self.categorical:
             codes = torch.arange(k, dtype=x.dtype, device=x.device)
             parts.append((filled[:, i : i + 1] == codes).to(x.dtype))
+        for i, origin, names in self.dates:
+            parts.append(dateparts.parts(filled[:, i], origin, names))
         if self.indicators:
             parts.append(gap[:, self.indicators].to(x.dtype))
         return torch.cat(parts, dim=1)

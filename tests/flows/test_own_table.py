@@ -1,20 +1,27 @@
-"""A data scientist's own table, as a new user brings it: the Palmer penguins
-(palmerpenguins' CSV as shipped: `species` label, `island`/`sex` strings, NA gaps)
-with a `features:` section, through the training pipeline (validate, train,
-optimize, register) and `bentoml serve`: raw rows with strings and nulls in, the
-species name out. Before the features section, validation refused the table and
-there was no way forward but hand preprocessing."""
+"""A data scientist's own table, as a new user brings it, through the training
+pipeline (validate, train, optimize, register) and `bentoml serve`: raw rows in,
+the label's name out. The Palmer penguins (palmerpenguins' CSV as shipped:
+`species` label, `island`/`sex` strings, NA gaps) with a reviewed `features:`
+section, and plotly's restaurant tips (a Yes/No column, weekday names, `time`
+label Lunch/Dinner) exactly as `edgeloop data describe` proposes it. Before the
+features section, validation refused such tables and there was no way forward
+but hand preprocessing."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
 from palmerpenguins import load_penguins
+from plotly.data import tips
 
 from stack.services import free_port, serving_spec
+from tests.components.test_describe import describe_table, params_with
 from tests.conftest import FAST_OPTIMIZE, default_params_dict, make_project
 from tests.services import start_service, stop_pid
 
@@ -88,22 +95,14 @@ def test_penguins_as_shipped_train_register_and_serve_strings(
     assert encoding["island"]["categories"] == ["Biscoe", "Dream", "Torgersen"]
     assert "year" not in report["inputs"]["feature_columns"]
 
-    settings = stack_settings.model_copy(update={"serving_port": free_port()})
-    serving = start_service(serving_spec(settings, project / "params.yaml"), settings)
-    try:
-        url = settings.serving_url
+    with _serving(project, stack_settings) as url:
         described = httpx.post(f"{url}/describe", json={}, timeout=30).json()
         assert described["model_name"] == "it-penguins"
         assert described["classes"] == SPECIES
         # Raw rows, as the table has them: text for categories, null for gaps.
-        rows, labels = _raw_rows(table), []
-        for start in range(0, len(rows), 200):  # serving.max_request_rows: 256
-            chunk = rows[start : start + 200]
-            answer = httpx.post(f"{url}/predict", json={"instances": chunk}, timeout=30)
-            assert answer.status_code == 200, answer.text
-            labels += [p["label"] for p in answer.json()]
-        expected = table.dropna(subset=NUMERIC).species.tolist()
-        right = sum(a == b for a, b in zip(labels, expected, strict=True))
+        kept = table.dropna(subset=NUMERIC)
+        labels = _labels(url, _raw_rows(kept, ["island", *NUMERIC, "sex"]))
+        right = sum(a == b for a, b in zip(labels, kept.species, strict=True))
         assert right / len(labels) >= 0.9 and set(labels) <= set(SPECIES)
         gap_row = [["Biscoe", 45.0, 15.0, 220.0, 5000.0, None]]
         answer = httpx.post(f"{url}/predict", json={"instances": gap_row}, timeout=30)
@@ -112,16 +111,86 @@ def test_penguins_as_shipped_train_register_and_serve_strings(
         refused = httpx.post(f"{url}/predict", json={"instances": unseen}, timeout=30)
         assert refused.status_code == 400
         assert "(island): 'Atlantis' is not one of" in refused.text
+
+
+def test_tips_as_described_train_register_and_serve_yes_no(
+    mlflow_uri, prefect_harness, stack_settings, tmp_path
+):
+    """The proposal used with no edit; served rows carry Yes/No and weekday names
+    as the CSV has them (any letter case for the boolean), and the meal comes back
+    by name."""
+    from flows.training import training_pipeline
+
+    table = tips()
+    table.to_csv(tmp_path / "tips.csv", index=False)
+    _, proposal = describe_table(tmp_path / "tips.csv", "time")
+    proposal["data"]["source"] = "tips.csv"
+    project = make_project(
+        tmp_path / "project",
+        params_with(
+            proposal,
+            registry={"model_name": "it-tips", "gates": {"min_test_accuracy": 0.85}},
+        ),
+    )
+    table.to_csv(project / "tips.csv", index=False)
+
+    result = training_pipeline(project_dir=str(project), tracking_uri=mlflow_uri)
+    assert result.gate.passed, result
+    # Lunch is Thursday and Friday, dinner the weekend: day alone tells most.
+    assert result.model.metrics["test_accuracy"] >= 0.85, result.model.metrics
+    report = json.loads((project / "reports/optimize/variants.json").read_text())
+    columns = report["inputs"]["feature_columns"]
+    assert set(columns) == set(table.columns) - {"time"}
+    with _serving(project, stack_settings) as url:
+        assert httpx.post(f"{url}/describe", json={}, timeout=30).json()["classes"] == [
+            "Dinner",
+            "Lunch",
+        ]
+        labels = _labels(url, _raw_rows(table, columns))
+        right = sum(a == b for a, b in zip(labels, table.time, strict=True))
+        assert right / len(labels) >= 0.85, right / len(labels)
+        row = dict(zip(columns, _raw_rows(table.head(1), columns)[0], strict=True))
+        shouted = [[str(row[c]).upper() if c == "smoker" else row[c] for c in columns]]
+        answer = httpx.post(f"{url}/predict", json={"instances": shouted}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        maybe = [["Maybe" if c == "smoker" else row[c] for c in columns]]
+        refused = httpx.post(f"{url}/predict", json={"instances": maybe}, timeout=30)
+        assert refused.status_code == 400
+        assert "(smoker): 'Maybe' is not a boolean" in refused.text
+
+
+@contextmanager
+def _serving(project: Path, stack_settings) -> Iterator[str]:
+    """`bentoml serve` of the project's champion on a free port; its URL."""
+    settings = stack_settings.model_copy(update={"serving_port": free_port()})
+    serving = start_service(serving_spec(settings, project / "params.yaml"), settings)
+    try:
+        yield settings.serving_url
     finally:
         assert serving.pid is not None
         stop_pid(serving.pid)
 
 
-def _raw_rows(table: pd.DataFrame) -> list[list[object]]:
-    """Every row with its numbers, sex's gaps as null (JSON), in the model's order."""
-    kept = table.dropna(subset=NUMERIC)
-    columns = ["island", *NUMERIC, "sex"]
+def _labels(url: str, rows: list[list[object]]) -> list[str]:
+    labels: list[str] = []
+    for start in range(0, len(rows), 200):  # serving.max_request_rows: 256
+        chunk = rows[start : start + 200]
+        answer = httpx.post(f"{url}/predict", json={"instances": chunk}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        labels += [p["label"] for p in answer.json()]
+    return labels
+
+
+def _raw_rows(table: pd.DataFrame, columns: list[str]) -> list[list[object]]:
+    """The rows in the model's column order, gaps as null (JSON)."""
     return [
-        [None if pd.isna(v) else v for v in row]
-        for row in kept[columns].astype(object).itertuples(index=False)
+        [_plain(v) for v in row]
+        for row in table[columns].astype(object).itertuples(index=False)
     ]
+
+
+def _plain(value: object) -> object:
+    """A value as JSON takes it: null for a gap, numpy's scalars as Python's."""
+    if pd.isna(value):
+        return None
+    return value.item() if hasattr(value, "item") else value

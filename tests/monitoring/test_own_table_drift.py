@@ -14,6 +14,7 @@ import torch
 from palmerpenguins import load_penguins
 
 from components.config import MonitoringConfig
+from components.config.features import FeaturesConfig
 from components.data.features import (
     encode,
     encoding_from_json,
@@ -37,19 +38,43 @@ def penguins() -> pd.DataFrame:
     return frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
 
 
-def penguins_onnx(frame: pd.DataFrame, folder: Path) -> tuple[Path, list]:
-    """The penguins model as a device gets it: the ONNX file, its classes stamped
-    (an untrained network behind the fitted preprocessing: what is checked here is
-    what travels, not accuracy)."""
-    encoding = fit_encoding(frame, FEATURES, penguin_features())
+def table_onnx(
+    frame: pd.DataFrame,
+    label: str,
+    cfg: FeaturesConfig,
+    classes: list[str],
+    path: Path,
+) -> tuple[Path, list]:
+    """A user's table's model as a device gets it: the ONNX file with the fitted
+    preprocessing inside and its classes stamped. The network is fitted briefly
+    (full-batch Adam on the encoded rows): what is checked here is what travels
+    and what devices report, not accuracy, but a device's class counts should
+    look like the table's, as a rollout's class-shift check expects."""
+    features = [c for c in frame.columns if c != label and c not in cfg.drop]
+    encoding = fit_encoding(frame, features, cfg)
     spec = ModelSpec(
-        len(FEATURES), SPECIES, FEATURES, 16, encoding=encoding_to_json(encoding)
+        len(features), classes, features, 16, encoding=encoding_to_json(encoding)
     )
-    model = build_model(spec).eval()
-    model[0].fit(torch.from_numpy(encode(frame, encoding)))
-    path = export_onnx(model, len(FEATURES), folder / "penguins.onnx")
-    stamp_classes(path, SPECIES)
+    model = build_model(spec)
+    x = torch.from_numpy(encode(frame, encoding))
+    y = torch.tensor(frame[label].map(classes.index).to_numpy())
+    model[0].fit(x)
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(200):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    path = export_onnx(model.eval(), len(features), path)
+    stamp_classes(path, classes)
     return path, encoding
+
+
+def penguins_onnx(frame: pd.DataFrame, folder: Path) -> tuple[Path, list]:
+    """The penguins model as a device gets it (`table_onnx`)."""
+    return table_onnx(
+        frame, "species", penguin_features(), SPECIES, folder / "penguins.onnx"
+    )
 
 
 @pytest.fixture(scope="module")

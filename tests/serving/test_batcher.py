@@ -178,3 +178,28 @@ def test_raw_rows_are_refused_naming_the_value(instances, expected):
     with pytest.raises(InvalidArgument) as refused:
         RowContract("1", 3, RAW_RANGES, RAW).check(instances)
     assert expected in str(refused.value), str(refused.value)
+
+
+DATED = (
+    ColumnEncoding(
+        "at", "datetime", None, float("nan"), False, parts=["hour"], origin=19723
+    ),  # 2024-01-01
+    ColumnEncoding("mass", "numeric", None, float("nan"), False),
+)
+
+
+def test_a_date_is_taken_as_text_and_is_not_held_to_a_range():
+    """Minutes since the origin grow past any feature_range: dates are not ranged
+    (a later date is no error), text that is not a date is refused."""
+    ranges = FeatureRanges(
+        [0.0] * 2, [9000.0] * 2, ["validation.feature_range"] * 2, None
+    )
+    rows = RowContract("1", 2, ranges, DATED).check(
+        [["2024-01-02T00:30:00", 3800], ["2031-06-01 08:00", 3800]]
+    )
+    assert rows[0, 0] == 1440 + 30 and rows[1, 0] > 9000
+    with pytest.raises(InvalidArgument) as refused:
+        RowContract("1", 2, ranges, DATED).check([["tomorrow", 3800]])
+    assert "instances[0][0] (at): 'tomorrow' is not a date (ISO 8601" in str(
+        refused.value
+    )
