@@ -206,8 +206,29 @@ def validate_batch(
     kinds: FeaturesConfig = NO_FEATURES,
 ) -> ValidationOutcome:
     return run_suite(
-        frame, "data_contract", contract_expectations(cfg, features, label, kinds)
+        dates_as_text(frame, kinds),
+        "data_contract",
+        contract_expectations(cfg, features, label, kinds),
     )
+
+
+def dates_as_text(frame: pd.DataFrame, kinds: FeaturesConfig) -> pd.DataFrame:
+    """A `datetime` column that is already timestamps (a Parquet source) as ISO
+    text: GX's dateutil_parseable takes text only and raises on a Timestamp."""
+    stamped = [
+        name
+        for name, spec in kinds.columns.items()
+        if spec.kind == "datetime"
+        and name in frame.columns
+        and pd.api.types.is_datetime64_any_dtype(frame[name])
+    ]
+    if not stamped:
+        return frame
+    text = {
+        name: frame[name].map(lambda v: None if pd.isna(v) else v.isoformat())
+        for name in stamped
+    }
+    return frame.assign(**text)
 
 
 def validate_split(split: SplitResult, features: list[str]) -> ValidationOutcome:

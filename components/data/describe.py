@@ -108,6 +108,8 @@ def _looks_boolean(present: pd.Series) -> bool:
 
 
 def _looks_datetime(present: pd.Series) -> bool:
+    if pd.api.types.is_datetime64_any_dtype(present):  # a Parquet table's dates
+        return True
     if present.empty or not pd.api.types.is_object_dtype(present):
         return False
     sample = present.astype(str).head(200)

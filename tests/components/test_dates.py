@@ -262,3 +262,30 @@ def test_describe_proposes_the_parts_and_the_table_meets_the_proposal(table, tmp
     params = parse_params(params_with(proposal, registry={"model_name": "r"}))
     outcome = check_file(path, params, None)
     assert outcome.success, outcome.summary()
+
+
+def test_a_parquet_table_with_timestamps_is_read_as_dates(table, tmp_path):
+    """Parquet keeps timestamps as timestamps: describe still proposes a datetime,
+    the contract (GX's dateutil check takes text only) passes, and the model
+    input is the same as from the text."""
+    from components.config import parse_params
+    from components.data.validate import check_file
+    from tests.components.test_describe import describe_table, params_with
+
+    stamped = table.assign(
+        started=pd.to_datetime(table["started"], utc=True, format="mixed")
+    )
+    stamped.loc[5, "started"] = pd.NaT
+    path = tmp_path / "rentals.parquet"
+    stamped.to_parquet(path, index=False)
+    _, proposal = describe_table(path, "busy")
+    assert proposal["features"]["columns"]["started"]["kind"] == "datetime"
+    params = parse_params(params_with(proposal, registry={"model_name": "r"}))
+    outcome = check_file(path, params, None)
+    assert outcome.success, outcome.summary()
+    cfg = FeaturesConfig.model_validate(DATED)
+    encoding = fit_encoding(table, FEATURES, cfg)
+    from_text, from_stamps = encode(table, encoding), encode(stamped, encoding)
+    assert np.isnan(from_stamps[5, 0])
+    keep = np.arange(len(table)) != 5
+    np.testing.assert_array_equal(from_stamps[keep], from_text[keep])
