@@ -39,7 +39,7 @@ from components.config import load_params
 from edge_fleet import keys
 from edge_fleet.client import FleetAdmin
 from edge_fleet.sim.runner import FleetSpec, build_fleet, run_fleet
-from stack.services import free_port
+from stack.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN = "bench-admin"

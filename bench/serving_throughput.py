@@ -42,8 +42,8 @@ from torch import nn
 
 from components.config import load_params
 from components.optimization.compress import count_macs, export_onnx
+from stack.net import free_port
 from stack.secrets import client_env
-from stack.services import free_port
 from stack.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from cli.console import ProjectOption, console, one_line_logs
-from stack.services import evidently_workspace, is_healthy
+from stack.net import is_healthy
+from stack.services import evidently_workspace
 from stack.settings import get_settings
 
 drift_app = typer.Typer(no_args_is_help=True, help="drift monitoring (Evidently)")

@@ -12,7 +12,7 @@ from rich.table import Table
 from cli.console import ParamsOption, ProjectOption, console, one_line_logs
 from components.config import load_params
 from components.errors import DataContractError, ServiceError
-from stack.services import is_healthy
+from stack.net import is_healthy
 from stack.settings import Settings, get_settings
 from stack.supervisor import ensure_serving
 

@@ -14,7 +14,7 @@ from cli.fleet import admin
 from components.config import load_params
 from components.errors import ServiceError
 from stack.contracts import Alias
-from stack.services import is_healthy
+from stack.net import is_healthy
 from stack.settings import get_settings
 
 if TYPE_CHECKING:

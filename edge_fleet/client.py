@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 
 from components.errors import ServiceError
+from stack.net import is_healthy
 from stack.secrets import fleet_admin_token
-from stack.services import is_healthy
 from stack.settings import Settings
 
 

@@ -25,14 +25,8 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from components.config import load_params
 from components.errors import ServiceError
-from stack.services import (
-    ServiceSpec,
-    champion_version,
-    is_healthy,
-    local_services,
-    log_file,
-    port_in_use,
-)
+from stack.net import is_healthy, port_in_use
+from stack.services import ServiceSpec, champion_version, local_services, log_file
 from stack.settings import Settings
 
 # Started once there is something for them: the worker after the deployments are

@@ -25,8 +25,9 @@ from components.training.model import ModelSpec
 from components.training.torch_train import Arrays
 from flows.adapters import registry
 from stack.mlflow_auth import ensure_service_user
+from stack.net import free_port
 from stack.secrets import MAKERS, SECRET_ENV, gate_key
-from stack.services import free_port, mlflow_spec
+from stack.services import mlflow_spec
 from stack.settings import Settings
 from tests.postgres import PostgresCluster, start_cluster
 from tests.services import start_service, stop_pid

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 
-from stack.services import free_port
+from stack.net import free_port
 
 USER = "edgeloop"
 INSTALL_HINT = (

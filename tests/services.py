@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.errors import ServiceError
-from stack.services import ServiceSpec, is_healthy, log_file
+from stack.net import is_healthy
+from stack.services import ServiceSpec, log_file
 from stack.settings import Settings
 
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from stack.services import free_port, webhook_spec
+from stack.net import free_port
+from stack.services import webhook_spec
 from stack.settings import Settings
 from tests.edge_fleet.conftest import (
     ADMIN,

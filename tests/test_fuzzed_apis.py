@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+from stack.net import free_port
 from stack.secrets import SECRET_ENV
-from stack.services import free_port, webhook_spec
+from stack.services import webhook_spec
 from stack.settings import Settings
 from stack.webhook_receiver import expected_signature
 from tests.edge_fleet.conftest import ADMIN, FleetServer, make_fleet_server

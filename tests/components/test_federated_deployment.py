@@ -21,7 +21,7 @@ from components.backends import load_classifier
 from components.config import SplitConfig
 from components.data.split import split_dataset
 from components.training.federated.tls import make_certificates
-from stack.services import free_port, port_in_use
+from stack.net import free_port, port_in_use
 from tests.conftest import BIN, REPO, default_params_dict
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -33,7 +33,7 @@ from edge_fleet.device.agent import Agent, Identity
 from edge_fleet.sim.faults import Faults
 from edge_fleet.sim.runner import SHARED_RUNTIMES
 from edge_fleet.sim.streams import DataStream
-from stack.services import free_port
+from stack.net import free_port
 from tests.conftest import BACKENDS, default_params_dict
 
 ADMIN = "admin-token-for-tests"

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stack.services import free_port
+from stack.net import free_port
 from tests.edge_fleet.conftest import (
     device_on_v1_of,
     drive,

@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 from sklearn.datasets import load_digits
 
 from stack.mlflow_auth import CREDENTIALS, as_user
+from stack.net import free_port, is_healthy
 from stack.secrets import SECRET_ENV
-from stack.services import free_port, is_healthy
 from stack.settings import get_settings
 from stack.supervisor import Supervisor
 from tests.conftest import BIN, REPO

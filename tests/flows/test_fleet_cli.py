@@ -9,8 +9,9 @@ from mlflow import MlflowClient
 
 from cli.services import make_fleet_root
 from edge_fleet.client import FleetAdmin
+from stack.net import free_port
 from stack.secrets import stack_secrets
-from stack.services import fleet_spec, free_port
+from stack.services import fleet_spec
 from tests.conftest import project_of, register_copy
 from tests.flows.test_cli import edgeloop
 from tests.services import start_service, stop_pid

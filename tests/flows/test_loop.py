@@ -24,8 +24,8 @@ from edge_fleet.client import FleetAdmin
 from edge_fleet.controller import ACTIVE
 from flows.adapters import registry
 from stack.mlflow_auth import ensure_user
+from stack.net import free_port
 from stack.secrets import gate_key, stack_secrets
-from stack.services import free_port
 from stack.settings import Settings
 from stack.supervisor import ensure_serving, serving_answers
 from tests.conftest import (

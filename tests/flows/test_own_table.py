@@ -20,7 +20,8 @@ import pytest
 from palmerpenguins import load_penguins
 from plotly.data import tips
 
-from stack.services import free_port, serving_spec
+from stack.net import free_port
+from stack.services import serving_spec
 from tests.components.test_describe import describe_table, params_with
 from tests.conftest import FAST_OPTIMIZE, default_params_dict, make_project
 from tests.services import start_service, stop_pid

@@ -17,12 +17,9 @@ from mlflow import MlflowClient
 
 from flows.adapters import registry
 from stack.mlflow_auth import ensure_user
+from stack.net import free_port
 from stack.secrets import stack_secrets
-from stack.services import (
-    ensure_webhook,
-    free_port,
-    webhook_spec,
-)
+from stack.services import ensure_webhook, webhook_spec
 from stack.webhook_receiver import (
     KEEP_DELIVERIES_S,
     PATH,

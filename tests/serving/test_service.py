@@ -24,13 +24,9 @@ from cli.services import make_fleet_root
 from edge_fleet.client import FleetAdmin
 from flows.adapters import registry
 from stack.mlflow_auth import ensure_user
+from stack.net import free_port
 from stack.secrets import gate_key, stack_secrets
-from stack.services import (
-    ensure_webhook,
-    fleet_spec,
-    free_port,
-    webhook_spec,
-)
+from stack.services import ensure_webhook, fleet_spec, webhook_spec
 from stack.settings import Settings
 from tests.conftest import BIN, project_of, register_copy
 from tests.oversized import MB, send_oversized, tree_rss
