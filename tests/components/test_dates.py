@@ -289,3 +289,44 @@ def test_a_parquet_table_with_timestamps_is_read_as_dates(table, tmp_path):
     assert np.isnan(from_stamps[5, 0])
     keep = np.arange(len(table)) != 5
     np.testing.assert_array_equal(from_stamps[keep], from_text[keep])
+
+
+@pytest.mark.slow
+def test_a_table_with_dates_goes_through_the_stages_as_described(table, tmp_path):
+    """`dvc repro optimize` on the rentals CSV with describe's proposal, unedited:
+    validated, trained on the parts, exported and quantized; the ONNX file takes
+    the minutes and answers as the evaluation measured."""
+    import json
+    import os
+    import subprocess
+
+    from tests.components.test_describe import describe_table, params_with
+    from tests.conftest import BIN, make_project
+
+    table.to_csv(tmp_path / "rentals.csv", index=False)
+    _, proposal = describe_table(tmp_path / "rentals.csv", "busy")
+    proposal["data"]["source"] = "rentals.csv"
+    project = make_project(
+        tmp_path / "project", params_with(proposal, registry={"model_name": "r"})
+    )
+    table.to_csv(project / "rentals.csv", index=False)
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        [str(BIN / "dvc"), "repro", "evaluate", "optimize"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.9, metrics
+    card = json.loads((project / "data/prepared/data_card.json").read_text())
+    assert card["columns"]["started"]["parts"] == ["month", "dayofweek", "hour"]
+    report = json.loads((project / "reports/optimize/variants.json").read_text())
+    encoding = {c["name"]: c for c in report["inputs"]["encoding"]}
+    assert encoding["started"]["kind"] == "datetime"
+    assert encoding["started"]["origin"] == 19358  # 2023-01-01
+    shipped = {v["name"]: v for v in report["variants"]}[report["ship_variant"]]
+    assert shipped["accuracy"] >= 0.9, shipped  # int8 left the dates' math in float
