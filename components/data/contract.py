@@ -15,6 +15,7 @@ import pandas as pd
 from great_expectations import expectations as gxe
 
 from components.config import FeaturesConfig, FeatureSpec, ValidationConfig
+from components.data.dates import instants
 from components.data.features import FALSE, TRUE
 from components.data.split import ROW_KEY, SplitResult, row_keys
 
@@ -213,22 +214,26 @@ def validate_batch(
 
 
 def dates_as_text(frame: pd.DataFrame, kinds: FeaturesConfig) -> pd.DataFrame:
-    """A `datetime` column that is already timestamps (a Parquet source) as ISO
-    text: GX's dateutil_parseable takes text only and raises on a Timestamp."""
-    stamped = [
+    """A `datetime` column as GX's dateutil_parseable should judge it: each value
+    as the model reads it (`dates.instants`), a date as ISO text, anything else as
+    text no parser takes. GX's check takes text only (a Parquet table's timestamps
+    failed it with 'observed None'), and dateutil alone reads more than the model
+    does ("17" is the 17th of this month to it)."""
+    dated = [
         name
         for name, spec in kinds.columns.items()
-        if spec.kind == "datetime"
-        and name in frame.columns
-        and pd.api.types.is_datetime64_any_dtype(frame[name])
+        if spec.kind == "datetime" and name in frame.columns
     ]
-    if not stamped:
+    if not dated:
         return frame
-    text = {
-        name: frame[name].map(lambda v: None if pd.isna(v) else v.isoformat())
-        for name in stamped
-    }
-    return frame.assign(**text)
+    return frame.assign(**{name: _iso_text(frame[name]) for name in dated})
+
+
+def _iso_text(values: pd.Series) -> pd.Series:
+    at = instants(values)
+    text = at.map(lambda v: None if pd.isna(v) else v.isoformat())
+    unread = at.isna() & values.notna()
+    return text.where(~unread, "not a date: " + values.astype(str))
 
 
 def validate_split(split: SplitResult, features: list[str]) -> ValidationOutcome:

@@ -8,20 +8,20 @@ without one is taken as written."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date
 
 import numpy as np
 import pandas as pd
 
 EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
-MINUTES_PER_DAY = 1440
 
 
 def instants(values: pd.Series) -> pd.Series:
     """Each value as a UTC timestamp (NaT for a gap, a number, or text that is
-    not a date: a number has no unit a user agreed to)."""
+    not a date: a number has no unit a user agreed to). Text, timestamps and
+    dates (a Parquet date32 column reads as `datetime.date`) are dates."""
     texts = values.map(
-        lambda v: v if isinstance(v, str | datetime | np.datetime64) else None
+        lambda v: v if isinstance(v, str | date | np.datetime64) else None
     )
     parsed = pd.to_datetime(texts, errors="coerce", utc=True, format="mixed")
     return pd.Series(parsed, index=values.index)

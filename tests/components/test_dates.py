@@ -289,6 +289,26 @@ def test_a_parquet_table_with_timestamps_is_read_as_dates(table, tmp_path):
     assert np.isnan(from_stamps[5, 0])
     keep = np.arange(len(table)) != 5
     np.testing.assert_array_equal(from_stamps[keep], from_text[keep])
+    # a date32 column (days only) reads back as datetime.date objects
+    days = table.assign(
+        started=pd.to_datetime(table["started"], format="mixed", utc=True)
+    )
+    days = days.assign(started=days["started"].dt.date)
+    days.to_parquet(path, index=False)
+    back = pd.read_parquet(path)
+    assert back["started"].dtype == object
+    outcome = check_file(path, params, None)  # days only: some rows now repeat
+    assert "dateutil" not in outcome.summary(), outcome.summary()
+    midnight = pd.to_datetime(table["started"], format="mixed", utc=True).dt.normalize()
+    np.testing.assert_array_equal(
+        encode(back, encoding), encode(table.assign(started=midnight), encoding)
+    )
+    # "17" is a date to dateutil, not to the model: the contract counts it
+    numbers = table.assign(started=table["started"].where(table.index >= 30, "17"))
+    assert np.isnan(encode(numbers, encoding)[:30, 0]).all()
+    numbers.to_csv(tmp_path / "numbers.csv", index=False)
+    outcome = check_file(tmp_path / "numbers.csv", params, None)
+    assert "dateutil_parseable(started): 30 of 3000 (1.0%" in outcome.summary()
 
 
 @pytest.mark.slow
