@@ -74,6 +74,8 @@ def _column(values: pd.Series) -> tuple[dict | None, str]:
     distinct = present.nunique()
     spec: dict = {}
     gap_note = f"{gaps} gaps ({100 * gaps / max(n, 1):.1f}%)"
+    if present.empty:
+        return None, f"no value at all, {gap_note}: dropped"
     if pd.api.types.is_bool_dtype(values) or _looks_boolean(present):
         spec["kind"] = "boolean"
         what = "boolean"

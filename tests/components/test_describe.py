@@ -91,6 +91,7 @@ def _saved(frame: pd.DataFrame, path: Path) -> Path:
         ),
         ([1, 2, 3, 4], "numeric, 4 distinct, 1..4: a distinct integer per row"),
         (["yes", "no", "no", "yes"], "boolean"),
+        ([None, None, None, None], "no value at all, 4 gaps (100.0%): dropped"),
     ],
 )
 def test_each_kind_is_noted_with_what_was_measured(tmp_path, values, expected):
