@@ -96,6 +96,9 @@ class FeaturesConfig(Strict):
 
 
 def _instant(text: str) -> datetime | None:
+    """A constant fill must be ISO 8601 text: stricter than what `encode` reads
+    (components/data/dates.py, pandas' mixed formats, which config may not import:
+    the data package imports config), so a fill that loads also encodes."""
     try:
         return datetime.fromisoformat(text)
     except ValueError:

@@ -115,7 +115,7 @@ def _looks_datetime(present: pd.Series) -> bool:
     if present.empty or not pd.api.types.is_object_dtype(present):
         return False
     sample = present.astype(str).head(200)
-    parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+    parsed = instants(sample)  # as encode will read them
     return bool(parsed.notna().mean() >= 0.95) and sample.str.len().min() >= 8
 
 
