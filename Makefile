@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run loop test test-fast lint up down status clean bench-serving
+.PHONY: setup run loop test test-fast lint up down status clean bench-serving agent-wheel bench-agent
 
 setup: $(STAMP)
 
@@ -60,6 +60,15 @@ test-fast: $(STAMP)
 bench-serving: $(STAMP)
 	bash tests/system_packages.sh
 	$(BIN)/python -m bench.serving_throughput
+
+# The device agent as its own wheel (edge_fleet/device/pyproject.toml): dist/.
+agent-wheel: $(STAMP)
+	$(BIN)/python -m stack.agent_dist --out dist
+
+# The agent's footprint: installed size per runtime, memory idle and answering,
+# cold start, time to answer with a new version (README, "The device agent").
+bench-agent: $(STAMP)
+	$(BIN)/python -m bench.agent_footprint
 
 # ruff, and the layers of DESIGN.md as import-linter contracts (pyproject.toml).
 lint: $(STAMP)

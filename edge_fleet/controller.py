@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 from components.config import FleetConfig
 from edge_fleet.checks import Cause, StageEvidence, class_rows_needed, judge
 from edge_fleet.db import Device, Model, Rollout, Telemetry, aware, now
+from edge_fleet.device.scope import ROLLOUT, STABLE, in_scope
 from edge_fleet.errors import FleetConflict
 from edge_fleet.retention import roll_up
-from edge_fleet.tuf_repo import ROLLOUT, STABLE, FleetRepository, in_scope
+from edge_fleet.tuf_repo import FleetRepository
 from stack.contracts import ACTIVE_ROLLOUT_STATES, RolloutState
 
 ACTIVE = ACTIVE_ROLLOUT_STATES

@@ -29,7 +29,7 @@ from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 from tuf.api.serialization.json import JSONSerializer
 
 from components.errors import EdgeloopError
-from edge_fleet.files import atomic_write
+from edge_fleet.device.files import atomic_write
 
 ONLINE_ROLES = (Targets.type, Snapshot.type, Timestamp.type)
 

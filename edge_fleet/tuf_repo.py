@@ -40,7 +40,7 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
-from edge_fleet.files import atomic_write, commit_file
+from edge_fleet.device.files import atomic_write, commit_file
 from edge_fleet.keys import (
     ONLINE_ROLES,
     FleetKeyError,
@@ -48,25 +48,8 @@ from edge_fleet.keys import (
     signers_for,
     utc_now,
 )
-from stack.contracts import Channel
 
-STABLE, ROLLOUT = Channel.STABLE.value, Channel.ROLLOUT.value
 log = logging.getLogger("edgeloop.fleet")
-
-
-def bucket(device_id: str) -> int:
-    """A device's place in 0..9999 for percent stages (in basis points: TUF's
-    canonical JSON has no floats); the same on server and device."""
-    return int(hashlib.sha256(device_id.encode()).hexdigest()[:8], 16) % 10_000
-
-
-def in_scope(custom: dict, device_id: str, cohort: str, profile: str) -> bool:
-    """Whether a channel's assignment covers this device."""
-    if profile not in custom.get("profiles", [profile]):
-        return False
-    if cohort in custom.get("cohorts", []):
-        return True
-    return bucket(device_id) < int(custom.get("basis_points", 10_000))
 
 
 class FleetRepository(Repository):

@@ -1,5 +1,6 @@
-"""Device runtimes for shipped model files: ONNX Runtime for .onnx, the LiteRT
-interpreter for .tflite (no TensorFlow needed). Also the infra-validation check:
+"""Measuring shipped model files in the device runtimes (ONNX Runtime, LiteRT: the
+agent's own classes, re-exported here): accuracy, latency, class labels. Also the
+infra-validation check:
 `python -m components.optimization.runtime MODEL SAMPLES --memory-mb N` loads the
 file in a fresh process under an address-space limit and answers the samples."""
 
@@ -17,48 +18,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# The runtimes are the device agent's (edge_fleet/device/runtime.py, shipped as the
+# `edgeloop-agent` distribution): the stack measures files with what devices run.
+from edge_fleet.device.runtime import (
+    CLASSES_KEY,
+    LiteRtModel,
+    OnnxRuntimeModel,
+    load_runtime,
+)
+
+__all__ = ["CLASSES_KEY", "LiteRtModel", "OnnxRuntimeModel", "load_runtime"]
+
 
 @dataclass(frozen=True)
 class Latency:
     median_ms: float
     p95_ms: float
-
-
-CLASSES_KEY = "edgeloop.classes"
-
-
-class OnnxRuntimeModel:
-    """One ONNX Runtime session on `threads` cores (one by default, as on a small
-    device; serving gives each worker its share of the machine)."""
-
-    def __init__(self, path: Path, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
-        self.input = self.session.get_inputs()[0].name
-
-    @property
-    def features(self) -> int:
-        """The width of one input row (the input's last dimension)."""
-        width = self.session.get_inputs()[0].shape[-1]
-        if not isinstance(width, int):
-            raise ValueError(f"input {self.input!r} has no fixed width ({width!r})")
-        return width
-
-    @property
-    def classes(self) -> list[str] | None:
-        """The class labels the file names (ONNX metadata `edgeloop.classes`, set
-        by the optimize stage), by output position; None: a file without them."""
-        names = self.session.get_modelmeta().custom_metadata_map.get(CLASSES_KEY)
-        return json.loads(names) if names else None
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: np.asarray(x, np.float32)})[0]
 
 
 def stamp_classes(path: Path, classes: list[int | str]) -> None:
@@ -73,53 +48,6 @@ def stamp_classes(path: Path, classes: list[int | str]) -> None:
     entry = model.metadata_props.add()
     entry.key, entry.value = CLASSES_KEY, json.dumps([str(c) for c in classes])
     onnx.save(model, str(path))
-
-
-class LiteRtModel:
-    """Runs one sample at a time (the interpreter's tensors have a fixed batch of 1);
-    int8 input/output tensors are quantized and dequantized with their own scales."""
-
-    def __init__(self, path: Path, threads: int = 1) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        # From the bytes, not the path: the file may be removed once loaded.
-        self.interpreter = Interpreter(
-            model_content=path.read_bytes(), num_threads=threads
-        )
-        self.interpreter.allocate_tensors()
-        self.inp = self.interpreter.get_input_details()[0]
-        self.out = self.interpreter.get_output_details()[0]
-
-    @property
-    def features(self) -> int:
-        """The width of one input row (the input's last dimension)."""
-        return int(self.inp["shape"][-1])
-
-    classes = None  # a .tflite file carries no labels here: classes by position
-
-    def _one(self, row: np.ndarray) -> np.ndarray:
-        value = row[None, :].astype(np.float32)
-        scale, zero = self.inp["quantization"]
-        if self.inp["dtype"] != np.float32 and scale:
-            value = np.clip(np.round(value / scale + zero), -128, 127)
-        self.interpreter.set_tensor(self.inp["index"], value.astype(self.inp["dtype"]))
-        self.interpreter.invoke()
-        result = self.interpreter.get_tensor(self.out["index"]).astype(np.float32)
-        scale, zero = self.out["quantization"]
-        if self.out["dtype"] != np.float32 and scale:
-            result = (result - zero) * scale
-        return result[0]
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        return np.stack([self._one(row) for row in np.asarray(x, np.float32)])
-
-
-def load_runtime(path: Path, threads: int = 1) -> OnnxRuntimeModel | LiteRtModel:
-    if path.suffix == ".onnx":
-        return OnnxRuntimeModel(path, threads)
-    if path.suffix == ".tflite":
-        return LiteRtModel(path, threads)
-    raise ValueError(f"{path}: no device runtime for {path.suffix!r} files")
 
 
 def predict(model: OnnxRuntimeModel | LiteRtModel, x: np.ndarray) -> np.ndarray:

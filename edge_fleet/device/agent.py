@@ -22,7 +22,6 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import httpx
 import numpy as np
@@ -30,13 +29,20 @@ from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import TargetFile
 from tuf.ngclient import Updater
 
-from components.config import FleetConfig
 from edge_fleet.device.fetcher import ResumingFetcher
+from edge_fleet.device.files import commit_file
 from edge_fleet.device.inference import (
     RuntimeCache,
     feature_stats,
     predictions,
     rounded,
+)
+from edge_fleet.device.scope import ROLLOUT, STABLE, in_scope
+from edge_fleet.device.seams import (
+    Inputs,
+    Interference,
+    NoInterference,
+    Polling,
 )
 from edge_fleet.device.slots import (
     active_version,
@@ -45,8 +51,6 @@ from edge_fleet.device.slots import (
     save_state,
     spare_slot,
 )
-from edge_fleet.files import commit_file
-from edge_fleet.tuf_repo import ROLLOUT, STABLE, in_scope
 
 LATENCY_ROWS = 8
 log = logging.getLogger("edgeloop.device")
@@ -64,34 +68,6 @@ class Identity:
     cohort: str
 
 
-class Inputs(Protocol):
-    x: np.ndarray  # the rows the smoke test answers
-
-    def batch(self, n: int) -> np.ndarray: ...
-
-
-class Interference(Protocol):
-    """What can go wrong on a device that the device does not cause itself: none
-    on real hardware (`NoInterference`); a simulator's faults (edge_fleet.sim)."""
-
-    def cut_at(self, url: str, rng: random.Random) -> int | None: ...
-
-    def on_cut(self, url: str) -> None: ...
-
-    def smoke_test_fault(self) -> str | None: ...
-
-
-class NoInterference:
-    def cut_at(self, url: str, rng: random.Random) -> int | None:
-        return None
-
-    def on_cut(self, url: str) -> None:
-        return None
-
-    def smoke_test_fault(self) -> str | None:
-        return None
-
-
 class Agent:
     def __init__(
         self,
@@ -101,7 +77,7 @@ class Agent:
         *,
         factory_root: bytes,
         enroll_code: str | None,
-        cfg: FleetConfig,
+        cfg: Polling,
         stream: Inputs,
         http: httpx.Client,
         faults: Interference | None = None,
@@ -121,6 +97,7 @@ class Agent:
         # whatever the server's hint says, and reported stale when that fails.
         self.verified_at: float | None = None
         self.started_at = time.monotonic()
+        self.checked_in_at: float | None = None  # the last accepted check-in
         self.error: str | None = None
         self.failed_version: str | None = None
         self.fetcher: ResumingFetcher | None = None
@@ -173,6 +150,7 @@ class Agent:
             headers={"Authorization": f"Bearer {self.state['token']}"},
         )
         reply.raise_for_status()
+        self.checked_in_at = time.monotonic()
         answer = reply.json()
         # The hint only says when to look (an unsigned number a man in the middle
         # can repeat); what to run is decided by TUF below, and the metadata is
@@ -189,6 +167,12 @@ class Agent:
         """Seconds since TUF metadata was last verified (or, before it was, since
         this process started)."""
         return time.monotonic() - (self.verified_at or self.started_at)
+
+    def checkin_age(self) -> float | None:
+        """Seconds since the server last accepted a check-in (None: not yet)."""
+        if self.checked_in_at is None:
+            return None
+        return round(time.monotonic() - self.checked_in_at, 1)
 
     def health(self) -> str:
         if self.metadata_age() > self.cfg.max_metadata_age_s:
@@ -207,7 +191,9 @@ class Agent:
         }
         if self.version is not None:
             try:
-                body["telemetry"] = self.telemetry()
+                report = self.telemetry()
+                if report is not None:
+                    body["telemetry"] = report
             except Exception as exc:  # noqa: BLE001 - reported, never fatal
                 problem = f"telemetry failed: {type(exc).__name__}: {exc}"[:500]
                 log.warning("%s", problem)
@@ -346,13 +332,17 @@ class Agent:
 
     # -- inference and telemetry ----------------------------------------------------
 
-    def telemetry(self) -> dict:
+    def telemetry(self) -> dict | None:
+        """A summary of the rows run since the last report (None: there were
+        none: a device whose application asked nothing)."""
+        x = self.stream.batch(self.cfg.telemetry_batch)
+        if not len(x):
+            return None
         active = self.state["active"]
         runtime = self.runtimes.get(
             model_path(self.home, self.state, active),
             self.state["slots"][active]["sha256"],
         )
-        x = self.stream.batch(self.cfg.telemetry_batch)
         latencies = []
         for row in x[:LATENCY_ROWS]:
             start = time.perf_counter()
@@ -373,7 +363,7 @@ class Agent:
         return body
 
 
-def poll_delay(cfg: FleetConfig, failures: int, rng: random.Random) -> float:
+def poll_delay(cfg: Polling, failures: int, rng: random.Random) -> float:
     """The next check-in: poll_s with jitter; exponential backoff after failures."""
     base = (
         cfg.poll_s

@@ -1,87 +1,168 @@
-"""`python -m edge_fleet.device`: one device agent as its own process, polling until
-stopped (or for `--steps` cycles), logging one line per event for a journal.
+"""`edgeloop-agent` (also `python -m edge_fleet.device`): one device agent as its own
+process, logging one line per event for a journal (systemd keeps them).
 
-    EDGELOOP_FLEET_ENROLL_CODE=<code, first start only> python -m edge_fleet.device \
-        --server URL --device-id ID --profile mcu --cohort north --home DIR \
-        --root root.json --samples test.parquet
+    edgeloop-agent --config /etc/edgeloop-agent/agent.toml enroll --code CODE
+    edgeloop-agent --config /etc/edgeloop-agent/agent.toml run
+    edgeloop-agent --config /etc/edgeloop-agent/agent.toml status
+
+Every setting is a key of the file or an `EDGELOOP_AGENT_<KEY>` variable
+(config.py); a bad one stops the agent with one line naming it (`--debug`: the
+traceback too).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import resource
+import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import pandas as pd
+import numpy as np
 
-from components.config import FleetConfig, load_params
 from edge_fleet.device.agent import Agent, EnrollmentError, Identity, poll_delay
-from edge_fleet.device.inputs import RecordedInputs
-from stack.settings import get_settings
+from edge_fleet.device.config import AgentConfig, ConfigError
+from edge_fleet.device.local import LocalInputs, LocalServer
+from edge_fleet.device.seams import Polling
+from edge_fleet.device.slots import active_version, load_state
 
 log = logging.getLogger("edgeloop.device")
+ENROLL_CODE = "EDGELOOP_AGENT_ENROLL_CODE"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--server", required=True)
-    parser.add_argument("--device-id", required=True)
-    parser.add_argument("--profile", required=True)
-    parser.add_argument("--cohort", required=True)
-    parser.add_argument("--home", type=Path, required=True)
-    parser.add_argument("--root", type=Path, required=True, help="factory root.json")
-    parser.add_argument("--samples", type=Path, required=True, help="parquet, label")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--steps", type=int, default=0, help="stop after N (0: never)")
-    args = parser.parse_args()
-    # One line per event on standard output, for a journal (systemd) to keep.
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="edgeloop-agent", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--config", type=Path, help="the agent's TOML file")
+    parser.add_argument("--debug", action="store_true", help="tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    enroll = sub.add_parser("enroll", help="enroll once with a one-time code")
+    enroll.add_argument("--code", help=f"the code (default: ${ENROLL_CODE})")
+    run = sub.add_parser("run", help="check in, update, serve local inference")
+    run.add_argument("--steps", type=int, default=0, help="stop after N (0: never)")
+    sub.add_parser("status", help="installed version, slots, last check-in")
+    args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        force=True,
     )
     logging.getLogger("tuf").setLevel(logging.WARNING)
-    settings = get_settings()
-    params = load_params(args.params)
-    profile = params.optimize.profiles.get(args.profile)
-    if profile is None:
-        parser.error(f"--profile {args.profile!r}: not in optimize.profiles")
-    if profile.runtime_memory_mb:  # the device's memory budget, for this process
-        limit = profile.runtime_memory_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    frame = pd.read_parquet(args.samples)
-    agent = Agent(
-        args.server,
-        Identity(args.device_id, args.profile, args.cohort),
-        args.home,
-        factory_root=args.root.read_bytes(),
-        enroll_code=settings.fleet_enroll_code.get_secret_value()
-        if settings.fleet_enroll_code
-        else None,
-        cfg=params.fleet,
-        stream=RecordedInputs(
-            frame.drop(columns=params.data.label_column).to_numpy(), seed=0
-        ),
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        cfg = AgentConfig.load(args.config)
+        if args.command == "status":
+            _write(status(cfg))
+            return
+        agent = make_agent(cfg, code=getattr(args, "code", None))
+        if args.command == "enroll":
+            agent.enroll()
+            _write({"device_id": cfg.device_id, "enrolled": True})
+            return
+        if cfg.memory_mb:  # the device's memory budget, for this process
+            limit = cfg.memory_mb * 2**20
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        LocalServer(agent, cfg.inference_host, cfg.inference_port).start()
+        run_forever(agent, cfg, args.steps)
+    except (ConfigError, EnrollmentError, OSError) as exc:
+        if args.debug:
+            raise
+        raise SystemExit(f"edgeloop-agent: {exc}") from None
+
+
+def make_agent(cfg: AgentConfig, code: str | None = None) -> Agent:
+    try:
+        factory_root = cfg.root.read_bytes()
+    except OSError as exc:
+        problem = f"root ({cfg.root}): cannot read it ({exc.strerror})"
+        raise ConfigError(problem) from None
+    stream = LocalInputs(
+        load_samples(cfg.samples),
+        capacity=cfg.telemetry_batch * 4,
+        replay=cfg.replay_samples,
+    )
+    return Agent(
+        cfg.server,
+        Identity(cfg.device_id, cfg.profile, cfg.cohort),
+        cfg.home,
+        factory_root=factory_root,
+        enroll_code=code or os.environ.get(ENROLL_CODE) or None,
+        cfg=cfg,
+        stream=stream,
         http=httpx.Client(timeout=30),
     )
-    run_forever(agent, params.fleet, args.steps)
 
 
-def run_forever(agent: Agent, cfg: FleetConfig, steps: int = 0) -> None:
+def load_samples(path: Path) -> np.ndarray:
+    """The rows the smoke test answers: a .npy array, or a .csv of numbers (no
+    header, no label; an empty field or `nan` is a gap)."""
+    try:
+        if path.suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+        elif path.suffix == ".csv":
+            x = np.genfromtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+        else:
+            raise ConfigError(f"samples ({path}): expected a .npy or .csv file")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"samples ({path}): cannot read it ({exc})") from None
+    if x.ndim != 2 or not len(x):
+        raise ConfigError(f"samples ({path}): expected rows of numbers, got {x.shape}")
+    return x.astype(np.float32)
+
+
+def status(cfg: AgentConfig) -> dict:
+    """The running agent's own account (its local port), else what its home holds."""
+    url = f"http://{cfg.inference_host}:{cfg.inference_port}/status"
+    try:
+        reply = httpx.get(url, timeout=2)
+        if reply.status_code == 200:
+            return {"running": True} | reply.json()
+    except httpx.HTTPError:
+        pass
+    state = load_state(cfg.home)
+    timestamp = cfg.home / "tuf" / "timestamp.json"
+    verified = (
+        datetime.fromtimestamp(timestamp.stat().st_mtime, UTC).isoformat()
+        if timestamp.exists()
+        else None
+    )
+    return {
+        "running": False,
+        "device_id": cfg.device_id,
+        "enrolled": bool(state["token"]),
+        "version": active_version(state),
+        "active_slot": state["active"],
+        "slots": state["slots"],
+        "metadata_written_at": verified,
+    }
+
+
+def _write(body: dict) -> None:
+    sys.stdout.write(json.dumps(body, indent=2, default=str) + "\n")
+
+
+def run_forever(agent: Agent, cfg: Polling, steps: int = 0) -> None:
     """Poll (jitter, backoff after failures) for `steps` cycles, or forever."""
     failures, done = 0, 0
     while not steps or done < steps:
         try:
             agent.step()
             failures = 0
-        except EnrollmentError as exc:
-            raise SystemExit(str(exc)) from None
+        except EnrollmentError:
+            raise
         except httpx.HTTPError as exc:
             failures += 1
             log.warning("check-in failed (%s); backing off", exc)
         except Exception as exc:
             failures += 1
-            log.exception("poll cycle failed (%s); backing off", exc)
+            name = type(exc).__name__
+            log.warning("poll cycle failed (%s: %s); backing off", name, exc)
+            log.debug("traceback", exc_info=True)
         done += 1
         time.sleep(poll_delay(cfg, failures, agent.rng))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.optimization.runtime import LiteRtModel, OnnxRuntimeModel, load_runtime
+from edge_fleet.device.runtime import LiteRtModel, OnnxRuntimeModel, load_runtime
 
 Runtime = OnnxRuntimeModel | LiteRtModel
 

@@ -1,6 +1,6 @@
 """A device's disk: `state.json` (token, active slot, what each slot holds, the
 versions that failed here) and the two model slots `a/` and `b/`. The state file is
-replaced atomically and durably (edge_fleet/files.py: write, fsync, rename, fsync
+replaced atomically and durably (files.py: write, fsync, rename, fsync
 the folder), so a device killed or losing power at any point restarts on the state
 before or after a change, never half of one."""
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edge_fleet.files import atomic_write
+from edge_fleet.device.files import atomic_write
 
 
 def load_state(home: Path) -> dict:

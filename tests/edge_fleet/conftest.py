@@ -4,6 +4,7 @@ on the devices), and device agents talking HTTP to it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -33,6 +34,7 @@ from edge_fleet.device.agent import Agent, Identity
 from edge_fleet.sim.faults import Faults
 from edge_fleet.sim.runner import SHARED_RUNTIMES
 from edge_fleet.sim.streams import DataStream
+from stack import agent_dist
 from stack.net import free_port
 from tests.conftest import BACKENDS, default_params_dict
 
@@ -368,3 +370,54 @@ def stored_rollout_states(server: FleetServer) -> list[str]:
             return [row[0] for row in rows]
     finally:
         engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def agent_venvs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """`edgeloop-agent` as a device gets it, by runtime extra (`onnx`, `litert`):
+    the wheel built from the repository, in a fresh venv holding only it, that
+    runtime and their dependencies (the lock's versions, installed offline)."""
+    root = tmp_path_factory.mktemp("edgeloop-agent")
+    wheel = agent_dist.build_wheel(root / "dist")
+    made: dict[str, Path] = {}
+
+    def command(extra: str) -> Path:
+        if extra not in made:
+            made[extra] = agent_dist.make_venv(root / extra, wheel, extra)
+        return made[extra]
+
+    return command
+
+
+@pytest.fixture(scope="session")
+def agent_command(agent_venvs: Callable[[str], Path]) -> Path:
+    return agent_venvs("onnx")
+
+
+def agent_settings(
+    server: FleetServer,
+    home: Path,
+    samples: Path,
+    *,
+    device_id: str,
+    url: str | None = None,
+    **values: object,
+) -> Path:
+    """An agent's TOML file (beside its home) for a device of `server`'s fleet,
+    polling as the fleet's params say; `values` add or override keys."""
+    settings = {
+        "server": url or server.url,
+        "device_id": device_id,
+        "profile": "cloud",
+        "cohort": "north",
+        "home": str(home),
+        "root": str(server.state_dir / "tuf" / "metadata" / "1.root.json"),
+        "samples": str(samples),
+        "inference_port": free_port(),
+        "replay_samples": True,
+        "poll_s": server.cfg.poll_s,
+        "telemetry_batch": server.cfg.telemetry_batch,
+    } | values
+    path = home.with_name(f"{home.name}.toml")
+    path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
+    return path

@@ -14,7 +14,7 @@ from edge_fleet.checks import (
 )
 from edge_fleet.controller import stages
 from edge_fleet.db import Telemetry
-from edge_fleet.tuf_repo import bucket, in_scope
+from edge_fleet.device.scope import bucket, in_scope
 
 
 def _t(version: str, **kw: object) -> Telemetry:

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,11 +18,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pandas as pd
 import pytest
 
 from stack.net import free_port
 from tests.edge_fleet.conftest import (
+    agent_settings,
     device_on_v1_of,
     drive,
     linear_onnx,
@@ -185,37 +183,20 @@ class ThrottledProxy:
         self.thread.join(timeout=10)
 
 
-def _agent(server, home: Path, samples: Path, url: str, steps: int = 0):
-    code = (
-        {}
-        if (home / "state.json").exists()
-        else {"EDGELOOP_FLEET_ENROLL_CODE": server.enroll_code(device_id="dev-killed")}
-    )
+def _agent(command: Path, server, home: Path, samples: Path, url: str, *, steps=0):
+    """The agent installed from its wheel, as its own process."""
+    settings = agent_settings(server, home, samples, device_id="dev-killed", url=url)
+    if not (home / "state.json").exists():
+        code = server.enroll_code(device_id="dev-killed")
+        enrolled = subprocess.run(
+            [str(command), "--config", str(settings), "enroll", "--code", code],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert enrolled.returncode == 0, enrolled.stderr
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge_fleet.device",
-            "--server",
-            url,
-            "--device-id",
-            "dev-killed",
-            "--profile",
-            "cloud",
-            "--cohort",
-            "north",
-            "--home",
-            str(home),
-            "--root",
-            str(server.state_dir / "tuf" / "metadata" / "1.root.json"),
-            "--samples",
-            str(samples),
-            "--params",
-            str(server.params_file),
-            "--steps",
-            str(steps),
-        ],
-        env=os.environ | code,
+        [str(command), "--config", str(settings), "run", "--steps", str(steps)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -253,19 +234,17 @@ def _big_model(path: Path, digits, scale: float) -> Path:
     "step", ["downloading", "downloaded and verified", "smoke test passed", "switched"]
 )
 def test_sigkill_at_each_install_step_leaves_a_working_device(
-    fleet_server, digits, tmp_path, step
+    fleet_server, digits, tmp_path, step, agent_command
 ):
-    samples = tmp_path / "samples.parquet"
-    frame = pd.DataFrame(digits.x[:200], columns=[f"p{i}" for i in range(64)])
-    frame["label"] = digits.y[:200]
-    frame.to_parquet(samples)
+    samples = tmp_path / "samples.npy"
+    np.save(samples, digits.x[:200])
     home = tmp_path / "device"
     v1 = _big_model(tmp_path / "v1.onnx", digits, 1.0)
     v2 = _big_model(tmp_path / "v2.onnx", digits, 0.5)
     for version, model in (("1", v1), ("2", v2)):
         fleet_server.upload(version, model, profiles=["cloud"])
     fleet_server.admin.retarget("1", "test")
-    first = _agent(fleet_server, home, samples, fleet_server.url)
+    first = _agent(agent_command, fleet_server, home, samples, fleet_server.url)
     _read_until(first, "v1: switched")
     first.kill()
     first.wait(timeout=30)
@@ -273,7 +252,11 @@ def test_sigkill_at_each_install_step_leaves_a_working_device(
     with ThrottledProxy(fleet_server.port, rate=2_000_000) as proxy:
         fleet_server.admin.retarget("2", "test")
         installing = _agent(
-            fleet_server, home, samples, f"http://127.0.0.1:{proxy.port}"
+            agent_command,
+            fleet_server,
+            home,
+            samples,
+            f"http://127.0.0.1:{proxy.port}",
         )
         _read_until(installing, f"v2: {step}")
         installing.send_signal(signal.SIGKILL)
@@ -281,7 +264,9 @@ def test_sigkill_at_each_install_step_leaves_a_working_device(
 
     # Restarted: it answers with the model its state names (its first report), and
     # then finishes the install that was cut short.
-    restarted = _agent(fleet_server, home, samples, fleet_server.url, steps=4)
+    restarted = _agent(
+        agent_command, fleet_server, home, samples, fleet_server.url, steps=4
+    )
     out, _ = restarted.communicate(timeout=120)
     assert restarted.returncode == 0, out
     assert "Traceback" not in out, out

@@ -21,8 +21,9 @@ from tuf.ngclient._internal import trusted_metadata_set
 
 from components.config import FleetConfig
 from edge_fleet import keys
+from edge_fleet.device.scope import STABLE
 from edge_fleet.keys import FleetKeyError
-from edge_fleet.tuf_repo import STABLE, FleetRepository
+from edge_fleet.tuf_repo import FleetRepository
 from tests.conftest import BIN
 from tests.edge_fleet.conftest import drive, make_root
 from tests.waits import poll

@@ -13,7 +13,8 @@ import httpx
 import pytest
 from tuf.api.metadata import Metadata, Timestamp
 
-from edge_fleet.tuf_repo import STABLE, FleetRepository
+from edge_fleet.device.scope import STABLE
+from edge_fleet.tuf_repo import FleetRepository
 from tests.edge_fleet.conftest import drive
 
 pytestmark = pytest.mark.integration

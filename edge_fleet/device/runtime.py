@@ -1,0 +1,100 @@
+"""The device runtimes for shipped model files: ONNX Runtime for .onnx, the LiteRT
+interpreter for .tflite (no TensorFlow needed). Each is an optional dependency of the
+agent (`edgeloop-agent[onnx]`, `edgeloop-agent[litert]`), imported when a file of its
+kind is loaded. The stack evaluates and benchmarks files with these same classes
+(components/optimization/runtime.py), so what is measured is what a device runs."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+
+CLASSES_KEY = "edgeloop.classes"
+
+
+class OnnxRuntimeModel:
+    """One ONNX Runtime session on `threads` cores (one by default, as on a small
+    device; serving gives each worker its share of the machine)."""
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+        self.input = self.session.get_inputs()[0].name
+
+    @property
+    def features(self) -> int:
+        """The width of one input row (the input's last dimension)."""
+        width = self.session.get_inputs()[0].shape[-1]
+        if not isinstance(width, int):
+            raise ValueError(f"input {self.input!r} has no fixed width ({width!r})")
+        return width
+
+    @property
+    def classes(self) -> list[str] | None:
+        """The class labels the file names (ONNX metadata `edgeloop.classes`, set
+        by the optimize stage), by output position; None: a file without them."""
+        names = self.session.get_modelmeta().custom_metadata_map.get(CLASSES_KEY)
+        return json.loads(names) if names else None
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: np.asarray(x, np.float32)})[0]
+
+
+class LiteRtModel:
+    """Runs one sample at a time (the interpreter's tensors have a fixed batch of 1);
+    int8 input/output tensors are quantized and dequantized with their own scales.
+    One call at a time: an interpreter's tensors are shared state (the agent's
+    local inference and its telemetry run in different threads)."""
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        # From the bytes, not the path: the file may be removed once loaded.
+        self.interpreter = Interpreter(
+            model_content=path.read_bytes(), num_threads=threads
+        )
+        self.interpreter.allocate_tensors()
+        self.inp = self.interpreter.get_input_details()[0]
+        self.out = self.interpreter.get_output_details()[0]
+        self._lock = threading.Lock()
+
+    @property
+    def features(self) -> int:
+        """The width of one input row (the input's last dimension)."""
+        return int(self.inp["shape"][-1])
+
+    classes = None  # a .tflite file carries no labels here: classes by position
+
+    def _one(self, row: np.ndarray) -> np.ndarray:
+        value = row[None, :].astype(np.float32)
+        scale, zero = self.inp["quantization"]
+        if self.inp["dtype"] != np.float32 and scale:
+            value = np.clip(np.round(value / scale + zero), -128, 127)
+        self.interpreter.set_tensor(self.inp["index"], value.astype(self.inp["dtype"]))
+        self.interpreter.invoke()
+        result = self.interpreter.get_tensor(self.out["index"]).astype(np.float32)
+        scale, zero = self.out["quantization"]
+        if self.out["dtype"] != np.float32 and scale:
+            result = (result - zero) * scale
+        return result[0]
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return np.stack([self._one(row) for row in np.asarray(x, np.float32)])
+
+
+def load_runtime(path: Path, threads: int = 1) -> OnnxRuntimeModel | LiteRtModel:
+    if path.suffix == ".onnx":
+        return OnnxRuntimeModel(path, threads)
+    if path.suffix == ".tflite":
+        return LiteRtModel(path, threads)
+    raise ValueError(f"{path}: no device runtime for {path.suffix!r} files")

@@ -1,0 +1,137 @@
+"""The device agent as its own program (`edgeloop-agent`): it imports nothing of the
+stack, reads its settings from a small file or the environment and names a bad one
+in one line, and its local inference checks a row before it reaches the model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.config import FleetConfig
+from edge_fleet.device.config import AgentConfig, ConfigError
+from edge_fleet.device.local import LocalInputs, _row
+from edge_fleet.device.scope import ROLLOUT, STABLE
+from stack.contracts import Channel
+
+REQUIRED = {
+    "server": "http://127.0.0.1:8300",
+    "device_id": "gw-1",
+    "profile": "gateway",
+    "cohort": "north",
+    "home": "/var/lib/edgeloop-agent",
+    "root": "/etc/edgeloop-agent/root.json",
+    "samples": "/etc/edgeloop-agent/samples.npy",
+}
+
+
+def _toml(values: dict) -> str:
+    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+
+
+def test_the_agent_imports_nothing_of_the_stack_or_the_training_stack():
+    """What the wheel ships must run without what it does not declare: loading the
+    agent's modules pulls in no package of the stack, no pandas, no torch."""
+    code = (
+        "import sys, edge_fleet.device.command, edge_fleet.device.local, "
+        "edge_fleet.device.runtime, edge_fleet.device.agent;"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    stack = {"components", "stack", "serving", "flows", "monitoring", "scenarios"}
+    heavy = {"pandas", "torch", "tensorflow", "mlflow", "prefect", "yaml", "pydantic"}
+    assert not (stack | heavy) & set(out), sorted((stack | heavy) & set(out))
+
+
+def test_settings_from_a_file_then_the_environment(tmp_path):
+    path = tmp_path / "agent.toml"
+    path.write_text(_toml(REQUIRED | {"poll_s": 30, "sample_cohorts": ["north"]}))
+    cfg = AgentConfig.load(
+        path, env={"EDGELOOP_AGENT_POLL_S": "5.5", "EDGELOOP_AGENT_MEMORY_MB": "256"}
+    )
+    assert cfg.poll_s == 5.5 and cfg.memory_mb == 256  # the environment wins
+    assert cfg.home == Path("/var/lib/edgeloop-agent")
+    assert cfg.sample_cohorts == ("north",)
+    only_env = {f"EDGELOOP_AGENT_{k.upper()}": v for k, v in REQUIRED.items()}
+    assert AgentConfig.load(None, env=only_env).device_id == "gw-1"
+
+
+@pytest.mark.parametrize(
+    ("values", "env", "message"),
+    [
+        ({k: v for k, v in REQUIRED.items() if k != "root"}, {}, "root: required"),
+        (REQUIRED | {"poll": 3}, {}, "unknown key 'poll'"),
+        (REQUIRED | {"poll_s": "often"}, {}, "poll_s (FILE): expected a number"),
+        (REQUIRED, {"EDGELOOP_AGENT_INFERENCE_PORT": "x"}, "inference_port ("),
+        (REQUIRED, {"EDGELOOP_AGENT_REPLAY_SAMPLES": "maybe"}, "expected true or"),
+        (REQUIRED | {"max_backoff_s": -1}, {}, "at least 0"),
+        (REQUIRED | {"server": ""}, {}, "server (FILE): expected a non-empty"),
+    ],
+)
+def test_a_bad_setting_is_named_in_one_line(tmp_path, values, env, message):
+    path = tmp_path / "agent.toml"
+    path.write_text(_toml(values))
+    with pytest.raises(ConfigError) as caught:
+        AgentConfig.load(path, env=env)
+    text = str(caught.value)
+    assert message.replace("FILE", str(path)) in text, text
+    assert "\n" not in text
+
+
+def test_a_missing_or_broken_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        AgentConfig.load(tmp_path / "absent.toml", env={})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("server = \n")
+    with pytest.raises(ConfigError, match=r"broken.toml: not TOML"):
+        AgentConfig.load(broken, env={})
+
+
+def test_the_agents_polling_defaults_are_the_fleets():
+    """A device installed from the wheel polls as the simulated fleet does."""
+    fleet = FleetConfig()
+    agent = {f.name: f.default for f in dataclasses.fields(AgentConfig)}
+    for name in ("poll_s", "poll_jitter", "max_backoff_s", "max_metadata_age_s"):
+        assert agent[name] == getattr(fleet, name), name
+    assert agent["telemetry_batch"] == fleet.telemetry_batch
+    assert (STABLE, ROLLOUT) == (Channel.STABLE.value, Channel.ROLLOUT.value)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ([1.0, 2.0], "expected a list of 3 numbers, got 2"),
+        ("1,2,3", "expected a list of 3 numbers, got str"),
+        ([1.0, "2", 3.0], "row[1]: expected a number or null, got '2'"),
+        ([1.0, True, 3.0], "row[1]: expected a number or null, got True"),
+        ([1e39, 0.0, 0.0], "out of float32's range"),
+    ],
+)
+def test_local_inference_refuses_a_malformed_row(row, message):
+    with pytest.raises(ValueError) as caught:
+        _row(row, 3)
+    assert message in str(caught.value)
+
+
+def test_a_gap_is_a_nan_the_model_fills():
+    x = _row([1, None, 2.5], 3)
+    assert x.dtype == np.float32 and np.isnan(x[0, 1]) and x[0, 2] == 2.5
+
+
+def test_telemetry_summarises_the_rows_asked_about_or_nothing():
+    samples = np.arange(12, dtype=np.float32).reshape(4, 3)
+    local = LocalInputs(samples, capacity=3, replay=False)
+    assert local.batch(8).shape == (0, 3)  # nothing asked: no report
+    for i in range(5):
+        local.record(np.full(3, i, np.float32))
+    assert local.batch(2)[:, 0].tolist() == [2, 3]  # the oldest beyond 3 dropped
+    assert local.batch(8)[:, 0].tolist() == [4]
+    replaying = LocalInputs(samples, capacity=3, replay=True)
+    assert replaying.batch(5).shape == (5, 3)  # no application: the samples
