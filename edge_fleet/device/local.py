@@ -118,6 +118,12 @@ def status(agent: Agent) -> dict:
 
 class _Handler(BaseHTTPRequestHandler):
     server: LocalServer
+    # Keep-alive: an application's connection is served by one thread, not a
+    # thread per request (every reply carries its Content-Length).
+    protocol_version = "HTTP/1.1"
+    # Headers and body are two writes: without TCP_NODELAY, Nagle's algorithm and
+    # the client's delayed ACK hold the body back 40 ms on a kept-alive connection.
+    disable_nagle_algorithm = True
 
     def _send(self, code: int, body: dict) -> None:
         data = json.dumps(body).encode()

@@ -421,3 +421,35 @@ def agent_settings(
     path = home.with_name(f"{home.name}.toml")
     path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
     return path
+
+
+def keras_int8_files(
+    digits: Digits, root: Path, *, hidden: int = 32, epochs: int = 20
+) -> dict[str, Path]:
+    """Two Keras models' full-integer TFLite files (`good-1`, `good-2`: a Keras
+    champion's ship variant), converted by the optimize stage's own code; `hidden`
+    units in their one hidden layer (40,000: a 3 MB file)."""
+    import keras
+
+    from components.optimization.tflite import convert_int8
+
+    out = {}
+    for version, seed in (("1", 0), ("2", 1)):
+        keras.utils.set_random_seed(seed)
+        model = keras.Sequential(
+            [
+                keras.Input((FEATURES,)),
+                keras.layers.Rescaling(1 / 16),
+                keras.layers.Dense(hidden, activation="relu"),
+                keras.layers.Dense(10),
+            ]
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(0.01),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        model.fit(digits.x, digits.y, epochs=epochs, batch_size=64, verbose=0)
+        out[f"good-{version}"] = convert_int8(
+            model, root / f"v{version}.tflite", digits.x[:300]
+        )
+    return out

@@ -20,6 +20,7 @@ import pytest
 from tests.edge_fleet.conftest import (
     agent_settings,
     drive,
+    keras_int8_files,
     make_agents,
     rollout_over,
 )
@@ -108,33 +109,7 @@ def _until(condition, max_s: float = 60) -> None:
 
 @pytest.fixture(scope="module")
 def keras_int8(digits, tmp_path_factory) -> dict[str, Path]:
-    """Two Keras models' full-integer TFLite files (a Keras champion's ship
-    variant), converted by the optimize stage's own code."""
-    import keras
-
-    from components.optimization.tflite import convert_int8
-
-    root = tmp_path_factory.mktemp("keras-int8")
-    out = {}
-    for version, seed in (("1", 0), ("2", 1)):
-        keras.utils.set_random_seed(seed)
-        model = keras.Sequential(
-            [
-                keras.Input((64,)),
-                keras.layers.Rescaling(1 / 16),
-                keras.layers.Dense(32, activation="relu"),
-                keras.layers.Dense(10),
-            ]
-        )
-        model.compile(
-            optimizer=keras.optimizers.Adam(0.01),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
-        model.fit(digits.x, digits.y, epochs=20, batch_size=64, verbose=0)
-        out[f"good-{version}"] = convert_int8(
-            model, root / f"v{version}.tflite", digits.x[:300]
-        )
-    return out
+    return keras_int8_files(digits, tmp_path_factory.mktemp("keras-int8"))
 
 
 @pytest.fixture(params=["onnx", "litert"])

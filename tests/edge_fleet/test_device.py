@@ -25,6 +25,7 @@ from tests.edge_fleet.conftest import (
     agent_settings,
     device_on_v1_of,
     drive,
+    keras_int8_files,
     linear_onnx,
     make_fleet_server,
     running,
@@ -230,17 +231,39 @@ def _big_model(path: Path, digits, scale: float) -> Path:
     return linear_onnx(path, weights, bias)
 
 
+@pytest.fixture(scope="module")
+def big_keras_int8(digits, tmp_path_factory) -> dict[str, Path]:
+    """Keras int8 files of 3 MB, so that a throttled download takes seconds."""
+    root = tmp_path_factory.mktemp("big-keras-int8")
+    return keras_int8_files(digits, root, hidden=40_000, epochs=2)
+
+
 @pytest.mark.parametrize(
-    "step", ["downloading", "downloaded and verified", "smoke test passed", "switched"]
+    ("runtime", "step"),
+    [
+        ("onnx", "downloading"),
+        ("onnx", "downloaded and verified"),
+        ("onnx", "smoke test passed"),
+        ("onnx", "switched"),
+        ("litert", "downloading"),
+        ("litert", "smoke test passed"),
+    ],
 )
-def test_sigkill_at_each_install_step_leaves_a_working_device(
-    fleet_server, digits, tmp_path, step, agent_command
+def test_sigkill_at_each_install_step_leaves_a_working_device(  # noqa: PLR0917
+    fleet_server, digits, tmp_path, runtime, step, agent_venvs, request
 ):
+    """The agent installed from its wheel (ONNX Runtime, or LiteRT with a Keras
+    champion's int8 files), killed at a step of installing v2."""
+    agent_command = agent_venvs(runtime)
     samples = tmp_path / "samples.npy"
     np.save(samples, digits.x[:200])
     home = tmp_path / "device"
-    v1 = _big_model(tmp_path / "v1.onnx", digits, 1.0)
-    v2 = _big_model(tmp_path / "v2.onnx", digits, 0.5)
+    if runtime == "onnx":
+        v1 = _big_model(tmp_path / "v1.onnx", digits, 1.0)
+        v2 = _big_model(tmp_path / "v2.onnx", digits, 0.5)
+    else:
+        files = request.getfixturevalue("big_keras_int8")
+        v1, v2 = files["good-1"], files["good-2"]
     for version, model in (("1", v1), ("2", v2)):
         fleet_server.upload(version, model, profiles=["cloud"])
     fleet_server.admin.retarget("1", "test")
