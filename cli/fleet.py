@@ -153,8 +153,8 @@ def enroll_code(
     expires_in_s: Annotated[int, typer.Option(help="valid this long")] = 7 * 86400,
 ) -> None:
     """Issue an enrollment code (shown once): for one device id, or a batch of
-    DEVICES; either way of the given profiles and cohorts only. The device gets
-    it as EDGELOOP_FLEET_ENROLL_CODE for its first start."""
+    DEVICES; either way of the given profiles and cohorts only. The device uses
+    it once: `edgeloop-agent --config F enroll --code CODE`."""
     issued = admin(get_settings()).enrollment_code(
         profiles=profile,
         cohorts=cohort,

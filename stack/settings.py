@@ -62,9 +62,6 @@ class Settings(BaseSettings):
         ),
     )
     fleet_admin_token: SecretStr | None = None
-    # A device's one-time (or batch) enrollment code (`edgeloop fleet enroll-code`),
-    # read by the device agent until it is enrolled.
-    fleet_enroll_code: SecretStr | None = None
     # MLflow's authentication app (`mlflow server --app-name basic-auth`): its admin
     # (made by the server on first start) and the stack's service user (made by
     # `edgeloop up`), whose credentials every client of the stack uses; the key
