@@ -81,11 +81,11 @@ def make_project(root: Path, params: dict) -> Path:
     """A scratch edgeloop project: git + DVC repo with the stages, code and params."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    shutil.copytree(
-        REPO / "components",
-        root / "components",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    for package in ("components", "edge_fleet/device"):  # the stages' code
+        shutil.copytree(
+            REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    shutil.copy(REPO / "edge_fleet" / "__init__.py", root / "edge_fleet")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "data" / "incoming").mkdir(parents=True)
     shutil.copy(REPO / "data" / "incoming" / "README.md", root / "data" / "incoming")

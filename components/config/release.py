@@ -18,6 +18,9 @@ class DeviceProfile(Strict):
     # Address-space limit of the infra-validation process that loads the file in
     # its device runtime and answers queries; null: no limit.
     runtime_memory_mb: int | None = Field(None, ge=64)
+    # The runtime's threads on this device (ONNX Runtime intra-op, LiteRT
+    # num_threads): the variants are timed with these to choose this profile's file.
+    threads: int = Field(1, ge=1)
 
 
 class OptimizeConfig(Strict):
@@ -29,13 +32,19 @@ class OptimizeConfig(Strict):
     infra_samples: int = Field(8, ge=1)
     # The variant that ships to devices: the gate judges this file in its runtime.
     ship_variant: str = "int8_static"
+    # Each profile's best file, recorded on the version (`ship_per_profile`):
+    # `measured`, the fastest accepted variant that fits the profile, timed in its
+    # runtime with its threads (within `latency_tie` of the fastest: the smallest
+    # file); `fixed`, ship_variant for every profile it fits.
+    ship_choice: Literal["measured", "fixed"] = "measured"
+    latency_tie: float = Field(0.05, ge=0, le=1)
     profiles: dict[str, DeviceProfile] = Field(
         default_factory=lambda: {
             "mcu": DeviceProfile(
                 max_model_kb=1024, max_ram_kb=320, runtime_memory_mb=256
             ),
             "gateway": DeviceProfile(max_ram_kb=524288, runtime_memory_mb=512),
-            "cloud": DeviceProfile(),
+            "cloud": DeviceProfile(threads=2),
         },
         min_length=1,
     )

@@ -13,19 +13,17 @@ import logging
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from components.backends import load_classifier
 from components.config import DeviceProfile, OptimizeConfig, Params
 from components.optimization import compress
+from components.optimization.choice import ship_per_profile
+from components.optimization.report import VariantReport, write_report
 from components.optimization.runtime import (
     load_runtime,
     predict,
@@ -36,14 +34,12 @@ from components.stage import exit_with, run_stage, stage_parser
 from components.training.inputs import to_arrays
 from components.training.model import (
     Classifier,
-    ModelSpec,
     TorchClassifier,
     load_spec,
 )
 from components.training.torch_train import Arrays, loader_for, train_epoch
 
 log = logging.getLogger("edgeloop.optimize")
-REPORT = "variants.json"
 
 
 @dataclass(frozen=True)
@@ -56,25 +52,6 @@ class Built:
     macs: int
     weight_bytes_per_param: int
     peak_activations: int
-
-
-@dataclass
-class VariantReport:
-    name: str
-    file: str
-    size_bytes: int
-    gzip_bytes: int
-    parameters: int
-    macs: int
-    accuracy: float
-    accuracy_drop: float
-    latency_median_ms: float
-    latency_p95_ms: float
-    estimated_ram_kb: float
-    accepted: bool
-    reason: str
-    deployable_to: list[str] = field(default_factory=list)
-    not_deployable: dict[str, str] = field(default_factory=dict)
 
 
 def _finetune(model: object, train: Arrays, epochs: int, lr: float, seed: int) -> None:
@@ -260,6 +237,15 @@ def measure(
             report.not_deployable[name] = problem
         else:
             report.deployable_to.append(name)
+            report.latency_ms_by_profile[name] = (
+                latency.median_ms
+                if profile.threads == 1  # what was measured above
+                else single_sample_latency(
+                    load_runtime(built.path, profile.threads),
+                    test.x,
+                    runs=cfg.latency_runs,
+                ).median_ms
+            )
     return report
 
 
@@ -293,67 +279,6 @@ def optimize_model(
     return reference, [measure(b, test, reference, params) for b in built]
 
 
-def write_report(
-    reference: float,
-    reports: list[VariantReport],
-    ship: str,
-    folder: Path,
-    spec: ModelSpec | None = None,
-) -> None:
-    """The variants and, from the model's spec, what their files take: the raw
-    feature columns in order and their fitted encoding (categories by index, gaps
-    as NaN; components/data/features.py), which serving reads with the file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {
-        "reference_accuracy": reference,
-        "ship_variant": ship,
-        "variants": [asdict(r) for r in reports],
-        "inputs": {
-            "feature_columns": spec.feature_columns if spec else None,
-            "encoding": spec.encoding if spec else None,
-        },
-    }
-    (folder / REPORT).write_text(json.dumps(record, indent=1) + "\n")
-    lines = [
-        "| variant | KB | gzip KB | params | MACs | accuracy | drop (pt) | "
-        "median ms | p95 ms | gate | deployable to |",
-        "|" + "---|" * 11,
-    ]
-    for r in reports:
-        lines.append(
-            f"| {r.name}{' (ships)' if r.name == ship else ''} | "
-            f"{r.size_bytes / 1024:.1f} | {r.gzip_bytes / 1024:.1f} | {r.parameters} | "
-            f"{r.macs} | {r.accuracy:.4f} | {r.accuracy_drop * 100:.2f} | "
-            f"{r.latency_median_ms:.4f} | {r.latency_p95_ms:.4f} | "
-            f"{'pass' if r.accepted else 'REJECTED: ' + r.reason} | "
-            f"{', '.join(r.deployable_to) or '-'} |"
-        )
-    problems = [
-        f"- {r.name} not deployable to {p}: {why}"
-        for r in reports
-        for p, why in r.not_deployable.items()
-    ]
-    (folder / "report.md").write_text(
-        f"# Optimized variants (reference accuracy {reference:.4f})\n\n"
-        + "\n".join(lines)
-        + "\n\n"
-        + "\n".join(problems)
-        + "\n"
-    )
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for r in reports:
-        for ax, x in ((axes[0], r.size_bytes / 1024), (axes[1], r.latency_median_ms)):
-            ax.scatter(x, r.accuracy, marker="o" if r.accepted else "x")
-            ax.annotate(r.name, (x, r.accuracy), fontsize=8)
-    for ax, label in ((axes[0], "file size (KB)"), (axes[1], "median latency (ms)")):
-        ax.axhline(reference, linestyle="--", linewidth=0.8)
-        ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy")
-    fig.suptitle("Variants: accuracy against size and latency (x = rejected)")
-    fig.savefig(folder / "tradeoff.png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
-
 def _body(args: argparse.Namespace, params: Params) -> None:
     reports_dir = (args.reports or params.paths.reports) / "optimize"
     reference, reports = optimize_model(
@@ -363,7 +288,17 @@ def _body(args: argparse.Namespace, params: Params) -> None:
         args.out or params.paths.variants,
     )
     spec = load_spec(args.model or params.paths.model)
-    write_report(reference, reports, params.optimize.ship_variant, reports_dir, spec)
+    per_profile = ship_per_profile(reports, params.optimize)
+    write_report(
+        reference,
+        reports,
+        params.optimize.ship_variant,
+        reports_dir,
+        spec,
+        per_profile,
+    )
+    for profile, choice in per_profile.items():
+        log.info("profile %s gets %s: %s", profile, choice["variant"], choice["why"])
     for r in reports:
         log.info(
             "%s: %.1f KB, accuracy %.4f, %.4f ms, %s, deployable to %s",

@@ -21,7 +21,7 @@ from components.backends import load_classifier
 from components.config import Params
 from components.data.features import encoding_from_json, model_input
 from components.evaluation.evaluate import CLASS_REPORT, CONFUSION, METRICS
-from components.optimization.optimize import REPORT as OPTIMIZE_REPORT
+from components.optimization.report import REPORT as OPTIMIZE_REPORT
 from components.training.train import TRAINING
 from stack.contracts import EXPERIMENT, TAG_PREFIX, Tag
 
@@ -213,7 +213,7 @@ def _log_variants(variants: Path, report_dir: Path) -> None:
 
 def variant_tags(report_dir: Path) -> dict[str, str]:
     """What the version says about its device variants: the shipped one, its gate,
-    and the device profiles it may go to."""
+    the device profiles it may go to, and each profile's measured best."""
     report = json.loads((report_dir / OPTIMIZE_REPORT).read_text())
     ship = next(v for v in report["variants"] if v["name"] == report["ship_variant"])
     return {
@@ -225,6 +225,14 @@ def variant_tags(report_dir: Path) -> dict[str, str]:
         "accepted_variants": ",".join(
             v["name"] for v in report["variants"] if v["accepted"]
         ),
+        # What each device profile should get, measured in its runtime with its
+        # threads (components/optimization/choice.py; the measurements are in
+        # variants.json): `gateway=fp32,mcu=int8_static`, `-` where nothing fits.
+        "ship_per_profile": ",".join(
+            f"{profile}={choice['variant'] or '-'}"
+            for profile, choice in report.get("ship_per_profile", {}).items()
+        )
+        or "none",
     }
 
 

@@ -9,15 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from components.config import DeviceProfile, SplitConfig, TrainConfig
+from components.config import (
+    DeviceProfile,
+    OptimizeConfig,
+    SplitConfig,
+    TrainConfig,
+)
 from components.optimization import compress
+from components.optimization.choice import ship_per_profile
 from components.optimization.optimize import (
-    VariantReport,
     infra_validate,
     optimize_model,
     profile_problem,
-    write_report,
 )
+from components.optimization.report import VariantReport, write_report
 from components.optimization.runtime import load_runtime, predict
 from components.training.model import TorchClassifier
 from components.training.torch_train import Arrays, train_torch
@@ -100,6 +105,57 @@ def test_profiles_name_the_budget_a_variant_breaks():
     assert profile_problem(report, DeviceProfile()) is None
 
 
+def _variant(name: str, kb: float, ms: dict[str, float], accepted=True):
+    return VariantReport(
+        name, f"{name}.onnx", int(kb * 1024), 0, 0, 0, 0.97, 0.0, 0.0, 0.0, 1.0,
+        accepted, "", deployable_to=list(ms), latency_ms_by_profile=ms,
+    )  # fmt: skip
+
+
+PROFILES = {"mcu": DeviceProfile(max_model_kb=64), "gateway": DeviceProfile(threads=4)}
+
+
+def test_a_profile_whose_measured_best_is_fp32_gets_fp32_despite_ship_variant():
+    """On a CPU where int8 kernels do not pay (no VNNI, a small model), the int8
+    file is slower: that profile gets fp32 though ship_variant says int8_static;
+    where fp32 does not fit (mcu: 64 KB), the fastest file that fits."""
+    reports = [
+        _variant("fp32", 120, {"gateway": 0.030}),  # too big for mcu
+        _variant("int8_static", 40, {"mcu": 0.060, "gateway": 0.045}),
+        _variant("pruned_int8_static", 20, {"mcu": 0.050, "gateway": 0.041}),
+    ]
+    cfg = OptimizeConfig(ship_variant="int8_static", profiles=PROFILES)
+    chosen = ship_per_profile(reports, cfg)
+    assert chosen["gateway"]["variant"] == "fp32"
+    assert chosen["gateway"]["measured_ms"] == {
+        "fp32": 0.030,
+        "int8_static": 0.045,
+        "pruned_int8_static": 0.041,
+    }
+    assert chosen["gateway"]["threads"] == 4
+    assert chosen["mcu"]["variant"] == "pruned_int8_static"
+    assert chosen["mcu"]["why"].startswith("fastest of 2 fitting variants")
+    fixed = ship_per_profile(reports, cfg.model_copy(update={"ship_choice": "fixed"}))
+    assert fixed["gateway"]["variant"] == fixed["mcu"]["variant"] == "int8_static"
+
+
+def test_within_the_latency_tie_the_smaller_file_wins_and_rejected_never_ships():
+    reports = [
+        _variant("fp32", 120, {"mcu": 0.040, "gateway": 0.040}),
+        _variant("int8_static", 40, {"mcu": 0.041, "gateway": 0.060}),
+        _variant("int8_dynamic", 30, {}, accepted=False),  # failed the gate: nowhere
+    ]
+    chosen = ship_per_profile(reports, OptimizeConfig(profiles=PROFILES))
+    assert chosen["mcu"]["variant"] == "int8_static"  # 2.5% slower, a third the size
+    assert "the smallest of 2 within latency_tie 0.05" in chosen["mcu"]["why"]
+    assert chosen["gateway"]["variant"] == "fp32"  # int8 50% slower: no tie
+    nothing = ship_per_profile([reports[2]], OptimizeConfig(profiles=PROFILES))
+    assert nothing["mcu"] == nothing["mcu"] | {
+        "variant": None,
+        "why": "no accepted variant fits this profile",
+    }
+
+
 @pytest.mark.slow
 def test_optimize_stage_gates_and_reports(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -118,7 +174,7 @@ def test_optimize_stage_gates_and_reports(tmp_path, monkeypatch):
             "max_accuracy_drop": 0.01,
             "profiles": {
                 "tiny": {"max_model_kb": 40, "runtime_memory_mb": 256},
-                "cloud": {},
+                "cloud": {"threads": 2},
             },
         },
     )
@@ -147,6 +203,18 @@ def test_optimize_stage_gates_and_reports(tmp_path, monkeypatch):
     assert "max_model_kb 40" in fp32.not_deployable["tiny"]
     if int8.accepted:
         assert int8.deployable_to == ["cloud"] or "tiny" in int8.deployable_to
-    write_report(reference, reports, "int8_static", Path("reports/optimize"))
+    # Each deployable profile timed in its runtime with its threads; the choice
+    # is a variant that fits, recorded with the measurements.
+    assert set(fp32.latency_ms_by_profile) == {"cloud"}
+    assert all(ms > 0 for ms in fp32.latency_ms_by_profile.values())
+    chosen = ship_per_profile(reports, params.optimize)
+    fitting = {r.name for r in reports if "cloud" in r.deployable_to}
+    assert chosen["cloud"]["variant"] in fitting
+    assert set(chosen["cloud"]["measured_ms"]) == fitting
+    assert chosen["cloud"]["threads"] == 2
+    write_report(
+        reference, reports, "int8_static", Path("reports/optimize"), None, chosen
+    )
     assert "REJECTED" in Path("reports/optimize/report.md").read_text()
+    assert "- cloud: **" in Path("reports/optimize/report.md").read_text()
     assert Path("reports/optimize/tradeoff.png").stat().st_size > 1000

@@ -111,6 +111,12 @@ def check_lineage(
     if result.gate.passed:  # auto promotion: the first passing version is champion
         assert result.champion == result.model.version
     assert version.tags["edgeloop.deployable_profiles"] == "gateway"
+    # Each profile's measured best, visible in the MLflow UI: a variant that fits.
+    per_profile = dict(
+        p.split("=") for p in version.tags["edgeloop.ship_per_profile"].split(",")
+    )
+    assert set(per_profile) == {"gateway"}
+    assert per_profile["gateway"] in version.tags["edgeloop.accepted_variants"]
     assert run.data.metrics["variant.int8_static.size_bytes"] < (
         run.data.metrics["variant.fp32.size_bytes"] / 2
     )

@@ -1,0 +1,56 @@
+"""Which file each device profile gets: measured, not assumed (int8 is not faster
+on every CPU: ONNX Runtime's int8 kernels pay where the CPU has the instructions and
+the model is compute-bound; bench/compute_bound.py)."""
+
+from __future__ import annotations
+
+from components.config import OptimizeConfig
+from components.optimization.report import VariantReport
+
+
+def ship_per_profile(
+    reports: list[VariantReport], cfg: OptimizeConfig
+) -> dict[str, dict]:
+    """What each device profile should get, and the measurements that chose it:
+    of the variants that passed the accuracy gate and fit the profile (budgets,
+    infra-validation), the fastest in the profile's runtime with its threads; a
+    variant within `latency_tie` of the fastest and smaller wins (the file must
+    still reach the device). With `ship_choice: fixed`, `ship_variant` where it
+    fits. `variant` is None where nothing fits."""
+    chosen = {}
+    for name, profile in cfg.profiles.items():
+        timed = {
+            r.name: r.latency_ms_by_profile[name]
+            for r in reports
+            if name in r.latency_ms_by_profile
+        }
+        pick, why = _pick([r for r in reports if r.name in timed], timed, cfg)
+        chosen[name] = {
+            "variant": pick.name if pick else None,
+            "file": pick.file if pick else None,
+            "size_bytes": pick.size_bytes if pick else None,
+            "latency_median_ms": timed[pick.name] if pick else None,
+            "threads": profile.threads,
+            "measured_ms": timed,
+            "why": why,
+        }
+    return chosen
+
+
+def _pick(
+    fitting: list[VariantReport], timed: dict[str, float], cfg: OptimizeConfig
+) -> tuple[VariantReport | None, str]:
+    if not fitting:
+        return None, "no accepted variant fits this profile"
+    if cfg.ship_choice == "fixed":
+        pick = next((r for r in fitting if r.name == cfg.ship_variant), None)
+        if pick is None:
+            return None, f"optimize.ship_variant {cfg.ship_variant} does not fit"
+        return pick, "optimize.ship_choice: fixed (ship_variant)"
+    fastest = min(timed.values())
+    tied = [r for r in fitting if timed[r.name] <= fastest * (1 + cfg.latency_tie)]
+    pick = min(tied, key=lambda r: (r.size_bytes, timed[r.name]))
+    why = f"fastest of {len(fitting)} fitting variants"
+    if len(tied) > 1:
+        why += f"; the smallest of {len(tied)} within latency_tie {cfg.latency_tie:g}"
+    return pick, why
