@@ -116,6 +116,15 @@ def _device_error_rate(rows: list[Telemetry]) -> float:
     return sum(t.errors for t in rows) / inferences if inferences else 0.0
 
 
+def _benchmark(rows: list[Telemetry]) -> dict | None:
+    """A device's latest benchmark of the version against a previous one."""
+    for row in sorted(rows, key=lambda t: t.id or 0, reverse=True):
+        b = row.benchmark
+        if b and b.get("previous_ms") and b.get("version") == row.version:
+            return b
+    return None
+
+
 def _device_latency(rows: list[Telemetry]) -> float:
     return statistics.median(t.latency_ms_median for t in rows)
 
@@ -140,6 +149,25 @@ def error_rate(
 def latency_ratio(
     evidence: StageEvidence, checks: RolloutChecks, stage: str
 ) -> Cause | None:
+    """The new version's latency against the previous one's: from the devices'
+    on-device benchmarks where they took one (both files timed together in the
+    smoke test), else from their telemetry medians (taken at different times)."""
+    timed = [b for b in map(_benchmark, by_device(evidence.new)) if b]
+    if timed:
+        new = statistics.median(b["ms"] for b in timed)
+        if new <= checks.min_latency_ms:  # under the noise floor: no verdict
+            return None
+        ratio = statistics.median(b["ms"] / max(b["previous_ms"], 1e-6) for b in timed)
+        if not ratio > checks.max_latency_ratio:
+            return None
+        return Cause(
+            "latency_ratio",
+            round(ratio, 3),
+            checks.max_latency_ratio,
+            stage,
+            f"median device's on-device benchmark ({len(timed)} devices), new / "
+            "previous version timed together in the smoke test",
+        )
     new = statistics.median(map(_device_latency, by_device(evidence.new)))
     if new <= checks.min_latency_ms:  # under the noise floor: no verdict
         return None

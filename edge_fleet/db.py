@@ -144,6 +144,9 @@ class Telemetry(Base):
     # Per-feature summary statistics (mean, std, min, max) of the device's inputs.
     feature_stats: Mapped[dict] = mapped_column(JSON)
     samples: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # The smoke test's on-device benchmark of this version against the previous
+    # one (schemas.Benchmark), while the device runs the version it benchmarked.
+    benchmark: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class TelemetryWindow(Base):

@@ -30,11 +30,13 @@ from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import TargetFile
 from tuf.ngclient import Updater
 
+from edge_fleet.device.benchmark import compare
 from edge_fleet.device.fetcher import ResumingFetcher
 from edge_fleet.device.files import commit_file
 from edge_fleet.device.inference import (
     RuntimeCache,
     feature_stats,
+    p95,
     predictions,
     rounded,
 )
@@ -104,6 +106,9 @@ class Agent:
         self.fetcher: ResumingFetcher | None = None
         self.bytes_received = 0  # metadata and model bytes, all updates
         self.resumes = 0  # downloads resumed after a cut connection
+        # The last install's on-device benchmark (benchmark.py), reported with
+        # telemetry while that version runs.
+        self.benchmark: dict | None = None
 
     @property
     def version(self) -> str | None:
@@ -289,7 +294,8 @@ class Agent:
             self.error = f"v{version} not installed: {problem}"
             self.failed_version = version
             return
-        log.info("v%s: smoke test passed", version)
+        self.benchmark = self._benchmark(path, sha, version)
+        log.info("v%s: smoke test passed (%s)", version, self.benchmark)
         slots[spare] = {"version": version, "sha256": sha, "filename": path.name}
         self.state["active"] = spare
         self._save_state()
@@ -331,6 +337,20 @@ class Agent:
                 )
         return None
 
+    def _benchmark(self, path: Path, sha: str, version: str) -> dict:
+        """The candidate against the file running now, timed together."""
+        active = self.state["active"]
+        current = None
+        if active and active in self.state["slots"]:
+            slot = self.state["slots"][active]
+            current = self.runtimes.get(
+                model_path(self.home, self.state, active), slot["sha256"]
+            )
+        times = compare(
+            self.runtimes.get(path, sha), current, self.stream.x.astype(np.float32)
+        )
+        return {"version": version, "previous_version": self.version} | times
+
     # -- inference and telemetry ----------------------------------------------------
 
     def telemetry(self) -> dict | None:
@@ -357,19 +377,14 @@ class Agent:
             **predictions(runtime.logits(x), runtime.classes),
             "feature_stats": feature_stats(x),
         }
+        if self.benchmark and self.benchmark["version"] == self.version:
+            body["benchmark"] = self.benchmark
         if self.id.cohort in self.cfg.sample_cohorts:
             # Rows with a gap (NaN) are not sent: a report must be finite numbers.
             complete = [rounded(r) for r in x[:8] if np.isfinite(r).all()]
             if complete:
                 body["samples"] = complete
         return body
-
-
-def p95(values: list[float]) -> float:
-    """numpy's default (linear) 95th percentile."""
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=20, method="inclusive")[18]
 
 
 def poll_delay(cfg: Polling, failures: int, rng: random.Random) -> float:

@@ -3,6 +3,7 @@ LiteRT), kept by the file's hash, and one batch's logits summarised for telemetr
 
 from __future__ import annotations
 
+import statistics
 import threading
 from pathlib import Path
 
@@ -71,3 +72,10 @@ def feature_stats(x: np.ndarray) -> dict[str, list[float]]:
 
 def rounded(values: np.ndarray) -> list[float]:
     return [round(float(v), 4) for v in values]
+
+
+def p95(values: list[float]) -> float:
+    """numpy's default (linear) 95th percentile."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=20, method="inclusive")[18]

@@ -159,6 +159,7 @@ def telemetry_row(device: Device, batch: TelemetryBatch, keep_samples: bool):
         class_counts=batch.class_counts,
         feature_stats=batch.feature_stats.model_dump(),
         samples=batch.samples if keep_samples else None,
+        benchmark=batch.benchmark.model_dump() if batch.benchmark else None,
     )
 
 

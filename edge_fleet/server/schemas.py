@@ -106,6 +106,17 @@ class FeatureStats(Finite):
 TOLERANCE = 1e-3
 
 
+class Benchmark(Finite):
+    """The smoke test's on-device benchmark (edge_fleet/device/benchmark.py): the
+    version's median single-row ms and, timed together with it, the one the device
+    ran before (None: it ran none)."""
+
+    version: str = Field(min_length=1, max_length=32)
+    ms: float = Field(ge=0, le=3_600_000)
+    previous_version: str | None = Field(None, min_length=1, max_length=32)
+    previous_ms: float | None = Field(None, ge=0, le=3_600_000)
+
+
 class TelemetryBatch(Finite):
     """One report of a batch of inferences; the route checks it against the model
     version it names (feature count, batch size) before anything is stored."""
@@ -119,6 +130,7 @@ class TelemetryBatch(Finite):
     class_counts: dict[ClassLabel, Count] = Field(max_length=MAX_CLASSES)
     feature_stats: FeatureStats
     samples: list[list[float]] | None = Field(None, max_length=64)
+    benchmark: Benchmark | None = None
 
     @model_validator(mode="after")
     def _counts_add_up(self) -> TelemetryBatch:
@@ -136,6 +148,11 @@ class TelemetryBatch(Finite):
         width = self.feature_stats.features
         if self.samples and any(len(row) != width for row in self.samples):
             raise ValueError(f"samples: expected rows of {width} features")
+        if self.benchmark and self.benchmark.version != self.version:
+            raise ValueError(
+                f"benchmark.version {self.benchmark.version!r}: expected the "
+                f"report's version {self.version!r}"
+            )
         return self
 
 
@@ -232,6 +249,7 @@ class TelemetryView(FromRow):
     confidence_mean: float
     class_counts: dict[str, int]
     feature_stats: dict[str, list[float]]
+    benchmark: dict | None = None  # the smoke test's, while the version runs
 
 
 class TelemetryWindowView(FromRow):

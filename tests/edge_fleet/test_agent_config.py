@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from components.config import FleetConfig
-from edge_fleet.device.agent import p95
 from edge_fleet.device.config import AgentConfig, ConfigError
+from edge_fleet.device.inference import p95
 from edge_fleet.device.local import LocalInputs, _row
 from edge_fleet.device.scope import ROLLOUT, STABLE
 from stack.contracts import Channel
@@ -43,7 +43,7 @@ def test_the_agent_imports_nothing_of_the_stack_or_the_training_stack():
         "edge_fleet.device.runtime, edge_fleet.device.agent as a, "
         "edge_fleet.device.inference as i;"
         "x = np.ones((8, 3), np.float32); i.predictions(x); i.feature_stats(x);"
-        "a.p95([1.0, 2.0, 3.0]);"
+        "i.p95([1.0, 2.0, 3.0]);"
         "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})));"
         "print('numpy.ma' in sys.modules)"
     )

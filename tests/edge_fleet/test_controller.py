@@ -42,6 +42,30 @@ def test_a_healthy_stage_passes():
     assert judge(_evidence([_t("2"), _t("2")]), "canary", CFG) is None
 
 
+def _bench(ms: float, previous: float) -> dict:
+    return {"version": "2", "ms": ms, "previous_version": "1", "previous_ms": previous}
+
+
+def test_latency_is_judged_on_the_devices_benchmarks_where_they_took_one():
+    """Both files timed together in the smoke test: a 3x slower file fails though
+    its telemetry median looks like the old one's; a benchmark at 1.1x passes though
+    telemetry taken at another moment (a busy device) says 30x."""
+    slow = _evidence([_t("2", latency_ms_median=0.05, benchmark=_bench(3.0, 1.0))])
+    cause = judge(slow, "canary", CFG)
+    assert cause is not None and cause.check == "latency_ratio" and cause.value == 3.0
+    assert "on-device benchmark (1 devices)" in cause.detail
+    busy = _evidence([_t("2", latency_ms_median=1.5, benchmark=_bench(1.1, 1.0))])
+    assert judge(busy, "canary", CFG) is None
+    floor = _evidence([_t("2", benchmark=_bench(0.3, 0.01))])  # under 1 ms: noise
+    assert judge(floor, "canary", CFG) is None
+    # A benchmark of another version than the report's, or without a previous
+    # file, is not evidence: the telemetry medians judge.
+    stray = _bench(9.0, 1.0) | {"version": "7"}
+    old = _evidence([_t("2", latency_ms_median=1.5, benchmark=stray)])
+    assert "telemetry" not in judge(old, "canary", CFG).detail
+    assert judge(old, "canary", CFG).detail.startswith("median device's single")
+
+
 def test_sub_millisecond_latency_noise_is_not_a_regression():
     """`make run`'s canary was rolled back on 0.04 -> 0.33 ms (7.8x) between two
     versions of the same speed: under fleet.checks.min_latency_ms no verdict."""
@@ -218,3 +242,28 @@ def test_rows_count_as_the_devices_weigh():
     quiet = _device("2", "quiet", {"0": 10})
     assert effective_rows([busy, quiet]) == pytest.approx(4 / (1 / 1000 + 1 / 10))
     assert effective_rows([busy, _device("2", "mute", {})]) == 1000
+
+
+def test_a_reported_benchmark_must_be_of_the_reported_version():
+    from pydantic import ValidationError
+
+    from edge_fleet.server.schemas import TelemetryBatch
+
+    report = {
+        "version": "2",
+        "inferences": 2,
+        "errors": 0,
+        "latency_ms_median": 0.1,
+        "latency_ms_p95": 0.2,
+        "confidence_mean": 0.9,
+        "class_counts": {"0": 2},
+        "feature_stats": {"mean": [0.0], "std": [0.0], "min": [0.0], "max": [0.0]},
+        "benchmark": _bench(0.5, 0.4),
+    }
+    assert TelemetryBatch.model_validate(report).benchmark.ms == 0.5
+    stray = report | {"benchmark": _bench(0.5, 0.4) | {"version": "3"}}
+    with pytest.raises(ValidationError, match="benchmark.version '3': expected"):
+        TelemetryBatch.model_validate(stray)
+    infinite = report | {"benchmark": _bench(float("inf"), 0.4)}
+    with pytest.raises(ValidationError):
+        TelemetryBatch.model_validate(infinite)

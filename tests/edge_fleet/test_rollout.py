@@ -230,3 +230,78 @@ def test_fleet_wide_failure_share_stops_everything(models, digits, http, tmp_pat
         assert rollout["cause"]["value"] > rollout["cause"]["threshold"]
     finally:
         server.kill()
+
+
+def _slow_onnx(path: Path, digits) -> Path:
+    """Answers like good-1 (its logits plus a 2,048-wide hidden layer that adds
+    nothing) but does ~4 M multiply-adds more per row: a file that installs, loads
+    and answers, and is far slower on the device."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from sklearn.linear_model import LogisticRegression
+
+    fit = LogisticRegression(max_iter=300).fit(digits.x, digits.y)
+    rng = np.random.default_rng(0)
+    tensors = {
+        "W": fit.coef_.T,
+        "b": fit.intercept_,
+        "W1": rng.normal(0, 0.01, (64, 2048)),
+        "W2": rng.normal(0, 0.01, (2048, 2048)),
+        "W3": np.zeros((2048, 10)),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", "b"], ["linear"]),
+        helper.make_node("MatMul", ["x", "W1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["r1"]),
+        helper.make_node("MatMul", ["r1", "W2"], ["h2"]),
+        helper.make_node("Relu", ["h2"], ["r2"]),
+        helper.make_node("MatMul", ["r2", "W3"], ["zero"]),
+        helper.make_node("Add", ["linear", "zero"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 10])],
+        initializer=[
+            numpy_helper.from_array(v.astype(np.float32), k) for k, v in tensors.items()
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_canary_slower_in_the_devices_own_benchmark_is_rolled_back(
+    models, digits, http, tmp_path
+):
+    """Each canary device times the new file against the one it runs, together, in
+    its smoke test; the stage is judged on those ratios (no 1 ms floor here: the
+    digits files are sub-millisecond)."""
+    server = make_fleet_server(
+        tmp_path, checks={"abort_failed_percent": 50, "min_latency_ms": 0.0}
+    )
+    server.start()
+    try:
+        agents = make_agents(server, digits, http, 8, home=tmp_path / "devices")
+        for agent in agents:
+            agent.step()
+        assert _release(server, agents, "1", models["good-1"])["state"] == "completed"
+        drive(agents, lambda: all(a.version == "1" for a in agents))
+        slow = _release(server, agents, "2", _slow_onnx(tmp_path / "slow.onnx", digits))
+        assert slow["state"] == "rolled_back", slow
+        cause = slow["cause"]
+        assert cause["check"] == "latency_ratio" and cause["stage"] == "canary", cause
+        assert "on-device benchmark" in cause["detail"], cause
+        assert cause["value"] > cause["threshold"]
+        reports = server.admin.telemetry(limit=500)
+        benchmarks = [r["benchmark"] for r in reports if r["version"] == "2"]
+        assert benchmarks and all(
+            b and b["previous_version"] == "1" and b["ms"] > b["previous_ms"]
+            for b in benchmarks
+        ), benchmarks
+        drive(agents, lambda: all(a.version == "1" for a in agents))
+    finally:
+        server.kill()
