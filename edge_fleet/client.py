@@ -68,6 +68,18 @@ class FleetAdmin:
             "PUT", f"/models/{version}", params=params, content=file.read_bytes()
         )
 
+    def upload_profile_file(
+        self, version: str, profile: str, file: Path, *, variant: str
+    ) -> dict:
+        """The file devices of `profile` get for uploaded `version` (that profile's
+        measured best is another variant than the version's file)."""
+        return self._call(  # type: ignore[return-value]
+            "PUT",
+            f"/models/{version}/profiles/{profile}",
+            params={"variant": variant, "filename": file.name},
+            content=file.read_bytes(),
+        )
+
     def start_rollout(
         self, version: str, reason: str = "", *, supersede: bool = False
     ) -> dict:

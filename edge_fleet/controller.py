@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from components.config import FleetConfig
 from edge_fleet.checks import Cause, StageEvidence, class_rows_needed, judge
 from edge_fleet.db import Device, Model, Rollout, Telemetry, aware, now
-from edge_fleet.device.scope import ROLLOUT, STABLE, in_scope
+from edge_fleet.device.scope import ROLLOUT, STABLE, in_scope, profile_target
 from edge_fleet.errors import FleetConflict
 from edge_fleet.retention import roll_up
 from edge_fleet.tuf_repo import FleetRepository
@@ -57,6 +57,27 @@ def assignment(model: Model, stage: Stage, rollout_id: int | None) -> dict:
         "stage": stage.name,
         "rollout": rollout_id,
     }
+
+
+def channel_targets(
+    channel: str, model: Model, stage: Stage, rollout_id: int | None
+) -> dict[str, tuple[Path, dict]]:
+    """What publishing `model` in `channel` sets: the channel's target (the
+    version's file) and each profile's own, where its measured best is another
+    variant (the same assignment, for that profile, with its file)."""
+    custom = assignment(model, stage, rollout_id)
+    targets = {channel: (Path(model.blob), custom)}
+    for profile, own in (model.profile_files or {}).items():
+        targets[profile_target(channel, profile)] = (
+            Path(own["blob"]),
+            custom
+            | {
+                "variant": own["variant"],
+                "filename": own["filename"],
+                "profiles": [profile],
+            },
+        )
+    return targets
 
 
 @dataclass(frozen=True)
@@ -171,8 +192,7 @@ class Controller:
                 {"check": "manual", "detail": reason, "stage": self._stage(active)},
             )
         self.repo.publish(
-            {STABLE: (Path(model.blob), assignment(model, self.plan[-1], None))}
-            | {ROLLOUT: None}
+            channel_targets(STABLE, model, self.plan[-1], None) | {ROLLOUT: None}
         )
         session.commit()
         return active
@@ -227,13 +247,12 @@ class Controller:
         if failing is not None:
             self._roll_back(session, rollout, failing)
             return
-        custom = assignment(model, stage, rollout.id)
-        members = [
-            d
-            for d in online
-            if d.profile in model.profiles
-            and in_scope(custom, d.id, d.cohort, d.profile)
-        ]
+        # Its devices: of every profile it goes to (with the version's file or
+        # their profile's own), in the stage's scope.
+        scope = assignment(model, stage, rollout.id) | {
+            "profiles": model.all_profiles()
+        }
+        members = [d for d in online if in_scope(scope, d.id, d.cohort, d.profile)]
         waited = (now() - aware(rollout.stage_started_at)).total_seconds()
         if waited < self.cfg.bake_s:
             return
@@ -296,10 +315,7 @@ class Controller:
             self._event(rollout, "stage_started", stage=self.plan[rollout.stage].name)
             return
         self.repo.publish(
-            {
-                STABLE: (Path(model.blob), assignment(model, self.plan[-1], None)),
-                ROLLOUT: None,
-            }
+            channel_targets(STABLE, model, self.plan[-1], None) | {ROLLOUT: None}
         )
         self._finish(rollout, RolloutState.COMPLETED.value, None)
 
@@ -352,14 +368,7 @@ class Controller:
         session.commit()
 
     def _publish_stage(self, rollout: Rollout, model: Model, index: int) -> None:
-        self.repo.publish(
-            {
-                ROLLOUT: (
-                    Path(model.blob),
-                    assignment(model, self.plan[index], rollout.id),
-                )
-            }
-        )
+        self.repo.publish(channel_targets(ROLLOUT, model, self.plan[index], rollout.id))
 
     def _finish(self, rollout: Rollout, state: str, cause: dict | None) -> None:
         rollout.state, rollout.cause, rollout.finished_at = state, cause, now()

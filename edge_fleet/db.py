@@ -100,7 +100,15 @@ class Model(Base):
     # Input features the version takes: its telemetry's feature_stats have exactly
     # this many entries (None: stored before 0004).
     features: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The file a device profile gets where its measured best is another variant:
+    # {profile: {variant, filename, sha256, size, blob}} (None: the version's file
+    # for every profile in `profiles`; stored before 0008).
+    profile_files: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+    def all_profiles(self) -> list[str]:
+        """The profiles this version goes to: its file's, and those with their own."""
+        return sorted(set(self.profiles) | set(self.profile_files or {}))
 
 
 class Rollout(Base):

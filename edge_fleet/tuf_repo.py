@@ -8,7 +8,10 @@ signed custom metadata (`custom["edgeloop"]`):
   current stage (a percent of devices by a stable hash of their id, or cohorts).
 
 A device that is in scope of `channel/rollout` runs it; every other device runs
-`channel/stable`. Both are ordinary TUF targets, so a device (through
+`channel/stable`. Where a device profile's measured best is another variant than the
+version's file, that profile has its own target under the channel
+(`channel/stable/<profile>`, the same assignment but its file), which its devices
+take before the channel's. Both are ordinary TUF targets, so a device (through
 `tuf.ngclient`) refuses a tampered file, tampered or expired metadata and a replayed
 older version. Keys (edge_fleet/keys.py): root's are offline (made by
 `edgeloop fleet keys init`, never read here); the server holds one key per online
@@ -155,9 +158,17 @@ class FleetRepository(Repository):
 
     def publish(self, channels: dict[str, tuple[Path, dict] | None]) -> None:
         """Set (file, assignment) or remove (None) channels, in one new signed
-        targets version, then snapshot and timestamp."""
+        targets version, then snapshot and timestamp. A channel set or removed
+        takes its profiles' own targets (`channel/stable/<profile>`) with it, but
+        for those set in the same call."""
         with self.edit_targets() as targets:
             for path, entry in channels.items():
+                for stale in [
+                    p
+                    for p in targets.targets
+                    if p.startswith(f"{path}/") and p not in channels
+                ]:
+                    del targets.targets[stale]
                 if entry is None:
                     targets.targets.pop(path, None)
                     continue
@@ -165,7 +176,10 @@ class FleetRepository(Repository):
                 info = TargetFile.from_file(path, str(file), ["sha256"])
                 info.unrecognized_fields["custom"] = {"edgeloop": custom}
                 digest = info.hashes["sha256"]
-                stored = self.targets_dir / "channel" / f"{digest}.{Path(path).name}"
+                # Where a device asks for it (consistent snapshots: the digest
+                # before the last part of the path).
+                where = Path(path)
+                stored = self.targets_dir / where.parent / f"{digest}.{where.name}"
                 store_target(Path(file), stored, digest)
                 targets.targets[path] = info
         self.do_snapshot()

@@ -1,8 +1,10 @@
 """The `edge_release` flow: a registry version's shipped file goes to the fleet.
 
-It downloads the version's shipped variant (the int8 file the gates judged) from its
-MLflow run, uploads it to the fleet server with the device profiles it may run on,
-and starts a rollout (canary -> waves -> full, judged by the server's controller).
+It downloads the version's shipped variant (the file the gates judged) from its
+MLflow run, and each device profile's own file where that profile's measured best is
+another variant (all sealed by the gates), uploads them to the fleet server with the
+device profiles they may run on, and starts a rollout (canary -> waves -> full,
+judged by the server's controller).
 
 Releases of one registered model run one at a time (a Prefect global concurrency
 limit per model, `edgeloop-release-<model>`, held from the alias check to the
@@ -120,19 +122,31 @@ def fetch_ship_file(tracking_uri: str, name: str, version: str) -> dict:
         model=name,
         version=version,
     )
-    local = mlflow.artifacts.download_artifacts(
-        run_id=model_version.run_id,
-        artifact_path=seal.ship_file,
-        dst_path=tempfile.mkdtemp(prefix="edgeloop-edge-release-"),
-        tracking_uri=tracking_uri,
-    )
-    check_file(seal, Path(local))
+
+    def download(artifact: str) -> Path:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=model_version.run_id,
+                artifact_path=artifact,
+                dst_path=tempfile.mkdtemp(prefix="edgeloop-edge-release-"),
+                tracking_uri=tracking_uri,
+            )
+        )
+
+    local = download(seal.ship_file)
+    check_file(seal, local)
+    profile_files = {}
+    for profile, own in seal.per_profile.items():
+        path = download(own["file"])
+        check_file(seal, path, profile)
+        profile_files[profile] = {"file": str(path), "variant": own["variant"]}
     return {
-        "file": local,
+        "file": str(local),
         "model": name,
-        "features": load_runtime(Path(local)).features,
+        "features": load_runtime(local).features,
         "variant": seal.variant,
         "profiles": [] if seal.profiles == "none" else seal.profiles.split(","),
+        "profile_files": profile_files,
         "class_prior": _class_prior(tracking_uri, model_version.run_id),
     }
 
@@ -149,12 +163,18 @@ def _class_prior(tracking_uri: str, run_id: str) -> dict[str, float] | None:
 
 @task(retries=2, retry_delay_seconds=2)
 def upload(fleet_url: str, version: str, shipped: dict) -> dict:
-    if not shipped["profiles"]:
+    if not shipped["profiles"] and not shipped["profile_files"]:
         raise ServiceError(
             f"v{version}'s {shipped['variant']} file is deployable to no device "
             f"profile (see its {Tag.DEPLOYABLE_PROFILES} tag)"
         )
-    return FleetAdmin(fleet_url, admin_token()).upload(
+    return upload_files(FleetAdmin(fleet_url, admin_token()), version, shipped)
+
+
+def upload_files(fleet: FleetAdmin, version: str, shipped: dict) -> dict:
+    """The version's file, then each profile's own (its measured best is another
+    variant); the fleet server's view of the version."""
+    model = fleet.upload(
         version,
         Path(shipped["file"]),
         model=shipped["model"],
@@ -163,6 +183,11 @@ def upload(fleet_url: str, version: str, shipped: dict) -> dict:
         features=shipped["features"],
         class_prior=shipped["class_prior"],
     )
+    for profile, own in shipped["profile_files"].items():
+        model = fleet.upload_profile_file(
+            version, profile, Path(own["file"]), variant=own["variant"]
+        )
+    return model
 
 
 @task(retries=2, retry_delay_seconds=2)
@@ -218,11 +243,15 @@ def edge_release(
             return refuse(tracking_uri, name, version, str(refused))
         model = upload(fleet_url, version, shipped)
         log.info(
-            "uploaded v%s (%s, %d bytes) for profiles %s",
+            "uploaded v%s (%s, %d bytes) for profiles %s%s",
             version,
             model["variant"],
             model["size"],
-            ",".join(model["profiles"]),
+            ",".join(model["profiles"]) or "-",
+            "".join(
+                f"; {profile} gets {own['variant']} ({own['size']} bytes)"
+                for profile, own in model["profile_files"].items()
+            ),
         )
         release = start(fleet_url, version, reason)
     log.info("%s: %s", release.outcome, release.detail)
@@ -260,14 +289,5 @@ def retarget_fleet(
     fleet: FleetAdmin, tracking_uri: str, name: str, version: str, reason: str
 ) -> dict:
     """Make `version` the fleet's stable version now (for `edgeloop rollback`)."""
-    shipped = fetch_ship_file.fn(tracking_uri, name, version)
-    fleet.upload(
-        version,
-        Path(shipped["file"]),
-        model=name,
-        variant=shipped["variant"],
-        profiles=shipped["profiles"],
-        features=shipped["features"],
-        class_prior=shipped["class_prior"],
-    )
+    upload_files(fleet, version, fetch_ship_file.fn(tracking_uri, name, version))
     return fleet.retarget(version, reason)

@@ -22,6 +22,10 @@ class Tag(StrEnum):
     SHIP_VARIANT = f"{TAG_PREFIX}ship_variant"
     SHIP_ACCEPTED = f"{TAG_PREFIX}ship_accepted"
     DEPLOYABLE_PROFILES = f"{TAG_PREFIX}deployable_profiles"  # comma list or none
+    # Each device profile's measured best: `cloud=fp32,mcu=-` (- where none fits),
+    # and its file in the run: `cloud=variants/fp32.onnx`.
+    SHIP_PER_PROFILE = f"{TAG_PREFIX}ship_per_profile"
+    SHIP_FILES_PER_PROFILE = f"{TAG_PREFIX}ship_files_per_profile"
     GATE = f"{TAG_PREFIX}gate"  # passed | failed
     GATE_FAILURES = f"{TAG_PREFIX}gate_failures"
     GATE_SEAL = f"{TAG_PREFIX}gate_seal"  # the decision, signed (stack/gate_seal.py)

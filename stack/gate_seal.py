@@ -1,7 +1,8 @@
 """The gates' seal: the decision the stack's gates made on one model version, signed
 with the stack's gate key (HMAC-SHA256) over the registered model's name, the
-version, the shipped file's path, SHA-256, variant and device profiles, and the
-result. Tags on a model
+version, the shipped file's path, SHA-256, variant and device profiles, the file
+each device profile gets where its measured best is another variant (path, SHA-256,
+variant), and the result. Tags on a model
 version are writable by anyone with EDIT on the model; the seal is not forgeable
 without the key, so a release ships only what the gates passed, and only the very
 file they measured."""
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from components.errors import EdgeloopError
@@ -30,14 +31,25 @@ class GateSeal:
     variant: str  # which optimized variant that file is
     profiles: str  # the device profiles it may run on: comma list, or none
     gate: str  # passed | failed
+    # {profile: {"file", "sha256", "variant"}}: a profile whose measured best is
+    # not `variant` gets that file (components/optimization/choice.py).
+    per_profile: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def fields(self) -> dict:
+        """What is signed; a seal without per-profile files signs what seals made
+        before them did, so those still verify."""
+        signed = asdict(self)
+        if not signed["per_profile"]:
+            del signed["per_profile"]
+        return signed
 
     def mac(self, key: bytes) -> str:
-        message = json.dumps(asdict(self), sort_keys=True).encode()
+        message = json.dumps(self.fields(), sort_keys=True).encode()
         return hmac.new(key, message, hashlib.sha256).hexdigest()
 
     def tag_value(self, key: bytes) -> str:
         """The seal as an MLflow tag value (JSON with its MAC)."""
-        return json.dumps(asdict(self) | {"mac": self.mac(key)}, sort_keys=True)
+        return json.dumps(self.fields() | {"mac": self.mac(key)}, sort_keys=True)
 
 
 def file_sha256(path: Path) -> str:
@@ -79,12 +91,17 @@ def verified_seal(
     return seal
 
 
-def check_file(seal: GateSeal, path: Path) -> None:
-    """The file about to ship is the one the gates measured."""
+def check_file(seal: GateSeal, path: Path, profile: str | None = None) -> None:
+    """The file about to ship (for `profile`: that profile's own) is the one the
+    gates measured."""
+    name, sealed = seal.ship_file, seal.sha256
+    if profile is not None:
+        own = seal.per_profile[profile]
+        name, sealed = own["file"], own["sha256"]
     digest = file_sha256(path)
-    if digest != seal.sha256:
+    if digest != sealed:
         raise SealError(
-            f"{seal.model} v{seal.version}: {seal.ship_file} has SHA-256 "
-            f"{digest[:12]}..., the gates measured {seal.sha256[:12]}... (the file "
+            f"{seal.model} v{seal.version}: {name} has SHA-256 "
+            f"{digest[:12]}..., the gates measured {sealed[:12]}... (the file "
             "changed after the gates ran)"
         )

@@ -40,7 +40,7 @@ from edge_fleet.device.inference import (
     predictions,
     rounded,
 )
-from edge_fleet.device.scope import ROLLOUT, STABLE, in_scope
+from edge_fleet.device.scope import ROLLOUT, STABLE, in_scope, profile_target
 from edge_fleet.device.seams import (
     Inputs,
     Interference,
@@ -256,7 +256,8 @@ class Agent:
 
     def _assignment(self, updater: Updater) -> TargetFile | None:
         for channel in (ROLLOUT, STABLE):
-            info = updater.get_targetinfo(channel)
+            own = updater.get_targetinfo(profile_target(channel, self.id.profile))
+            info = own or updater.get_targetinfo(channel)
             if info is None:
                 continue
             custom = (info.custom or {}).get("edgeloop", {})

@@ -12,6 +12,12 @@ import hashlib
 STABLE, ROLLOUT = "channel/stable", "channel/rollout"
 
 
+def profile_target(channel: str, profile: str) -> str:
+    """A profile's own target in a channel: the file its devices get where their
+    profile's measured best is another variant than the version's file."""
+    return f"{channel}/{profile}"
+
+
 def bucket(device_id: str) -> int:
     """A device's place in 0..9999 for percent stages (in basis points: TUF's
     canonical JSON has no floats); the same on server and device."""

@@ -1,17 +1,14 @@
 """The admin API (the admin bearer token on every route): devices, fleet summary,
-telemetry, cohorts, model upload, rollouts (start, pause, resume, abort, rollback)
-and retarget."""
+telemetry, cohorts, rollouts (start, pause, resume, abort, rollback) and retarget;
+model upload is in models_api.py."""
 
 # No `from __future__ import annotations`: FastAPI reads the Annotated aliases.
 
-import hashlib
-import json
 import secrets
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi import Path as ApiPath
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select
@@ -19,20 +16,17 @@ from sqlalchemy import func, select
 from edge_fleet.db import (
     Device,
     EnrollmentCode,
-    Model,
     Rollout,
     Telemetry,
     TelemetryWindow,
     now,
 )
-from edge_fleet.server.deps import DB, Fleet, admin, invalid, token_hash
+from edge_fleet.server.deps import DB, Fleet, admin, token_hash
 from edge_fleet.server.schemas import (
-    MAX_FEATURES,
     DeviceView,
     EnrollmentCodeIssued,
     EnrollmentCodeRequest,
     FleetSummary,
-    ModelView,
     NewToken,
     Retargeted,
     RolloutRequest,
@@ -192,64 +186,6 @@ def cohorts(session: DB) -> list[str]:
     )
 
 
-@router.put("/models/{version}", status_code=201)
-async def upload(
-    version: Annotated[str, ApiPath(max_length=32, pattern=r"^[A-Za-z0-9._-]+$")],
-    request: Request,
-    fleet: Fleet,
-    *,
-    model: Annotated[str, Query(min_length=1, max_length=256)],
-    variant: Annotated[str, Query(min_length=1, max_length=64)],
-    filename: Annotated[str, Query(min_length=1, max_length=128)],
-    profiles: Annotated[str, Query(max_length=1024)],
-    features: Annotated[int, Query(ge=1, le=MAX_FEATURES)],
-    class_prior: Annotated[str | None, Query(max_length=65536)] = None,
-) -> ModelView:
-    """The model file as the body (at most fleet.max_model_bytes), a version of the
-    registered model this fleet runs taking `features` inputs (its devices'
-    telemetry is checked against it); the same version again with the same
-    content is answered with the stored one, with other content refused (409)."""
-    if model != fleet.model_name:
-        raise HTTPException(
-            409,
-            f"this fleet runs registered model {fleet.model_name!r} "
-            f"(registry.model_name), not {model!r}",
-        )
-    data = await request.body()
-    if not data:
-        raise invalid("body", "file", "expected the model file as the request body")
-    prior = parse_class_prior(class_prior)
-    if Path(filename).name != filename or not filename:
-        raise invalid("query", "filename", f"{filename!r}: expected a bare name")
-    digest = hashlib.sha256(data).hexdigest()
-    blob = fleet.state_dir / "models" / f"{digest}-{filename}"
-    with fleet.sessions() as session:
-        existing = session.get(Model, version)
-        if existing is not None:
-            if existing.sha256 != digest:
-                raise HTTPException(
-                    409, f"model version {version} exists with other content"
-                )
-            return ModelView.model_validate(existing)
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        model = Model(
-            version=version,
-            model_name=fleet.model_name,
-            filename=filename,
-            sha256=digest,
-            size=len(data),
-            variant=variant,
-            profiles=[p for p in profiles.split(",") if p],
-            blob=str(blob),
-            class_prior=prior,
-            features=features,
-        )
-        session.add(model)
-        session.commit()
-        return ModelView.model_validate(model)
-
-
 @router.post("/rollouts", status_code=201)
 def start_rollout(
     body: StartRollout, session: DB, fleet: Fleet, response: Response
@@ -316,30 +252,3 @@ def retarget(body: RolloutRequest, session: DB, fleet: Fleet) -> Retargeted:
         stable=body.version,
         rolled_back=view(stopped, fleet),
     )
-
-
-def parse_class_prior(raw: str | None) -> dict[str, float] | None:
-    """`class_prior`: a JSON object of class label -> share (0..1, summing to 1)."""
-    if raw is None:
-        return None
-    try:
-        prior = json.loads(raw)
-        ok = (
-            isinstance(prior, dict)
-            and prior
-            and all(
-                isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
-                for v in prior.values()
-            )
-            and abs(sum(prior.values()) - 1) < 1e-3
-        )
-    except ValueError:
-        ok = False
-    if not ok:
-        raise invalid(
-            "query",
-            "class_prior",
-            f"{raw[:80]!r}: expected a JSON object of class label -> share, shares "
-            "in [0, 1] summing to 1",
-        )
-    return {str(k): float(v) for k, v in prior.items()}

@@ -22,7 +22,7 @@ from edge_fleet.controller import Controller
 from edge_fleet.db import make_sessions
 from edge_fleet.errors import FleetConflict
 from edge_fleet.keys import FleetKeyError
-from edge_fleet.server import admin_api, device_api
+from edge_fleet.server import admin_api, device_api, models_api
 from edge_fleet.server.deps import FleetState
 from edge_fleet.tuf_repo import FleetRepository
 from stack.body_limit import BodyLimit
@@ -66,6 +66,7 @@ def create_app(
     app.state.fleet = fleet
     app.include_router(device_api.router)
     app.include_router(admin_api.router)
+    app.include_router(models_api.router)
     app.add_exception_handler(FleetConflict, conflict)
     answer_unprocessable(app)
     app.add_api_route("/health", health)

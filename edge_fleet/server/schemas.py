@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -227,6 +228,13 @@ class DeviceView(FromRow):
     revoked_at: datetime | None
 
 
+class ProfileFileView(BaseModel):
+    variant: str
+    filename: str
+    sha256: str
+    size: int
+
+
 class ModelView(FromRow):
     version: str
     model_name: str | None
@@ -236,6 +244,13 @@ class ModelView(FromRow):
     variant: str
     profiles: list[str]
     class_prior: dict[str, float] | None
+    # A profile's own file, where its measured best is another variant.
+    profile_files: dict[str, ProfileFileView] = Field(default_factory=dict)
+
+    @field_validator("profile_files", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: object) -> object:
+        return value or {}
 
 
 class TelemetryView(FromRow):

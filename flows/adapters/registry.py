@@ -178,28 +178,61 @@ def seal_decision(
     client: MlflowClient, name: str, version: str, passed: bool, key: bytes
 ) -> GateSeal | None:
     """Sign the gates' decision with the stack's key, over the file a device would
-    get (downloaded and hashed here) and what the version's tags say of it; None
-    for a version with nothing to ship (not optimized by the pipeline)."""
+    get (downloaded and hashed here), each profile's own file where its measured
+    best is another variant, and what the version's tags say of them; None for a
+    version with nothing to ship (not optimized by the pipeline)."""
     model_version = client.get_model_version(name, version)
     tags = model_version.tags
     if Tag.SHIP_FILE not in tags:
         return None
+    variant = tags.get(Tag.SHIP_VARIANT, "unknown")
+    per_profile = {}
     with tempfile.TemporaryDirectory() as tmp:
-        local = client.download_artifacts(
-            model_version.run_id, tags[Tag.SHIP_FILE], tmp
-        )
-        digest = file_sha256(Path(local))
+
+        def sha256_of(artifact: str) -> str:
+            where = Path(tempfile.mkdtemp(dir=tmp))
+            local = client.download_artifacts(model_version.run_id, artifact, where)
+            return file_sha256(Path(local))
+
+        digest = sha256_of(tags[Tag.SHIP_FILE])
+        for profile, (own, file) in profile_files(tags).items():
+            if own != variant:
+                per_profile[profile] = {
+                    "file": file,
+                    "sha256": sha256_of(file),
+                    "variant": own,
+                }
     seal = GateSeal(
         model=name,
         version=str(version),
         ship_file=tags[Tag.SHIP_FILE],
         sha256=digest,
-        variant=tags.get(Tag.SHIP_VARIANT, "unknown"),
+        variant=variant,
         profiles=tags.get(Tag.DEPLOYABLE_PROFILES, "none"),
         gate="passed" if passed else "failed",
+        per_profile=per_profile,
     )
     client.set_model_version_tag(name, version, Tag.GATE_SEAL, seal.tag_value(key))
     return seal
+
+
+def profile_files(tags: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """{profile: (variant, run artifact)} of each profile's measured best, from the
+    version's `ship_per_profile` and `ship_files_per_profile` tags (none on a
+    version optimized before they existed)."""
+
+    def pairs(tag: str) -> dict[str, str]:
+        value = tags.get(tag, "none")
+        if value == "none":
+            return {}
+        return dict(item.split("=", 1) for item in value.split(",") if "=" in item)
+
+    variants, files = pairs(Tag.SHIP_PER_PROFILE), pairs(Tag.SHIP_FILES_PER_PROFILE)
+    return {
+        profile: (variants[profile], file)
+        for profile, file in files.items()
+        if variants.get(profile, "-") != "-"
+    }
 
 
 def apply_gates(

@@ -233,6 +233,12 @@ def variant_tags(report_dir: Path) -> dict[str, str]:
             for profile, choice in report.get("ship_per_profile", {}).items()
         )
         or "none",
+        "ship_files_per_profile": ",".join(
+            f"{profile}=variants/{choice['file']}"
+            for profile, choice in report.get("ship_per_profile", {}).items()
+            if choice["file"]
+        )
+        or "none",
     }
 
 

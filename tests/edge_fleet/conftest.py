@@ -318,7 +318,9 @@ def make_agents(
     home: Path,
     faults: Callable[[int], Faults] = lambda _: Faults(),
     profile: str = "gateway",
+    first: int = 0,
 ) -> list[Agent]:
+    """`n` agents of `profile`, dev-<first> on, enrolled with one code."""
     cohorts = server.cfg.cohorts
     code = server.enroll_code(devices=n)
     return [
@@ -334,7 +336,7 @@ def make_agents(
             faults=faults(i),
             runtimes=SHARED_RUNTIMES,  # as the simulator's devices share them
         )
-        for i in range(n)
+        for i in range(first, first + n)
     ]
 
 

@@ -381,6 +381,7 @@ def test_a_fleet_database_from_before_migrations_upgrades_in_place(
         db.execute("DROP TABLE enrollment_codes")
         db.execute("DROP TABLE telemetry_windows")
         db.execute("ALTER TABLE telemetry DROP COLUMN benchmark")
+        db.execute("ALTER TABLE models DROP COLUMN profile_files")
         if made_by == "before class_prior":
             db.execute("ALTER TABLE models DROP COLUMN class_prior")
             db.execute("ALTER TABLE models DROP COLUMN model_name")  # newer still

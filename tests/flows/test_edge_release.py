@@ -6,6 +6,8 @@ rollout, of the new champion, and no other rollout left active."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,11 +46,17 @@ def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FleetServ
 
 
 def shippable_version(
-    client: MlflowClient, name: str, onnx: Path, *, sealed: bool = True
+    client: MlflowClient,
+    name: str,
+    onnx: Path,
+    *,
+    sealed: bool = True,
+    own_files: dict[str, tuple[str, Path]] | None = None,
 ) -> str:
     """A run holding an ONNX file as its shipped variant, registered as a version
-    with the tags edge_release reads; `sealed`: and the gates' seal, as the gates
-    code makes it with the stack's key (this session's)."""
+    with the tags edge_release reads; `own_files`: {profile: (variant, file)} of
+    profiles whose measured best is another variant; `sealed`: and the gates'
+    seal, as the gates code makes it with the stack's key (this session's)."""
     experiment = client.get_experiment_by_name("release-tests")
     experiment_id = (
         experiment.experiment_id
@@ -57,6 +65,9 @@ def shippable_version(
     )
     run = client.create_run(experiment_id)
     client.log_artifact(run.info.run_id, str(onnx), "variants")
+    own_files = own_files or {}
+    for _, file in own_files.values():
+        client.log_artifact(run.info.run_id, str(file), "variants")
     client.set_terminated(run.info.run_id)
     if not client.search_registered_models(f"name = '{name}'"):
         client.create_registered_model(name)
@@ -67,6 +78,13 @@ def shippable_version(
         "edgeloop.ship_file": f"variants/{onnx.name}",
         "edgeloop.ship_variant": "linear",
         "edgeloop.deployable_profiles": "gateway",
+        "edgeloop.ship_per_profile": ",".join(
+            ["gateway=linear"] + [f"{p}={v}" for p, (v, _) in own_files.items()]
+        ),
+        "edgeloop.ship_files_per_profile": ",".join(
+            [f"gateway=variants/{onnx.name}"]
+            + [f"{p}=variants/{f.name}" for p, (_, f) in own_files.items()]
+        ),
     }.items():
         client.set_model_version_tag(name, version, key, value)
     if sealed:
@@ -205,3 +223,53 @@ def test_only_a_version_the_gates_sealed_ships_and_only_the_file_they_measured(
     ]
     assert fleet.admin.rollouts() == []
     assert fleet.admin.summary()["channels"] == {}
+
+
+def test_a_profile_whose_best_is_another_variant_ships_that_file_as_sealed(
+    mlflow_uri, prefect_harness, fleet, tmp_path
+):
+    """The gates seal each profile's own file; edge_release uploads it with the
+    version and the rollout publishes it as that profile's target. Its file
+    replaced in the run after the gates measured it, a version is refused."""
+    from flows.edge_release import edge_release
+
+    client, name = MlflowClient(mlflow_uri), MODEL
+    weights = np.random.default_rng(2).normal(size=(64, 10))
+    made = [
+        linear_onnx(tmp_path / f"{kind}-{i}.onnx", weights * i, np.zeros(10))
+        for i in (6, 7)
+        for kind in ("int8", "fp32")
+    ]
+    good = shippable_version(
+        client, name, made[0], own_files={"cloud": ("fp32", made[1])}
+    )
+    seal = json.loads(client.get_model_version(name, good).tags["edgeloop.gate_seal"])
+    assert seal["per_profile"] == {
+        "cloud": {
+            "file": "variants/fp32-6.onnx",
+            "sha256": hashlib.sha256(made[1].read_bytes()).hexdigest(),
+            "variant": "fp32",
+        }
+    }
+    swapped = shippable_version(
+        client, name, made[2], own_files={"cloud": ("fp32", made[3])}
+    )
+    run_id = client.get_model_version(name, swapped).run_id
+    other = tmp_path / "swap" / made[3].name
+    other.parent.mkdir()
+    other.write_bytes(made[1].read_bytes())
+    client.log_artifact(run_id, str(other), "variants")
+
+    refused = edge_release(mlflow_uri, name, swapped, fleet.url)
+    assert refused.outcome == "refused", refused
+    assert "variants/fp32-7.onnx has SHA-256" in refused.detail
+    assert fleet.admin.summary()["channels"] == {}
+
+    release = edge_release(mlflow_uri, name, good, fleet.url)
+    assert release.outcome == "started", release
+    channels = fleet.admin.summary()["channels"]
+    assert sorted(channels) == ["channel/rollout", "channel/rollout/cloud"]
+    assert channels["channel/rollout"]["filename"] == "int8-6.onnx"
+    assert channels["channel/rollout"]["profiles"] == ["gateway"]
+    assert channels["channel/rollout/cloud"]["filename"] == "fp32-6.onnx"
+    assert channels["channel/rollout/cloud"]["variant"] == "fp32"

@@ -4,6 +4,7 @@ dvc push/pull, and a bad batch that stops the run before training."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -117,6 +118,14 @@ def check_lineage(
     )
     assert set(per_profile) == {"gateway"}
     assert per_profile["gateway"] in version.tags["edgeloop.accepted_variants"]
+    # Its file in the run, sealed by the gates where it is not the shipped one.
+    own_file = f"gateway=variants/{per_profile['gateway']}.onnx"
+    assert version.tags["edgeloop.ship_files_per_profile"] == own_file
+    assert f"variants/{per_profile['gateway']}.onnx" in variants
+    seal = json.loads(version.tags["edgeloop.gate_seal"])
+    assert set(seal.get("per_profile", {})) == (
+        set() if per_profile["gateway"] == "int8_static" else {"gateway"}
+    )
     assert run.data.metrics["variant.int8_static.size_bytes"] < (
         run.data.metrics["variant.fp32.size_bytes"] / 2
     )

@@ -1,0 +1,192 @@
+"""Model upload (the admin bearer token on every route): a version's file, and the
+file a device profile gets where its measured best is another variant
+(components/optimization/choice.py; the controller publishes it as that profile's
+own signed target)."""
+
+# No `from __future__ import annotations`: FastAPI reads the Annotated aliases.
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Path as ApiPath
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+
+from edge_fleet.db import Model, Rollout
+from edge_fleet.server.deps import Fleet, admin, invalid
+from edge_fleet.server.schemas import MAX_FEATURES, NAME, ModelView
+
+router = APIRouter(prefix="/v1/admin", dependencies=[Depends(admin)])
+
+Version = Annotated[str, ApiPath(max_length=32, pattern=r"^[A-Za-z0-9._-]+$")]
+Profile = Annotated[str, ApiPath(min_length=1, max_length=64, pattern=NAME)]
+Variant = Annotated[str, Query(min_length=1, max_length=64)]
+Filename = Annotated[str, Query(min_length=1, max_length=128)]
+
+
+@router.put("/models/{version}", status_code=201)
+async def upload(
+    version: Version,
+    request: Request,
+    fleet: Fleet,
+    *,
+    model: Annotated[str, Query(min_length=1, max_length=256)],
+    variant: Variant,
+    filename: Filename,
+    profiles: Annotated[str, Query(max_length=1024)],
+    features: Annotated[int, Query(ge=1, le=MAX_FEATURES)],
+    class_prior: Annotated[str | None, Query(max_length=65536)] = None,
+) -> ModelView:
+    """The model file as the body (at most fleet.max_model_bytes), a version of the
+    registered model this fleet runs taking `features` inputs (its devices'
+    telemetry is checked against it); the same version again with the same
+    content is answered with the stored one, with other content refused (409)."""
+    if model != fleet.model_name:
+        raise HTTPException(
+            409,
+            f"this fleet runs registered model {fleet.model_name!r} "
+            f"(registry.model_name), not {model!r}",
+        )
+    data = await request.body()
+    prior = parse_class_prior(class_prior)
+    digest = _check_file(data, filename)
+    with fleet.sessions() as session:
+        existing = session.get(Model, version)
+        if existing is not None:
+            if existing.sha256 != digest:
+                raise HTTPException(
+                    409, f"model version {version} exists with other content"
+                )
+            return ModelView.model_validate(existing)
+        stored = Model(
+            version=version,
+            model_name=fleet.model_name,
+            filename=filename,
+            sha256=digest,
+            size=len(data),
+            variant=variant,
+            profiles=[p for p in profiles.split(",") if p],
+            blob=str(_store(fleet.state_dir, data, digest, filename)),
+            class_prior=prior,
+            features=features,
+        )
+        session.add(stored)
+        session.commit()
+        return ModelView.model_validate(stored)
+
+
+@router.put("/models/{version}/profiles/{profile}", status_code=201)
+async def upload_profile_file(
+    version: Version,
+    profile: Profile,
+    request: Request,
+    fleet: Fleet,
+    *,
+    variant: Variant,
+    filename: Filename,
+) -> ModelView:
+    """The file devices of `profile` get for uploaded `version`, as the body. Only
+    before the version was first sent to devices: what a published version is does
+    not change (409; upload a new version). The same file again is answered with
+    the stored version, another file for the profile is refused (409)."""
+    data = await request.body()
+    digest = _check_file(data, filename)
+    return await run_in_threadpool(
+        _add_profile_file,
+        fleet,
+        version,
+        profile,
+        variant=variant,
+        filename=filename,
+        data=data,
+        digest=digest,
+    )
+
+
+def _add_profile_file(
+    fleet: Fleet,
+    version: str,
+    profile: str,
+    *,
+    variant: str,
+    filename: str,
+    data: bytes,
+    digest: str,
+) -> ModelView:
+    # Under the publish lock: no rollout of the version starts meanwhile.
+    with fleet.publish_lock, fleet.sessions() as session:
+        model = session.get(Model, version)
+        if model is None:
+            raise HTTPException(404, f"model version {version} was not uploaded")
+        files = dict(model.profile_files or {})
+        if profile in files:
+            if files[profile]["sha256"] != digest:
+                raise HTTPException(
+                    409,
+                    f"model version {version} has another file for profile "
+                    f"{profile} ({files[profile]['variant']})",
+                )
+            return ModelView.model_validate(model)
+        sent = session.scalar(select(Rollout.id).where(Rollout.version == version))
+        if sent is not None or fleet.controller.stable_version() == version:
+            raise HTTPException(
+                409,
+                f"model version {version} was already sent to devices: its files "
+                "are fixed (upload the change as a new version)",
+            )
+        files[profile] = {
+            "variant": variant,
+            "filename": filename,
+            "sha256": digest,
+            "size": len(data),
+            "blob": str(_store(fleet.state_dir, data, digest, filename)),
+        }
+        model.profile_files = files  # a new dict: the JSON column sees the change
+        session.commit()
+        return ModelView.model_validate(model)
+
+
+def _check_file(data: bytes, filename: str) -> str:
+    """The body's SHA-256, once it is a file with a bare name."""
+    if not data:
+        raise invalid("body", "file", "expected the model file as the request body")
+    if Path(filename).name != filename:
+        raise invalid("query", "filename", f"{filename!r}: expected a bare name")
+    return hashlib.sha256(data).hexdigest()
+
+
+def _store(state_dir: Path, data: bytes, digest: str, filename: str) -> Path:
+    blob = state_dir / "models" / f"{digest}-{filename}"
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    return blob
+
+
+def parse_class_prior(raw: str | None) -> dict[str, float] | None:
+    """`class_prior`: a JSON object of class label -> share (0..1, summing to 1)."""
+    if raw is None:
+        return None
+    try:
+        prior = json.loads(raw)
+        ok = (
+            isinstance(prior, dict)
+            and prior
+            and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
+                for v in prior.values()
+            )
+            and abs(sum(prior.values()) - 1) < 1e-3
+        )
+    except ValueError:
+        ok = False
+    if not ok:
+        raise invalid(
+            "query",
+            "class_prior",
+            f"{raw[:80]!r}: expected a JSON object of class label -> share, shares "
+            "in [0, 1] summing to 1",
+        )
+    return {str(k): float(v) for k, v in prior.items()}
