@@ -7,6 +7,8 @@ from __future__ import annotations
 from components.config import OptimizeConfig
 from components.optimization.report import VariantReport
 
+FP32 = "fp32"  # the model as trained, exported: what every variant is measured against
+
 
 def ship_per_profile(
     reports: list[VariantReport], cfg: OptimizeConfig
@@ -15,8 +17,9 @@ def ship_per_profile(
     of the variants that passed the accuracy gate and fit the profile (budgets,
     infra-validation), the fastest in the profile's runtime with its threads; a
     variant within `latency_tie` of the fastest and smaller wins (the file must
-    still reach the device). With `ship_choice: fixed`, `ship_variant` where it
-    fits. `variant` is None where nothing fits."""
+    still reach the device), unless it is slower than fp32 there. With
+    `ship_choice: fixed`, `ship_variant` where it fits. `variant` is None where
+    nothing fits."""
     chosen = {}
     for name, profile in cfg.profiles.items():
         timed = {
@@ -48,9 +51,15 @@ def _pick(
             return None, f"optimize.ship_variant {cfg.ship_variant} does not fit"
         return pick, "optimize.ship_choice: fixed (ship_variant)"
     fastest = min(timed.values())
-    tied = [r for r in fitting if timed[r.name] <= fastest * (1 + cfg.latency_tie)]
+    # Within the tie, but never slower than fp32 where fp32 fits: a smaller file
+    # is not worth a slower one than the model as trained.
+    ceiling = min(fastest * (1 + cfg.latency_tie), timed.get(FP32, float("inf")))
+    tied = [r for r in fitting if timed[r.name] <= ceiling]
     pick = min(tied, key=lambda r: (r.size_bytes, timed[r.name]))
     why = f"fastest of {len(fitting)} fitting variants"
     if len(tied) > 1:
-        why += f"; the smallest of {len(tied)} within latency_tie {cfg.latency_tie:g}"
+        why += (
+            f"; the smallest of {len(tied)} within latency_tie {cfg.latency_tie:g}"
+            + (" and not slower than fp32" if FP32 in timed else "")
+        )
     return pick, why
