@@ -80,9 +80,19 @@ def stable_version(fleet: FleetAdmin) -> str | None:
 
 
 def eligible_profiles(fleet: FleetAdmin) -> set[str]:
-    """The device profiles the stable version's file is deployable to."""
-    channel = fleet.summary()["channels"].get(Channel.STABLE, {})
-    return set(channel.get("profiles", []))
+    """The device profiles the stable version goes to."""
+    return stable_profiles(fleet.summary()["channels"])
+
+
+def stable_profiles(channels: dict[str, dict]) -> set[str]:
+    """The profiles the stable version's file is deployable to, and those with a
+    file of their own in the stable channel (`channel/stable/<profile>`)."""
+    return {
+        profile
+        for path, meta in channels.items()
+        if path == Channel.STABLE or path.startswith(f"{Channel.STABLE}/")
+        for profile in meta.get("profiles", [])
+    }
 
 
 def upload_broken(
@@ -122,8 +132,8 @@ def settled(fleet: FleetAdmin, agents: list[Agent]) -> bool:
     """No rollout active and every eligible device on the stable version (or unable
     to install: a faulty one)."""
     summary = fleet.summary()
-    channel = summary["channels"].get(Channel.STABLE, {})
-    stable, profiles = channel.get("version"), channel.get("profiles", [])
+    stable = summary["channels"].get(Channel.STABLE, {}).get("version")
+    profiles = stable_profiles(summary["channels"])
     return summary["active_rollout"] is None and (
         stable is None
         or all(

@@ -15,6 +15,7 @@ from sklearn.linear_model import LogisticRegression
 
 from components.errors import ServiceError
 from edge_fleet.device.agent import Agent
+from scenarios.fleet import eligible_profiles, settled
 from tests.edge_fleet.conftest import (
     drive,
     linear_onnx,
@@ -83,6 +84,9 @@ def test_a_profile_gets_its_own_file_through_the_signed_channels(
         "filename": "fp32.onnx",
         "profiles": ["cloud"],
     }
+    # The simulator's scenarios wait for every profile the version goes to.
+    assert eligible_profiles(fleet_server.admin) == {"gateway", "cloud"}
+    assert settled(fleet_server.admin, agents)
 
     # A version's files are fixed once it was sent to devices.
     with pytest.raises(ServiceError, match="409 model version 1 was already sent"):
