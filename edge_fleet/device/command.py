@@ -35,7 +35,7 @@ log = logging.getLogger("edgeloop.device")
 ENROLL_CODE = "EDGELOOP_AGENT_ENROLL_CODE"
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="edgeloop-agent", description=__doc__.split("\n\n")[0]
     )
@@ -47,7 +47,22 @@ def main(argv: list[str] | None = None) -> None:
     run = sub.add_parser("run", help="check in, update, serve local inference")
     run.add_argument("--steps", type=int, default=0, help="stop after N (0: never)")
     sub.add_parser("status", help="installed version, slots, last check-in")
-    args = parser.parse_args(argv)
+    return parser.parse_args(code_as_one_word(sys.argv[1:] if argv is None else argv))
+
+
+def code_as_one_word(argv: list[str]) -> list[str]:
+    """`--code -Ab...` as `--code=-Ab...`: a code an older server made may begin
+    with "-", which argparse would read as an option."""
+    words = list(argv)
+    for i, word in enumerate(words[:-1]):
+        if word == "--code":
+            words[i : i + 2] = [f"--code={words[i + 1]}"]
+            break
+    return words
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

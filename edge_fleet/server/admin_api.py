@@ -67,7 +67,7 @@ def devices(
 def enrollment_code(body: EnrollmentCodeRequest, session: DB) -> EnrollmentCodeIssued:
     """A code for one device (bound to its id) or a batch of `devices`, of the
     profiles and cohorts it lists; shown in this answer only."""
-    code = secrets.token_urlsafe(24)
+    code = new_enrollment_code()
     row = EnrollmentCode(
         code_sha256=token_hash(code),
         device_id=body.device_id,
@@ -88,6 +88,15 @@ def enrollment_code(body: EnrollmentCodeRequest, session: DB) -> EnrollmentCodeI
         devices=row.max_devices,
         expires_at=row.expires_at,
     )
+
+
+def new_enrollment_code() -> str:
+    """A one-time code for `edgeloop-agent enroll --code CODE`: URL-safe, and never
+    beginning with "-" (a command line reads such a word as an option)."""
+    while True:
+        code = secrets.token_urlsafe(24)
+        if not code.startswith("-"):
+            return code
 
 
 DeviceId = Annotated[str, ApiPath(min_length=1, max_length=128)]

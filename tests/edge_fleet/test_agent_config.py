@@ -150,3 +150,23 @@ def test_telemetry_summarises_the_rows_asked_about_or_nothing():
     assert local.batch(8)[:, 0].tolist() == [4]
     replaying = LocalInputs(samples, capacity=3, replay=True)
     assert replaying.batch(5).shape == (5, 3)  # no application: the samples
+
+
+def test_an_enrollment_code_is_one_word_on_a_command_line():
+    """A code beginning with "-" (1 in 64 of token_urlsafe's) was read by argparse
+    as an option: `enroll --code -CoHB9...` failed with "expected one argument".
+    The server no longer makes such codes; the agent takes one an older server
+    made."""
+    from edge_fleet.device.command import parse_args
+    from edge_fleet.server.admin_api import new_enrollment_code
+
+    codes = [new_enrollment_code() for _ in range(3000)]
+    assert not [c for c in codes if c.startswith("-")]
+    assert len(set(codes)) == len(codes) and {len(c) for c in codes} == {32}
+    for code in ("-CoHB9ZBW4cH7IC8q2OL-7q-KJ5eFjZu", "plainCode_1"):
+        args = parse_args(["--config", "agent.toml", "enroll", "--code", code])
+        assert (args.command, args.code, args.config) == (
+            "enroll",
+            code,
+            Path("agent.toml"),
+        )
