@@ -189,7 +189,8 @@ def _log_training_details(training: dict[str, Any]) -> None:
 
 def _log_variants(variants: Path, report_dir: Path) -> None:
     """The optimized files are artifacts of the same run (so of the same version),
-    with each variant's measurements as metrics."""
+    with each variant's measurements, and its latency in each profile's runtime,
+    as metrics."""
     mlflow.log_artifacts(str(variants), artifact_path="variants")
     mlflow.log_artifacts(str(report_dir), artifact_path="optimize")
     report = json.loads((report_dir / OPTIMIZE_REPORT).read_text())
@@ -207,6 +208,15 @@ def _log_variants(variants: Path, report_dir: Path) -> None:
                     "latency_median_ms",
                     "latency_p95_ms",
                 )
+            }
+        )
+    # What chose each profile's file: every fitting variant timed in the profile's
+    # runtime with its threads (the MLflow UI charts them side by side).
+    for profile, choice in report.get("ship_per_profile", {}).items():
+        mlflow.log_metrics(
+            {
+                f"profile.{profile}.{name}.latency_median_ms": float(ms)
+                for name, ms in choice["measured_ms"].items()
             }
         )
 

@@ -118,6 +118,13 @@ def check_lineage(
     )
     assert set(per_profile) == {"gateway"}
     assert per_profile["gateway"] in version.tags["edgeloop.accepted_variants"]
+    # The timings that chose it, as the run's metrics.
+    timed = {
+        k.split(".")[2]
+        for k in run.data.metrics
+        if k.startswith("profile.gateway.") and k.endswith(".latency_median_ms")
+    }
+    assert per_profile["gateway"] in timed and "fp32" in timed
     # Its file in the run, sealed by the gates where it is not the shipped one.
     own_file = f"gateway=variants/{per_profile['gateway']}.onnx"
     assert version.tags["edgeloop.ship_files_per_profile"] == own_file
