@@ -17,6 +17,7 @@ state (completed, or rolled back with the machine-readable cause)."""
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
 import time
@@ -123,6 +124,7 @@ def fetch_ship_file(tracking_uri: str, name: str, version: str) -> dict:
         version=version,
     )
 
+    @functools.cache  # profiles whose best is the same variant: one download
     def download(artifact: str) -> Path:
         return Path(
             mlflow.artifacts.download_artifacts(

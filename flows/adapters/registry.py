@@ -5,6 +5,7 @@ no alias history of its own."""
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import tempfile
@@ -189,6 +190,7 @@ def seal_decision(
     per_profile = {}
     with tempfile.TemporaryDirectory() as tmp:
 
+        @functools.cache  # profiles whose best is the same variant: one download
         def sha256_of(artifact: str) -> str:
             where = Path(tempfile.mkdtemp(dir=tmp))
             local = client.download_artifacts(model_version.run_id, artifact, where)
