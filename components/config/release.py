@@ -73,6 +73,8 @@ class ServingConfig(Strict):
     workers: int | None = Field(None, ge=1, le=64)
     # rows run as one batch at most (requests that arrive while the model is busy)
     max_batch_rows: int = Field(256, ge=1)
+    # BentoML's access log, one line per request (off: its cost, and its growth)
+    access_log: bool = False
 
 
 class RegistryConfig(Strict):

@@ -1,6 +1,7 @@
 """The BentoML service as `bentoml serve` runs it, against a real MLflow registry:
 it answers with the champion's version, refuses bad input with a 4xx that says what
-was expected, exposes health and metrics, logs a sample of predictions, and follows
+was expected, exposes health and metrics, logs a sample of predictions (and no
+line per request unless asked), and follows
 an alias change made in the registry (through the webhook and the release flow)
 without a failed request."""
 
@@ -152,6 +153,10 @@ def test_serving_answers_refuses_and_follows_the_alias(  # noqa: PLR0915
         version,
     )
     assert described["workers"] == 2
+    # No line per request in the serving log unless serving.access_log (BentoML's
+    # default was one for each /predict: a log that grows with the traffic).
+    serve_log = (project / "serve.log").read_text()
+    assert "path=/predict" not in serve_log, serve_log[-2000:]
 
     bad = {
         "wrong shape": ({"instances": [[1.0, 2.0]]}, "expected 64 features, got 2"),
