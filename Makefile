@@ -55,7 +55,7 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -q -rs -m "not integration and not slow" --timeout=120 --durations=10 \
 		-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
-# Serving against a hand-written FastAPI endpoint, measured by hey (README,
+# Serving against a hand-written FastAPI endpoint, measured by wrk (README,
 # "Serving"); needs the stack's MLflow with a champion (`make run` first).
 bench-serving: $(STAMP)
 	bash tests/system_packages.sh

@@ -1,19 +1,26 @@
 """Serving throughput and latency, measured by a load generator we did not write
-(`hey`, Debian's package): the BentoML service (serving/service.py) against the
-same model file behind a minimal FastAPI endpoint (bench/baseline_server.py), both
-started here on loopback, at concurrency 1, 8, 64 and 256, one row per request;
-at each level three rounds, each server in turn in each, and the median round.
+(`wrk` or `hey`, Debian's packages): the BentoML service (serving/service.py)
+against the same model file behind a minimal FastAPI endpoint
+(bench/baseline_server.py), both started here on loopback, at concurrency 1, 8, 64
+and 256, one row per request; at each level three rounds, each server in turn in
+each, and the median round.
+
+wrk by default: on this 2-core machine the generator shares the cores with the
+servers, and hey spends 0.1-0.2 ms of CPU per request (its CSV included) where wrk
+spends 0.02-0.05 ms, so hey takes a larger share from a server that uses both cores
+than from one that uses one.
 
 Two models: the registry's champion (the digits CNN, fp32: tiny, so the HTTP stack
 is most of the cost), and a compute-heavier wide CNN (about 4.8 M multiply-adds a
 row, random weights: speed does not depend on them) registered here as
 `edgeloop-bench-wide`, where batching has something to gain.
 
-Needs the stack's MLflow with a champion (`make run` first) and `hey`
-(`apt-get install hey`; tests/system_packages.sh installs it).
+Needs the stack's MLflow with a champion (`make run` first) and `wrk` or `hey`
+(`apt-get install wrk hey`; tests/system_packages.sh installs them).
 
-    .venv/bin/python -m bench.serving_throughput [--requests 2000] [--rounds 3]
-        [--levels 1 8 64 256] [--skip-wide]
+    .venv/bin/python -m bench.serving_throughput [--generator wrk|hey]
+        [--seconds 4] [--requests 2000] [--rounds 3] [--levels 1 8 64 256]
+        [--skip-wide]
 """
 
 from __future__ import annotations
@@ -82,6 +89,45 @@ def hey(url: str, body: Path, requests: int, concurrency: int) -> Result:
         float(np.percentile(latency, 50)) if len(latency) else float("nan"),
         float(np.percentile(latency, 99)) if len(latency) else float("nan"),
         errors,
+    )
+
+
+# wrk's report as one JSON line (its Lua `done` hook); latencies in microseconds.
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open(os.getenv("BENCH_BODY")):read("*a")
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "seconds": %f, "p50": %f, "p99": %f, "errors": %d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50),
+    latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def wrk(url: str, body: Path, seconds: float, concurrency: int) -> Result:
+    """`concurrency` connections, each sending the next request when the last one
+    is answered, for `seconds` (one wrk thread: 2 cores here). Errors: refused or
+    broken connections, timeouts (30 s), and answers other than 2xx/3xx."""
+    script = body.with_suffix(".lua")
+    script.write_text(WRK_SCRIPT)
+    out = subprocess.run(
+        ["wrk", "-t", "1", "-c", str(concurrency), "-d", f"{seconds}s"]
+        + ["--timeout", "30s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 120,
+        env=os.environ | {"BENCH_BODY": str(body)},
+    ).stdout
+    report = json.loads(out.strip().splitlines()[-1])
+    return Result(
+        report["requests"] / report["seconds"],
+        report["p50"] / 1000,
+        report["p99"] / 1000,
+        report["errors"],
     )
 
 
@@ -174,6 +220,15 @@ def servers(params: Path) -> dict[str, list[str]]:
     }
 
 
+def load(url: str, body: Path, concurrency: int, args: argparse.Namespace) -> Result:
+    """A short warm-up (new connections, first requests), then the measured run."""
+    if args.generator == "wrk":
+        wrk(url, body, 1, concurrency)
+        return wrk(url, body, args.seconds, concurrency)
+    hey(url, body, min(args.requests, 200), concurrency)
+    return hey(url, body, args.requests, concurrency)
+
+
 def measure(
     model: str, params: Path, body: Path, levels: list[int], args: argparse.Namespace
 ) -> list[str]:
@@ -192,8 +247,7 @@ def measure(
                 results = {}
                 for name, port in ports.items():
                     url = f"http://127.0.0.1:{port}/predict"
-                    hey(url, body, min(args.requests, 200), concurrency)  # warm-up
-                    results[name] = hey(url, body, args.requests, concurrency)
+                    results[name] = load(url, body, concurrency, args)
                 rounds.append(
                     (results["bentoml"].rate / results["fastapi"].rate, results)
                 )
@@ -223,13 +277,17 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--generator", choices=["wrk", "hey"], default="wrk")
+    parser.add_argument("--seconds", type=float, default=4, help="per run, wrk")
+    parser.add_argument("--requests", type=int, default=2000, help="per run, hey")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 64, 256])
     parser.add_argument("--skip-wide", action="store_true")
     args = parser.parse_args()
-    if shutil.which("hey") is None:
-        raise SystemExit("hey is not installed: apt-get install hey")
+    if shutil.which(args.generator) is None:
+        raise SystemExit(
+            f"{args.generator} is not installed: apt-get install {args.generator}"
+        )
     settings = get_settings()
     os.environ.update(client_env(settings))
     mlflow.set_tracking_uri(settings.tracking_uri)

@@ -2,8 +2,8 @@
 # Debian packages the test suite drives for real: PostgreSQL's server (the backend
 # tests start a throwaway cluster on loopback), Chromium (the browser test, driven
 # by Playwright; no browser download) and libfaketime (the fleet key tests run the
-# fleet server with its clock moved months ahead); and hey, the load generator of
-# bench/serving_throughput.py. Installed with apt-get when missing, nothing when
+# fleet server with its clock moved months ahead); and wrk and hey, the load
+# generators of bench/serving_throughput.py. Installed with apt-get when missing, nothing when
 # present. Called by `make test` and `make bench-serving`.
 set -euo pipefail
 
@@ -14,6 +14,7 @@ fi
 command -v chromium >/dev/null || need+=(chromium)
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(faketime)
 command -v hey >/dev/null || need+=(hey)
+command -v wrk >/dev/null || need+=(wrk)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""
