@@ -47,11 +47,6 @@ def cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def worker_count() -> int:
-    """serving.workers, or one per core; read when BentoML imports this module."""
-    return load_params(_params_path()).serving.workers or cores()
-
-
 class ServingBodyLimit(BodyLimit):
     """Request bodies over serving.max_request_bytes are refused (413) unread."""
 
@@ -66,9 +61,10 @@ class Prediction(BaseModel):
     model_version: str
 
 
-WORKERS = worker_count()
+# The service's shape, read once when BentoML imports this module.
+SERVING = load_params(_params_path()).serving
+WORKERS = SERVING.workers or cores()  # serving.workers, or one per core
 install_timeout()  # BentoML's own leaves a live timer per request (serving/timeout.py)
-ACCESS_LOG = load_params(_params_path()).serving.access_log
 # Routes answered many times a second; BentoML's tracing skips them (below).
 HOT_ROUTES = ["/predict$"]
 
@@ -84,7 +80,7 @@ HOT_ROUTES = ["/predict$"]
     tracing={"excluded_urls": HOT_ROUTES},
     # One log line per request is off unless serving.access_log: 12% of a
     # request's CPU, and a line per request grows the serving log without end.
-    logging={"access": {"enabled": ACCESS_LOG}},
+    logging={"access": {"enabled": SERVING.access_log}},
 )
 class Predictor:
     def __init__(self) -> None:
