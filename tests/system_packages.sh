@@ -2,9 +2,10 @@
 # Debian packages the test suite drives for real: PostgreSQL's server (the backend
 # tests start a throwaway cluster on loopback), Chromium (the browser test, driven
 # by Playwright; no browser download) and libfaketime (the fleet key tests run the
-# fleet server with its clock moved months ahead); and wrk and hey, the load
-# generators of bench/serving_throughput.py. Installed with apt-get when missing, nothing when
-# present. Called by `make test` and `make bench-serving`.
+# fleet server with its clock moved months ahead); valgrind, whose CPU (AVX2, no
+# VNNI) runs int8 files as devices without VNNI do (tests/cpus.py); and wrk and hey,
+# the load generators of bench/serving_throughput.py. Installed with apt-get when
+# missing, nothing when present. Called by `make test` and `make bench-serving`.
 set -euo pipefail
 
 need=()
@@ -15,6 +16,7 @@ command -v chromium >/dev/null || need+=(chromium)
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(faketime)
 command -v hey >/dev/null || need+=(hey)
 command -v wrk >/dev/null || need+=(wrk)
+command -v valgrind >/dev/null || need+=(valgrind)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""
