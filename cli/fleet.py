@@ -71,6 +71,13 @@ def print_status(fleet: FleetAdmin) -> None:
             )
             if label == "active rollout":
                 break
+    throttled = summary.get("throttled") or {}
+    if throttled:
+        worst = sorted(throttled.items(), key=lambda kv: -kv[1])[:10]
+        console.print(
+            f"  over their check-in budget ({len(throttled)} devices, 429s): "
+            + ", ".join(f"{d} {n}" for d, n in worst)
+        )
 
 
 def print_devices(fleet: FleetAdmin, cohort: str | None) -> None:

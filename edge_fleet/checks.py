@@ -45,11 +45,12 @@ def judge(
     evidence: StageEvidence, stage: str, cfg: FleetConfig, *, timed_out: bool = False
 ) -> Cause | None:
     """The first failed check of a stage, in order, or None when it is healthy.
-    Devices that have not reported count as failed installs only once the stage
-    timed out. Without a previous version's telemetry on the same devices (a first
-    rollout) only installs and errors are judged."""
+    Devices that have not reported are not judged: silence is not a failed install
+    (the controller pauses a stage short of its quorum instead). Without a previous
+    version's telemetry on the same devices (a first rollout) only installs and
+    errors are judged."""
     checks = cfg.checks
-    first = install_success(evidence, checks, stage, timed_out) or error_rate(
+    first = install_success(evidence, checks, stage) or error_rate(
         evidence, checks, stage
     )
     if first is not None or not evidence.new or not evidence.previous:
@@ -86,11 +87,11 @@ def effective_rows(rows: list[Telemetry]) -> float:
 
 
 def install_success(
-    evidence: StageEvidence, checks: RolloutChecks, stage: str, timed_out: bool
+    evidence: StageEvidence, checks: RolloutChecks, stage: str
 ) -> Cause | None:
+    """Installed of the devices that reported (installed or failed)."""
     reported = evidence.installed + evidence.failed
-    judged = evidence.devices if timed_out else reported
-    success = evidence.installed / judged if judged else 1.0
+    success = evidence.installed / reported if reported else 1.0
     if not success < checks.min_install_success:
         return None
     return Cause(
@@ -98,8 +99,9 @@ def install_success(
         round(success, 4),
         checks.min_install_success,
         stage,
-        f"{evidence.installed} of {evidence.devices} devices installed "
-        f"({evidence.failed} failed, {evidence.devices - reported} silent)",
+        f"{evidence.installed} of {reported} reporting devices installed "
+        f"({evidence.failed} failed; {evidence.devices - reported} silent, not "
+        "judged)",
     )
 
 

@@ -143,8 +143,12 @@ class FleetAdmin:
         params = {"cohort": cohort} if cohort else {}
         return self._call("GET", "/devices", params=params)  # type: ignore[return-value]
 
-    def telemetry(self, cohort: str | None = None, limit: int = 100) -> list[dict]:
+    def telemetry(
+        self, cohort: str | None = None, limit: int = 100, per_device: int | None = None
+    ) -> list[dict]:
         params: dict = {"limit": limit} | ({"cohort": cohort} if cohort else {})
+        if per_device is not None:
+            params["per_device"] = per_device
         return self._call("GET", "/telemetry", params=params)  # type: ignore[return-value]
 
     def cohorts(self) -> list[str]:

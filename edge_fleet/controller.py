@@ -35,6 +35,17 @@ class Stage:
     cohorts: tuple[str, ...] = ()
 
 
+# The silent devices a rollout's events name (the rest are counted).
+SILENT_LISTED = 50
+
+
+def silent_devices(members: list[Device], version: str) -> list[str]:
+    """The stage's devices that neither run `version` nor reported it failed."""
+    return sorted(
+        d.id for d in members if version not in (d.current_version, d.failed_version)
+    )
+
+
 def stages(cfg: FleetConfig) -> list[Stage]:
     canary = (
         Stage("canary", 0.0, (cfg.canary_cohort,))
@@ -267,6 +278,10 @@ class Controller:
         timed_out = waited >= self.cfg.stage_timeout_s
         if not enough and not timed_out:
             return
+        silent = silent_devices(members, rollout.version)
+        if not enough and reported < self.cfg.quorum * len(members):
+            self._pause_short_of_quorum(session, rollout, stage, members, silent)
+            return
         cause = judge(evidence, stage.name, self.cfg, timed_out=not enough)
         if cause is not None:
             self._roll_back(session, rollout, cause)
@@ -277,8 +292,32 @@ class Controller:
             stage=stage.name,
             devices=len(members),
             installed=evidence.installed,
+            **({"silent": silent[:SILENT_LISTED]} if silent else {}),
         )
         self._advance(rollout, model)
+        session.commit()
+
+    def _pause_short_of_quorum(
+        self,
+        session: Session,
+        rollout: Rollout,
+        stage: Stage,
+        members: list[Device],
+        silent: list[str],
+    ) -> None:
+        """At the deadline too few devices reported to judge the stage: paused, not
+        rolled back (no device said the version is bad), for a person to resume
+        (a longer wait), abort or roll back."""
+        rollout.state = RolloutState.PAUSED.value
+        self._event(
+            rollout,
+            "paused_short_of_quorum",
+            stage=stage.name,
+            devices=len(members),
+            reported=len(members) - len(silent),
+            quorum=self.cfg.quorum,
+            silent=silent[:SILENT_LISTED],
+        )
         session.commit()
 
     def _online(self, session: Session) -> list[Device]:

@@ -65,6 +65,7 @@ class Window:
     threshold_scale: float
     min_rows: int
     reference_from: str  # "training split" or the target's own labelled rows
+    by_device: bool = False  # a cohort's reports, each device one vote
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,11 @@ def device_windows(fleet_url: str, params: Params, refs: References) -> list[Win
     windows = []
     for cohort in fleet.cohorts():
         target = f"cohort-{cohort}"
-        reports = fleet.telemetry(cohort, params.monitoring.device_window_reports)
+        reports = fleet.telemetry(
+            cohort,
+            params.monitoring.device_window_reports,
+            per_device=params.monitoring.max_reports_per_device,
+        )
         rows, source = refs.rows(target)
         reference, current = drift.device_frames(
             rows,
@@ -133,6 +138,7 @@ def device_windows(fleet_url: str, params: Params, refs: References) -> list[Win
                 math.sqrt(batch),
                 params.monitoring.device_min_reports,
                 source,
+                by_device=True,
             )
         )
     return windows
@@ -149,6 +155,7 @@ def check_window(window: Window, params: Params) -> drift.DriftResult:
         params.monitoring,
         threshold_scale=window.threshold_scale,
         min_rows=window.min_rows,
+        by_device=window.by_device,
     )
 
 

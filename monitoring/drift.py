@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 from evidently import DataDefinition, Dataset, MulticlassClassification, Report
 from evidently.core.report import Snapshot
+from evidently.legacy.calculations.stattests.registry import get_stattest
+from evidently.legacy.core import ColumnType
 from evidently.metrics import (
     DatasetMissingValueCount,
     DriftedColumnsCount,
@@ -52,6 +54,7 @@ from components.data.features import ColumnEncoding, encode
 log = logging.getLogger("edgeloop.monitoring")
 
 PREDICTION = "prediction"
+DEVICE = "device_id"  # the index of a device window's frame
 
 
 @dataclass(frozen=True)
@@ -63,15 +66,21 @@ class DriftResult:
     columns: int
     drifted: bool  # the window as a whole (share >= monitoring.drift_share)
     snapshot: Snapshot | None  # None when the window was too small to judge
+    # Device windows: the devices in it, and those whose own reports drift.
+    devices: int | None = None
+    devices_drifted: int | None = None
 
     def summary(self) -> dict:
+        votes = {}
+        if self.devices is not None:
+            votes = {"devices": self.devices, "devices_drifted": self.devices_drifted}
         return {
             "target": self.target,
             "rows": self.rows,
             "drift_share": round(self.drift_share, 4),
             "drifted": self.drifted,
             "drifted_columns": self.drifted_columns[:20],
-        }
+        } | votes
 
 
 def serving_frames(
@@ -132,14 +141,17 @@ def device_frames(
         + [f"share_{k}" for k in classes]
     )
     reference = pd.DataFrame(rows, columns=columns)
+    kept = summarising(reports, n)
     current = pd.DataFrame(
         [
             list(r["feature_stats"]["mean"])
             + list(r["feature_stats"]["std"])
             + [r["class_counts"].get(k, 0) / max(r["inferences"], 1) for k in classes]
-            for r in summarising(reports, n)
+            for r in kept
         ],
         columns=columns,
+        # the device that sent each report: each is one vote (`check`)
+        index=pd.Index([str(r.get("device_id", "")) for r in kept], name=DEVICE),
     )
     return undated(reference, encoding), undated(current, encoding)
 
@@ -192,13 +204,20 @@ def check(
     metadata: dict[str, str] | None = None,
     threshold_scale: float = 1.0,
     min_rows: int | None = None,
+    by_device: bool = False,
 ) -> DriftResult:
     """Drift of each column and of the window (module doc); too small a window is
     no verdict.
     `threshold_scale`: sqrt(batch size) for device windows (module doc); `min_rows`:
-    the smallest window judged (default `monitoring.serving_min_rows`)."""
-    if len(current) < (cfg.serving_min_rows if min_rows is None else min_rows):
-        return DriftResult(target, len(current), 0.0, [], 0, False, None)
+    the smallest window judged (default `monitoring.serving_min_rows`);
+    `by_device`: the rows are reports indexed by device (`device_frames`), and
+    the window drifts only when at least `monitoring.min_devices` devices' own
+    reports drift too: a device is one vote, however many reports it sends."""
+    devices = current.index.nunique() if by_device else None
+    if len(current) < (cfg.serving_min_rows if min_rows is None else min_rows) or (
+        devices is not None and devices < cfg.min_devices
+    ):
+        return DriftResult(target, len(current), 0.0, [], 0, False, None, devices, 0)
     # The predicted class, and a user's text or yes/no columns (`features:`),
     # are compared as categories: Jensen-Shannon distance of their shares.
     categorical = [
@@ -222,10 +241,24 @@ def check(
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         snapshot = report.run(
-            Dataset.from_pandas(current, data_definition=definition),
+            Dataset.from_pandas(
+                current.reset_index(drop=True), data_definition=definition
+            ),
             Dataset.from_pandas(reference, data_definition=definition),
         )
     share, drifted, window_drifted = _read(snapshot)
+    voted = None
+    if devices is not None:
+        voted = drifting_devices(reference, current, cfg, threshold_scale)
+        if window_drifted and voted < cfg.min_devices:
+            log.info(
+                "%s: the window drifts but %d of %d devices do (at least %d must)",
+                target,
+                voted,
+                devices,
+                cfg.min_devices,
+            )
+            window_drifted = False
     return DriftResult(
         target,
         len(current),
@@ -234,7 +267,30 @@ def check(
         len(current.columns),
         window_drifted,
         snapshot,
+        devices,
+        voted,
     )
+
+
+def drifting_devices(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    cfg: MonitoringConfig,
+    threshold_scale: float,
+) -> int:
+    """The devices whose own reports drift as the window's test judges it: the
+    same Evidently stat test (`monitoring.num_method`, threshold) on each column,
+    and the drifted share against `monitoring.drift_share`."""
+    test = get_stattest(reference.iloc[:, 0], current.iloc[:, 0], "num", cfg.num_method)
+    threshold = cfg.num_threshold * threshold_scale
+    voted = 0
+    for _, rows in current.groupby(level=0):
+        drifted = sum(
+            test(reference[c], rows[c], ColumnType.Numerical, threshold).drifted
+            for c in current.columns
+        )
+        voted += drifted / len(current.columns) >= cfg.drift_share
+    return voted
 
 
 def _drift_metrics(

@@ -116,12 +116,22 @@ class FleetConfig(Strict):
     bake_s: float = Field(5.0, ge=0)  # minimum time a stage runs before judging
     stage_timeout_s: float = Field(120.0, gt=0)  # judge with what has reported then
     min_reported: float = Field(0.9, gt=0, le=1)  # share of a stage that must report
+    # At stage_timeout_s a stage is judged on the devices that reported, if at
+    # least this share of its devices did; short of it, the rollout pauses (the
+    # silent devices named in its events) for a person to resume, abort or roll
+    # back. Silence is never counted as a failed install.
+    quorum: float = Field(0.5, gt=0, le=1)
     checks: RolloutChecks = RolloutChecks()
     poll_s: float = Field(2.0, gt=0)  # device check-in interval
     # A device not seen for this long is offline: not counted in a stage's health.
     offline_after_s: float = Field(60.0, gt=0)
     poll_jitter: float = Field(0.5, ge=0, le=1)  # +- share of poll_s
     max_backoff_s: float = Field(60.0, gt=0)
+    # Check-ins per device: a burst of checkin_burst, then at most one every
+    # checkin_min_interval_s (default: half the shortest jittered poll interval,
+    # poll_s * (1 - poll_jitter) / 2); more are answered 429 with Retry-After.
+    checkin_burst: int = Field(10, ge=1)
+    checkin_min_interval_s: float | None = Field(None, gt=0)
     telemetry_batch: int = Field(64, ge=1)  # inferences summarised per report
     # Raw check-in reports are kept this long (rollouts and drift checks read the
     # recent ones), then summarised per device, version and window; windows are
@@ -156,6 +166,13 @@ class FleetConfig(Strict):
         default_factory=lambda: {"mcu": 0.5, "gateway": 0.3, "cloud": 0.2}
     )
     sample_cohorts: list[str] = Field(default_factory=list)
+
+    @property
+    def checkin_interval_s(self) -> float:
+        """The shortest interval between a device's check-ins, past its burst."""
+        if self.checkin_min_interval_s is not None:
+            return self.checkin_min_interval_s
+        return self.poll_s * max(1 - self.poll_jitter, 0.1) / 2
 
     @model_validator(mode="after")
     def _threshold_within_keys(self) -> FleetConfig:
@@ -193,6 +210,11 @@ class MonitoringConfig(Strict):
     # 500); devices: 0% at 50 reports.
     serving_min_rows: int = Field(300, ge=5)
     device_min_reports: int = Field(30, ge=5)
+    # A device is one vote in its cohort's window: at most this many of its newest
+    # reports are in the window, and a window of fewer devices is not judged (one
+    # device's flood, or its broken sensor, is not the cohort drifting).
+    max_reports_per_device: int = Field(20, ge=1)
+    min_devices: int = Field(2, ge=1)
     reference_batches: int = Field(300, ge=30)  # batch-mean rows drawn for devices
     # A target's own labelled rows in the champion's data
     # (paths.incoming/<data name>/<target>/)

@@ -40,6 +40,7 @@ from edge_fleet.device.inference import (
     predictions,
     rounded,
 )
+from edge_fleet.device.polling import retry_after_s
 from edge_fleet.device.scope import ROLLOUT, STABLE, in_scope, profile_target
 from edge_fleet.device.seams import (
     Inputs,
@@ -109,6 +110,10 @@ class Agent:
         # The last install's on-device benchmark (benchmark.py), reported with
         # telemetry while that version runs.
         self.benchmark: dict | None = None
+        # A telemetry report the server has not taken yet (429, or no answer): sent
+        # again at the next check-in, not dropped. Retry-After of the last 429.
+        self.unsent: dict | None = None
+        self.retry_after_s = 0.0
 
     @property
     def version(self) -> str | None:
@@ -150,11 +155,22 @@ class Agent:
     def step(self) -> dict:
         """Check in (with telemetry), then update if the signed metadata changed."""
         self.enroll()
-        reply = self.http.post(
-            f"{self.server}/v1/devices/{self.id.device_id}/checkin",
-            json=self._checkin(),
-            headers={"Authorization": f"Bearer {self.state['token']}"},
-        )
+        try:
+            reply = self.http.post(
+                f"{self.server}/v1/devices/{self.id.device_id}/checkin",
+                json=self._checkin(),
+                headers={"Authorization": f"Bearer {self.state['token']}"},
+            )
+        except httpx.TransportError:
+            raise  # no answer: the report goes again at the next check-in
+        except Exception:
+            self.unsent = None  # a report that cannot be sent is not tried again
+            raise
+        if reply.status_code == 429:  # over its budget: wait as told, keep the report
+            self.retry_after_s = retry_after_s(reply.headers.get("Retry-After"))
+            log.warning("check-in refused (429): again in %g s", self.retry_after_s)
+            return {"retry_after_s": self.retry_after_s}
+        self.unsent = None
         reply.raise_for_status()
         self.checked_in_at = time.monotonic()
         answer = reply.json()
@@ -197,9 +213,9 @@ class Agent:
         }
         if self.version is not None:
             try:
-                report = self.telemetry()
+                report = self.unsent or self.telemetry()
                 if report is not None:
-                    body["telemetry"] = report
+                    body["telemetry"] = self.unsent = report
             except Exception as exc:  # noqa: BLE001 - reported, never fatal
                 problem = f"telemetry failed: {type(exc).__name__}: {exc}"[:500]
                 log.warning("%s", problem)
@@ -386,13 +402,3 @@ class Agent:
             if complete:
                 body["samples"] = complete
         return body
-
-
-def poll_delay(cfg: Polling, failures: int, rng: random.Random) -> float:
-    """The next check-in: poll_s with jitter; exponential backoff after failures."""
-    base = (
-        cfg.poll_s
-        if failures == 0
-        else min(cfg.max_backoff_s, cfg.poll_s * 2**failures)
-    )
-    return base * (1 + rng.uniform(-cfg.poll_jitter, cfg.poll_jitter))

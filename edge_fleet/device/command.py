@@ -25,9 +25,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from edge_fleet.device.agent import Agent, EnrollmentError, Identity, poll_delay
+from edge_fleet.device.agent import Agent, EnrollmentError, Identity
 from edge_fleet.device.config import AgentConfig, ConfigError
 from edge_fleet.device.local import LocalInputs, LocalServer
+from edge_fleet.device.polling import next_delay
 from edge_fleet.device.seams import Polling
 from edge_fleet.device.slots import active_version, load_state
 
@@ -180,4 +181,4 @@ def run_forever(agent: Agent, cfg: Polling, steps: int = 0) -> None:
             log.warning("poll cycle failed (%s: %s); backing off", name, exc)
             log.debug("traceback", exc_info=True)
         done += 1
-        time.sleep(poll_delay(cfg, failures, agent.rng))
+        time.sleep(next_delay(agent, cfg, failures))

@@ -158,17 +158,31 @@ def summary(session: DB, fleet: Fleet) -> FleetSummary:
         channels=fleet.repo.channels(),
         active_rollout=view(active, fleet),
         last_rollout=view(last, fleet),
+        throttled=(fleet.limiter.over_budget() if fleet.limiter else {}),
     )
 
 
 @router.get("/telemetry")
 def telemetry(
-    session: DB, cohort: CohortName = None, limit: Page = 100
+    session: DB,
+    cohort: CohortName = None,
+    limit: Page = 100,
+    per_device: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
 ) -> list[TelemetryView]:
-    """The most recent telemetry reports (of one cohort), newest first."""
-    query = select(Telemetry).order_by(Telemetry.id.desc()).limit(limit)
+    """The most recent telemetry reports (of one cohort), newest first; with
+    `per_device`, at most that many of each device's newest (a drift window in
+    which one device is one vote: monitoring.max_reports_per_device)."""
+    query = select(Telemetry)
     if cohort:
         query = query.where(Telemetry.cohort == cohort)
+    if per_device is not None:
+        newest = func.row_number().over(
+            partition_by=Telemetry.device_id, order_by=Telemetry.id.desc()
+        )
+        ranked = query.add_columns(newest.label("rank")).subquery()
+        query = select(Telemetry).join(ranked, Telemetry.id == ranked.c.id)
+        query = query.where(ranked.c.rank <= per_device)
+    query = query.order_by(Telemetry.id.desc()).limit(limit)
     return [TelemetryView.model_validate(t) for t in session.scalars(query)]
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from components.config import FleetConfig
 from edge_fleet.controller import Controller
 from edge_fleet.db import Device, Model
+from edge_fleet.server.checkin_limit import CheckinLimiter
 from edge_fleet.tuf_repo import FleetRepository
 
 
@@ -38,6 +39,16 @@ class FleetState:
     # Input features of each stored version (a version's content never changes
     # once uploaded), read once: every check-in's report is checked against it.
     _features: dict[str, int | None] = field(default_factory=dict)
+    # Class labels of each stored version (None: not given at upload): a report's
+    # class_counts keys must be among them.
+    _classes: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    limiter: CheckinLimiter | None = None
+
+    def __post_init__(self) -> None:
+        if self.limiter is None:
+            self.limiter = CheckinLimiter(
+                self.cfg.checkin_burst, self.cfg.checkin_interval_s
+            )
 
     def model_features(self, session: Session, version: str) -> int | None:
         """How many features `version` takes (None: stored before that was
@@ -51,7 +62,21 @@ class FleetState:
                     f"{version!r}: expected a model version this fleet has",
                 )
             self._features[version] = model.features
+            # By label, or by output position where a file names no classes
+            # (edge_fleet/device/inference.py `predictions`).
+            prior = model.class_prior
+            self._classes[version] = (
+                frozenset(prior) | {str(i) for i in range(len(prior))}
+                if prior
+                else None
+            )
         return self._features[version]
+
+    def model_classes(self, session: Session, version: str) -> frozenset[str] | None:
+        """The class keys a report of `version` may count: its labels and output
+        positions (None: its classes were not recorded at upload)."""
+        self.model_features(session, version)
+        return self._classes[version]
 
 
 def fleet_state(request: Request) -> FleetState:

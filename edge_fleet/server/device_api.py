@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edge_fleet.db import Device, EnrollmentCode, Telemetry, aware, now
+from edge_fleet.server.checkin_limit import retry_after
 from edge_fleet.server.deps import (
     DB,
     Auth,
@@ -103,11 +104,23 @@ def checkin(
     bounded before it is read: fleet.max_telemetry_bytes, see app.py)."""
     with fleet.sessions() as session:
         device = own_device(device_id, session, authorization)
+        assert fleet.limiter is not None
+        wait = fleet.limiter.take(device.id)
+        if wait is not None:
+            raise HTTPException(
+                429,
+                f"device {device.id!r} checks in too often: at most "
+                f"{fleet.cfg.checkin_burst} at once, then one every "
+                f"{fleet.cfg.checkin_interval_s:g} s (fleet.checkin_burst, "
+                "fleet.checkin_min_interval_s)",
+                headers={"Retry-After": retry_after(wait)},
+            )
         if body.telemetry is not None:
             check_report(
                 body.telemetry,
                 fleet.model_features(session, body.telemetry.version),
                 fleet.cfg.telemetry_batch,
+                fleet.model_classes(session, body.telemetry.version),
             )
         device.current_version = body.current_version
         device.slot = body.slot
@@ -125,11 +138,25 @@ def checkin(
     )
 
 
-def check_report(batch: TelemetryBatch, features: int | None, batch_size: int) -> None:
-    """A report must describe the model version it names (`features`: what that
-    version takes, from FleetState.model_features): its feature count, at most one
-    telemetry batch of inferences. 422, and nothing stored, otherwise (one
-    device's bad report would otherwise break every drift check that reads it)."""
+def check_report(
+    batch: TelemetryBatch,
+    features: int | None,
+    batch_size: int,
+    classes: frozenset[str] | None = None,
+) -> None:
+    """A report must describe the model version it names (`features`, `classes`:
+    what that version takes and predicts, from FleetState): its feature count, its
+    predicted classes, at most one telemetry batch of inferences. 422, and nothing
+    stored, otherwise (one device's bad report would otherwise break every drift
+    check that reads it)."""
+    unknown = sorted(set(batch.class_counts) - classes) if classes else []
+    if unknown:
+        raise invalid(
+            "body",
+            "telemetry.class_counts",
+            f"{len(unknown)} classes v{batch.version} does not predict (first "
+            f"{unknown[0][:40]!r}): expected its class labels or output positions",
+        )
     width = batch.feature_stats.features
     if features is not None and width != features:
         raise invalid(

@@ -323,6 +323,8 @@ class FleetSummary(BaseModel):
     channels: dict[str, dict]
     active_rollout: RolloutView | None
     last_rollout: RolloutView | None
+    # Devices over their check-in budget since the server started: 429s answered.
+    throttled: dict[str, int] = {}
 
 
 class RolloutStarted(BaseModel):

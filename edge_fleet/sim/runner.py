@@ -17,7 +17,8 @@ import httpx
 import numpy as np
 
 from components.config import FleetConfig
-from edge_fleet.device.agent import Agent, Identity, RuntimeCache, poll_delay
+from edge_fleet.device.agent import Agent, Identity, RuntimeCache
+from edge_fleet.device.polling import next_delay
 from edge_fleet.sim.faults import Faults
 from edge_fleet.sim.streams import DataStream
 
@@ -121,7 +122,7 @@ async def run_fleet(
             stats.steps += 1
             try:
                 await asyncio.wait_for(
-                    stop.wait(), timeout=poll_delay(cfg, failures, agent.rng)
+                    stop.wait(), timeout=next_delay(agent, cfg, failures)
                 )
             except TimeoutError:
                 pass

@@ -149,12 +149,17 @@ def test_one_device_cannot_pass_a_stage_its_peers_fail():
     assert cause is not None and cause.check == "error_rate"
 
 
-def test_silent_devices_count_only_after_the_stage_times_out():
-    waiting = StageEvidence(10, 9, 0, [_t("2")], [_t("1")])
+def test_silent_devices_are_never_failed_installs():
+    """Judged on the devices that reported, before and at the deadline (the
+    controller pauses a stage short of its quorum instead)."""
+    waiting = StageEvidence(10, 5, 0, [_t("2")], [_t("1")])
     assert judge(waiting, "canary", CFG) is None
-    timed_out = judge(waiting, "canary", CFG, timed_out=True)
-    assert timed_out is not None and timed_out.check == "install_success"
-    assert "1 silent" in timed_out.detail
+    assert judge(waiting, "canary", CFG, timed_out=True) is None
+    failing = StageEvidence(10, 5, 1, [_t("2")], [_t("1")])
+    cause = judge(failing, "canary", CFG, timed_out=True)
+    assert cause is not None and cause.check == "install_success"
+    assert cause.value == round(5 / 6, 4)
+    assert "5 of 6 reporting devices installed (1 failed; 4 silent" in cause.detail
 
 
 def test_first_rollout_without_baseline_is_judged_on_installs_and_errors():
