@@ -49,6 +49,7 @@ from torch import nn
 
 from components.config import load_params
 from components.optimization.compress import count_macs, export_onnx
+from stack.contracts import SYNTHETIC_HEADER
 from stack.net import free_port
 from stack.secrets import client_env
 from stack.settings import get_settings
@@ -74,7 +75,8 @@ def hey(url: str, body: Path, requests: int, concurrency: int) -> Result:
     began = time.perf_counter()
     out = subprocess.run(
         ["hey", "-n", str(requests), "-c", str(concurrency), "-m", "POST"]
-        + ["-T", "application/json", "-D", str(body), "-o", "csv", "-t", "30", url],
+        + ["-T", "application/json", "-H", f"{SYNTHETIC_HEADER}: bench"]
+        + ["-D", str(body), "-o", "csv", "-t", "30", url],
         capture_output=True,
         text=True,
         check=True,
@@ -92,10 +94,14 @@ def hey(url: str, body: Path, requests: int, concurrency: int) -> Result:
     )
 
 
+SYNTHETIC = {SYNTHETIC_HEADER: "bench"}  # kept out of serving's prediction log
+
+
 # wrk's report as one JSON line (its Lua `done` hook); latencies in microseconds.
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["@SYNTHETIC@"] = "bench"
 wrk.body = io.open(os.getenv("BENCH_BODY")):read("*a")
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -104,7 +110,7 @@ done = function(summary, latency, requests)
     summary.requests, summary.duration / 1e6, latency:percentile(50),
     latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
 end
-"""
+""".replace("@SYNTHETIC@", SYNTHETIC_HEADER)
 
 
 def wrk(url: str, body: Path, seconds: float, concurrency: int) -> Result:
@@ -193,7 +199,9 @@ def start(command: list[str], port: int, params: Path) -> subprocess.Popen:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            if httpx.post(url, json={"instances": [[0.0] * 64]}, timeout=5).is_success:
+            if httpx.post(
+                url, json={"instances": [[0.0] * 64]}, headers=SYNTHETIC, timeout=5
+            ).is_success:
                 return proc
         except httpx.HTTPError:
             pass

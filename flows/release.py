@@ -68,6 +68,8 @@ def refresh_serving(serving_url: str | None) -> str:
         answer = httpx.post(f"{serving_url}/refresh", json={}, timeout=60)
     except httpx.ConnectError:
         return f"not running at {serving_url}"
+    if answer.status_code == 409:  # a version serving will not load: no retry
+        return f"refused: {answer.text[:300]}"
     answer.raise_for_status()
     body = answer.json()
     return f"v{body['model_version']} (was v{body['previous_version']})"
@@ -99,7 +101,14 @@ def release(
 ) -> ReleasePlan:
     recorded = record(tracking_uri, name, alias, version, who)
     tags = describe(tracking_uri, name, version)
-    serving = refresh_serving(serving_url)
+    # Serving's step failing (after its retries) does not keep the version from
+    # the fleet, whose release checks the seal itself: said in the plan instead.
+    refreshed = refresh_serving(serving_url, return_state=True)
+    serving = (
+        refreshed.result()
+        if refreshed.is_completed()
+        else f"failed: {str(refreshed.result(raise_on_failure=False))[:300]}"
+    )
     fleet = "not configured"
     if alias == Alias.CHAMPION and fleet_url is not None:
         fleet = release_to_fleet(tracking_uri, name, version, fleet_url)

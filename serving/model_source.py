@@ -19,6 +19,8 @@ from components.data.features import ColumnEncoding, encoding_from_json
 from components.errors import ServiceError
 from components.optimization.runtime import LiteRtModel, OnnxRuntimeModel, load_runtime
 from serving.contract import FeatureRanges, RowContract
+from stack.contracts import Tag
+from stack.gate_seal import check_file, verified_seal
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,14 @@ class AliasSource:
         model_name: str,
         cfg: ServingConfig,
         threads: int = 1,
+        gate_key: bytes | None = None,
     ) -> None:
         self.client = MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
         self.name, self.cfg, self.threads = model_name, cfg, threads
+        # Serving's door: with the stack's gate key, a version loads only with a
+        # seal the gates made for it, and its shipped file only as they measured it.
+        self.gate_key = gate_key
 
     def current_version(self) -> str:
         try:
@@ -73,6 +79,14 @@ class AliasSource:
     def load(self, version: str) -> LoadedModel:
         model_version = self.client.get_model_version(self.name, version)
         tags, run = model_version.tags, self.client.get_run(model_version.run_id)
+        seal = None
+        if self.gate_key is not None:
+            seal = verified_seal(
+                tags.get(Tag.GATE_SEAL),
+                self.gate_key,
+                model=self.name,
+                version=str(version),
+            )
         report = json.loads(
             Path(
                 mlflow.artifacts.download_artifacts(
@@ -97,6 +111,8 @@ class AliasSource:
                 dst_path=folder,
                 tracking_uri=self.tracking_uri,
             )
+            if seal is not None and seal.ship_file == f"variants/{variant['file']}":
+                check_file(seal, Path(local))
             runtime = load_runtime(Path(local), threads=self.threads)
         classes = json.loads(run.data.params["validation.labels"])
         n = _n_features(runtime)

@@ -19,21 +19,26 @@ import gc
 import logging
 import os
 from dataclasses import asdict
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated
 
 import bentoml
-from bentoml.exceptions import InvalidArgument
+from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavailable
 from bentoml.validators import ContentType
 from pydantic import BaseModel
 
 from components.config import load_params
+from components.errors import ServiceError
 from serving.batcher import MicroBatcher
 from serving.model_source import AliasSource, LoadedModel
 from serving.prediction_log import PredictionLog
 from serving.switch import ModelSwitch, shared_folder, start_following
 from serving.timeout import install as install_timeout
 from stack.body_limit import ASGIApp, BodyLimit
+from stack.contracts import SYNTHETIC_HEADER
+from stack.gate_seal import SealError
+from stack.secrets import gate_key
 from stack.settings import get_settings
 
 log = logging.getLogger("edgeloop.serving")
@@ -67,6 +72,15 @@ WORKERS = SERVING.workers or cores()  # serving.workers, or one per core
 install_timeout()  # BentoML's own leaves a live timer per request (serving/timeout.py)
 # Routes answered many times a second; BentoML's tracing skips them (below).
 HOT_ROUTES = ["/predict$"]
+# A switch of every worker gives up (all stay on the previous version) within this,
+# under the request timeout below: /refresh answers with its own error, not a 504.
+SWITCH_TIMEOUT_S = 20.0
+
+
+class Refused(BentoMLException):
+    """409: the alias names a version serving will not load (its gate seal)."""
+
+    error_code = HTTPStatus.CONFLICT
 
 
 @bentoml.service(
@@ -90,11 +104,18 @@ class Predictor:
         # Each worker's ONNX Runtime gets its share of the cores: workers never
         # oversubscribe them.
         threads = max(1, cores() // WORKERS)
+        settings = get_settings()
         source = AliasSource(
-            get_settings().tracking_uri, self.model_name, self.cfg, threads=threads
+            settings.tracking_uri,
+            self.model_name,
+            self.cfg,
+            threads=threads,
+            gate_key=gate_key(settings),  # a version the gates never sealed: refused
         )
         worker = bentoml.server_context.worker_index or 1
-        self.models = ModelSwitch(source, shared_folder(), WORKERS, worker)
+        self.models = ModelSwitch(
+            source, shared_folder(), WORKERS, worker, timeout_s=SWITCH_TIMEOUT_S
+        )
         start_following(self.models, poll_s=0.05, alias_poll_s=self.cfg.poll_s)
         self.batcher = MicroBatcher(LoadedModel.probabilities, self.cfg.max_batch_rows)
         self.log = PredictionLog(
@@ -113,7 +134,12 @@ class Predictor:
         """Switch every worker to the version the alias names now, without waiting
         for the next poll. Safe to call by anyone on loopback: it only re-reads the
         registry."""
-        before, after = self.models.switch()
+        try:
+            before, after = self.models.switch()
+        except SealError as exc:  # the previous version keeps answering
+            raise Refused(str(exc)) from None
+        except ServiceError as exc:
+            raise ServiceUnavailable(str(exc)) from None
         return {"previous_version": before, "model_version": after}
 
     @bentoml.api
@@ -130,6 +156,8 @@ class Predictor:
             "workers": WORKERS,
             "batches": self.batcher.batches,
             "batched_rows": self.batcher.batched_rows,
+            # versions the alias named that this worker refused, and why
+            "refused": dict(self.models.refused),
         }
 
     # The media type said up front: without it BentoML 1.4.40 works it out from a
@@ -137,11 +165,12 @@ class Predictor:
     # (IOMixin.mime_type), which took half of this API's time in a profile.
     @bentoml.api
     async def predict(
-        self, instances: list[list[float | str | None]]
+        self, instances: list[list[float | str | None]], ctx: bentoml.Context
     ) -> Annotated[list[Prediction], ContentType("application/json")]:
         """Classify rows of raw features; answers one Prediction per row. A model
         trained with a `features:` section takes its categories as text and a gap
-        as null (where the column's policy fills it)."""
+        as null (where the column's policy fills it). A request with the header
+        X-Edgeloop-Synthetic (a load test) is not logged for monitoring."""
         if not instances or len(instances) > self.cfg.max_request_rows:
             raise InvalidArgument(
                 f"instances: expected 1 to {self.cfg.max_request_rows} "
@@ -159,6 +188,8 @@ class Predictor:
             )
             for k, p in zip(labels, probabilities, strict=True)
         ]
+        if SYNTHETIC_HEADER in ctx.request.headers:
+            return answers
         for row, answer in zip(instances, answers, strict=True):
             self.log.offer(row, answer.label, max(answer.probabilities), model.version)
         return answers

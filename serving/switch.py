@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from components.errors import ServiceError
+from components.errors import EdgeloopError, ServiceError
 
 log = logging.getLogger("edgeloop.serving")
 
@@ -85,9 +85,13 @@ class ModelSwitch(Generic[M]):
         self.source, self.folder = source, folder
         self.workers, self.worker, self.timeout_s = workers, worker, timeout_s
         self.models: dict[str, M] = {}
+        # Versions this worker refused to switch to (their seal did not verify,
+        # they did not load): the reason, shown by /describe.
+        self.refused: dict[str, str] = {}
+        self.switching: str | None = None  # the version this worker is switching to
         self.loading = threading.Lock()
         self.stop = threading.Event()
-        with self._locked():
+        with self._locked(None):
             version = self._read("current") or source.current_version()
             self._hold(version)
             if self._read("current") is None:
@@ -108,25 +112,53 @@ class ModelSwitch(Generic[M]):
     # -- switching --------------------------------------------------------------
     def switch(self, wait: bool = True) -> tuple[str, str]:
         """Bring every worker to the version the alias names now; (before, after).
-        Returns once all workers answer with it. With wait=False (the alias poll),
-        nothing is done while another worker is switching."""
-        with self._locked(wait) as held:
+        Returns once all workers answer with it, or raises ServiceError within
+        `timeout_s` (every worker still on `before`). With wait=False (the alias
+        poll), nothing is done while another worker is switching, and a version
+        this worker refused to load is not tried again (a /refresh tries it)."""
+        with self._locked(self.timeout_s if wait else 0.0) as held:
             before = self._read("current") or self.last
             if not held:
+                if wait:
+                    raise ServiceError(
+                        "another serving worker kept switching for "
+                        f"{self.timeout_s:g} s; still serving version {before}"
+                    )
                 return before, before
             version = self.source.current_version()
-            if version == before:
+            if version == before or (not wait and version in self.refused):
                 return before, before
-            self._write("wanted", version)
-            self._hold(version)
+            self.switching = version  # not forgotten before it is wanted
             try:
-                self._wait_ready(version)
-            except ServiceError:
-                self._write("wanted", before)
-                raise
+                self._load_first(version, before)
+                self._write("wanted", version)
+                try:
+                    self._wait_ready(version)
+                except ServiceError:
+                    self._write("wanted", before)
+                    raise
+            finally:
+                self.switching = None
+            self.refused.pop(version, None)
             self._write("current", version)
             log.info("every worker now serves version %s (was %s)", version, before)
             return before, version
+
+    def _load_first(self, version: str, before: str) -> None:
+        """This worker loads `version` before any other is asked to: one that does
+        not load or verify (its gate seal) goes no further, and is remembered as
+        refused (the alias poll does not try it again; a /refresh does)."""
+        try:
+            self._hold(version)
+        except Exception as exc:
+            self.refused[version] = str(exc)
+            log.error("version %s refused; serving %s: %s", version, before, exc)
+            if isinstance(exc, EdgeloopError):  # says what and why already
+                raise
+            raise ServiceError(
+                f"version {version} did not load ({type(exc).__name__}: {exc}); "
+                f"still serving version {before}"
+            ) from exc
 
     def follow(self, poll_s: float, alias_poll_s: float) -> None:
         """The follower thread: load what another worker wants (every poll_s), check
@@ -134,8 +166,13 @@ class ModelSwitch(Generic[M]):
         next_alias = time.monotonic() + alias_poll_s
         while not self.stop.wait(poll_s):
             try:
+                # Ready for what is wanted, also when it is already held (v1 -> v3 ->
+                # v1: v1 was still loaded, and no ready file said so).
                 wanted = self._read("wanted")
-                if wanted and wanted not in self.models:
+                if wanted and (
+                    wanted not in self.models
+                    or self._read(f"ready.{self.worker}") != wanted
+                ):
                     self._hold(wanted)
                 if time.monotonic() >= next_alias:
                     next_alias = time.monotonic() + alias_poll_s
@@ -172,22 +209,32 @@ class ModelSwitch(Generic[M]):
             time.sleep(0.02)
 
     def _forget(self) -> None:
-        keep = {self._read("current"), self._read("wanted"), self.last}
+        """Drop the models no longer current, wanted or last answered with; a ready
+        file naming one is taken back first (else a later switch to that version
+        would trust it, and commit a version this worker no longer holds)."""
+        keep = {self._read("current"), self._read("wanted"), self.last, self.switching}
         with self.loading:
             for version in [v for v in self.models if v not in keep]:
+                if self._read(f"ready.{self.worker}") == version:
+                    self._write(f"ready.{self.worker}", self.last)
                 del self.models[version]
 
     # -- the shared folder ------------------------------------------------------
     @contextmanager
-    def _locked(self, wait: bool = True) -> Iterator[bool]:
+    def _locked(self, wait_s: float | None) -> Iterator[bool]:
         """The switch lock, shared by the workers; yields whether it is held (False
-        only without wait, when another worker holds it)."""
+        when another worker held it for `wait_s`; None: wait as long as it takes)."""
+        deadline = None if wait_s is None else time.monotonic() + wait_s
         with (self.folder / "lock").open("a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        yield False
+                        return
+                    time.sleep(0.02)
             try:
                 yield True
             finally:

@@ -15,6 +15,13 @@ ALIAS_HISTORY_PREFIX = f"{TAG_PREFIX}alias_history."  # one tag per alias change
 TRIGGER_PREFIX = f"{TAG_PREFIX}trigger."  # what started a training run
 
 
+# A request carrying this header (any value) is answered as any other, and kept out
+# of serving's prediction log (and so out of drift checks): load tests, benchmarks
+# and smoke tests of a live stack send it, so measuring the stack cannot make it
+# retrain.
+SYNTHETIC_HEADER = "X-Edgeloop-Synthetic"
+
+
 class Tag(StrEnum):
     """The MLflow tags one package writes and another reads."""
 

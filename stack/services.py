@@ -251,6 +251,8 @@ def serving_spec(
             "EDGELOOP_MLFLOW_TRACKING_URI": settings.tracking_uri,
             "EDGELOOP_PARAMS": str(params_file.resolve()),
             "BENTOML_DO_NOT_TRACK": "true",
+            # serving loads only versions the gates sealed (serving/model_source.py)
+            "EDGELOOP_GATE_KEY": stack_secrets(settings)["gate_key"],
         },
         port_setting="EDGELOOP_SERVING_PORT",
     )
@@ -273,7 +275,13 @@ def evidently_spec(settings: Settings) -> ServiceSpec:
             "--port",
             str(settings.evidently_port),
         ],
-        env={"DO_NOT_TRACK": "1"},
+        # Evidently's token security: reads open (the dashboards, on loopback),
+        # writes (create, change or delete a project or dashboard) only with the
+        # `evidently-secret` header; the monitor writes its workspace directly.
+        env={
+            "DO_NOT_TRACK": "1",
+            "EVIDENTLY_SECRET": stack_secrets(settings)["evidently_secret"],
+        },
         port_setting="EDGELOOP_EVIDENTLY_PORT",
     )
 

@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 from cli.services import make_fleet_root
 from edge_fleet.client import FleetAdmin
 from flows.adapters import registry
+from stack.contracts import SYNTHETIC_HEADER
 from stack.mlflow_auth import ensure_user
 from stack.net import free_port
 from stack.secrets import gate_key, stack_secrets
@@ -302,3 +303,98 @@ def test_serving_answers_refuses_and_follows_the_alias(  # noqa: PLR0915
         ]
         == 1.0
     )
+    synthetic_requests_are_not_logged(url, project)
+    refuses_unsealed_and_converges(url, client, rows, mlflow_uri, version, str(new))
+
+
+def synthetic_requests_are_not_logged(url: str, project: Path) -> None:
+    """A load test's requests (header X-Edgeloop-Synthetic) are answered and kept
+    out of the prediction log, so they cannot look like drift: on main, a load
+    test of identical rows made `edgeloop drift check` say 0.83."""
+    zeros, ones = [[0.0] * 64], [[1.0] * 64]
+    for _ in range(50):  # a new connection each: both workers get some
+        answer = httpx.post(
+            f"{url}/predict",
+            json={"instances": zeros},
+            headers={SYNTHETIC_HEADER: "test"},
+        )
+        assert answer.status_code == 200
+    for _ in range(10):  # then real ones, logged after the synthetic ones were not
+        assert httpx.post(f"{url}/predict", json={"instances": ones}).status_code == 200
+    folder = project / "data" / "predictions"
+    features = [f"f{i}" for i in range(64)]
+    logged = poll(
+        lambda: logged_predictions(folder),
+        lambda frame: (frame[features] == 1.0).all(axis=1).sum() >= 10,
+        30,
+    )
+    assert not (logged[features] == 0.0).all(axis=1).any()
+
+
+def refuses_unsealed_and_converges(  # noqa: PLR0917
+    url: str,
+    client: MlflowClient,
+    rows: list,
+    tracking_uri: str,
+    older: str,
+    current: str,
+) -> None:
+    """A version whose seal was copied from another, set champion by a user with
+    EDIT (the fleet refused it; serving switched to it on main): refused, 409, the
+    champion before it keeps answering. Then the alias flipped four times within a
+    second under traffic (main wedged: 'workers [2] did not load version 1
+    within 300 s'): serving converges on the last champion, no request fails."""
+    source = client.get_model_version("it-serving", current)
+    copied = mlflow.register_model(source.source, "it-serving").version
+    for key, value in source.tags.items():  # its seal too: for another version
+        client.set_model_version_tag("it-serving", copied, key, value)
+    answer = httpx.post(
+        f"{tracking_uri}/api/2.0/mlflow/registered-models/alias",
+        json={"name": "it-serving", "alias": "champion", "version": copied},
+        auth=("ds-serving", "ds-password-1234"),
+    )
+    assert answer.status_code == 200, answer.text
+    refused = httpx.post(f"{url}/refresh", json={}, timeout=60)
+    assert refused.status_code == 409, refused.text
+    assert f"v{copied}: its gate seal is for it-serving v{current}" in refused.text
+    answers = [
+        httpx.post(f"{url}/predict", json={"instances": rows[:1]}).json()
+        for _ in range(20)
+    ]
+    assert {a[0]["model_version"] for a in answers} == {current}, answers
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        for _ in range(20_000):  # bounded: stopped by the test
+            if stop.is_set():
+                return
+            reply = httpx.post(f"{url}/predict", json={"instances": rows[:1]})
+            ok = reply.status_code == 200
+            seen.append(
+                (
+                    reply.status_code,
+                    reply.json()[0]["model_version"] if ok else reply.text,
+                )
+            )
+            time.sleep(0.01)
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        for version in (older, current, older, current):
+            client.set_registered_model_alias("it-serving", "champion", version)
+            time.sleep(0.2)
+        start = time.monotonic()
+        done = httpx.post(f"{url}/refresh", json={}, timeout=60)
+        assert done.status_code == 200, done.text
+        assert time.monotonic() - start < 30  # not the 504 of a wedged switch
+        poll(
+            lambda: [v for _, v in seen[-20:]],
+            lambda last: len(last) == 20 and set(last) == {current},
+            60,
+        )
+    finally:
+        stop.set()
+        sender.join(timeout=30)
+    assert all(status == 200 for status, _ in seen), [x for x in seen if x[0] != 200]

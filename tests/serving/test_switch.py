@@ -111,3 +111,52 @@ def test_the_folders_of_serves_that_exited_are_removed(tmp_path: Path):
     mine = shared_folder(tmp_path)
     assert mine == tmp_path / f"{PREFIX}{os.getppid()}" and mine.is_dir()
     assert not gone.exists() and (living / "current").read_text() == "1"
+
+
+def test_quick_alias_changes_converge_on_the_current_champion(tmp_path: Path):
+    """v1 -> v3 -> v1 within a second: worker two still held v1 when v1 was wanted
+    again, wrote no ready file for it, and every switch waited out its timeout
+    (300 s in serving; 'workers [2] did not load version 1')."""
+    one_source, two_source = Registry("1"), Registry("1")
+    one, two = workers(tmp_path, one_source, two_source)
+    for version in ("3", "1", "3", "1"):
+        one_source.version = two_source.version = version
+        start = time.monotonic()
+        assert one.switch()[1] == version
+        assert time.monotonic() - start < 1.0, version
+        assert one.current().version == two.current().version == version
+
+
+def test_a_version_that_does_not_verify_is_refused_and_not_retried_by_the_poll(
+    tmp_path: Path,
+):
+    from stack.gate_seal import SealError
+
+    class Unsealed(Registry):
+        def load(self, version: str) -> Model:
+            if version == "3":
+                raise SealError(f"m v{version} has no gate seal")
+            return super().load(version)
+
+    one_source, two_source = Unsealed("1"), Unsealed("1")
+    one, two = workers(tmp_path, one_source, two_source)
+    one_source.version = two_source.version = "3"
+    with pytest.raises(SealError, match="has no gate seal"):
+        one.switch()
+    assert one.current().version == two.current().version == "1"
+    assert "no gate seal" in one.refused["3"]
+    assert one._read("wanted") in {None, "1"}  # no other worker was asked
+    assert one.switch(wait=False) == ("1", "1")  # the poll: not again
+    one_source.version = two_source.version = "1"
+
+
+def test_a_refresh_waits_for_another_switch_no_longer_than_the_timeout(
+    tmp_path: Path,
+):
+    [one] = workers(tmp_path, Registry("1"))
+    other = ModelSwitch(Registry("1"), tmp_path, 1, 1, timeout_s=0.3)
+    with one._locked(None):  # another worker switching, for longer than 0.3 s
+        start = time.monotonic()
+        with pytest.raises(ServiceError, match="kept switching for 0.3 s"):
+            other.switch()
+        assert time.monotonic() - start < 2
