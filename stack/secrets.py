@@ -25,6 +25,7 @@ SECRET_ENV = {
     "mlflow_flask_secret_key": "MLFLOW_FLASK_SERVER_SECRET_KEY",
     "prefect_auth_string": "EDGELOOP_PREFECT_AUTH_STRING",
     "gate_key": "EDGELOOP_GATE_KEY",
+    "evidently_secret": "EDGELOOP_EVIDENTLY_SECRET",
 }
 
 
@@ -41,6 +42,7 @@ MAKERS = {
     "mlflow_flask_secret_key": _token,
     "prefect_auth_string": lambda: f"edgeloop:{_token()}",
     "gate_key": _token,
+    "evidently_secret": _token,  # writes to the Evidently UI's API need it
 }
 
 

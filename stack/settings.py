@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     # The key the gates sign their decision with (stack/gate_seal.py); a release
     # ships only a version whose seal it verifies.
     gate_key: SecretStr | None = None
+    # Evidently UI's write API (evidently-secret header); reads need none.
+    evidently_secret: SecretStr | None = None
 
     @property
     def tracking_uri(self) -> str:

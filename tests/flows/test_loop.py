@@ -197,6 +197,15 @@ def test_the_loop_closes_on_a_small_fleet(stack: Stack):
     # the new champion's reference; the old champion's accuracy on the delayed
     # labels is on the same dashboard.
     evidently = stack.url("EVIDENTLY")
+    # Reads are open; a write without the stack's secret is refused (on main,
+    # POST /api/projects was 201 and DELETE 204 for anyone on loopback).
+    made = httpx.post(
+        f"{evidently}/api/projects", json={"name": "x", "description": ""}, timeout=30
+    )
+    assert made.status_code == 403, made.text
+    some = httpx.get(f"{evidently}/api/projects", timeout=30).json()[0]["id"]
+    gone = httpx.delete(f"{evidently}/api/projects/{some}", timeout=30)
+    assert gone.status_code == 403, gone.text
     shares = dashboard_series(
         evidently,
         f"cohort-{cohort}",
