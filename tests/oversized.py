@@ -27,15 +27,19 @@ def send_oversized(
     total: int = 200 * MB,
     chunked: bool = False,
     headers: dict[str, str] | None = None,
+    declared: str | None = None,
 ) -> Refusal:
-    """POST (or PUT, for a path under /models/) `total` bytes to `url`."""
+    """POST (or PUT, for a path under /models/) `total` bytes to `url`, with
+    Content-Length `declared` (default: `total`) unless chunked."""
     parts = urlsplit(url)
     method = "PUT" if "/models/" in parts.path else "POST"
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     lines.append(
-        "Transfer-Encoding: chunked" if chunked else f"Content-Length: {total}"
+        "Transfer-Encoding: chunked"
+        if chunked
+        else f"Content-Length: {total if declared is None else declared}"
     )
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())

@@ -57,8 +57,10 @@ def predictions(logits: np.ndarray, classes: list[str] | None = None) -> dict:
 
 def feature_stats(x: np.ndarray) -> dict[str, list[float]]:
     """Per input column over the present values: a gap (NaN, which the model
-    fills) is left out; a column with no value in the whole batch reports 0."""
-    filled = np.where(np.isnan(x).all(axis=0), 0.0, x)
+    fills) is left out; a column with no value in the whole batch reports 0.
+    In float64: a float32 row of 1e30 squared to inf in float32, and one such row
+    made every check-in fail ("Out of range float values are not JSON compliant")."""
+    filled = np.where(np.isnan(x).all(axis=0), 0.0, x).astype(np.float64)
     return {
         name: rounded(f(filled, axis=0))
         for name, f in (

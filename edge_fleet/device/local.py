@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge_fleet.device.inputs import RecordedInputs
+from edge_fleet.device.seams import Polling
 from edge_fleet.device.slots import model_path
 
 if TYPE_CHECKING:
@@ -103,13 +105,24 @@ def _row(row: object, width: int) -> np.ndarray:
     return x.astype(np.float32)
 
 
+def overdue_after_s(cfg: Polling) -> float:
+    """A check-in older than this is overdue: twice the longest wait between two
+    tries (the backoff's cap, plus a poll with its jitter)."""
+    return 2 * (cfg.max_backoff_s + cfg.poll_s * (1 + cfg.poll_jitter))
+
+
 def status(agent: Agent) -> dict:
+    age = agent.checkin_age()
+    since = age if age is not None else time.monotonic() - agent.started_at
+    overdue = since > overdue_after_s(agent.cfg)
     return {
         "device_id": agent.id.device_id,
         "version": agent.version,
         "active_slot": agent.state["active"],
         "slots": agent.state["slots"],
-        "health": agent.health(),
+        # the server has not taken a check-in for too long: not healthy, whatever
+        # the model does (the fleet cannot see this device)
+        "health": "checkin_overdue" if overdue else agent.health(),
         "error": agent.error,
         "last_checkin_s_ago": agent.checkin_age(),
         "metadata_age_s": round(agent.metadata_age(), 1),
@@ -143,9 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != "/predict":
             self._send(404, {"error": f"{self.path}: not found (POST /predict)"})
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._send(413, {"error": f"body over {MAX_BODY} bytes"})
+        length = self._declared_length()
+        if length is None:
             self.close_connection = True
             return
         try:
@@ -157,6 +169,33 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(503, {"error": str(exc)})
         except ValueError as exc:  # json's errors are ValueErrors too
             self._send(400, {"error": str(exc)})
+
+    def _declared_length(self) -> int | None:
+        """The body's length, when it is declared and within MAX_BODY; else the
+        refusal is sent and None returned. A chunked body is refused (411), not
+        read: http.server would read it to the connection's end, unbounded (so
+        would a negative Content-Length: 200 MB were buffered)."""
+        declared = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding") or declared is None:
+            self._send(411, {"error": "Content-Length required (no chunked body)"})
+            return None
+        try:
+            length = int(declared)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._send(
+                400,
+                {
+                    "error": f"Content-Length {declared[:20]!r}: expected "
+                    "a whole number of bytes"
+                },
+            )
+            return None
+        if length > MAX_BODY:
+            self._send(413, {"error": f"body over {MAX_BODY} bytes"})
+            return None
+        return length
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("local inference: " + format, *args)

@@ -24,6 +24,7 @@ from tests.edge_fleet.conftest import (
     make_agents,
     rollout_over,
 )
+from tests.oversized import MB, send_oversized, tree_rss
 
 pytestmark = pytest.mark.integration
 
@@ -142,6 +143,44 @@ def enrolled(
     return agent_command, settings, port
 
 
+def local_bodies_are_bounded(port: int, pid: int) -> None:
+    """A row of the wrong width is refused; a body declared too large, declared
+    negative (main buffered 200 MB: RSS 101 -> 307 MB) or chunked: refused
+    unread."""
+    url = f"http://127.0.0.1:{port}/predict"
+    refused = httpx.post(url, json={"row": [1.0, 2.0]})
+    assert refused.status_code == 400
+    assert "expected a list of 64 numbers, got 2" in refused.json()["error"]
+    for how, expected in (
+        ({}, 413),
+        ({"declared": "-1"}, 400),
+        ({"chunked": True}, 411),
+    ):
+        before = tree_rss(pid)
+        refusal = send_oversized(url, **how)
+        assert refusal.status == expected and refusal.sent < 200 * MB, (how, refusal)
+        assert tree_rss(pid) - before < 10 * MB, how
+
+
+def one_bad_row_does_not_stop_telemetry(port: int, server, digits) -> None:
+    """Rows of 1e20 (in float32's range, their square not) among normal ones:
+    main's reports then overflowed to inf and every check-in carrying them failed
+    ('Out of range float values are not JSON compliant'); now the report that
+    holds them is taken."""
+    huge = [1e20] * 64
+    with httpx.Client(timeout=10) as client:
+        for row in (huge, digits.x[0].tolist(), huge):
+            answer = client.post(f"http://127.0.0.1:{port}/predict", json={"row": row})
+            assert answer.status_code == 200, answer.text
+    _until(
+        lambda: any(
+            max(t["feature_stats"]["max"]) >= 1e20
+            for t in server.admin.telemetry(limit=50)
+            if t["device_id"] == "gw-wheel"
+        )
+    )
+
+
 def test_installed_agent_enrolls_installs_answers_and_follows_rollout_and_rollback(
     enrolled, runtime, fleet_server, digits, tmp_path
 ):
@@ -185,11 +224,8 @@ def test_installed_agent_enrolls_installs_answers_and_follows_rollout_and_rollba
         classes = np.array([int(a["class"]) for a in answers])
         assert (classes == digits.y[300:350]).mean() >= 0.9
         assert 0.0 < min(a["confidence"] for a in answers) <= 1.0
-        refused = httpx.post(
-            f"http://127.0.0.1:{port}/predict", json={"row": [1.0, 2.0]}
-        )
-        assert refused.status_code == 400
-        assert "expected a list of 64 numbers, got 2" in refused.json()["error"]
+        local_bodies_are_bounded(port, agent.pid)
+        one_bad_row_does_not_stop_telemetry(port, fleet_server, digits)
 
         # The operator's rollback: v1 again, from the agent's other slot.
         fleet_server.admin.retarget("1", "rollback")

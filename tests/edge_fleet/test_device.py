@@ -298,3 +298,18 @@ def test_sigkill_at_each_install_step_leaves_a_working_device(  # noqa: PLR0917
     reports = fleet_server.admin.telemetry()
     assert {r["version"] for r in reports} <= {"1", "2"}
     assert reports[0]["version"] == "2"
+
+
+def test_the_local_status_is_unhealthy_when_check_ins_stop_being_taken(device_on_v1):
+    """The fleet cannot see a device whose check-ins fail: its own /status says so
+    (main said 'ok' with the last good check-in long past)."""
+    from edge_fleet.device.local import overdue_after_s, status
+
+    device = device_on_v1
+    assert status(device)["health"] == "ok"
+    device.checked_in_at = time.monotonic() - overdue_after_s(device.cfg) - 1
+    late = status(device)
+    assert late["health"] == "checkin_overdue", late
+    assert late["last_checkin_s_ago"] > overdue_after_s(device.cfg)
+    device.step()
+    assert status(device)["health"] == "ok"
