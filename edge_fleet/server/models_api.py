@@ -24,7 +24,11 @@ router = APIRouter(prefix="/v1/admin", dependencies=[Depends(admin)])
 Version = Annotated[str, ApiPath(max_length=32, pattern=r"^[A-Za-z0-9._-]+$")]
 Profile = Annotated[str, ApiPath(min_length=1, max_length=64, pattern=NAME)]
 Variant = Annotated[str, Query(min_length=1, max_length=64)]
-Filename = Annotated[str, Query(min_length=1, max_length=128)]
+# A plain file name: no folder, not "." or ".." (an upload named ".." was stored,
+# and every device's install of it failed: "[Errno 16] Device or resource busy").
+Filename = Annotated[
+    str, Query(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+]
 
 
 @router.put("/models/{version}", status_code=201)

@@ -363,6 +363,29 @@ def test_a_version_of_another_registered_model_is_refused_not_stored(api):
     assert ours.status_code == 201, ours.text
 
 
+def test_an_uploaded_file_name_is_a_plain_name(api):
+    """'..' was stored (201), and every device's install of it then failed with
+    '[Errno 16] Device or resource busy'."""
+    client, _ = api
+    params = {"model": MODEL, "variant": "fp32", "profiles": "gateway", "features": "1"}
+    for name in ("..", ".", "../up.onnx", "a/b.onnx", ".hidden.onnx", "a b.onnx"):
+        refused = client.put(
+            "/v1/admin/models/4",
+            params=params | {"filename": name},
+            content=b"a model",
+            headers=AS_ADMIN,
+        )
+        assert refused.status_code == 422, (name, refused.text)
+        assert "filename" in refused.text, refused.text
+    ok = client.put(
+        "/v1/admin/models/4",
+        params=params | {"filename": "pruned_int8-static.v2.onnx"},
+        content=b"a model",
+        headers=AS_ADMIN,
+    )
+    assert ok.status_code == 201, ok.text
+
+
 @pytest.mark.parametrize("made_by", ["create_all today", "before class_prior"])
 def test_a_fleet_database_from_before_migrations_upgrades_in_place(
     tmp_path: Path, made_by: str
