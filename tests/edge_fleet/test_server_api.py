@@ -363,26 +363,22 @@ def test_a_version_of_another_registered_model_is_refused_not_stored(api):
     assert ours.status_code == 201, ours.text
 
 
+def _put_model(client, version: str, params: dict, content: bytes = b"a model"):
+    return client.put(
+        f"/v1/admin/models/{version}", params=params, content=content, headers=AS_ADMIN
+    )
+
+
 def test_an_uploaded_file_name_is_a_plain_name(api):
     """'..' was stored (201), and every device's install of it then failed with
     '[Errno 16] Device or resource busy'."""
     client, _ = api
     params = {"model": MODEL, "variant": "fp32", "profiles": "gateway", "features": "1"}
     for name in ("..", ".", "../up.onnx", "a/b.onnx", ".hidden.onnx", "a b.onnx"):
-        refused = client.put(
-            "/v1/admin/models/4",
-            params=params | {"filename": name},
-            content=b"a model",
-            headers=AS_ADMIN,
-        )
+        refused = _put_model(client, "4", params | {"filename": name})
         assert refused.status_code == 422, (name, refused.text)
         assert "filename" in refused.text, refused.text
-    ok = client.put(
-        "/v1/admin/models/4",
-        params=params | {"filename": "pruned_int8-static.v2.onnx"},
-        content=b"a model",
-        headers=AS_ADMIN,
-    )
+    ok = _put_model(client, "4", params | {"filename": "pruned_int8-static.v2.onnx"})
     assert ok.status_code == 201, ok.text
 
 
