@@ -5,12 +5,17 @@ checks in more often than its budget)."""
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from edge_fleet.device.seams import Polling
 
-if TYPE_CHECKING:
-    from edge_fleet.device.agent import Agent
+
+class Throttled(Protocol):
+    """What of the agent the next delay reads: its jitter's random source, and the
+    Retry-After of its last refused check-in (taken once)."""
+
+    rng: random.Random
+    retry_after_s: float
 
 
 def poll_delay(cfg: Polling, failures: int, rng: random.Random) -> float:
@@ -23,7 +28,7 @@ def poll_delay(cfg: Polling, failures: int, rng: random.Random) -> float:
     return base * (1 + rng.uniform(-cfg.poll_jitter, cfg.poll_jitter))
 
 
-def next_delay(agent: Agent, cfg: Polling, failures: int) -> float:
+def next_delay(agent: Throttled, cfg: Polling, failures: int) -> float:
     """The poll delay, or the server's Retry-After where it said to wait longer."""
     wait, agent.retry_after_s = agent.retry_after_s, 0.0
     return max(poll_delay(cfg, failures, agent.rng), wait)
