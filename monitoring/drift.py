@@ -213,7 +213,7 @@ def check(
     `by_device`: the rows are reports indexed by device (`device_frames`), and
     the window drifts only when at least `monitoring.min_devices` devices' own
     reports drift too: a device is one vote, however many reports it sends."""
-    devices = current.index.nunique() if by_device else None
+    devices = int(current.index.nunique()) if by_device else None
     if len(current) < (cfg.serving_min_rows if min_rows is None else min_rows) or (
         devices is not None and devices < cfg.min_devices
     ):
@@ -289,7 +289,7 @@ def drifting_devices(
             test(reference[c], rows[c], ColumnType.Numerical, threshold).drifted
             for c in current.columns
         )
-        voted += drifted / len(current.columns) >= cfg.drift_share
+        voted += bool(drifted / len(current.columns) >= cfg.drift_share)
     return voted
 
 

@@ -100,3 +100,7 @@ class DriftOutcome:
     accuracy_reference: float | None = None
     performance_degraded: bool | None = None
     performance_snapshot_id: str | None = None
+    # A cohort's window: the devices in it, and those whose own reports drift
+    # (the window drifts only with monitoring.min_devices of them).
+    devices: int | None = None
+    devices_drifted: int | None = None

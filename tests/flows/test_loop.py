@@ -425,6 +425,9 @@ def test_serving_follows_the_model_its_params_name(stack: Stack):
         tags=source.tags,
         model_id=source.model_id or source.source.removeprefix("models:/"),
     ).version
+    # Its seal names it-loop's version: sealed for it-loop-b, as the gates would
+    # (serving loads only a version with its own seal).
+    registry.seal_decision(client, "it-loop-b", other, True, gate_key(stack.settings))
     client.set_registered_model_alias("it-loop-b", "champion", other)
     params = stack.project / "params.yaml"
     text = params.read_text()
