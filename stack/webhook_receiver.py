@@ -21,6 +21,7 @@ from pathlib import Path
 from fastapi import BackgroundTasks, FastAPI, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from stack.answers import answers
 from stack.body_limit import BodyLimit
 
 SIGNATURE = "X-MLflow-Signature"
@@ -122,6 +123,42 @@ class AliasEvent(BaseModel):
     version: str | int
 
 
+ALIAS_CREATED = ("model_version_alias", "created")
+
+
+def delivery_schema() -> dict:
+    """The body, as MLflow sends it: any entity and action, and for an alias
+    change (the one event acted on) `data` naming the model, alias and version."""
+    return {
+        "type": "object",
+        "required": ["entity", "action", "data"],
+        "properties": {
+            "entity": {"type": "string"},
+            "action": {"type": "string"},
+            "data": {"type": "object"},
+        },
+        "if": {
+            "required": ["entity", "action"],
+            "properties": {
+                "entity": {"const": ALIAS_CREATED[0]},
+                "action": {"const": ALIAS_CREATED[1]},
+            },
+        },
+        "then": {"properties": {"data": AliasEvent.model_json_schema()}},
+    }
+
+
+def receiver_openapi() -> dict:
+    """What `receive` reads (it reads the raw body: the signature is over its
+    bytes) and answers, for the route's OpenAPI schema."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": delivery_schema()}},
+        }
+    }
+
+
 def create_app(
     secret: str,
     on_alias_change: Callable[[AliasEvent], None],
@@ -139,7 +176,22 @@ def create_app(
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post(PATH, status_code=202)
+    @app.post(
+        PATH,
+        status_code=202,
+        openapi_extra=receiver_openapi(),
+        responses={
+            200: {"description": "a delivery taken before: not acted on again"},
+            202: {"description": "an alias change: the release starts"},
+            204: {"description": "another event: nothing to do"},
+        }
+        | answers(
+            s400="not MLflow's webhook JSON (entity, action, data), or an alias "
+            "change without name, alias and version; or Content-Length not a number",
+            s401="unsigned, wrongly signed, stale or future-stamped delivery",
+            s413=f"body over {MAX_BODY_BYTES} bytes",
+        ),
+    )
     async def receive(request: Request, background: BackgroundTasks) -> Response:
         body = await request.body()
         delivery = verify(secret, dict(request.headers), body)
@@ -150,7 +202,7 @@ def create_app(
             raise HTTPException(
                 400, "expected MLflow's webhook JSON: entity, action, data"
             ) from None
-        if (entity, action) != ("model_version_alias", "created"):
+        if (entity, action) != ALIAS_CREATED:
             return Response(status_code=204)
         try:
             alias = AliasEvent.model_validate(data)

@@ -37,9 +37,18 @@ from edge_fleet.server.schemas import (
     TelemetryWindowView,
     VersionCount,
 )
+from stack.answers import answers
 from stack.contracts import ACTIVE_ROLLOUT_STATES
 
-router = APIRouter(prefix="/v1/admin", dependencies=[Depends(admin)])
+# Every admin route: the admin token, and a body bounded before it is read.
+ADMIN = answers(
+    s400="Content-Length is not a number",
+    s401="no admin token, or a wrong one",
+    s413="body over fleet.max_request_bytes",
+)
+router = APIRouter(prefix="/v1/admin", dependencies=[Depends(admin)], responses=ADMIN)
+NOT_ENROLLED = answers(s404="no device of that id is enrolled")
+NO_ROLLOUT = answers(s404="no rollout of that id")
 
 
 # List endpoints answer at most this many rows a page.
@@ -109,7 +118,7 @@ def enrolled(session: DB, device_id: str) -> Device:
     return device
 
 
-@router.post("/devices/{device_id}/revoke")
+@router.post("/devices/{device_id}/revoke", responses=NOT_ENROLLED)
 def revoke(device_id: DeviceId, session: DB) -> DeviceView:
     """The device's token stops working at once (401); its record and telemetry
     stay. Delete it to let the id enroll again."""
@@ -120,7 +129,7 @@ def revoke(device_id: DeviceId, session: DB) -> DeviceView:
     return DeviceView.model_validate(device)
 
 
-@router.post("/devices/{device_id}/token")
+@router.post("/devices/{device_id}/token", responses=NOT_ENROLLED)
 def rotate_token(device_id: DeviceId, session: DB) -> NewToken:
     """A new token for the device (the old one stops working), for an operator to
     put on it; a revoked device is enabled again with it."""
@@ -131,7 +140,7 @@ def rotate_token(device_id: DeviceId, session: DB) -> NewToken:
     return NewToken(device_id=device_id, token=token)
 
 
-@router.delete("/devices/{device_id}", status_code=204)
+@router.delete("/devices/{device_id}", status_code=204, responses=NOT_ENROLLED)
 def delete_device(device_id: DeviceId, session: DB) -> Response:
     """The device and its telemetry are removed; its id may enroll again."""
     device = enrolled(session, device_id)
@@ -209,7 +218,21 @@ def cohorts(session: DB) -> list[str]:
     )
 
 
-@router.post("/rollouts", status_code=201)
+@router.post(
+    "/rollouts",
+    status_code=201,
+    responses={
+        200: {
+            "model": RolloutStarted,
+            "description": "nothing to do: the "
+            "version is already rolling out or stable (`outcome` says which)",
+        }
+    }
+    | answers(
+        s404="the version was not uploaded",
+        s409="another version's rollout is active (abort it, or supersede it)",
+    ),
+)
 def start_rollout(
     body: StartRollout, session: DB, fleet: Fleet, response: Response
 ) -> RolloutStarted:
@@ -247,12 +270,15 @@ def found_rollout(session: DB, rollout_id: int) -> Rollout:
     return found
 
 
-@router.get("/rollouts/{rollout_id}")
+@router.get("/rollouts/{rollout_id}", responses=NO_ROLLOUT)
 def rollout(rollout_id: RolloutId, session: DB, fleet: Fleet) -> RolloutView:
     return RolloutView.of(found_rollout(session, rollout_id), fleet.controller)
 
 
-@router.post("/rollouts/{rollout_id}/{action}")
+@router.post(
+    "/rollouts/{rollout_id}/{action}",
+    responses=NO_ROLLOUT | answers(s409="the rollout's state does not allow it"),
+)
 def rollout_action(
     rollout_id: RolloutId,
     action: Literal["pause", "resume", "abort", "rollback"],
@@ -265,7 +291,10 @@ def rollout_action(
     return RolloutView.of(changed, fleet.controller)
 
 
-@router.post("/retarget")
+@router.post(
+    "/retarget",
+    responses=answers(s404="the version was not uploaded"),
+)
 def retarget(body: RolloutRequest, session: DB, fleet: Fleet) -> Retargeted:
     with fleet.publish_lock:
         stopped = fleet.controller.retarget(

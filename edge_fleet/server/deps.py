@@ -52,12 +52,11 @@ class FleetState:
 
     def model_features(self, session: Session, version: str) -> int | None:
         """How many features `version` takes (None: stored before that was
-        recorded); 422 for a version this fleet does not have."""
+        recorded); 409 for a version this fleet does not have."""
         if version not in self._features:
             model = session.get(Model, version)
             if model is None:
-                raise invalid(
-                    "body",
+                raise mismatch(
                     "telemetry.version",
                     f"{version!r}: expected a model version this fleet has",
                 )
@@ -101,6 +100,12 @@ def invalid(where: str, name: str, message: str) -> RequestValidationError:
     return RequestValidationError(
         [{"loc": (where, name), "msg": message, "type": "value_error"}]
     )
+
+
+def mismatch(name: str, message: str) -> HTTPException:
+    """A 409 for a well-formed value that does not fit what the fleet has (the
+    model version a report names): `name` is the field, as in a 422."""
+    return HTTPException(409, f"{name}: {message}")
 
 
 def token_hash(token: str) -> str:

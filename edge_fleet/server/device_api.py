@@ -19,7 +19,7 @@ from edge_fleet.server.deps import (
     Auth,
     Fleet,
     device_of_token,
-    invalid,
+    mismatch,
     own_device,
     token_hash,
 )
@@ -31,11 +31,28 @@ from edge_fleet.server.schemas import (
     Enrollment,
     TelemetryBatch,
 )
+from stack.answers import answers
 
 router = APIRouter()
 
+TOKEN = "no device token, or not one this fleet issued (revoked included)"
+OTHER = "the token belongs to another device than the path names"
+BODY = answers(
+    s400="Content-Length is not a number",
+    s413="body over fleet.max_request_bytes (check-ins: fleet.max_telemetry_bytes)",
+)
 
-@router.post("/v1/enroll", status_code=201)
+
+@router.post(
+    "/v1/enroll",
+    status_code=201,
+    responses=BODY
+    | answers(
+        s401="no enrollment code, or one unknown, expired or used up",
+        s403="the code does not allow this device id, profile or cohort",
+        s409="the device id is already enrolled",
+    ),
+)
 def enroll(
     body: Enrollment,
     fleet: Fleet,
@@ -96,7 +113,19 @@ def check_code(code: EnrollmentCode | None, body: Enrollment) -> None:
             )
 
 
-@router.post("/v1/devices/{device_id}/checkin")
+@router.post(
+    "/v1/devices/{device_id}/checkin",
+    responses=BODY
+    | answers(
+        s401=TOKEN,
+        s403=OTHER,
+        s409="the report does not fit the model version it names (a version this "
+        "fleet does not have, another feature count, classes it does not predict, "
+        "more inferences than fleet.telemetry_batch); nothing is stored",
+        s429="over the device's check-in budget (fleet.checkin_burst, "
+        "fleet.checkin_min_interval_s); Retry-After says when to come back",
+    ),
+)
 def checkin(
     device_id: str, body: CheckIn, fleet: Fleet, authorization: Auth = None
 ) -> CheckedIn:
@@ -146,27 +175,25 @@ def check_report(
 ) -> None:
     """A report must describe the model version it names (`features`, `classes`:
     what that version takes and predicts, from FleetState): its feature count, its
-    predicted classes, at most one telemetry batch of inferences. 422, and nothing
+    predicted classes, at most one telemetry batch of inferences. 409, and nothing
     stored, otherwise (one device's bad report would otherwise break every drift
-    check that reads it)."""
+    check that reads it): the report is well formed (the schema's 422 is for one
+    that is not) but does not fit what this fleet has for that version."""
     unknown = sorted(set(batch.class_counts) - classes) if classes else []
     if unknown:
-        raise invalid(
-            "body",
+        raise mismatch(
             "telemetry.class_counts",
             f"{len(unknown)} classes v{batch.version} does not predict (first "
             f"{unknown[0][:40]!r}): expected its class labels or output positions",
         )
     width = batch.feature_stats.features
     if features is not None and width != features:
-        raise invalid(
-            "body",
+        raise mismatch(
             "telemetry.feature_stats",
             f"{width} features: v{batch.version} takes {features}",
         )
     if batch.inferences > batch_size:
-        raise invalid(
-            "body",
+        raise mismatch(
             "telemetry.inferences",
             f"{batch.inferences}: expected at most fleet.telemetry_batch "
             f"({batch_size}) per report",
@@ -190,7 +217,7 @@ def telemetry_row(device: Device, batch: TelemetryBatch, keep_samples: bool):
     )
 
 
-@router.get("/v1/devices/{device_id}")
+@router.get("/v1/devices/{device_id}", responses=answers(s401=TOKEN, s403=OTHER))
 def device_state(device_id: str, session: DB, authorization: Auth = None) -> DeviceView:
     return DeviceView.model_validate(own_device(device_id, session, authorization))
 
@@ -205,14 +232,21 @@ def tuf_file(
     return FileResponse(path)  # Starlette answers Range requests (206)
 
 
-@router.get("/tuf/metadata/{name}")
+TUF_FILE = answers(
+    s401=TOKEN,
+    s404="no such file in the repository",
+    s416="the Range asked for lies past the file's end",
+)
+
+
+@router.get("/tuf/metadata/{name}", responses=TUF_FILE)
 def tuf_metadata(
     name: str, session: DB, fleet: Fleet, authorization: Auth = None
 ) -> FileResponse:
     return tuf_file(fleet.repo.metadata_dir, name, session, authorization)
 
 
-@router.get("/tuf/targets/{name:path}")
+@router.get("/tuf/targets/{name:path}", responses=TUF_FILE)
 def tuf_target(
     name: str, session: DB, fleet: Fleet, authorization: Auth = None
 ) -> FileResponse:

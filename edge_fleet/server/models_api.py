@@ -18,8 +18,28 @@ from sqlalchemy import select
 from edge_fleet.db import Model, Rollout
 from edge_fleet.server.deps import Fleet, admin, invalid
 from edge_fleet.server.schemas import MAX_FEATURES, NAME, ModelView
+from stack.answers import answers
 
-router = APIRouter(prefix="/v1/admin", dependencies=[Depends(admin)])
+# The file is the body, read as bytes (FastAPI would otherwise document none).
+FILE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary", "minLength": 1}
+            }
+        },
+    }
+}
+router = APIRouter(
+    prefix="/v1/admin",
+    dependencies=[Depends(admin)],
+    responses=answers(
+        s400="Content-Length is not a number",
+        s401="no admin token, or a wrong one",
+        s413="body over fleet.max_model_bytes",
+    ),
+)
 
 Version = Annotated[str, ApiPath(max_length=32, pattern=r"^[A-Za-z0-9._-]+$")]
 Profile = Annotated[str, ApiPath(min_length=1, max_length=64, pattern=NAME)]
@@ -31,7 +51,15 @@ Filename = Annotated[
 ]
 
 
-@router.put("/models/{version}", status_code=201)
+@router.put(
+    "/models/{version}",
+    status_code=201,
+    openapi_extra=FILE_BODY,
+    responses=answers(
+        s409="another registered model than this fleet runs, or the version exists "
+        "with other content"
+    ),
+)
 async def upload(
     version: Version,
     request: Request,
@@ -82,7 +110,16 @@ async def upload(
         return ModelView.model_validate(stored)
 
 
-@router.put("/models/{version}/profiles/{profile}", status_code=201)
+@router.put(
+    "/models/{version}/profiles/{profile}",
+    status_code=201,
+    openapi_extra=FILE_BODY,
+    responses=answers(
+        s404="the version was not uploaded",
+        s409="the version was already sent to devices, or has another file for "
+        "the profile",
+    ),
+)
 async def upload_profile_file(
     version: Version,
     profile: Profile,

@@ -38,7 +38,16 @@ class Enrollment(Strict):
     device_id: str = Field(min_length=1, max_length=128, pattern=NAME)
     profile: str = Field(min_length=1, max_length=64, pattern=NAME)
     cohort: str = Field(min_length=1, max_length=64, pattern=NAME)
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=32)
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict,
+        max_length=32,
+        # Pydantic writes the key pattern as patternProperties, which lets a key
+        # outside it through in the schema (not here): say every key matches it.
+        json_schema_extra={
+            "additionalProperties": False,
+            "propertyNames": {"minLength": 1, "maxLength": 64, "pattern": NAME},
+        },
+    )
 
 
 class Finite(Strict):

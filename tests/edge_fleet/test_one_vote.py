@@ -104,7 +104,7 @@ def test_a_report_counts_only_the_classes_its_model_predicts(
         }
         body = {"health": "ok", "current_version": "1", "telemetry": report}
         reply = _checkin(http, server, device.id.device_id, device.state["token"], body)
-        assert reply.status_code == 422, reply.text
+        assert reply.status_code == 409, reply.text
         assert "telemetry.class_counts" in reply.text
         assert "999 classes v1 does not predict" in reply.text
         assert server.admin.telemetry() == []  # nothing stored

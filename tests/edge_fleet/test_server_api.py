@@ -130,13 +130,15 @@ def _stored(sessions) -> int:
 GOOD = {"current_version": "1", "slot": "a", "health": "ok", "telemetry": TELEMETRY}
 
 
-def _poisoned(case: str, says: str, **telemetry: object) -> tuple:
+def _poisoned(case: str, says: str, status: int = 422, **telemetry: object) -> tuple:
+    """422: a report that is not well formed; 409: one that does not fit the
+    model version it names."""
     return (
         case,
         "dev-1",
         "dev-1",
         GOOD | {"telemetry": TELEMETRY | telemetry},
-        422,
+        status,
         says,
     )
 
@@ -150,6 +152,7 @@ POISONED = [
     _poisoned(
         "one feature more than the model takes",
         "2 features: v1 takes 1",
+        409,
         **_stats(mean=[1.0, 1.0], std=[0.5, 0.5], min=[0.0, 0.0], max=[2.0, 2.0]),
     ),
     _poisoned("lists of different lengths", "the same in each", **_stats(std=[1, 2])),
@@ -165,10 +168,11 @@ POISONED = [
     _poisoned(
         "more inferences than a telemetry batch",
         "fleet.telemetry_batch",
+        409,
         inferences=65,
         class_counts={"0": 65},
     ),
-    _poisoned("a version the fleet does not have", "this fleet has", version="9"),
+    _poisoned("a version the fleet does not have", "this fleet has", 409, version="9"),
 ]
 
 
