@@ -214,7 +214,10 @@ def simulate(  # noqa: PLR0917 - the command's options
     cut: Annotated[float, typer.Option(help="chance a download is cut midway")] = 0.0,
     broken_release: Annotated[
         bool,
-        typer.Option(help="then roll out a corrupted model: the canary must stop it"),
+        typer.Option(
+            help="then roll out a model that loads but fails on the devices' own "
+            "rows (ONNX champions): the canary must stop it"
+        ),
     ] = False,
     prefix: Annotated[
         str, typer.Option(help="device id prefix (state is kept)")

@@ -1,12 +1,12 @@
 """A simulated fleet against the stack's own fleet server: devices built from the
 stack's TUF root and enrollment key with input streams from the test split, the
 champion rolled out to them through the `edge_release` flow, a deliberately broken
-release, and the fleet run until it settles (`edgeloop fleet simulate`)."""
+release (one the fleet server takes, that fails on the devices' own rows), and the
+fleet run until it settles (`edgeloop fleet simulate`)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from components.data.sources import feature_columns
 from components.errors import ServiceError
 from edge_fleet.client import FleetAdmin, stack_fleet_admin
 from edge_fleet.device.agent import Agent
+from edge_fleet.sim.broken_model import fails_on_data
 from edge_fleet.sim.runner import FleetSpec, build_fleet, run_fleet
 from flows.edge_release import edge_release, fetch_ship_file
 from stack.contracts import Channel
@@ -98,13 +99,12 @@ def stable_profiles(channels: dict[str, dict]) -> set[str]:
 def upload_broken(
     fleet: FleetAdmin, champion: str, settings: Settings, name: str
 ) -> str:
-    """The champion's shipped file with its header overwritten (it cannot load),
-    uploaded as a new version; returns that version."""
+    """The champion's shipped file made to answer NaN for any row but zeros
+    (edge_fleet/sim/broken_model.py: it passes the server's load check, and fails
+    every device's smoke test), uploaded as a new version; returns that version."""
     shipped = fetch_ship_file.fn(settings.tracking_uri, name, champion)
-    data = bytearray(Path(shipped["file"]).read_bytes())
-    data[:4096] = hashlib.sha256(b"broken").digest() * 128
-    broken = Path(tempfile.mkdtemp()) / Path(shipped["file"]).name
-    broken.write_bytes(bytes(data))
+    source = Path(shipped["file"])
+    broken = fails_on_data(source, Path(tempfile.mkdtemp()) / source.name)
     version = f"{champion}-broken"
     fleet.upload(
         version,

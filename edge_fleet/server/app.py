@@ -17,7 +17,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from components.config import FleetConfig, load_params
+from components.config import (
+    DeviceProfile,
+    FleetConfig,
+    OptimizeConfig,
+    load_params,
+)
 from edge_fleet.controller import Controller
 from edge_fleet.db import make_sessions
 from edge_fleet.errors import FleetConflict
@@ -45,7 +50,10 @@ def create_app(
     database_url: str | None = None,
     admin_token: str,
     tick_s: float = 0.5,
+    profiles: dict[str, DeviceProfile] | None = None,
 ) -> FastAPI:
+    """`profiles`: the device profiles an upload may name, with the budgets its
+    file is loaded under (params' optimize.profiles; default: the default params')."""
     state_dir.mkdir(parents=True, exist_ok=True)
     repo = FleetRepository(
         state_dir / "tuf",
@@ -61,6 +69,7 @@ def create_app(
         model_name=model_name,
         admin_token=admin_token,
         state_dir=state_dir,
+        profiles=OptimizeConfig().profiles if profiles is None else profiles,
     )
     app = FastAPI(title="edgeloop fleet server", lifespan=controller_thread(tick_s))
     app.state.fleet = fleet
@@ -143,6 +152,7 @@ def main() -> None:
             model_name=params.registry.model_name,
             database_url=args.database_url,
             admin_token=settings.fleet_admin_token.get_secret_value(),
+            profiles=params.optimize.profiles,
         )
     except FleetKeyError as error:
         parser.error(str(error))

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from components.config import FleetConfig
+from components.config import DeviceProfile, FleetConfig
 from edge_fleet.controller import Controller
 from edge_fleet.db import Device, Model
 from edge_fleet.server.checkin_limit import CheckinLimiter
@@ -33,6 +33,8 @@ class FleetState:
     model_name: str  # the registered model this fleet runs (registry.model_name)
     admin_token: str
     state_dir: Path
+    # optimize.profiles: the budgets an uploaded file is loaded under, per profile.
+    profiles: dict[str, DeviceProfile]
     # One writer of the TUF repository at a time (the controller's thread and the
     # admin routes that start, stop or retarget a rollout).
     publish_lock: threading.Lock = field(default_factory=threading.Lock)

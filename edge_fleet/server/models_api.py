@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from edge_fleet.db import Model, Rollout
 from edge_fleet.server.deps import Fleet, admin, invalid
+from edge_fleet.server.load_check import refusal, unknown_profiles
 from edge_fleet.server.schemas import MAX_FEATURES, NAME, ModelView
 from stack.answers import answers
 
@@ -56,8 +57,8 @@ Filename = Annotated[
     status_code=201,
     openapi_extra=FILE_BODY,
     responses=answers(
-        s409="another registered model than this fleet runs, or the version exists "
-        "with other content"
+        s409="another registered model than this fleet runs, a profile this fleet "
+        "has no budgets for, or the version exists with other content",
     ),
 )
 async def upload(
@@ -75,7 +76,9 @@ async def upload(
     """The model file as the body (at most fleet.max_model_bytes), a version of the
     registered model this fleet runs taking `features` inputs (its devices'
     telemetry is checked against it); the same version again with the same
-    content is answered with the stored one, with other content refused (409)."""
+    content is answered with the stored one, with other content refused (409).
+    Before it is stored, the file must fit and load in the device runtime of each
+    profile named, under that profile's budgets (422 otherwise: load_check.py)."""
     if model != fleet.model_name:
         raise HTTPException(
             409,
@@ -85,9 +88,27 @@ async def upload(
     data = await request.body()
     prior = parse_class_prior(class_prior)
     digest = _check_file(data, filename)
+    named = [p for p in profiles.split(",") if p]
+    if unknown := unknown_profiles(named, fleet.profiles):
+        raise HTTPException(409, unknown)
     with fleet.sessions() as session:
         existing = session.get(Model, version)
         if existing is not None:
+            if existing.sha256 != digest:
+                raise HTTPException(
+                    409, f"model version {version} exists with other content"
+                )
+            return ModelView.model_validate(existing)
+    await _loads(
+        fleet,
+        data,
+        filename,
+        named,
+        features=features,
+        classes=len(prior) if prior else None,
+    )
+    with fleet.sessions() as session:
+        if (existing := session.get(Model, version)) is not None:  # meanwhile
             if existing.sha256 != digest:
                 raise HTTPException(
                     409, f"model version {version} exists with other content"
@@ -100,7 +121,7 @@ async def upload(
             sha256=digest,
             size=len(data),
             variant=variant,
-            profiles=[p for p in profiles.split(",") if p],
+            profiles=named,
             blob=str(_store(fleet.state_dir, data, digest, filename)),
             class_prior=prior,
             features=features,
@@ -116,8 +137,8 @@ async def upload(
     openapi_extra=FILE_BODY,
     responses=answers(
         s404="the version was not uploaded",
-        s409="the version was already sent to devices, or has another file for "
-        "the profile",
+        s409="the version was already sent to devices, has another file for the "
+        "profile, or this fleet has no budgets for the profile",
     ),
 )
 async def upload_profile_file(
@@ -132,9 +153,22 @@ async def upload_profile_file(
     """The file devices of `profile` get for uploaded `version`, as the body. Only
     before the version was first sent to devices: what a published version is does
     not change (409; upload a new version). The same file again is answered with
-    the stored version, another file for the profile is refused (409)."""
+    the stored version, another file for the profile is refused (409). The file
+    must fit and load for the profile first, as an upload's (422)."""
     data = await request.body()
     digest = _check_file(data, filename)
+    if unknown := unknown_profiles([profile], fleet.profiles):
+        raise HTTPException(409, unknown)
+    with fleet.sessions() as session:
+        model = session.get(Model, version)
+        if model is None:
+            raise HTTPException(404, f"model version {version} was not uploaded")
+        features, prior = model.features, model.class_prior
+    if features is not None:  # stored before widths were recorded: not checked
+        classes = len(prior) if prior else None
+        await _loads(
+            fleet, data, filename, [profile], features=features, classes=classes
+        )
     return await run_in_threadpool(
         _add_profile_file,
         fleet,
@@ -188,6 +222,30 @@ def _add_profile_file(
         model.profile_files = files  # a new dict: the JSON column sees the change
         session.commit()
         return ModelView.model_validate(model)
+
+
+async def _loads(
+    fleet: Fleet,
+    data: bytes,
+    filename: str,
+    named: list[str],
+    *,
+    features: int,
+    classes: int | None,
+) -> None:
+    """422 unless the file fits and loads for every profile in `named`."""
+    problem = await run_in_threadpool(
+        refusal,
+        data,
+        filename,
+        named=named,
+        profiles=fleet.profiles,
+        features=features,
+        batch=fleet.cfg.telemetry_batch,
+        classes=classes,
+    )
+    if problem is not None:
+        raise invalid("body", "file", problem)
 
 
 def _check_file(data: bytes, filename: str) -> str:

@@ -31,6 +31,7 @@ from components.config import FleetConfig, load_params
 from edge_fleet import keys
 from edge_fleet.client import FleetAdmin
 from edge_fleet.device.agent import Agent, Identity
+from edge_fleet.sim.broken_model import fails_on_data
 from edge_fleet.sim.faults import Faults
 from edge_fleet.sim.runner import SHARED_RUNTIMES
 from edge_fleet.sim.streams import DataStream
@@ -102,8 +103,9 @@ def linear_onnx(
 
 @pytest.fixture(scope="session")
 def models(digits: Digits, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """good-1, good-2 (two fits), scrambled (loads, answers the wrong classes) and
-    broken (not a model at all)."""
+    """good-1, good-2 (two fits), scrambled (loads, answers the wrong classes),
+    fails-on-data (loads, answers rows of zeros, NaN for the devices' own rows: past
+    the server's upload check, stopped by the canary)."""
     root = tmp_path_factory.mktemp("models")
     out = {}
     for name, c in (("good-1", 1.0), ("good-2", 0.5)):
@@ -114,9 +116,7 @@ def models(digits: Digits, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     out["scrambled"] = linear_onnx(
         root / "scrambled.onnx", fit.coef_.T[:, order], fit.intercept_[order]
     )
-    broken = root / "broken.onnx"
-    broken.write_bytes(b"\x08\x07not an onnx model" * 64)
-    out["broken"] = broken
+    out["fails-on-data"] = fails_on_data(out["good-1"], root / "fails-on-data.onnx")
     return out
 
 
@@ -239,7 +239,7 @@ class FleetServer:
             file,
             model=load_params(self.params_file).registry.model_name,
             variant="linear",
-            profiles=profiles or ["mcu", "gateway"],
+            profiles=profiles or ["gateway"],
             features=FEATURES,
         )
 

@@ -62,8 +62,10 @@ def test_canary_waves_full_and_bad_models_rolled_back(
     assert second["state"] == "completed", second  # judged against v1: healthy
     drive(agents, lambda: all(a.version == "2" for a in agents))
 
-    # A file that is not a model: every canary device fails its install.
-    broken = _release(fleet_server, agents, "3", models["broken"])
+    # A file that loads on the server and fails on the devices' own rows: every
+    # canary device fails its install. (One that does not load at all is refused
+    # at upload: test_server_api.)
+    broken = _release(fleet_server, agents, "3", models["fails-on-data"])
     assert broken["state"] == "rolled_back"
     assert broken["cause"]["check"] == "install_success"
     assert broken["cause"]["stage"] == "canary"
@@ -71,7 +73,7 @@ def test_canary_waves_full_and_bad_models_rolled_back(
     assert all(a.version == "2" for a in agents)  # never without a working model
     failed = [d for d in fleet_server.admin.devices() if d["failed_version"] == "3"]
     assert failed and len(failed) < len(agents)  # the canary only
-    assert all("load/inference failed" in (d["last_error"] or "") for d in failed)
+    assert all("non-finite values" in (d["last_error"] or "") for d in failed)
 
     # A model that loads and answers, but (almost) always the same class.
     w, b = _weights(models["good-1"])

@@ -4,9 +4,11 @@ another, oversized or malformed telemetry, missing admin token or enrollment key
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sqlite3
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,7 +37,7 @@ from edge_fleet.db import (
 from edge_fleet.errors import FleetConflict
 from edge_fleet.retention import roll_up, window_start
 from edge_fleet.server import create_app
-from tests.edge_fleet.conftest import make_root
+from tests.edge_fleet.conftest import linear_onnx, make_root
 
 ADMIN = "admin-secret"
 AS_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
@@ -92,6 +94,16 @@ def _enroll(client, device_id: str, cohort: str = "north") -> str:
     return reply.json()["token"]
 
 
+@functools.cache
+def _model(features: int = 1, classes: int = 2, bias: float = 0.0) -> bytes:
+    """A real model file (ONNX, logits = x @ W + b): the server loads every upload
+    in its device runtime before it stores it."""
+    folder = Path(tempfile.mkdtemp(prefix="fleet-api-models-"))
+    weights = np.linspace(-1, 1, features * classes).reshape(features, classes)
+    path = linear_onnx(folder / "m.onnx", weights, np.full(classes, bias))
+    return path.read_bytes()
+
+
 def _upload(client, version: str = "1", features: int = 1, **params):
     """A model version the fleet has, taking `features` inputs (what a report for
     it is checked against)."""
@@ -105,7 +117,7 @@ def _upload(client, version: str = "1", features: int = 1, **params):
             "features": str(features),
         }
         | params,
-        content=f"model {version}".encode(),
+        content=_model(features),
         headers={"Authorization": f"Bearer {ADMIN}"},
     )
     assert reply.status_code == 201, reply.text
@@ -323,7 +335,7 @@ def test_a_model_upload_keeps_its_class_prior_and_refuses_a_bad_one(api):
         refused = client.put(
             "/v1/admin/models/3",
             params=params | {"class_prior": bad},
-            content=b"model",
+            content=_model(),
             headers=admin,
         )
         assert refused.status_code == 422 and "class_prior" in refused.text
@@ -332,7 +344,7 @@ def test_a_model_upload_keeps_its_class_prior_and_refuses_a_bad_one(api):
     stored = client.put(
         "/v1/admin/models/3",
         params=params | {"class_prior": '{"0": 0.25, "1": 0.75}'},
-        content=b"model",
+        content=_model(),
         headers=admin,
     )
     assert stored.status_code == 201, stored.text
@@ -353,7 +365,7 @@ def test_a_version_of_another_registered_model_is_refused_not_stored(api):
     other = client.put(
         "/v1/admin/models/3",
         params=params | {"model": "someone-elses-model"},
-        content=b"their model",
+        content=_model(bias=1.0),
         headers=admin,
     )
     assert other.status_code == 409, other.text
@@ -361,13 +373,14 @@ def test_a_version_of_another_registered_model_is_refused_not_stored(api):
     ours = client.put(
         "/v1/admin/models/3",
         params=params | {"model": MODEL},
-        content=b"our model",
+        content=_model(),
         headers=admin,
     )
     assert ours.status_code == 201, ours.text
 
 
-def _put_model(client, version: str, params: dict, content: bytes = b"a model"):
+def _put_model(client, version: str, params: dict, content: bytes | None = None):
+    content = _model() if content is None else content
     return client.put(
         f"/v1/admin/models/{version}", params=params, content=content, headers=AS_ADMIN
     )
@@ -572,3 +585,57 @@ def test_reports_past_retention_are_summarised_and_the_table_stays_bounded(api):
     with sessions() as session:  # 91 days on: the window is dropped too
         roll_up(session, cfg, at=now() + timedelta(days=91))
         assert session.scalar(select(func.count()).select_from(TelemetryWindow)) == 0
+
+
+def test_an_upload_that_does_not_load_for_its_profiles_is_refused_before_any_rollout(
+    api, tmp_path
+):
+    """A file that is not a model was stored (201) and completed canary -> full
+    when the canary's devices reported success; now every upload is loaded in the
+    device runtime of each profile it names, under that profile's budgets, and
+    answers a row and a telemetry batch, before it is stored."""
+    client, sessions = api
+    params = {"model": MODEL, "variant": "fp32", "filename": "m.onnx", "features": "1"}
+    one_row_only = linear_onnx(
+        tmp_path / "b1.onnx", np.ones((1, 2)), np.zeros(2), batch=1
+    )
+    refused = {
+        "not a model": (b"\x08\x07not an onnx model" * 64, {}, "INVALID_PROTOBUF"),
+        "another width": (_model(features=3), {}, "Got: 1 Expected: 3"),
+        "one row at a time": (one_row_only.read_bytes(), {}, "Expected: 1"),
+        "other classes": (
+            _model(classes=2),
+            {"class_prior": '{"a": 0.5, "b": 0.25, "c": 0.25}'},
+            "expected 3",
+        ),
+        "over mcu's flash": (
+            _model(features=1, classes=200_000),
+            {"profiles": "mcu"},
+            "over its optimize.profiles.mcu.max_model_kb",
+        ),
+    }
+    for case, (content, extra, says) in refused.items():
+        reply = _put_model(
+            client, "7", params | {"profiles": "gateway"} | extra, content
+        )
+        assert reply.status_code == 422, (case, reply.text)
+        assert "profile" in reply.text and says in reply.text, (case, reply.text)
+    unknown = _put_model(client, "7", params | {"profiles": "toaster"})
+    assert unknown.status_code == 409 and "optimize.profiles" in unknown.text
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Model)) == 0
+    start = client.post(
+        "/v1/admin/rollouts", json={"version": "7", "reason": "t"}, headers=AS_ADMIN
+    )
+    assert start.status_code == 404, start.text  # nothing to roll out
+    # A profile's own file is checked the same way.
+    assert _put_model(client, "7", params | {"profiles": "gateway"}).status_code == 201
+    own = client.put(
+        "/v1/admin/models/7/profiles/cloud",
+        params={"variant": "fp32", "filename": "m.onnx"},
+        content=b"\x08\x07not an onnx model" * 64,
+        headers=AS_ADMIN,
+    )
+    assert own.status_code == 422 and "profile cloud" in own.text, own.text
+    with sessions() as session:
+        assert session.get(Model, "7").profile_files is None
