@@ -15,6 +15,7 @@ from components.config import load_params
 from components.errors import ServiceError
 from stack.contracts import Alias
 from stack.net import is_healthy
+from stack.secrets import gate_key
 from stack.settings import get_settings
 
 if TYPE_CHECKING:
@@ -57,15 +58,25 @@ def promote(
 
 def rollback(
     reason: Annotated[str, typer.Option(help="why, for the alias history")] = "manual",
+    to: Annotated[
+        str | None,
+        typer.Option(
+            help="the version to roll back to (default: the previous champion)"
+        ),
+    ] = None,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Move champion back to the version that held it before, and retarget the
-    fleet to it (devices holding it in their other slot switch back at once)."""
+    """Move champion back to an older version (the one that held it before, or
+    --to), with a rollback order signed with the stack's gate key (serving and the
+    fleet ship an older version only with one), and retarget the fleet to it
+    (devices holding it in their other slot switch back at once)."""
     from flows.adapters.registry import rollback as rollback_champion  # see above
     from flows.edge_release import retarget_fleet  # see above
 
     client, name = registry_client(params_file)
-    change = rollback_champion(client, name, reason)
+    change = rollback_champion(
+        client, name, reason, key=gate_key(get_settings()), to=to
+    )
     console.print(f"{name}: champion v{change.from_version} -> v{change.to_version}")
     settings = get_settings()
     if not is_healthy(f"{settings.fleet_url}/health"):

@@ -41,8 +41,9 @@ from edge_fleet.client import FleetAdmin
 from flows.adapters import registry
 from flows.adapters.registry import data_card
 from flows.retries import transient
-from stack.contracts import ACTIVE_ROLLOUT_STATES, Alias, Tag
+from stack.contracts import ACTIVE_ROLLOUT_STATES, Alias, Channel, Tag
 from stack.gate_seal import SealError, check_file, verified_seal
+from stack.rollback_order import check_downgrade, is_older
 from stack.secrets import fleet_admin_token, gate_key
 from stack.settings import get_settings
 
@@ -241,7 +242,8 @@ def edge_release(
             return release
         try:
             shipped = fetch_ship_file(tracking_uri, name, version)
-        except SealError as refused:
+            check_rollback(tracking_uri, name, version, fleet_running(fleet_url))
+        except SealError as refused:  # DowngradeRefused included
             return refuse(tracking_uri, name, version, str(refused))
         model = upload(fleet_url, version, shipped)
         log.info(
@@ -271,9 +273,39 @@ def edge_release(
     return release
 
 
+def fleet_running(fleet_url: str) -> str | None:
+    """The newest version the fleet runs or is rolling out (None: none yet)."""
+    summary = FleetAdmin(fleet_url, admin_token()).summary()
+    versions = [
+        summary["channels"].get(Channel.STABLE, {}).get("version"),
+        (summary.get("active_rollout") or {}).get("version"),
+    ]
+    newest = None
+    for version in (str(v) for v in versions if v is not None):
+        if newest is None or is_older(newest, version):
+            newest = version
+    return newest
+
+
+def check_rollback(
+    tracking_uri: str, name: str, version: str, running: str | None
+) -> None:
+    """An older version than the fleet runs ships only with a rollback order
+    (DowngradeRefused, saying how, otherwise: stack/rollback_order.py)."""
+    tags = MlflowClient(tracking_uri).get_model_version(name, version).tags
+    check_downgrade(
+        tags.get(Tag.ROLLBACK_ORDER),
+        gate_key(get_settings()),
+        model=name,
+        version=version,
+        running=running,
+    )
+
+
 def refuse(tracking_uri: str, name: str, version: str, reason: str) -> FleetRelease:
-    """A version the gates' seal does not vouch for is not shipped: said in this
-    flow's log and in the model's alias history."""
+    """A version the gates' seal does not vouch for, or an older one without a
+    rollback order, is not shipped: said in this flow's log and in the model's
+    alias history."""
     get_run_logger().error("v%s not shipped: %s", version, reason)
     registry.record_change(
         MlflowClient(tracking_uri),

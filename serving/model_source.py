@@ -21,6 +21,7 @@ from components.optimization.runtime import LiteRtModel, OnnxRuntimeModel, load_
 from serving.contract import FeatureRanges, RowContract
 from stack.contracts import Tag
 from stack.gate_seal import check_file, verified_seal
+from stack.rollback_order import check_downgrade
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,20 @@ class AliasSource:
                 f"model {self.name!r} has no {self.cfg.alias!r} alias",
                 hint="promote a version first",
             ) from None
+
+    def check_switch(self, version: str, before: str) -> None:
+        """With the gate key, an older version than `before` replaces it only with
+        a rollback order (DowngradeRefused, saying how, otherwise)."""
+        if self.gate_key is None:
+            return
+        tags = self.client.get_model_version(self.name, version).tags
+        check_downgrade(
+            tags.get(Tag.ROLLBACK_ORDER),
+            self.gate_key,
+            model=self.name,
+            version=str(version),
+            running=before,
+        )
 
     def load(self, version: str) -> LoadedModel:
         model_version = self.client.get_model_version(self.name, version)

@@ -46,6 +46,10 @@ class Source(Protocol[M]):
 
     def load(self, version: str) -> M: ...
 
+    def check_switch(self, version: str, before: str) -> None:
+        """Raise (an EdgeloopError saying why) when `version` may not replace
+        `before` (an older version without a rollback order)."""
+
 
 PREFIX = "edgeloop-serving-workers-"
 
@@ -145,10 +149,12 @@ class ModelSwitch(Generic[M]):
             return before, version
 
     def _load_first(self, version: str, before: str) -> None:
-        """This worker loads `version` before any other is asked to: one that does
-        not load or verify (its gate seal) goes no further, and is remembered as
+        """This worker loads `version` before any other is asked to: one that may
+        not replace `before` (a downgrade without a rollback order), does not load
+        or does not verify (its gate seal) goes no further, and is remembered as
         refused (the alias poll does not try it again; a /refresh does)."""
         try:
+            self.source.check_switch(version, before)
             self._hold(version)
         except Exception as exc:
             self.refused[version] = str(exc)

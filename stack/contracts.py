@@ -36,6 +36,8 @@ class Tag(StrEnum):
     GATE = f"{TAG_PREFIX}gate"  # passed | failed
     GATE_FAILURES = f"{TAG_PREFIX}gate_failures"
     GATE_SEAL = f"{TAG_PREFIX}gate_seal"  # the decision, signed (stack/gate_seal.py)
+    # An explicit rollback to this version, signed (stack/rollback_order.py).
+    ROLLBACK_ORDER = f"{TAG_PREFIX}rollback_order"
     TRIGGER = f"{TAG_PREFIX}trigger"  # drift | schedule | manual
     PREPARED_DATA_MD5 = f"{TAG_PREFIX}prepared_data_md5"
     MODEL_MD5 = f"{TAG_PREFIX}model_md5"

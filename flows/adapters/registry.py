@@ -22,6 +22,7 @@ from components.errors import EdgeloopError
 from components.evaluation.gates import Candidate, GateDecision, decide
 from stack.contracts import ALIAS_HISTORY_PREFIX, TAG_PREFIX, Alias, Tag
 from stack.gate_seal import GateSeal, file_sha256
+from stack.rollback_order import RollbackOrder, is_older
 
 CHAMPION, CHALLENGER = Alias.CHAMPION, Alias.CHALLENGER
 
@@ -302,37 +303,82 @@ def promote(
             f"{tags.get(Tag.GATE_FAILURES) or 'not gated'}",
             hint="only a version that passed the gates can become champion",
         )
+    current = alias_version(client, name, CHAMPION)
+    if current is not None and is_older(str(version), current):
+        raise PromotionError(
+            f"version {version} of {name!r} is older than champion v{current}: a "
+            "downgrade is a rollback",
+            hint=f"edgeloop rollback --to {version} --reason WHY",
+        )
     return set_alias(
         client, name, CHAMPION, version, who=who or getpass.getuser(), why=why
     )
 
 
 def rollback(
-    client: MlflowClient, name: str, why: str, who: str | None = None
+    client: MlflowClient,
+    name: str,
+    why: str,
+    *,
+    key: bytes,
+    to: str | None = None,
+    who: str | None = None,
 ) -> AliasChange:
-    """Move `champion` back to the version that held it before the current one."""
+    """Move `champion` back to `to` (default: the version that held it before the
+    current one), a version that passed the gates, with a rollback order signed
+    with the gate `key` on it first (stack/rollback_order.py: serving and the fleet
+    ship an older version only with one)."""
     current = alias_version(client, name, CHAMPION)
+    target = to if to is not None else previous_champion(client, name, current)
+    if current is None or target is None:
+        raise PromotionError(
+            f"{name!r}: no earlier champion to roll back to "
+            f"(current: {current or 'none'})"
+        )
+    if not is_older(str(target), current):
+        raise PromotionError(
+            f"version {target} of {name!r} is not older than champion v{current}: "
+            "nothing to roll back",
+            hint=f"edgeloop promote {target}",
+        )
+    try:
+        tags = client.get_model_version(name, str(target)).tags
+    except MlflowException:
+        raise PromotionError(f"model {name!r} has no version {target!r}") from None
+    if tags.get(Tag.GATE) != "passed":
+        raise PromotionError(
+            f"version {target} of {name!r} did not pass the gates: "
+            f"{tags.get(Tag.GATE_FAILURES) or 'not gated'}"
+        )
+    who = who or getpass.getuser()
+    order = RollbackOrder(
+        model=name,
+        version=str(target),
+        replaces=current,
+        who=who,
+        why=why,
+        at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    client.set_model_version_tag(
+        name, str(target), Tag.ROLLBACK_ORDER, order.tag_value(key)
+    )
+    return set_alias(
+        client, name, CHAMPION, str(target), who=who, why=f"rollback: {why}"
+    )
+
+
+def previous_champion(
+    client: MlflowClient, name: str, current: str | None
+) -> str | None:
+    """The version that held `champion` before `current` did."""
     changes = [c for c in history(client, name) if c.alias == CHAMPION]
-    previous = next(
+    return next(
         (
             c.from_version
             for c in reversed(changes)
             if c.to_version == current and c.from_version and c.from_version != current
         ),
         None,
-    )
-    if previous is None:
-        raise PromotionError(
-            f"{name!r}: no earlier champion to roll back to "
-            f"(current: {current or 'none'})"
-        )
-    return set_alias(
-        client,
-        name,
-        CHAMPION,
-        previous,
-        who=who or getpass.getuser(),
-        why=f"rollback: {why}",
     )
 
 

@@ -273,3 +273,49 @@ def test_a_profile_whose_best_is_another_variant_ships_that_file_as_sealed(
     assert channels["channel/rollout"]["profiles"] == ["gateway"]
     assert channels["channel/rollout/cloud"]["filename"] == "fp32-6.onnx"
     assert channels["channel/rollout/cloud"]["variant"] == "fp32"
+
+
+def test_an_older_version_ships_only_as_an_explicit_rollback(
+    mlflow_uri, prefect_harness, fleet, tmp_path
+):
+    """Champion set to an older sealed version rolled the whole fleet back to it,
+    recorded like any promotion. Now the release refuses it and says how; after
+    `edgeloop rollback --to` (a signed order: who, why) the same release ships it."""
+    from flows.edge_release import edge_release
+
+    client, name = MlflowClient(mlflow_uri), MODEL
+    weights = np.random.default_rng(2).normal(size=(64, 10))
+    v1, v2 = (
+        shippable_version(
+            client,
+            name,
+            linear_onnx(tmp_path / f"d{i}.onnx", weights * i, np.zeros(10)),
+        )
+        for i in (1, 2)
+    )
+    for version in (v1, v2):
+        client.set_model_version_tag(name, version, "edgeloop.gate", "passed")
+    client.set_registered_model_alias(name, "champion", v2)
+    assert edge_release(mlflow_uri, name, v2, fleet.url).outcome == "started"
+
+    client.set_registered_model_alias(name, "champion", v1)  # a quick hand in the UI
+    refused = edge_release(mlflow_uri, name, v1, fleet.url, alias="champion")
+    assert refused.outcome == "refused", refused
+    assert f"v{v1} is older than v{v2}" in refused.detail
+    assert f"edgeloop rollback --to {v1}" in refused.detail
+    assert [r["version"] for r in fleet.admin.rollouts()] == [v2]
+
+    client.set_registered_model_alias(name, "champion", v2)
+    back = registry.rollback(
+        client, name, "v2 misreads the north cohort", key=gate_key(Settings()), to=v1
+    )
+    assert (back.from_version, back.to_version) == (v2, v1)
+    shipped = edge_release(mlflow_uri, name, v1, fleet.url, alias="champion")
+    assert shipped.outcome == "started", shipped
+    rollouts = fleet.admin.rollouts()
+    assert [(r["version"], r["state"]) for r in rollouts] == [
+        (v1, "running"),
+        (v2, "aborted"),
+    ]
+    last = registry.history(client, name)[-1]
+    assert last.why == "rollback: v2 misreads the north cohort" and last.who

@@ -4,6 +4,7 @@ own files still verify."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -13,6 +14,7 @@ import pytest
 
 from flows.adapters.registry import profile_files
 from stack.gate_seal import GateSeal, SealError, check_file, verified_seal
+from stack.rollback_order import DowngradeRefused, RollbackOrder, check_downgrade
 
 KEY = b"test gate key"
 
@@ -86,3 +88,41 @@ def test_each_profiles_file_is_read_from_the_versions_tags():
     # Versions optimized before the tags existed, or with nothing that fits.
     assert profile_files({}) == {}
     assert profile_files({"edgeloop.ship_per_profile": "mcu=-"}) == {}
+
+
+def _order(**changes: str) -> RollbackOrder:
+    fields = {
+        "model": "m",
+        "version": "2",
+        "replaces": "5",
+        "who": "ops",
+        "why": "v5 misreads the north cohort",
+        "at": "2026-12-06T19:00:00+00:00",
+    }
+    return RollbackOrder(**(fields | changes))
+
+
+def test_a_downgrade_needs_a_rollback_order_signed_for_it():
+    """Setting champion to an older sealed version rolled the fleet and serving
+    back to it, recorded like any promotion; now it needs a signed order."""
+    check = functools.partial(check_downgrade, key=KEY, model="m", version="2")
+    assert check(None, running="1") is None  # newer: not a downgrade
+    assert check(None, running=None) is None  # nothing runs yet
+    assert check(None, running="2-hotfix") is None  # not a registry version
+    with pytest.raises(DowngradeRefused, match=r"edgeloop rollback --to 2"):
+        check(None, running="5")
+    order = _order()
+    assert check(order.tag_value(KEY), running="5") == order
+    assert check(order.tag_value(KEY), running="3") == order  # older than replaced
+    refused = {
+        "forged": order.tag_value(b"an EDIT user's guess"),
+        "malformed": "{not json",
+        "copied": _order(version="3").tag_value(KEY),
+    }
+    for case, value in refused.items():
+        with pytest.raises(DowngradeRefused, match="rollback order"):
+            check(value, running="5")
+            pytest.fail(f"{case} order accepted")
+    # A newer champion since the order needs a new one.
+    with pytest.raises(DowngradeRefused, match="v6 came after it"):
+        check(order.tag_value(KEY), running="6")

@@ -10,6 +10,8 @@ from mlflow import MlflowClient
 
 from components.config import GatesConfig, RegistryConfig
 from flows.adapters import registry
+from stack.contracts import Tag
+from stack.rollback_order import check_downgrade
 from tests.conftest import register_measured_version
 
 pytestmark = [pytest.mark.integration]
@@ -51,9 +53,24 @@ def test_gates_aliases_history_promotion_and_rollback(mlflow_stack):
     ]
     assert registry.alias_at(changes, "champion", between) == v1
 
-    back = registry.rollback(client, name, "canary regressed", who="ops")
+    # A downgrade is a rollback: promote refuses it and says how.
+    with pytest.raises(registry.PromotionError, match="older than champion") as told:
+        registry.promote(client, name, v1, "back to v1")
+    assert f"edgeloop rollback --to {v1}" in str(told.value.hint)
+    back = registry.rollback(client, name, "canary regressed", key=KEY, who="ops")
     assert (back.from_version, back.to_version, back.who) == (v3, v1, "ops")
     assert registry.alias_version(client, name, "champion") == v1
+    # The signed order on v1 says who and why, and opens serving's and the
+    # fleet's doors to it while v3 (or an older version) runs.
+    order = check_downgrade(
+        client.get_model_version(name, v1).tags[Tag.ROLLBACK_ORDER],
+        KEY,
+        model=name,
+        version=v1,
+        running=v3,
+    )
+    assert order is not None and (order.who, order.replaces) == ("ops", v3)
+    assert order.why == "canary regressed"
 
     manual = auto.model_copy(update={"promotion": "manual"})
     v4 = register_measured_version(client, name, 0.99)

@@ -341,7 +341,8 @@ def refuses_unsealed_and_converges(  # noqa: PLR0917
 ) -> None:
     """A version whose seal was copied from another, set champion by a user with
     EDIT (the fleet refused it; serving switched to it on main): refused, 409, the
-    champion before it keeps answering. Then the alias flipped four times within a
+    champion before it keeps answering; so is an older version without a rollback
+    order. Then (with one) the alias flipped four times within a
     second under traffic (main wedged: 'workers [2] did not load version 1
     within 300 s'): serving converges on the last champion, no request fails."""
     source = client.get_model_version("it-serving", current)
@@ -362,6 +363,24 @@ def refuses_unsealed_and_converges(  # noqa: PLR0917
         for _ in range(20)
     ]
     assert {a[0]["model_version"] for a in answers} == {current}, answers
+    # An older sealed version set champion (main switched to it like any
+    # promotion): a downgrade is refused without a rollback order, and says how.
+    client.set_registered_model_alias("it-serving", "champion", older)
+    downgrade = httpx.post(f"{url}/refresh", json={}, timeout=60)
+    assert downgrade.status_code == 409, downgrade.text
+    assert f"edgeloop rollback --to {older}" in downgrade.text
+    assert (
+        httpx.post(f"{url}/predict", json={"instances": rows[:1]}).json()[0][
+            "model_version"
+        ]
+        == current
+    )
+    # `edgeloop rollback --to` signs an order (who, why): the flips below are
+    # rollbacks said out loud, and serving follows them.
+    client.set_registered_model_alias("it-serving", "champion", copied)
+    registry.rollback(
+        client, "it-serving", "flip test", key=gate_key(Settings()), to=older
+    )
     seen: list[tuple[int, str]] = []
     stop = threading.Event()
 

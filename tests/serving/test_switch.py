@@ -17,6 +17,9 @@ import pytest
 
 from components.errors import ServiceError
 from serving.switch import PREFIX, ModelSwitch, shared_folder
+from stack.rollback_order import DowngradeRefused, RollbackOrder, check_downgrade
+
+KEY = b"test gate key"
 
 
 @dataclass(frozen=True)
@@ -30,9 +33,20 @@ class Registry:
     def __init__(self, version: str, load_s: float = 0.0) -> None:
         self.version, self.load_s = version, load_s
         self.broken: set[str] = set()
+        self.orders: dict[str, str] = {}  # version -> its rollback order tag
 
     def current_version(self) -> str:
         return self.version
+
+    def check_switch(self, version: str, before: str) -> None:
+        check_downgrade(
+            self.orders.get(version), KEY, model="m", version=version, running=before
+        )
+
+    def roll_back(self, to: str, replaces: str) -> None:
+        """What `edgeloop rollback --to` writes on the version (signed)."""
+        order = RollbackOrder("m", to, replaces, "ops", "test", "2026-12-06T19:00")
+        self.orders[to] = order.tag_value(KEY)
 
     def load(self, version: str) -> Model:
         time.sleep(self.load_s)
@@ -118,6 +132,8 @@ def test_quick_alias_changes_converge_on_the_current_champion(tmp_path: Path):
     again, wrote no ready file for it, and every switch waited out its timeout
     (300 s in serving; 'workers [2] did not load version 1')."""
     one_source, two_source = Registry("1"), Registry("1")
+    for source in (one_source, two_source):
+        source.roll_back("1", replaces="3")  # v3 -> v1 is a rollback, said out loud
     one, two = workers(tmp_path, one_source, two_source)
     for version in ("3", "1", "3", "1"):
         one_source.version = two_source.version = version
@@ -148,6 +164,24 @@ def test_a_version_that_does_not_verify_is_refused_and_not_retried_by_the_poll(
     assert one._read("wanted") in {None, "1"}  # no other worker was asked
     assert one.switch(wait=False) == ("1", "1")  # the poll: not again
     one_source.version = two_source.version = "1"
+
+
+def test_an_older_version_replaces_the_running_one_only_as_a_rollback(
+    tmp_path: Path,
+):
+    """Setting champion to an older version switched serving to it like any
+    promotion; without a rollback order it is refused, and says how."""
+    one_source, two_source = Registry("3"), Registry("3")
+    one, two = workers(tmp_path, one_source, two_source)
+    one_source.version = two_source.version = "1"
+    with pytest.raises(DowngradeRefused, match="edgeloop rollback --to 1"):
+        one.switch()
+    assert one.current().version == two.current().version == "3"
+    assert one.switch(wait=False) == ("3", "3")  # the poll does not retry it
+    for source in (one_source, two_source):
+        source.roll_back("1", replaces="3")
+    assert one.switch() == ("3", "1")
+    assert one.current().version == two.current().version == "1"
 
 
 def test_a_refresh_waits_for_another_switch_no_longer_than_the_timeout(
