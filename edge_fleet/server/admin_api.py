@@ -167,7 +167,7 @@ def summary(session: DB, fleet: Fleet) -> FleetSummary:
         channels=fleet.repo.channels(),
         active_rollout=view(active, fleet),
         last_rollout=view(last, fleet),
-        throttled=(fleet.limiter.over_budget() if fleet.limiter else {}),
+        throttled=fleet.limiter.over_budget(),
     )
 
 

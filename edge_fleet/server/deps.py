@@ -44,13 +44,13 @@ class FleetState:
     # Class labels of each stored version (None: not given at upload): a report's
     # class_counts keys must be among them.
     _classes: dict[str, frozenset[str] | None] = field(default_factory=dict)
-    limiter: CheckinLimiter | None = None
+    # Each device's check-in budget (fleet.checkin_burst, checkin_min_interval_s).
+    limiter: CheckinLimiter = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.limiter is None:
-            self.limiter = CheckinLimiter(
-                self.cfg.checkin_burst, self.cfg.checkin_interval_s
-            )
+        self.limiter = CheckinLimiter(
+            self.cfg.checkin_burst, self.cfg.checkin_interval_s
+        )
 
     def model_features(self, session: Session, version: str) -> int | None:
         """How many features `version` takes (None: stored before that was

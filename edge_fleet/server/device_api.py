@@ -133,7 +133,6 @@ def checkin(
     bounded before it is read: fleet.max_telemetry_bytes, see app.py)."""
     with fleet.sessions() as session:
         device = own_device(device_id, session, authorization)
-        assert fleet.limiter is not None
         wait = fleet.limiter.take(device.id)
         if wait is not None:
             raise HTTPException(
