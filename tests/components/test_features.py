@@ -83,7 +83,11 @@ def test_the_encoding_is_fitted_on_the_training_rows(penguins):
 def test_the_exported_model_takes_raw_rows_with_gaps(penguins, tmp_path):
     """Imputation, indicators and one-hot are ops in the ONNX graph: the file and
     the torch model answer the same on rows with gaps; the int8 file keeps the
-    preprocessing in float (quantized, penguins fell from 0.98 to 0.44)."""
+    preprocessing in float (quantized, penguins fell from 0.98 to 0.44). The
+    network is untrained, so its margins between classes are small and vary with
+    its random weights: over 30 seeds the int8 file agreed on 0.85-1.00 of rows
+    (median 0.99), and unseeded this test failed one CI run at 0.81. Seeded."""
+    torch.manual_seed(0)
     cfg = _params().features
     from components.data.features import encoding_to_json
 

@@ -20,6 +20,8 @@ import httpx
 import numpy as np
 import pytest
 
+from components.errors import ServiceError
+from stack.gate_seal import file_sha256
 from stack.net import free_port
 from tests.edge_fleet.conftest import (
     agent_settings,
@@ -43,17 +45,17 @@ def test_a_model_that_takes_one_fixed_batch_fails_its_smoke_test(
     fleet_server, device_on_v1, tmp_path
 ):
     """Exported with a batch of 8 fixed: it answers 8 rows (the old smoke test) and
-    fails on one row (every latency measurement, every single reading)."""
+    fails on one row (every latency measurement, every single reading). The fleet
+    server now loads an upload as a device would and refuses it first; the
+    device's own smoke test still refuses the file should one reach it."""
     device = device_on_v1
     weights = np.random.default_rng(0).normal(size=(64, 10))
     fixed = linear_onnx(tmp_path / "fixed-8.onnx", weights, np.zeros(10), batch=8)
-    fleet_server.upload("3", fixed)
-    fleet_server.admin.retarget("3", "test")
-    drive([device], lambda: device.failed_version == "3")
+    with pytest.raises(ServiceError, match=r"422 .*profile gateway.*Expected: 8"):
+        fleet_server.upload("3", fixed)
+    problem = device._smoke_test(fixed, file_sha256(fixed))
+    assert problem is not None and "smoke test, batch of 1" in problem, problem
     assert device.version == "1"
-    assert "smoke test, batch of 1" in (device.error or ""), device.error
-    device.step()
-    assert _server_view(fleet_server)["health"] == "failed"
 
 
 class FailingSensor:
