@@ -21,6 +21,7 @@ Part = Literal["year", "month", "day", "dayofweek", "dayofyear", "hour", "minute
 
 
 class FeatureSpec(Strict):
+    # What the column holds: number, category, boolean or date.
     kind: Kind = "numeric"
     # categorical: the allowed values, or "learned" (those of the training split);
     # a value outside them is a contract finding, bounded by max_unseen.
@@ -29,6 +30,7 @@ class FeatureSpec(Strict):
     # filled inside the model with the training split's median, most frequent
     # value, or `fill`.
     missing: Policy = "refuse"
+    # The value a gap is filled with when missing is constant.
     fill: float | str | None = None
     indicator: bool = False  # adds a 0/1 "was missing" input to the model
     max_missing: float = Field(0.05, ge=0, lt=1)  # share of a batch's rows

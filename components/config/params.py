@@ -42,14 +42,24 @@ VARIANTS = {
 
 
 class Params(Strict):
+    # Where the pipeline's stages read and write, relative to the project.
     paths: PathsConfig = PathsConfig()
+    # The data set: its source, label column and card.
     data: DataConfig
+    # How the rows are split, stratified by label.
     split: SplitConfig = SplitConfig()
+    # The data contract (Great Expectations) every prepared row must meet.
     validation: ValidationConfig
+    # How table columns become model inputs (encoded inside the exported model).
     features: FeaturesConfig = FeaturesConfig()
+    # Training: the model, its optimizer, and differential privacy, federated
+    # training or a search.
     train: TrainConfig = TrainConfig()
+    # The device variants: pruning, int8, the budgets of each device profile.
     optimize: OptimizeConfig = OptimizeConfig()
+    # The MLflow registry: the model's name, the gates, promotion.
     registry: RegistryConfig
+    # The BentoML service.
     serving: ServingConfig = ServingConfig()
     fleet: FleetConfig = FleetConfig()
     monitoring: MonitoringConfig = MonitoringConfig()

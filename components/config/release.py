@@ -25,10 +25,13 @@ class DeviceProfile(Strict):
 
 class OptimizeConfig(Strict):
     prune_amount: float = Field(0.5, ge=0, lt=1)
+    # Epochs of fine-tuning after pruning.
     finetune_epochs: int = Field(5, ge=0)
     calibration_samples: int = Field(200, ge=1)
     max_accuracy_drop: float = Field(0.01, ge=0, le=1)
+    # Single-row inferences timed per variant.
     latency_runs: int = Field(300, ge=10)
+    # Rows a variant must answer in its runtime's own process.
     infra_samples: int = Field(8, ge=1)
     # The variant that ships to devices: the gate judges this file in its runtime.
     ship_variant: str = "int8_static"
@@ -53,6 +56,7 @@ class OptimizeConfig(Strict):
 class GatesConfig(Strict):
     """What a new version must meet to become `challenger`."""
 
+    # Lowest test accuracy a version may have.
     min_test_accuracy: float = Field(0.95, ge=0, le=1)
     max_drop_vs_champion: float = Field(0.01, ge=0, le=1)
     max_ship_kb: float | None = Field(256, gt=0)
@@ -61,13 +65,17 @@ class GatesConfig(Strict):
 
 
 class ServingConfig(Strict):
+    # Serving answers with the version behind this alias.
     alias: str = "champion"
     # fp32: the full-precision device file (ONNX or TFLite); ship: optimize.ship_variant
     variant: Literal["fp32", "ship"] = "fp32"
+    # Most rows one request may send.
     max_request_rows: int = Field(256, ge=1)
     max_request_bytes: int = Field(2**20, ge=1024)  # refused with 413 unread
     poll_s: float = Field(2.0, gt=0)  # how often the alias is checked for a new version
+    # Share of requests logged for drift monitoring.
     log_sample_rate: float = Field(0.1, ge=0, le=1)
+    # Rows per file of the prediction log.
     log_rows_per_file: int = Field(1000, ge=1)
     # BentoML worker processes, each with the model loaded once; null: one per core
     workers: int | None = Field(None, ge=1, le=64)
@@ -78,6 +86,7 @@ class ServingConfig(Strict):
 
 
 class RegistryConfig(Strict):
+    # The registered model the pipeline, serving and the fleet use.
     model_name: str = Field(min_length=1)
     gates: GatesConfig = GatesConfig()
     # auto: a challenger that is at least as accurate as the champion is promoted;
@@ -89,6 +98,7 @@ class RolloutChecks(Strict):
     """How a rollout stage is judged, on the model as devices run it, against the
     previous version on the same devices."""
 
+    # Least share of a stage's reporting devices that must install the version.
     min_install_success: float = Field(0.95, ge=0, le=1)
     max_error_rate: float = Field(0.05, ge=0, le=1)  # inference errors / inferences
     max_latency_ratio: float = Field(2.0, gt=0)  # median latency, new / previous
@@ -126,6 +136,7 @@ class FleetConfig(Strict):
     # A device not seen for this long is offline: not counted in a stage's health.
     offline_after_s: float = Field(60.0, gt=0)
     poll_jitter: float = Field(0.5, ge=0, le=1)  # +- share of poll_s
+    # The agent's longest wait between tries when the server does not answer.
     max_backoff_s: float = Field(60.0, gt=0)
     # Check-ins per device: a burst of checkin_burst, then at most one every
     # checkin_min_interval_s (default: half the shortest jittered poll interval,
@@ -138,6 +149,7 @@ class FleetConfig(Strict):
     # kept telemetry_window_retention_days (edge_fleet/retention.py).
     telemetry_retention_s: int = Field(3600, ge=60)
     telemetry_window_s: int = Field(3600, ge=60)
+    # How long the per-window summaries of old telemetry are kept.
     telemetry_window_retention_days: int = Field(90, ge=1)
     # A device refreshes TUF metadata at least this often, whatever the server's
     # (unsigned) hint says, and reports `stale_metadata` when it cannot.
@@ -162,6 +174,7 @@ class FleetConfig(Strict):
     cohorts: list[str] = Field(
         default_factory=lambda: ["north", "south", "east"], min_length=1
     )
+    # The simulator's devices: share of each profile.
     profile_mix: dict[str, float] = Field(
         default_factory=lambda: {"mcu": 0.5, "gateway": 0.3, "cloud": 0.2}
     )

@@ -73,12 +73,9 @@ def create_app(
     )
     app = FastAPI(title="edgeloop fleet server", lifespan=controller_thread(tick_s))
     app.state.fleet = fleet
-    app.include_router(device_api.router)
-    app.include_router(admin_api.router)
-    app.include_router(models_api.router)
+    include_routes(app)
     app.add_exception_handler(FleetConflict, conflict)
     answer_unprocessable(app)
-    app.add_api_route("/health", health)
     app.add_middleware(
         BodyLimit,
         max_bytes=cfg.max_request_bytes,
@@ -89,6 +86,15 @@ def create_app(
         },
     )
     return app
+
+
+def include_routes(app: FastAPI) -> None:
+    """The server's routes (also what its OpenAPI schema is made of: the docs'
+    reference reads it from here, without a state folder)."""
+    app.include_router(device_api.router)
+    app.include_router(admin_api.router)
+    app.include_router(models_api.router)
+    app.add_api_route("/health", health)
 
 
 def controller_thread(tick_s: float):
