@@ -6,13 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run loop test test-fast lint up down status clean bench-serving agent-wheel bench-agent
+.PHONY: setup run loop test test-fast lint up down status clean bench-serving agent-wheel bench-agent docs
 
 setup: $(STAMP)
 
 # The lock is installed by uv (at the version the lock pins) from wheels only
-# (wheels/ holds the one pinned dependency PyPI ships as source only, see README,
-# "Dependencies"), bytecode compiled up front: about a minute where pip took four.
+# (wheels/ holds the one pinned dependency PyPI ships as source only, see
+# docs/contributing/dependencies.md), bytecode compiled up front: about a minute where pip took four.
 # uv does not read pip's configuration, so pip's find-links (where this machine
 # keeps torch's CPU wheel) are passed on to it.
 FIND_LINKS := $(sort $(PIP_FIND_LINKS) $(shell $(PY) -m pip config get global.find-links 2>/dev/null))
@@ -32,7 +32,7 @@ run: $(STAMP)
 	$(BIN)/edgeloop loop
 
 # The closed loop alone, on running services with a champion: fleet, drift,
-# retraining, rollout (see README).
+# retraining, rollout (docs/concepts/drift.md, "The loop, end to end").
 loop: $(STAMP)
 	$(BIN)/edgeloop loop
 
@@ -55,8 +55,8 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -q -rs -m "not integration and not slow" --timeout=120 --durations=10 \
 		-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
-# Serving against a hand-written FastAPI endpoint, measured by wrk (README,
-# "Serving"); needs the stack's MLflow with a champion (`make run` first).
+# Serving against a hand-written FastAPI endpoint, measured by wrk (docs/measurements.md,
+# "Serving throughput"); needs the stack's MLflow with a champion (`make run` first).
 bench-serving: $(STAMP)
 	bash tests/system_packages.sh
 	$(BIN)/python -m bench.serving_throughput
@@ -66,7 +66,7 @@ agent-wheel: $(STAMP)
 	$(BIN)/python -m stack.agent_dist --out dist
 
 # The agent's footprint: installed size per runtime, memory idle and answering,
-# cold start, time to answer with a new version (README, "The device agent").
+# cold start, time to answer with a new version (docs/tutorials/gateway-agent.md).
 bench-agent: $(STAMP)
 	$(BIN)/python -m bench.agent_footprint
 
@@ -88,3 +88,8 @@ status: $(STAMP)
 clean:
 	-$(BIN)/edgeloop down
 	rm -rf $(VENV) .edgeloop models reports
+
+# The documentation site (docs/, mkdocs.yml) on 127.0.0.1:8001; `mkdocs build
+# --strict` is what tests/test_docs.py runs in `make test`.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001

@@ -6,7 +6,8 @@ previous root's keys and of its own signed it (python-tuf's client walks that
 chain). So:
 
 - **root keys** are made by `edgeloop fleet keys init` into a folder the fleet
-  server never reads (`--root-keys`; the README says where an operator keeps it)
+  server never reads (`--root-keys`; docs/concepts/fleet.md says where an
+  operator keeps it)
   and are needed again only to sign a new root version: `renew` (a later expiry)
   or `rotate ROLE` (a new online key);
 - **online keys** (targets, snapshot, timestamp) lie in the server's key folder,
@@ -198,7 +199,7 @@ def warnings(tuf_dir: Path, online_dir: Path, *, renew_within: timedelta) -> lis
         said.append(
             f"root v{root.version} is signed by {threshold} of "
             f"{len(root.roles[Root.type].keyids)} key(s): a fleet that matters "
-            "keeps 2 of 3 apart, offline (README, Edge fleet)"
+            "keeps 2 of 3 apart, offline (docs/concepts/fleet.md)"
         )
     online_root = [
         p.name

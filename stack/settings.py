@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     evidently_port: int = Field(8000, ge=1, le=65535)
     worker_port: int = Field(8081, ge=1, le=65535)  # the Prefect worker's health
     # The databases of the three servers `edgeloop up` starts: SQLite in the state
-    # folder unless set. PostgreSQL, one setting each (see README, "Production"):
+    # folder unless set. PostgreSQL, one setting each (docs/tutorials/production.md):
     #   mlflow_backend_store_uri  postgresql+psycopg://user:pass@host:5432/mlflow
     #   prefect_database_url      postgresql+asyncpg://user:pass@host:5432/prefect
     #   fleet_database_url        postgresql+psycopg://user:pass@host:5432/fleet
