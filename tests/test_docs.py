@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import typing
 from pathlib import Path
 
+import click
 import typer
 import yaml
 from pydantic import BaseModel
@@ -121,6 +123,59 @@ def test_the_readme_is_short_and_its_links_land_on_pages():
     assert links
     for link in links:
         assert (ROOT / link).exists(), link
+    # The site's home page is the README, its links made relative to docs/.
+    home = readme.replace(
+        "(its pages are the Markdown under [`docs/`](docs/))",
+        "(its pages are the Markdown under `docs/`)",
+    ).replace("](docs/", "](")
+    assert (ROOT / "docs" / "index.md").read_text() == home
     nav = (ROOT / "mkdocs.yml").read_text()
     for page in (ROOT / "docs").rglob("*.md"):
         assert str(page.relative_to(ROOT / "docs")) in nav, page
+
+
+ILLUSTRATIVE = "<!-- illustrative -->"
+
+
+def bash_blocks(text: str) -> list[tuple[bool, str]]:
+    """Each ```bash block of a page, and whether the line above marks it
+    illustrative (not a command this repository checks)."""
+    blocks = []
+    for match in re.finditer(r"```bash\n(.*?)```", text, re.DOTALL):
+        above = text[: match.start()].rstrip().splitlines()[-1:] or [""]
+        blocks.append((above[0].strip() == ILLUSTRATIVE, match.group(1)))
+    return blocks
+
+
+def test_every_command_the_docs_show_exists_with_the_options_they_give():
+    """An `edgeloop` line is parsed by the app's own Click command (a renamed
+    command or option fails here); a `make` line names a target of the Makefile;
+    any other block is marked illustrative."""
+    root = typer.main.get_command(app)
+    targets = set(re.findall(r"^([a-z-]+):", (ROOT / "Makefile").read_text(), re.M))
+    pages = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+    checked = 0
+    for page in pages:
+        for illustrative, block in bash_blocks(page.read_text()):
+            if illustrative:
+                continue
+            for line in block.splitlines():
+                words = shlex.split(line, comments=True)
+                if not words:
+                    continue
+                where = f"{page.relative_to(ROOT)}: {line.strip()}"
+                if words[0] == "make":
+                    assert all(w in targets for w in words[1:] if "=" not in w), where
+                    checked += 1
+                    continue
+                assert words[0].endswith("edgeloop"), (
+                    f"{where}: not an edgeloop or make command; mark the block "
+                    f"{ILLUSTRATIVE}"
+                )
+                command, args = root, words[1:]
+                while isinstance(command, click.Group):
+                    assert args and args[0] in command.commands, where
+                    command, args = command.commands[args[0]], args[1:]
+                command.make_context(words[0], args)  # UsageError names what
+                checked += 1
+    assert checked > 20
