@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import sys
 import tempfile
 import types
 import typing
@@ -372,3 +373,76 @@ def on_files(files, config):
     for name, builder in PAGES.items():
         files.append(File.generated(config, name, content=globals()[builder]()))
     return files
+
+
+# -- screenshots of the UIs `make run` leaves running ---------------------------
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's, as the browser test uses it
+SHOTS = {
+    "mlflow.png": ("MLFLOW", "/#/models/{model}"),
+    "prefect.png": ("PREFECT", "/runs"),
+    "evidently.png": ("EVIDENTLY", "/"),
+    "fleet.png": ("FLEET", "/docs"),
+}
+
+
+def screenshots(out: Path, state_dir: Path, urls: dict[str, str], model: str) -> list:
+    """One screenshot of each UI of a running stack (after `make run`), logged in
+    with the stack's own secrets: MLflow's service user, Prefect's auth string."""
+    import base64
+
+    from playwright.sync_api import sync_playwright
+
+    secrets = json.loads((state_dir / "secrets.json").read_text())
+    prefect_auth = base64.b64encode(secrets["prefect_auth_string"].encode()).decode()
+    out.mkdir(parents=True, exist_ok=True)
+    taken = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            for name, (service, path) in SHOTS.items():
+                context = browser.new_context(
+                    viewport={"width": 1280, "height": 760},
+                    http_credentials={
+                        "username": "edgeloop",
+                        "password": secrets["mlflow_service_password"],
+                    }
+                    if service == "MLFLOW"
+                    else None,
+                    extra_http_headers={"Authorization": f"Basic {prefect_auth}"}
+                    if service == "PREFECT"
+                    else None,
+                )
+                page = context.new_page()
+                page.goto(urls[service] + path.format(model=model))
+                page.wait_for_load_state("networkidle", timeout=60_000)
+                page.wait_for_timeout(3000)  # the single-page apps draw after load
+                page.screenshot(path=str(out / name))
+                taken.append(out / name)
+                context.close()
+        finally:
+            browser.close()
+    return taken
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="screenshots of a running stack's UIs")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
+    parser.add_argument("--state-dir", type=Path, default=ROOT / ".edgeloop")
+    parser.add_argument("--model", default="edgeloop-digits")
+    args = parser.parse_args()
+    from stack.settings import get_settings
+
+    settings = get_settings()
+    urls = {
+        "MLFLOW": settings.tracking_uri,
+        "PREFECT": settings.prefect_ui,
+        "EVIDENTLY": settings.evidently_url,
+        "FLEET": settings.fleet_url,
+    }
+    for shot in screenshots(args.out, args.state_dir, urls, args.model):
+        sys.stdout.write(f"{shot}\n")

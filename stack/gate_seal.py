@@ -60,6 +60,24 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def signed_fields(value: str) -> tuple[dict, str]:
+    """A signed tag's fields and its MAC (the seal's, a rollback order's);
+    ValueError, KeyError or AttributeError when it is not JSON with a string `mac`."""
+    fields = json.loads(value)
+    mac = fields.pop("mac")
+    if not isinstance(mac, str):
+        raise ValueError("mac: expected a string")
+    return fields, mac
+
+
+def same_mac(given: str, expected: str) -> bool:
+    """Constant-time, for any text a tag may hold (`hmac.compare_digest` refuses
+    non-ASCII str: compared as bytes)."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), expected.encode()
+    )
+
+
 def verified_seal(
     value: str | None, key: bytes, *, model: str, version: str
 ) -> GateSeal:
@@ -69,14 +87,11 @@ def verified_seal(
     if not value:
         raise SealError(f"{where} has no gate seal: the stack's gates never passed it")
     try:
-        fields = json.loads(value)
-        mac = fields.pop("mac")
+        fields, mac = signed_fields(value)
         seal = GateSeal(**fields)
     except (ValueError, TypeError, KeyError, AttributeError):
         raise SealError(f"{where}: its gate seal is malformed") from None
-    if not isinstance(mac, str) or not hmac.compare_digest(
-        mac.encode("utf-8", "surrogateescape"), seal.mac(key).encode()
-    ):
+    if not same_mac(mac, seal.mac(key)):
         raise SealError(
             f"{where}: its gate seal was not made by this stack's gates "
             "(signature does not match)"

@@ -14,7 +14,7 @@ import hmac
 import json
 from dataclasses import asdict, dataclass
 
-from stack.gate_seal import SealError
+from stack.gate_seal import SealError, same_mac, signed_fields
 
 
 class DowngradeRefused(SealError):
@@ -60,14 +60,11 @@ def check_downgrade(
     if not value:
         raise DowngradeRefused(how)
     try:
-        fields = json.loads(value)
-        mac = fields.pop("mac")
+        fields, mac = signed_fields(value)
         order = RollbackOrder(**fields)
     except (ValueError, TypeError, KeyError, AttributeError):
         raise DowngradeRefused(f"{how}; its rollback order is malformed") from None
-    if not isinstance(mac, str) or not hmac.compare_digest(
-        mac.encode("utf-8", "surrogateescape"), order.mac(key).encode()
-    ):
+    if not same_mac(mac, order.mac(key)):
         raise DowngradeRefused(
             f"{how}; its rollback order was not signed with this stack's gate key"
         )

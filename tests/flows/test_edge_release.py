@@ -92,6 +92,21 @@ def shippable_version(
     return str(version)
 
 
+def two_versions(
+    client: MlflowClient, name: str, folder: Path, seed: int
+) -> tuple[str, str]:
+    """Two sealed versions of `name`, each a different linear model."""
+    folder.mkdir()
+    weights = np.random.default_rng(seed).normal(size=(64, 10))
+    v1, v2 = (
+        shippable_version(
+            client, name, linear_onnx(folder / f"m{i}.onnx", weights * i, np.zeros(10))
+        )
+        for i in (1, 2)
+    )
+    return v1, v2
+
+
 def concurrently(*calls) -> list:
     """Run each call in its own thread, released together; their results in order
     (an exception is re-raised)."""
@@ -124,15 +139,7 @@ def test_concurrent_releases_of_an_old_and_a_new_champion(
     from flows.edge_release import edge_release, release_limit_name
 
     client, name = MlflowClient(mlflow_uri), MODEL
-    weights = np.random.default_rng(0).normal(size=(64, 10))
-    v1, v2 = (
-        shippable_version(
-            client,
-            name,
-            linear_onnx(tmp_path / f"m{i}.onnx", weights * i, np.zeros(10)),
-        )
-        for i in (1, 2)
-    )
+    v1, v2 = two_versions(client, name, tmp_path / "race", seed=0)
 
     def release(version: str):
         return lambda: edge_release(
@@ -284,15 +291,7 @@ def test_an_older_version_ships_only_as_an_explicit_rollback(
     from flows.edge_release import edge_release
 
     client, name = MlflowClient(mlflow_uri), MODEL
-    weights = np.random.default_rng(2).normal(size=(64, 10))
-    v1, v2 = (
-        shippable_version(
-            client,
-            name,
-            linear_onnx(tmp_path / f"d{i}.onnx", weights * i, np.zeros(10)),
-        )
-        for i in (1, 2)
-    )
+    v1, v2 = two_versions(client, name, tmp_path / "down", seed=2)
     for version in (v1, v2):
         client.set_model_version_tag(name, version, "edgeloop.gate", "passed")
     client.set_registered_model_alias(name, "champion", v2)
