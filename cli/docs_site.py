@@ -382,8 +382,10 @@ SHOTS = {
     "mlflow.png": ("MLFLOW", "/#/models/{model}"),
     "prefect.png": ("PREFECT", "/runs"),
     "evidently.png": ("EVIDENTLY", "/"),
-    "fleet.png": ("FLEET", "/docs"),
 }
+# Not the fleet server's /docs: FastAPI's Swagger UI loads its script from a CDN,
+# and on a machine without one the page is blank (the docs' fleet-api page is the
+# offline reference).
 
 
 def screenshots(out: Path, state_dir: Path, urls: dict[str, str], model: str) -> list:
@@ -417,8 +419,9 @@ def screenshots(out: Path, state_dir: Path, urls: dict[str, str], model: str) ->
                 )
                 page = context.new_page()
                 page.goto(urls[service] + path.format(model=model))
-                page.wait_for_load_state("networkidle", timeout=60_000)
-                page.wait_for_timeout(3000)  # the single-page apps draw after load
+                page.wait_for_load_state("load", timeout=60_000)
+                # The single-page apps draw after load (and poll: never idle).
+                page.wait_for_timeout(5000)
                 page.screenshot(path=str(out / name))
                 taken.append(out / name)
                 context.close()
