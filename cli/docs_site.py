@@ -348,8 +348,8 @@ def fleet_api_page() -> str:
         "The fleet server's API",
         "Generated from the fleet server's OpenAPI schema (`edge_fleet/server/`) at "
         "each build of this site; a running server serves the same schema at "
-        "`/openapi.json` and its pages at `/docs`. Devices send their own bearer "
-        "token, admins the admin token.",
+        "`/openapi.json` (its `/docs` page loads Swagger UI from a CDN: blank "
+        "offline). Devices send their own bearer token, admins the admin token.",
         fleet_openapi(),
     )
 
