@@ -41,6 +41,7 @@ from edge_fleet.device.inference import (
     rounded,
 )
 from edge_fleet.device.polling import retry_after_s
+from edge_fleet.device.runtime import answer_problem
 from edge_fleet.device.scope import ROLLOUT, STABLE, in_scope, profile_target
 from edge_fleet.device.seams import (
     Inputs,
@@ -347,11 +348,8 @@ class Agent:
                     f"smoke test, batch of {rows}: load/inference failed: "
                     f"{type(exc).__name__}: {str(exc)[:200]}"
                 )
-            if logits.shape[0] != rows or not np.isfinite(logits).all():
-                return (
-                    f"smoke test, batch of {rows}: bad output shape {logits.shape} "
-                    "or non-finite values"
-                )
+            if (problem := answer_problem(logits, rows)) is not None:
+                return f"smoke test, batch of {rows}: {problem}"
         return None
 
     def _benchmark(self, path: Path, sha: str, version: str) -> dict:

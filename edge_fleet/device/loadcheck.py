@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_fleet.device.runtime import load_runtime
+from edge_fleet.device.runtime import answer_problem, load_runtime
 
 
 def check(
@@ -26,16 +26,11 @@ def check(
     """None when the file loads and answers every batch size; else what failed."""
     model = load_runtime(path, threads)
     for n in rows:
-        logits = np.asarray(model.logits(np.zeros((n, features), np.float32)))
-        if logits.ndim != 2 or logits.shape[0] != n:
-            return f"a batch of {n} rows was answered with shape {logits.shape}"
-        if classes is not None and logits.shape[1] != classes:
-            return (
-                f"{logits.shape[1]} outputs per row: expected {classes} "
-                "(the classes of class_prior)"
-            )
-        if not np.isfinite(logits).all():
-            return f"a batch of {n} rows of zeros was answered with non-finite values"
+        problem = answer_problem(
+            model.logits(np.zeros((n, features), np.float32)), n, classes
+        )
+        if problem is not None:
+            return f"a batch of {n} rows of zeros: {problem}"
     return None
 
 

@@ -92,6 +92,23 @@ class LiteRtModel:
             return np.stack([self._one(row) for row in np.asarray(x, np.float32)])
 
 
+def answer_problem(
+    logits: np.ndarray, rows: int, classes: int | None = None
+) -> str | None:
+    """What is wrong with a runtime's answer to `rows` rows (None: nothing): one
+    row of logits per input row, `classes` of them when known, all finite. The
+    agent's smoke test and the fleet server's upload check (loadcheck.py) judge
+    an answer by this."""
+    logits = np.asarray(logits)
+    if logits.ndim != 2 or logits.shape[0] != rows:
+        return f"answered shape {logits.shape} for {rows} rows"
+    if classes is not None and logits.shape[1] != classes:
+        return f"{logits.shape[1]} outputs per row: expected {classes}"
+    if not np.isfinite(logits).all():
+        return "non-finite values in its answer"
+    return None
+
+
 def load_runtime(path: Path, threads: int = 1) -> OnnxRuntimeModel | LiteRtModel:
     if path.suffix == ".onnx":
         return OnnxRuntimeModel(path, threads)
