@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cli import data, drift, fleet, loop, pipeline, registry, services
+from cli import data, drift, fleet, loop, pipeline, registry, services, state
 from cli.console import DEBUG, err
 from components.errors import EdgeloopError
 from stack.services import use_stack_credentials
@@ -40,6 +40,7 @@ for command in (
 app.add_typer(fleet.fleet_app, name="fleet")
 app.add_typer(drift.drift_app, name="drift")
 app.add_typer(data.data_app, name="data")
+app.add_typer(state.state_app, name="state")
 
 
 @app.callback()

@@ -71,16 +71,18 @@ def assignment(model: Model, stage: Stage, rollout_id: int | None) -> dict:
 
 
 def channel_targets(
-    channel: str, model: Model, stage: Stage, rollout_id: int | None
+    channel: str, model: Model, stage: Stage, rollout_id: int | None, files: Path
 ) -> dict[str, tuple[Path, dict]]:
     """What publishing `model` in `channel` sets: the channel's target (the
     version's file) and each profile's own, where its measured best is another
-    variant (the same assignment, for that profile, with its file)."""
+    variant (the same assignment, for that profile, with its file). A stored
+    file's path is relative to `files` (the state folder; an absolute one, as
+    stored before, stays as it is)."""
     custom = assignment(model, stage, rollout_id)
-    targets = {channel: (Path(model.blob), custom)}
+    targets = {channel: (files / model.blob, custom)}
     for profile, own in (model.profile_files or {}).items():
         targets[profile_target(channel, profile)] = (
-            Path(own["blob"]),
+            files / own["blob"],
             custom
             | {
                 "variant": own["variant"],
@@ -103,8 +105,9 @@ class StartOutcome:
 
 
 class Controller:
-    def __init__(self, repo: FleetRepository, cfg: FleetConfig) -> None:
-        self.repo, self.cfg = repo, cfg
+    def __init__(self, repo: FleetRepository, cfg: FleetConfig, files: Path) -> None:
+        """`files`: the folder the models' stored paths are relative to."""
+        self.repo, self.cfg, self.files = repo, cfg, files
         self.plan = stages(cfg)
         self._rolled_up_at = 0.0  # monotonic: the first tick rolls up
 
@@ -203,7 +206,8 @@ class Controller:
                 {"check": "manual", "detail": reason, "stage": self._stage(active)},
             )
         self.repo.publish(
-            channel_targets(STABLE, model, self.plan[-1], None) | {ROLLOUT: None}
+            channel_targets(STABLE, model, self.plan[-1], None, self.files)
+            | {ROLLOUT: None}
         )
         session.commit()
         return active
@@ -354,7 +358,8 @@ class Controller:
             self._event(rollout, "stage_started", stage=self.plan[rollout.stage].name)
             return
         self.repo.publish(
-            channel_targets(STABLE, model, self.plan[-1], None) | {ROLLOUT: None}
+            channel_targets(STABLE, model, self.plan[-1], None, self.files)
+            | {ROLLOUT: None}
         )
         self._finish(rollout, RolloutState.COMPLETED.value, None)
 
@@ -407,7 +412,9 @@ class Controller:
         session.commit()
 
     def _publish_stage(self, rollout: Rollout, model: Model, index: int) -> None:
-        self.repo.publish(channel_targets(ROLLOUT, model, self.plan[index], rollout.id))
+        self.repo.publish(
+            channel_targets(ROLLOUT, model, self.plan[index], rollout.id, self.files)
+        )
 
     def _finish(self, rollout: Rollout, state: str, cause: dict | None) -> None:
         rollout.state, rollout.cause, rollout.finished_at = state, cause, now()

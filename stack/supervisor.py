@@ -120,6 +120,19 @@ class ServiceState:
     log: Path
 
 
+def manager_running(settings: Settings) -> bool:
+    """Whether the state folder's supervisord answers on its control socket."""
+    path = socket_path(settings)
+    if not path.exists():
+        return False
+    transport = SupervisorTransport(serverurl=f"unix://{path}")
+    rpc = xmlrpc.client.ServerProxy("http://127.0.0.1", transport)
+    try:
+        return rpc.supervisor.getState()["statename"] == "RUNNING"
+    except OSError:  # the socket is left over from one that died
+        return False
+
+
 class Supervisor:
     """The client side: start supervisord, ask it, tell it."""
 
@@ -130,12 +143,7 @@ class Supervisor:
         self.rpc = xmlrpc.client.ServerProxy("http://127.0.0.1", transport)
 
     def running(self) -> bool:
-        if not socket_path(self.settings).exists():
-            return False
-        try:
-            return self.rpc.supervisor.getState()["statename"] == "RUNNING"
-        except OSError:  # the socket is left over from one that died
-            return False
+        return manager_running(self.settings)
 
     def start(self) -> None:
         """supervisord, which starts every service but the on-demand ones at once;

@@ -64,7 +64,7 @@ def create_app(
     fleet = FleetState(
         sessions=make_sessions(database_url_for(state_dir, database_url)),
         repo=repo,
-        controller=Controller(repo, cfg),
+        controller=Controller(repo, cfg, state_dir),
         cfg=cfg,
         model_name=model_name,
         admin_token=admin_token,

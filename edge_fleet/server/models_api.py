@@ -258,9 +258,11 @@ def _check_file(data: bytes, filename: str) -> str:
 
 
 def _store(state_dir: Path, data: bytes, digest: str, filename: str) -> Path:
-    blob = state_dir / "models" / f"{digest}-{filename}"
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    blob.write_bytes(data)
+    """Write the file; its path relative to the state folder (what the database
+    keeps, so a restored state folder may live anywhere)."""
+    blob = Path("models") / f"{digest}-{filename}"
+    (state_dir / blob).parent.mkdir(parents=True, exist_ok=True)
+    (state_dir / blob).write_bytes(data)
     return blob
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ import httpx
 import pytest
 import yaml
 from mlflow import MlflowClient
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from sklearn.datasets import load_digits
 
 from edge_fleet.client import FleetAdmin
 from edge_fleet.controller import ACTIVE
 from flows.adapters import registry
+from stack.contracts import Tag
 from stack.mlflow_auth import ensure_user
 from stack.net import free_port
 from stack.secrets import gate_key, stack_secrets
@@ -445,3 +448,41 @@ def test_serving_follows_the_model_its_params_name(stack: Stack):
         assert answer.status_code == 200 and answer.json()[0]["model_version"] == other
     finally:
         params.write_text(text)
+
+
+def test_the_state_backs_up_while_running_and_restores_elsewhere(
+    stack: Stack, tmp_path: Path
+):
+    """`edgeloop state backup` of the running stack, `restore` refused while it
+    runs, restored in another folder: MLflow's own store reads the champion, its
+    seal and its files there, and the fleet's stored model files are found
+    relative to the new folder (they were absolute paths to the old one)."""
+    live = MlflowClient(stack.url("MLFLOW")).get_model_version_by_alias(
+        "it-loop", "champion"
+    )
+    folder = str(tmp_path / "backup")
+    made = edgeloop("state", "backup", folder, cwd=stack.project, env=stack.env)
+    assert made.returncode == 0 and "backed up" in made.stdout, made.stderr
+    refused = edgeloop(
+        "state", "restore", folder, "--force", cwd=stack.project, env=stack.env
+    )
+    assert refused.returncode == 1 and "is running" in refused.stderr, refused.stderr
+    restored = tmp_path / "restored"
+    elsewhere = stack.env | {"EDGELOOP_STATE_DIR": str(restored)}
+    out = edgeloop("state", "restore", folder, cwd=stack.project, env=elsewhere)
+    assert out.returncode == 0, out.stderr
+
+    store = SqlAlchemyStore(f"sqlite:///{restored / 'mlflow' / 'mlflow.db'}")
+    version = store.get_model_version_by_alias("it-loop", "champion")
+    assert (str(version.version), version.tags) == (live.version, live.tags)
+    ship_file = live.tags[Tag.SHIP_FILE]  # the file devices get
+    shipped = (restored / "mlflow" / "artifacts").glob(
+        f"*/{live.run_id}/artifacts/{ship_file}"
+    )
+    assert [p for p in shipped if p.stat().st_size > 0], ship_file
+    with sqlite3.connect(restored / "fleet" / "fleet.db") as db:
+        blobs = [b for (b,) in db.execute("SELECT blob FROM models")]
+    assert blobs, "the fleet has models"
+    for blob in blobs:
+        assert not Path(blob).is_absolute(), blob
+        assert (restored / "fleet" / blob).is_file(), blob
