@@ -11,7 +11,8 @@ from rich.table import Table
 
 from cli.console import ParamsOption, ProjectOption, console, one_line_logs
 from components.config import load_params
-from components.errors import DataContractError, ServiceError
+from components.errors import DataContractError, GateRefused, ServiceError
+from components.evaluation.gates import GateDecision
 from stack.net import is_healthy
 from stack.settings import Settings, get_settings
 from stack.supervisor import ensure_serving
@@ -45,6 +46,19 @@ def run(project: ProjectOption = Path(".")) -> None:
             f"  serving:      {serving.url}/predict answers {serving.model_name} "
             f"v{serving.model_version}"
         )
+    refused(result.model.name, result.model.version, result.gate)
+
+
+def refused(name: str, version: str, gate: GateDecision) -> None:
+    """A version the gates refused ends the command non-zero, naming the keys."""
+    if gate.passed:
+        return
+    keys = sorted({failure.split(":", 1)[0] for failure in gate.failures})
+    raise GateRefused(
+        f"{name} v{version} was refused by the gates: " + "; ".join(gate.failures),
+        hint=f"improve the model, or change {', '.join(keys)} in params.yaml: the "
+        "next `edgeloop run` judges the version again",
+    )
 
 
 def print_result(result: PipelineResult, settings: Settings) -> None:

@@ -42,3 +42,7 @@ def error_class(name: str) -> type[EdgeloopError]:
             return cls
         pending.extend(cls.__subclasses__())
     return EdgeloopError
+
+
+class GateRefused(EdgeloopError):
+    """The registry's gates refused the version a run registered."""

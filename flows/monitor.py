@@ -192,7 +192,11 @@ def check_delayed_labels(
 
     def with_predictions(frame: pd.DataFrame) -> pd.DataFrame:
         labels = predicted_labels(
-            loaded.runtime, frame, loaded.classes, label_column=label
+            loaded.runtime,
+            frame,
+            loaded.classes,
+            label_column=label,
+            encoding=loaded.encoding,
         )
         return frame.assign(**{drift.PREDICTION: labels})
 

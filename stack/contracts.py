@@ -35,6 +35,9 @@ class Tag(StrEnum):
     SHIP_FILES_PER_PROFILE = f"{TAG_PREFIX}ship_files_per_profile"
     GATE = f"{TAG_PREFIX}gate"  # passed | failed
     GATE_FAILURES = f"{TAG_PREFIX}gate_failures"
+    # What the decision was made on: the gate settings and the candidate's
+    # measurements (a digest); other settings or measurements are judged again.
+    GATE_INPUTS = f"{TAG_PREFIX}gate_inputs"
     GATE_SEAL = f"{TAG_PREFIX}gate_seal"  # the decision, signed (stack/gate_seal.py)
     # An explicit rollback to this version, signed (stack/rollback_order.py).
     ROLLBACK_ORDER = f"{TAG_PREFIX}rollback_order"

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 from components.config import GatesConfig
 
+# Where each gate is set: a refusal names the key to change.
+KEY = "registry.gates."
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -34,28 +37,28 @@ def decide(
     failures = []
     if candidate.test_accuracy < cfg.min_test_accuracy:
         failures.append(
-            f"min_test_accuracy: {candidate.test_accuracy:.4f} < "
+            f"{KEY}min_test_accuracy: {candidate.test_accuracy:.4f} < "
             f"{cfg.min_test_accuracy}"
         )
     if champion is not None:
         drop = champion.test_accuracy - candidate.test_accuracy
         if drop > cfg.max_drop_vs_champion + 1e-12:
             failures.append(
-                f"max_drop_vs_champion: {drop * 100:.2f} points below champion "
+                f"{KEY}max_drop_vs_champion: {drop * 100:.2f} points below champion "
                 f"v{champion.version} > {cfg.max_drop_vs_champion * 100:.2f}"
             )
     if cfg.max_ship_kb and candidate.ship_bytes / 1024 > cfg.max_ship_kb:
         failures.append(
-            f"max_ship_kb: {candidate.ship_bytes / 1024:.1f} > {cfg.max_ship_kb}"
+            f"{KEY}max_ship_kb: {candidate.ship_bytes / 1024:.1f} > {cfg.max_ship_kb}"
         )
     if cfg.max_ship_latency_ms and candidate.ship_latency_ms > cfg.max_ship_latency_ms:
         failures.append(
-            f"max_ship_latency_ms: {candidate.ship_latency_ms:.4f} > "
+            f"{KEY}max_ship_latency_ms: {candidate.ship_latency_ms:.4f} > "
             f"{cfg.max_ship_latency_ms}"
         )
     if cfg.require_ship_accepted and not candidate.ship_accepted:
         failures.append(
-            "require_ship_accepted: the shipped variant failed "
+            f"{KEY}require_ship_accepted: the shipped variant failed "
             "optimize.max_accuracy_drop"
         )
     beats = champion is None or candidate.test_accuracy >= champion.test_accuracy

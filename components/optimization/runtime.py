@@ -12,11 +12,15 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from components.data.features import ColumnEncoding, encode
+from components.errors import DataContractError
 
 # The runtimes are the device agent's (edge_fleet/device/runtime.py, shipped as the
 # `edgeloop-agent` distribution): the stack measures files with what devices run.
@@ -54,16 +58,51 @@ def predict(model: OnnxRuntimeModel | LiteRtModel, x: np.ndarray) -> np.ndarray:
     return model.logits(x).argmax(axis=1)
 
 
+def model_rows(
+    frame: pd.DataFrame,
+    *,
+    label_column: str,
+    encoding: Sequence[ColumnEncoding] = (),
+) -> np.ndarray:
+    """A frame of raw rows as one model version takes them: through its own fitted
+    encoding (categories, booleans, dates, gaps), or, for a model without one, its
+    feature columns as numbers. A column the version was trained with and the frame
+    lacks, or text where it takes numbers, is a DataContractError naming it."""
+    if encoding:
+        missing = [c.name for c in encoding if c.name not in frame.columns]
+        if missing:
+            raise DataContractError(
+                f"column {missing[0]!r} is missing: the model takes "
+                f"{[c.name for c in encoding]}"
+            )
+        return encode(frame, list(encoding))
+    features = frame.drop(columns=label_column, errors="ignore")
+    for name in features.columns:
+        if (
+            pd.to_numeric(features[name], errors="coerce")
+            .isna()
+            .gt(features[name].isna())
+            .any()
+        ):
+            raise DataContractError(
+                f"column {name!r} holds text, and this model takes numbers only "
+                "(it was trained without a `features:` section)"
+            )
+    return features.to_numpy(np.float32)
+
+
 def predicted_labels(
     model: OnnxRuntimeModel | LiteRtModel,
     frame: pd.DataFrame,
     classes: list,
     *,
     label_column: str,
+    encoding: Sequence[ColumnEncoding] = (),
 ) -> np.ndarray:
-    """The model's class label for each row of a prepared frame (its features, and
-    the label column `data.label_column` if there, which is left out)."""
-    x = frame.drop(columns=label_column, errors="ignore").to_numpy(np.float32)
+    """The model's class label for each raw row of a frame (its features, and the
+    label column `data.label_column` if there, which is left out), encoded as
+    that model version takes them (`model_rows`)."""
+    x = model_rows(frame, label_column=label_column, encoding=encoding)
     return np.asarray(classes, dtype=object)[predict(model, x)]
 
 
@@ -73,9 +112,12 @@ def labelled_accuracy(
     classes: list,
     *,
     label_column: str,
+    encoding: Sequence[ColumnEncoding] = (),
 ) -> float:
-    """Accuracy on a prepared split (features + the label column)."""
-    predicted = predicted_labels(model, test, classes, label_column=label_column)
+    """Accuracy on a split of raw rows (features + the label column)."""
+    predicted = predicted_labels(
+        model, test, classes, label_column=label_column, encoding=encoding
+    )
     return float((predicted == test[label_column].to_numpy(dtype=object)).mean())
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import getpass
+import hashlib
 import json
 import tempfile
 from dataclasses import asdict, dataclass, replace
@@ -166,6 +167,7 @@ def champion_on(
         pd.read_parquet(test_split.path),
         loaded.classes,
         label_column=test_split.label_column,
+        encoding=loaded.encoding,
     )
     client.set_model_version_tag(
         name,
@@ -238,6 +240,16 @@ def profile_files(tags: dict[str, str]) -> dict[str, tuple[str, str]]:
     }
 
 
+def gate_inputs(cfg: RegistryConfig, measured: Candidate) -> str:
+    """A digest of what a gate decision is made on: the gate settings and the
+    candidate's measurements."""
+    body = json.dumps(
+        {"gates": cfg.gates.model_dump(mode="json"), "candidate": asdict(measured)},
+        sort_keys=True,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
 def apply_gates(
     client: MlflowClient,
     name: str,
@@ -253,7 +265,10 @@ def apply_gates(
     another data version is measured again on this one before the two are
     compared."""
     tags = client.get_model_version(name, version).tags
-    if Tag.GATE in tags:  # already decided (a cached rerun)
+    measured = candidate(client, name, version)
+    inputs = gate_inputs(cfg, measured)
+    if Tag.GATE in tags and tags.get(Tag.GATE_INPUTS) == inputs:
+        # Already decided on these settings and measurements (a cached rerun).
         failures = tags.get(Tag.GATE_FAILURES, "")
         return GateDecision(str(version), [f for f in failures.split("; ") if f])
     champion_version = alias_version(client, name, CHAMPION)
@@ -264,10 +279,11 @@ def apply_gates(
     )
     if champion is not None and test_split is not None:
         champion = champion_on(client, name, champion, version, test_split)
-    decision = decide(candidate(client, name, version), champion, cfg.gates)
+    decision = decide(measured, champion, cfg.gates)
     client.set_model_version_tag(
         name, version, Tag.GATE, "passed" if decision.passed else "failed"
     )
+    client.set_model_version_tag(name, version, Tag.GATE_INPUTS, inputs)
     client.set_model_version_tag(
         name, version, Tag.GATE_FAILURES, "; ".join(decision.failures)
     )
@@ -301,7 +317,8 @@ def promote(
         raise PromotionError(
             f"version {version} of {name!r} did not pass the gates: "
             f"{tags.get(Tag.GATE_FAILURES) or 'not gated'}",
-            hint="only a version that passed the gates can become champion",
+            hint="only a version that passed the gates can become champion; after "
+            "changing a registry.gates key, `edgeloop run` judges it again",
         )
     current = alias_version(client, name, CHAMPION)
     if current is not None and is_older(str(version), current):

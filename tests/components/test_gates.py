@@ -31,10 +31,10 @@ def test_each_gate_names_what_failed():
     assert not decision.passed and not decision.beats_champion
     text = "; ".join(decision.failures)
     for gate in (
-        "min_test_accuracy: 0.9300 < 0.95",
-        "max_drop_vs_champion: 4.00 points below champion v1 > 1.00",
-        "max_ship_kb: 300.0 > 100",
-        "max_ship_latency_ms: 2.0000 > 1.0",
+        "registry.gates.min_test_accuracy: 0.9300 < 0.95",
+        "registry.gates.max_drop_vs_champion: 4.00 points below champion v1 > 1.00",
+        "registry.gates.max_ship_kb: 300.0 > 100",
+        "registry.gates.max_ship_latency_ms: 2.0000 > 1.0",
         "require_ship_accepted",
     ):
         assert gate in text

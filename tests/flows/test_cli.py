@@ -15,6 +15,7 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.datasets import load_digits
 
+from components.errors import GateRefused
 from stack.mlflow_auth import CREDENTIALS, as_user
 from stack.net import free_port, is_healthy
 from stack.secrets import SECRET_ENV
@@ -64,6 +65,19 @@ def test_validate_rejects_a_bad_file_in_one_line(digits_csv: Path, tmp_path: Pat
     assert "expect_column_values_to_not_be_null(pixel_1_2)" in out.stdout
     assert "does not meet the data contract" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_refused_version_ends_the_run_non_zero_with_the_key():
+    """`edgeloop run` exited 0 on a version the gates refused."""
+    from cli.pipeline import refused
+    from components.config import GatesConfig
+    from components.evaluation.gates import Candidate, decide
+
+    low = Candidate("2", 0.6727, 1024.0, 0.1, True)
+    refused("m", "2", decide(low, None, GatesConfig(min_test_accuracy=0.6)))
+    with pytest.raises(GateRefused, match=r"m v2 was refused .*0\.6727 < 0\.95") as e:
+        refused("m", "2", decide(low, None, GatesConfig()))
+    assert "change registry.gates.min_test_accuracy in params.yaml" in str(e.value.hint)
 
 
 def test_bad_params_is_one_line_with_the_key(tmp_path: Path):

@@ -17,9 +17,11 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 from palmerpenguins import load_penguins
 from plotly.data import tips
 
+from components.config import load_params
 from stack.net import free_port
 from stack.services import serving_spec
 from tests.components.test_describe import describe_table, params_with
@@ -38,7 +40,7 @@ def penguins_params() -> dict:
     raw = default_params_dict(optimize=FAST_OPTIMIZE)
     raw["data"] = {
         "name": "penguins",
-        "source": "penguins.csv",
+        "source": "data/sources/penguins.csv",
         "label_column": "species",
         "image_shape": None,
     }
@@ -76,7 +78,7 @@ def test_penguins_as_shipped_train_register_and_serve_strings(
     project = make_project(tmp_path / "project", penguins_params())
     table = load_penguins()
     assert table.isna().sum().sum() == 19 and table.island.dtype == object
-    table.to_csv(project / "penguins.csv", index=False)
+    table.to_csv(project / "data/sources/penguins.csv", index=False)
 
     result = training_pipeline(project_dir=str(project), tracking_uri=mlflow_uri)
     assert result.gate.passed and result.champion == result.model.version, result
@@ -125,7 +127,7 @@ def test_tips_as_described_train_register_and_serve_yes_no(
     table = tips()
     table.to_csv(tmp_path / "tips.csv", index=False)
     _, proposal = describe_table(tmp_path / "tips.csv", "time")
-    proposal["data"]["source"] = "tips.csv"
+    assert proposal["data"]["source"] == "data/sources/tips.csv"
     project = make_project(
         tmp_path / "project",
         params_with(
@@ -133,7 +135,7 @@ def test_tips_as_described_train_register_and_serve_yes_no(
             registry={"model_name": "it-tips", "gates": {"min_test_accuracy": 0.85}},
         ),
     )
-    table.to_csv(project / "tips.csv", index=False)
+    table.to_csv(project / "data/sources/tips.csv", index=False)
 
     result = training_pipeline(project_dir=str(project), tracking_uri=mlflow_uri)
     assert result.gate.passed, result
@@ -158,6 +160,24 @@ def test_tips_as_described_train_register_and_serve_yes_no(
         refused = httpx.post(f"{url}/predict", json={"instances": maybe}, timeout=30)
         assert refused.status_code == 400
         assert "(smoker): 'Maybe' is not a boolean" in refused.text
+
+    # The table's second data version: labelled rows arrive (the retraining route).
+    # The champion is scored on the new test split through its own encoding; it was
+    # a float cast of the raw rows ("could not convert string to float: 'No'") and
+    # the new version stayed ungated.
+    incoming = load_params(project / "params.yaml").incoming_dir()
+    (project / incoming / "serving").mkdir(parents=True)
+    arrived = table.sample(40, random_state=1)  # new bills, not repeated rows
+    arrived.assign(total_bill=arrived.total_bill + 0.37).to_csv(
+        project / incoming / "serving" / "labelled.csv", index=False
+    )
+    second = training_pipeline(project_dir=str(project), tracking_uri=mlflow_uri)
+    assert second.model.version != result.model.version
+    tags = MlflowClient(mlflow_uri).get_model_version("it-tips", second.model.version)
+    same_data = tags.tags["edgeloop.champion_accuracy_same_data"]
+    assert same_data.startswith(f"v{result.model.version}: "), same_data
+    assert float(same_data.split(": ")[1]) >= 0.85, same_data
+    assert tags.tags["edgeloop.gate"] in ("passed", "failed")
 
 
 @contextmanager

@@ -36,10 +36,25 @@ def test_gates_aliases_history_promotion_and_rollback(mlflow_stack):
     assert not decision.passed
     tags = client.get_model_version(name, v2).tags
     assert tags["edgeloop.gate"] == "failed"
-    assert "min_test_accuracy" in tags["edgeloop.gate_failures"]
+    assert "registry.gates.min_test_accuracy: 0.9000 < 0.95" in tags[Tag.GATE_FAILURES]
     assert registry.alias_version(client, name, "champion") == v1  # unchanged, kept
     with pytest.raises(registry.PromotionError, match="did not pass the gates"):
         registry.promote(client, name, v2, "try anyway")
+    # The same settings: the cached decision. Another limit: judged again (the old
+    # limit was repeated before, whatever params said).
+    assert not registry.apply_gates(client, name, v2, auto, key=KEY).passed
+    lowered = auto.model_copy(
+        update={
+            "gates": GatesConfig(min_test_accuracy=0.85, max_drop_vs_champion=0.1),
+            "promotion": "manual",
+        }
+    )
+    assert registry.apply_gates(client, name, v2, lowered, key=KEY).passed
+    assert client.get_model_version(name, v2).tags[Tag.GATE] == "passed"
+    assert registry.alias_version(client, name, "challenger") == v2
+    again = registry.apply_gates(client, name, v2, auto, key=KEY)
+    assert "registry.gates.min_test_accuracy: 0.9000 < 0.95" in again.failures
+    assert client.get_model_version(name, v2).tags[Tag.GATE] == "failed"
 
     v3 = register_measured_version(client, name, 0.98)
     assert registry.apply_gates(client, name, v3, auto, key=KEY).beats_champion
@@ -48,7 +63,8 @@ def test_gates_aliases_history_promotion_and_rollback(mlflow_stack):
     assert [(c.alias, c.from_version, c.to_version) for c in changes] == [
         ("challenger", None, v1),
         ("champion", None, v1),
-        ("challenger", v1, v3),
+        ("challenger", v1, v2),  # passed under the lowered limit
+        ("challenger", v2, v3),
         ("champion", v1, v3),
     ]
     assert registry.alias_at(changes, "champion", between) == v1
