@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.console import console
+from cli.console import ParamsOption, console
 
 data_app = typer.Typer(no_args_is_help=True, help="A user's own table.")
 
@@ -19,12 +19,25 @@ def describe(
     out: Annotated[
         Path | None, typer.Option(help="write the proposal here, not to the screen")
     ] = None,
+    write: Annotated[
+        bool,
+        typer.Option(
+            "--write",
+            help="merge the proposal into --params (other sections kept; the old "
+            "file kept as .before-describe) and copy the table to data/sources/",
+        ),
+    ] = False,
+    params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Propose `data:`, `validation:` and `features:` sections for a table (each
     column's kind, categories and gap policy, from what was measured), to review
-    and paste into params.yaml."""
-    from components.data.describe import propose
+    and paste into params.yaml, or, with --write, merged into it."""
+    from components.data.describe import propose, write_proposal
 
+    if write:
+        for line in write_proposal(path, label, params_file):
+            console.print(line)
+        return
     text = propose(path, label)
     if out is None:
         console.print(text, markup=False, highlight=False, end="")

@@ -57,7 +57,11 @@ def tiny_frame(
 
 def tiny_params(**overrides: dict) -> Params:
     raw = {
-        "data": {"name": "tiny", "source": "tiny.csv", "label_column": "label"},
+        "data": {
+            "name": "tiny",
+            "source": "data/sources/tiny.csv",
+            "label_column": "label",
+        },
         "validation": {
             "labels": [0, 1, 2],
             "feature_columns": ["f0", "f1", "f2", "f3"],
@@ -89,6 +93,8 @@ def make_project(root: Path, params: dict) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "data" / "incoming").mkdir(parents=True)
     shutil.copy(REPO / "data" / "incoming" / "README.md", root / "data" / "incoming")
+    (root / "data" / "sources").mkdir()
+    shutil.copy(REPO / "data" / "sources" / "README.md", root / "data" / "sources")
 
     def run(*cmd: str) -> None:
         subprocess.run(cmd, cwd=root, check=True, capture_output=True)

@@ -28,6 +28,9 @@ class PathsConfig(Strict):
     # Newly labelled rows (.csv/.parquet, the source's columns): the next training
     # run adds them to the source, through the same validation, as a new data version.
     incoming: Path = Path("data/incoming")
+    # Where a table source (`data.source`, a .csv/.parquet file) lives: a DVC
+    # dependency of the prepare stage, so an edited source is a new data version.
+    sources: Path = Path("data/sources")
 
 
 class DataConfig(Strict):

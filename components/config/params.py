@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,25 @@ class Params(Strict):
             raise ValueError(
                 f"optimize.ship_variant {self.optimize.ship_variant!r} is not made by "
                 f"the {self.train.backend} backend; allowed: {', '.join(allowed)}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _source_is_versioned(self) -> Params:
+        """A table source lives in `paths.sources`, a DVC dependency of prepare:
+        outside it, an edited file would not be a new data version."""
+        source = self.data.source
+        if source.startswith("sklearn:"):
+            return self
+        folder = Path(os.path.normpath(self.paths.sources))
+        inside = Path(os.path.normpath(source)).parent
+        if Path(source).is_absolute() or not (
+            inside == folder or folder in inside.parents
+        ):
+            raise ValueError(
+                f"data.source {source!r} is outside paths.sources ({str(folder)!r}), "
+                "which DVC watches: move the file there and set data.source: "
+                f"{(folder / Path(source).name).as_posix()}"
             )
         return self
 

@@ -34,9 +34,12 @@ def propose(path: Path, label: str) -> str:
     features = frame.drop(columns=label)
     duplicates = float(features.duplicated(keep=False).mean()) if len(features) else 0.0
     lines = [f"# proposed by `edgeloop data describe {path} --label {label}`: review"]
+    source = Path("data/sources") / path.name  # paths.sources: DVC watches it
+    if path.resolve() != source.resolve():
+        lines.append(f"# copy {path} to {source} (a DVC dependency of prepare)")
     lines += _block(
         "data",
-        {"name": _name(path), "source": str(path), "label_column": label},
+        {"name": _name(path), "source": source.as_posix(), "label_column": label},
     )
     lines += _block(
         "validation",
@@ -120,14 +123,27 @@ def _looks_datetime(present: pd.Series) -> bool:
 
 
 def _date_parts(present: pd.Series) -> tuple[list[str], str]:
-    """Month and day of week, and the hour where times of day vary; never the
-    year (a model would meet years it never saw)."""
+    """Month and day of week, and the hour where times of day vary; not the year
+    (a model would meet years it never saw), but where the column is a year or a
+    month written as a date (every value the 1st): then the year (and month)."""
     at = instants(present).dropna()
+    span = f"{at.min():%Y-%m-%d}..{at.max():%Y-%m-%d}"
+    midnight = bool(((at.dt.hour == 0) & (at.dt.minute == 0)).all())
+    if midnight and bool((at.dt.day == 1).all()):
+        # A year (or month) written as a date, like a car's model year: the week
+        # day of 1 January says nothing; the year is what the column holds.
+        yearly = bool((at.dt.month == 1).all())
+        parts = ["year"] if yearly else ["year", "month"]
+        what = (
+            "one value per year (every date 1 January)"
+            if yearly
+            else ("one value per month (every date the 1st)")
+        )
+        return parts, f"dates, {span}, {what}: parts {', '.join(parts)}"
     parts = ["month", "dayofweek"]
     timed = bool((at.dt.hour * 60 + at.dt.minute).nunique() > 1)
     if timed:
         parts.append("hour")
-    span = f"{at.min():%Y-%m-%d}..{at.max():%Y-%m-%d}"
     times = "times of day vary" if timed else "no time of day"
     return parts, f"dates, {span}, {times}: parts {', '.join(parts)}"
 
@@ -139,3 +155,60 @@ def _name(path: Path) -> str:
 def _block(section: str, body: dict) -> list[str]:
     text = yaml.safe_dump({section: body}, sort_keys=False, default_flow_style=None)
     return text.rstrip("\n").splitlines()
+
+
+def write_proposal(path: Path, label: str, params_file: Path) -> list[str]:
+    """Merge the proposal into `params_file`, keeping its other sections and their
+    comments: `data:`, `validation:` and `features:` replaced (with the measured
+    notes), `data.image_shape: null` (a table), `registry.model_name` named for the
+    table; the table copied to `data/sources/` when it is elsewhere. The file as it
+    was is kept beside it (`.before-describe`); what is written must load as
+    params, or the file is put back. What was done, one line each."""
+    import shutil
+
+    from ruamel.yaml import YAML
+
+    from components.config import load_params
+
+    text = propose(path, label)
+    rt = YAML()  # round trip: comments and order kept
+    rt.width = 100
+    proposal = rt.load(text)
+    params = rt.load(params_file.read_text())
+    done = []
+    source = Path(proposal["data"]["source"])
+    if path.resolve() != source.resolve():
+        if source.exists() and source.read_bytes() != path.read_bytes():
+            raise ConfigError(
+                f"{source} exists with other content",
+                hint=f"remove it, or describe {source} itself",
+            )
+        source.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, source)
+        done.append(f"copied {path} to {source} (a DVC dependency of prepare)")
+    proposal["data"]["image_shape"] = None
+    for section in ("data", "validation", "features"):
+        params[section] = proposal[section]
+    # The per-column notes close the proposal: kept above `features:`.
+    lines = text.rstrip("\n").splitlines()
+    start = max(i for i, line in enumerate(lines) if not line.startswith("#")) + 1
+    notes = "\n".join(
+        line[2:] if line.startswith("# ") else line[1:] for line in lines[start:]
+    )
+    params.yaml_set_comment_before_after_key("features", before=notes)
+    name = f"edgeloop-{proposal['data']['name']}"
+    params.setdefault("registry", {})["model_name"] = name
+    backup = params_file.with_name(f"{params_file.name}.before-describe")
+    shutil.copyfile(params_file, backup)
+    with params_file.open("w") as out:
+        rt.dump(params, out)
+    try:
+        load_params(params_file)
+    except ConfigError:
+        shutil.copyfile(backup, params_file)
+        raise
+    done.append(
+        f"wrote data:, validation:, features: and registry.model_name: {name} into "
+        f"{params_file} (as it was: {backup})"
+    )
+    return done

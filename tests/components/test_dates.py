@@ -196,7 +196,11 @@ def _params(features: dict):
     from components.config import parse_params
 
     raw = default_params_dict()
-    raw["data"] = {"name": "rentals", "source": "r.csv", "label_column": "busy"}
+    raw["data"] = {
+        "name": "rentals",
+        "source": "data/sources/r.csv",
+        "label_column": "busy",
+    }
     raw["validation"] = {"labels": ["busy", "quiet"], "max_class_kl_divergence": 0.2}
     raw["features"] = features
     return parse_params(raw)
@@ -252,12 +256,14 @@ def test_dates_are_left_out_of_drift(table):
     assert list(reference.columns) == list(current.columns) == ["f1", "prediction"]
 
 
-def test_describe_proposes_the_parts_and_the_table_meets_the_proposal(table, tmp_path):
+def test_describe_proposes_the_parts_and_the_table_meets_the_proposal(
+    table, tmp_path, monkeypatch
+):
     from components.config import parse_params
     from components.data.validate import check_file
-    from tests.components.test_describe import describe_table, params_with
+    from tests.components.test_describe import describe_table, in_sources, params_with
 
-    path = tmp_path / "rentals.csv"
+    path = in_sources(tmp_path, monkeypatch, "rentals.csv")
     table.to_csv(path, index=False)
     text, proposal = describe_table(path, "busy")
     assert proposal["features"]["columns"]["started"] == {
@@ -270,19 +276,19 @@ def test_describe_proposes_the_parts_and_the_table_meets_the_proposal(table, tmp
     assert outcome.success, outcome.summary()
 
 
-def test_a_parquet_table_with_timestamps_is_read_as_dates(table, tmp_path):
+def test_a_parquet_table_with_timestamps_is_read_as_dates(table, tmp_path, monkeypatch):
     """Parquet keeps timestamps as timestamps: describe still proposes a datetime,
     the contract (GX's dateutil check takes text only) passes, and the model
     input is the same as from the text."""
     from components.config import parse_params
     from components.data.validate import check_file
-    from tests.components.test_describe import describe_table, params_with
+    from tests.components.test_describe import describe_table, in_sources, params_with
 
     stamped = table.assign(
         started=pd.to_datetime(table["started"], utc=True, format="mixed")
     )
     stamped.loc[5, "started"] = pd.NaT
-    path = tmp_path / "rentals.parquet"
+    path = in_sources(tmp_path, monkeypatch, "rentals.parquet")
     stamped.to_parquet(path, index=False)
     _, proposal = describe_table(path, "busy")
     assert proposal["features"]["columns"]["started"]["kind"] == "datetime"
@@ -331,11 +337,11 @@ def test_a_table_with_dates_goes_through_the_stages_as_described(table, tmp_path
 
     table.to_csv(tmp_path / "rentals.csv", index=False)
     _, proposal = describe_table(tmp_path / "rentals.csv", "busy")
-    proposal["data"]["source"] = "rentals.csv"
+    assert proposal["data"]["source"] == "data/sources/rentals.csv"
     project = make_project(
         tmp_path / "project", params_with(proposal, registry={"model_name": "r"})
     )
-    table.to_csv(project / "rentals.csv", index=False)
+    table.to_csv(project / "data/sources/rentals.csv", index=False)
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(
         [str(BIN / "dvc"), "repro", "evaluate", "optimize"],

@@ -5,6 +5,8 @@ restaurant tips (a Yes/No column, text categories)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from plotly.data import tips
 
 from components.config import parse_params
 from components.data.validate import check_file
-from tests.conftest import BIN, FAST_OPTIMIZE, default_params_dict
+from tests.conftest import BIN, FAST_OPTIMIZE, REPO, default_params_dict, make_project
 
 
 def describe_table(path: Path, label: str) -> tuple[str, dict]:
@@ -37,10 +39,19 @@ def params_with(proposal: dict, **more: dict) -> dict:
     return raw
 
 
-def test_the_penguins_proposal_is_params_the_table_meets(tmp_path):
-    table = tmp_path / "penguins.csv"
+def in_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> Path:
+    """A project's source folder (paths.sources) as the working folder's."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "sources").mkdir(parents=True)
+    return Path("data/sources") / name
+
+
+def test_the_penguins_proposal_is_params_the_table_meets(tmp_path, monkeypatch):
+    table = in_sources(tmp_path, monkeypatch, "penguins.csv")
     load_penguins().to_csv(table, index=False)
     text, proposal = describe_table(table, "species")
+    assert proposal["data"]["source"] == "data/sources/penguins.csv"
+    assert "# copy" not in text  # already where DVC watches
     columns = proposal["features"]["columns"]
     assert columns["island"] == {
         "kind": "categorical",
@@ -56,11 +67,13 @@ def test_the_penguins_proposal_is_params_the_table_meets(tmp_path):
     assert outcome.success, outcome.summary()
 
 
-def test_the_tips_proposal_reads_yes_no_as_boolean_and_the_table_meets_it(tmp_path):
+def test_the_tips_proposal_reads_yes_no_as_boolean_and_the_table_meets_it(
+    tmp_path, monkeypatch
+):
     """plotly's tips: `smoker` Yes/No is proposed boolean, `sex`/`day` categorical.
     It trains and serves as proposed, with no edit, in
     tests/flows/test_own_table.py."""
-    table = _saved(tips(), tmp_path / "tips.csv")
+    table = _saved(tips(), in_sources(tmp_path, monkeypatch, "tips.csv"))
     _, proposal = describe_table(table, "time")
     columns = proposal["features"]["columns"]
     assert columns["smoker"] == {"kind": "boolean"}
@@ -89,6 +102,18 @@ def _saved(frame: pd.DataFrame, path: Path) -> Path:
             "dates, 2024-01-02..2024-01-04, times of day vary: parts month, dayofweek, "
             "hour, 0 gaps",
         ),
+        (
+            # A model year written as a date (the cars table): it was read as
+            # month and weekday, and the year never reached the model.
+            ["1970-01-01", "1971-01-01", "1982-01-01", "1970-01-01"],
+            "dates, 1970-01-01..1982-01-01, one value per year (every date "
+            "1 January): parts year, 0 gaps",
+        ),
+        (
+            ["2024-01-01", "2024-02-01", "2024-03-01", "2024-02-01"],
+            "dates, 2024-01-01..2024-03-01, one value per month (every date the "
+            "1st): parts year, month, 0 gaps",
+        ),
         ([1, 2, 3, 4], "numeric, 4 distinct, 1..4: a distinct integer per row"),
         (["yes", "no", "no", "yes"], "boolean"),
         ([None, None, None, None], "no value at all, 4 gaps (100.0%): dropped"),
@@ -96,8 +121,11 @@ def _saved(frame: pd.DataFrame, path: Path) -> Path:
 )
 def test_each_kind_is_noted_with_what_was_measured(tmp_path, values, expected):
     frame = pd.DataFrame({"x": values, "label": [0, 1, 0, 1]})
-    text, _ = describe_table(_saved(frame, tmp_path / "t.csv"), "label")
+    text, proposal = describe_table(_saved(frame, tmp_path / "t.csv"), "label")
     assert f"#   x: {expected}" in text, text
+    # Proposed where DVC watches it, with the copy to make.
+    assert proposal["data"]["source"] == "data/sources/t.csv"
+    assert f"# copy {tmp_path / 't.csv'} to data/sources/t.csv" in text
 
 
 def test_an_unknown_label_column_names_the_columns(tmp_path):
@@ -111,3 +139,45 @@ def test_an_unknown_label_column_names_the_columns(tmp_path):
     assert done.returncode == 1
     assert "no label column 'y'; columns: ['a', 'b']" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_write_merges_a_proposal_that_runs_as_written(tmp_path):
+    """`describe --write`: the proposal merged into params.yaml (other sections and
+    their comments kept), the table copied where DVC watches it, a model name of
+    its own and `data.image_shape: null`; DVC's prepare and validate stages run on
+    it with no edit. Before, the pasted proposal failed with "Parameters
+    'data.image_shape' are missing" and registered as edgeloop-digits."""
+    project = make_project(tmp_path / "project", default_params_dict())
+    shutil.copy(REPO / "params.yaml", project / "params.yaml")  # with its comments
+    load_penguins().to_csv(tmp_path / "penguins.csv", index=False)
+    done = subprocess.run(
+        [str(BIN / "edgeloop"), "data", "describe", str(tmp_path / "penguins.csv")]
+        + ["--label", "species", "--write"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "copied" in done.stdout and "edgeloop-penguins" in done.stdout
+    params = parse_params(yaml.safe_load((project / "params.yaml").read_text()))
+    assert params.data.source == "data/sources/penguins.csv"
+    assert params.data.image_shape is None
+    assert params.registry.model_name == "edgeloop-penguins"
+    assert params.features.columns["island"].kind == "categorical"
+    text = (project / "params.yaml").read_text()
+    assert "# newly labelled rows for the next training run" in text  # kept
+    assert "#   sex: text, 2 distinct, 11 gaps (3.2%)" in text  # the measured notes
+    assert (project / "params.yaml.before-describe").read_text() == (
+        REPO / "params.yaml"
+    ).read_text()
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    repro = subprocess.run(
+        [str(BIN / "dvc"), "repro", "validate"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert repro.returncode == 0, repro.stdout[-2000:] + repro.stderr[-2000:]

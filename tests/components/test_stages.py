@@ -4,6 +4,8 @@ bad batch that is quarantined while the last good prepared data stays as it was.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -14,9 +16,14 @@ from sklearn.datasets import load_wine
 from components.data import prepare, validate
 from components.evaluation import evaluate
 from components.training import train
+from tests.conftest import BIN, default_params_dict, make_project
 
 WINE_PARAMS = {
-    "data": {"name": "wine", "source": "wine.csv", "label_column": "label"},
+    "data": {
+        "name": "wine",
+        "source": "data/sources/wine.csv",
+        "label_column": "label",
+    },
     "validation": {
         "labels": [0, 1, 2],
         "feature_range": None,
@@ -32,7 +39,8 @@ WINE_PARAMS = {
 def wine_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     frame = load_wine(as_frame=True).frame.rename(columns={"target": "label"})
-    frame.to_csv("wine.csv", index=False)
+    Path("data/sources").mkdir(parents=True)
+    frame.to_csv("data/sources/wine.csv", index=False)
     Path("params.yaml").write_text(yaml.safe_dump(WINE_PARAMS))
     return tmp_path
 
@@ -54,9 +62,9 @@ def test_a_bad_batch_is_quarantined_and_good_data_kept(wine_project: Path):
     assert prepare.main([]) == 0 and validate.main([]) == 0
     good = {p.name: p.read_bytes() for p in Path("data/prepared").iterdir()}
 
-    frame = pd.read_csv("wine.csv")
+    frame = pd.read_csv("data/sources/wine.csv")
     frame.loc[7, "alcohol"] = 99.0
-    frame.to_csv("wine.csv", index=False)
+    frame.to_csv("data/sources/wine.csv", index=False)
     assert prepare.main([]) == 0
     assert validate.main([]) == 1
 
@@ -80,3 +88,39 @@ def test_training_is_reproducible(wine_project: Path):
         metrics = json.loads(Path("reports/evaluate/metrics.json").read_text())
         accuracies.append(metrics["test_accuracy"])
     assert abs(accuracies[0] - accuracies[1]) <= 0.005
+
+
+def test_an_edited_source_is_a_new_data_version(tmp_path: Path):
+    """The source file is a DVC dependency of `prepare` (through `paths.sources`):
+    a column renamed in place makes the stage stale. Before, `dvc status` said up
+    to date and `edgeloop run` reused the old data version."""
+    project = make_project(
+        tmp_path / "project",
+        default_params_dict(
+            **{k: v for k, v in WINE_PARAMS.items() if k != "data"},
+            data=WINE_PARAMS["data"] | {"image_shape": None},
+        ),
+    )
+    source = project / "data/sources/wine.csv"
+    load_wine(as_frame=True).frame.rename(columns={"target": "label"}).to_csv(
+        source, index=False
+    )
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+    def dvc(*args: str) -> str:
+        done = subprocess.run(
+            [str(BIN / "dvc"), *args],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done.stdout
+
+    dvc("repro", "prepare")
+    assert "up to date" in dvc("status", "prepare")
+    source.write_text(source.read_text().replace("alcohol", "alcohol_pct", 1))
+    status = dvc("status", "prepare")
+    assert "changed deps" in status and "data/sources" in status, status
