@@ -85,6 +85,9 @@ def contract_expectations(
         )
     for col in features:
         exps += column_expectations(col, kinds.spec(col), cfg)
+    # A column `features:` describes must be there: a renamed one was otherwise
+    # read as a new plain column, and the described one silently gone.
+    exps += [gxe.ExpectColumnToExist(column=col) for col in kinds.columns]
     return exps
 
 
@@ -163,7 +166,11 @@ def run_suite(
     result = definition.run(
         batch_parameters={"dataframe": frame}, result_format="SUMMARY"
     )
-    failures = [_failure(r) for r in result.results if not r.success]
+    columns = list(frame.columns)
+    failures = sorted(
+        (_failure(r, columns) for r in result.results if not r.success),
+        key=lambda f: f.expectation not in SCHEMA,  # what is missing first
+    )
     return ValidationOutcome(
         suite=name,
         success=bool(result.success),
@@ -173,11 +180,40 @@ def run_suite(
     )
 
 
-def _failure(res: Any) -> Failure:
+# The table's shape: reported before the checks of the columns' values.
+SCHEMA = ("expect_column_to_exist", "expect_table_columns_to_match_set")
+
+
+def _failure(res: Any, columns: list[str]) -> Failure:
+    """One failed expectation in words: the values that broke it, or what is
+    missing, or why it could not be evaluated."""
     config = res.expectation_config
     kwargs = config.kwargs
     info = res.result or {}
-    if res.exception_info and res.exception_info.get("raised_exception"):
+    named = [kwargs["column"]] if kwargs.get("column") else kwargs.get("column_list")
+    absent = [c for c in named or [] if c not in columns]
+    if config.type == "expect_column_to_exist":
+        detail = (
+            f"{kwargs['column']!r} is missing from the table (features.columns "
+            f"describes it); its columns are {columns[:12]}"
+        )
+    elif config.type == "expect_table_columns_to_match_set":
+        expected = list(kwargs.get("column_set") or [])
+        missing = [c for c in expected if c not in columns]
+        extra = [c for c in columns if c not in expected]
+        detail = f"missing {missing[:8]}, not expected {extra[:8]}"
+    elif config.type == "expect_column_kl_divergence_to_be_less_than" and (
+        info.get("observed_value") is None
+    ):
+        detail = (
+            "not measured: the column holds values outside validation.labels, or "
+            "none (see expect_column_values_to_be_in_set)"
+        )
+    elif absent:
+        detail = (
+            f"could not be evaluated: column(s) {absent[:8]} missing from the table"
+        )
+    elif res.exception_info and res.exception_info.get("raised_exception"):
         detail = f"could not be evaluated: {res.exception_info['exception_message']}"
     elif "unexpected_count" in info:
         detail = _unexpected(info, kwargs.get("mostly") or 1.0)

@@ -51,7 +51,11 @@ def _params(**features: object):
     from components.config import parse_params
 
     raw = default_params_dict()
-    raw["data"] = {"name": "penguins", "source": "p.csv", "label_column": "species"}
+    raw["data"] = {
+        "name": "penguins",
+        "source": "data/sources/p.csv",
+        "label_column": "species",
+    }
     raw["validation"] = {"labels": ["Adelie", "Chinstrap", "Gentoo"]}
     raw["features"] = features or PENGUIN_FEATURES
     return parse_params(raw)
@@ -146,6 +150,38 @@ def test_the_contract_checks_raw_columns_by_kind(penguins):
     assert "allowed 2.0%" in outcome.summary()
 
 
+def test_a_renamed_column_is_named_missing_first(penguins):
+    """A column `features:` describes, renamed in the source: before, the new name
+    passed as a plain numeric column and nothing said the described one was gone
+    (or, with validation.feature_columns set, four findings, none naming it)."""
+    params = _params()
+    renamed = penguins.rename(columns={"bill_length_mm": "bill_len"})
+    columns = [c for c in renamed.columns if c != "species"]
+    outcome = validate_batch(
+        renamed, params.validation, columns, "species", params.features
+    )
+    assert not outcome.success
+    first = outcome.failures[0]
+    assert (first.expectation, first.column) == (
+        "expect_column_to_exist",
+        "bill_length_mm",
+    )
+    assert "'bill_length_mm' is missing from the table" in outcome.summary()
+    # Checks that need the column say so in words, not "list index out of range".
+    strict = validate_batch(
+        renamed, params.validation, FEATURES, "species", params.features
+    )
+    text = strict.summary()
+    assert "missing ['bill_length_mm'], not expected ['bill_len']" in text
+    assert "list index out of range" not in text and "observed None" not in text
+    # An unknown label: the class balance says why it was not measured.
+    alien = penguins.assign(species=penguins.species.where(penguins.index > 5, "Emu"))
+    text = validate_batch(
+        alien, params.validation, FEATURES, "species", params.features
+    ).summary()
+    assert "observed None" not in text and "outside validation.labels" in text
+
+
 @pytest.mark.parametrize(
     ("features", "message"),
     [
@@ -170,7 +206,11 @@ def test_keras_is_refused_for_preprocessed_columns():
     from components.config import parse_params
 
     raw = default_params_dict()
-    raw["data"] = {"name": "penguins", "source": "p.csv", "label_column": "species"}
+    raw["data"] = {
+        "name": "penguins",
+        "source": "data/sources/p.csv",
+        "label_column": "species",
+    }
     raw["validation"] = {"labels": ["Adelie", "Chinstrap", "Gentoo"]}
     raw["features"] = PENGUIN_FEATURES
     raw["train"] = raw["train"] | {"backend": "keras"}
