@@ -51,8 +51,9 @@ def run_stage(project: Path, stage: str, params: Params) -> dvc_stages.StageRun:
     logger = get_run_logger()
     report = failure_report(project / params.paths.reports, stage)
     report.unlink(missing_ok=True)
-    if stage == "prepare":  # a DVC dependency: made when missing, not a failure
+    if stage == "prepare":  # DVC dependencies: made when missing, not a failure
         (project / params.incoming_dir()).mkdir(parents=True, exist_ok=True)
+        (project / params.paths.sources).mkdir(parents=True, exist_ok=True)
     try:
         result = dvc_stages.reproduce(project, stage)
     except dvc_stages.ReproductionError as exc:

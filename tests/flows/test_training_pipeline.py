@@ -183,15 +183,18 @@ def test_a_bad_batch_stops_before_training(pipeline, mlflow_uri, project_root):
 def test_a_second_failure_shows_its_own_reason_not_the_first(pipeline, project_root):
     params = default_params_dict(
         registry={"model_name": "edgeloop-it-refailed"},
-        data={"name": "table", "source": "data/table.csv"},
+        data={"name": "table", "source": "data/sources/table.csv"},
     )
     project = make_project(project_root, params)
-    # No incoming folder at all: made by the flow (it is a DVC dependency), not a
-    # DVC failure; the stage runs and stops on its own reason, the missing source.
+    # No incoming or sources folder at all (a project from before paths.sources):
+    # made by the flow (DVC dependencies), not a DVC failure; the stage runs and
+    # stops on its own reason, the missing source.
     shutil.rmtree(project / "data" / "incoming")
-    with pytest.raises(ConfigError, match="data.source: file 'data/table.csv'"):
+    shutil.rmtree(project / "data" / "sources")
+    with pytest.raises(ConfigError, match="data.source: file 'data/sources/table.csv'"):
         pipeline(project)
     assert (project / "data" / "incoming" / "table").is_dir()
+    assert (project / "data" / "sources").is_dir()
     assert (project / "reports" / "failed" / "prepare.json").exists()
     # Then, for another reason: a dependency of the stage is gone. What is shown is
     # DVC's own message about it, in one line, not the first failure's report.
