@@ -38,6 +38,9 @@ class Tag(StrEnum):
     # What the decision was made on: the gate settings and the candidate's
     # measurements (a digest); other settings or measurements are judged again.
     GATE_INPUTS = f"{TAG_PREFIX}gate_inputs"
+    # The candidate and the champion on the same test rows (the drop gate's
+    # paired evidence).
+    VS_CHAMPION = f"{TAG_PREFIX}vs_champion"
     GATE_SEAL = f"{TAG_PREFIX}gate_seal"  # the decision, signed (stack/gate_seal.py)
     # An explicit rollback to this version, signed (stack/rollback_order.py).
     ROLLBACK_ORDER = f"{TAG_PREFIX}rollback_order"

@@ -28,7 +28,13 @@ class OptimizeConfig(Strict):
     # Epochs of fine-tuning after pruning.
     finetune_epochs: int = Field(5, ge=0)
     calibration_samples: int = Field(200, ge=1)
+    # Accuracy points a variant may lose against the framework model on the test
+    # split; refused only when also worse beyond chance (drop_test_alpha).
     max_accuracy_drop: float = Field(0.01, ge=0, le=1)
+    # Significance of the paired test (exact McNemar on the test rows where the
+    # variant and the framework model differ) that a drop over the budget must
+    # pass to refuse the variant: one row on a small test set is not evidence.
+    drop_test_alpha: float = Field(0.05, gt=0, le=1)
     # Single-row inferences timed per variant.
     latency_runs: int = Field(300, ge=10)
     # Rows a variant must answer in its runtime's own process.
@@ -58,7 +64,12 @@ class GatesConfig(Strict):
 
     # Lowest test accuracy a version may have.
     min_test_accuracy: float = Field(0.95, ge=0, le=1)
+    # Accuracy points a version may lose against the champion on the same test
+    # rows; refused only when also worse beyond chance (drop_test_alpha).
     max_drop_vs_champion: float = Field(0.01, ge=0, le=1)
+    # Significance of the paired test (exact McNemar on the test rows where the
+    # version and the champion differ) that a drop over the budget must pass.
+    drop_test_alpha: float = Field(0.05, gt=0, le=1)
     max_ship_kb: float | None = Field(256, gt=0)
     max_ship_latency_ms: float | None = Field(1.0, gt=0)
     require_ship_accepted: bool = True

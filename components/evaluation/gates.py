@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from components.config import GatesConfig
+from components.evaluation.paired import PairedDrop
 
 # Where each gate is set: a refusal names the key to change.
 KEY = "registry.gates."
@@ -32,15 +33,30 @@ class GateDecision:
 
 
 def decide(
-    candidate: Candidate, champion: Candidate | None, cfg: GatesConfig
+    candidate: Candidate,
+    champion: Candidate | None,
+    cfg: GatesConfig,
+    paired: PairedDrop | None = None,
 ) -> GateDecision:
+    """`paired`: the candidate and the champion answering the same test rows; with
+    it, a drop over `max_drop_vs_champion` refuses only when it is also beyond
+    chance (`drop_test_alpha`): on a small test set one row is not a verdict."""
     failures = []
     if candidate.test_accuracy < cfg.min_test_accuracy:
         failures.append(
             f"{KEY}min_test_accuracy: {candidate.test_accuracy:.4f} < "
             f"{cfg.min_test_accuracy}"
         )
-    if champion is not None:
+    if champion is not None and paired is not None:
+        if paired.refused(cfg.max_drop_vs_champion, cfg.drop_test_alpha):
+            failures.append(
+                f"{KEY}max_drop_vs_champion: {paired.drop * 100:.2f} points below "
+                f"champion v{champion.version} > {cfg.max_drop_vs_champion * 100:.2f}"
+                f", beyond chance ({paired.worse} of {paired.worse + paired.better} "
+                f"differing test rows against it, exact McNemar p = "
+                f"{paired.p_value:.3g} < {cfg.drop_test_alpha})"
+            )
+    elif champion is not None:
         drop = champion.test_accuracy - candidate.test_accuracy
         if drop > cfg.max_drop_vs_champion + 1e-12:
             failures.append(

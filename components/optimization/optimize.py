@@ -21,6 +21,7 @@ import pandas as pd
 
 from components.backends import load_classifier
 from components.config import DeviceProfile, OptimizeConfig, Params
+from components.evaluation.paired import PairedDrop
 from components.optimization import compress
 from components.optimization.choice import ship_per_profile
 from components.optimization.report import VariantReport, write_report
@@ -195,14 +196,17 @@ def profile_problem(report: VariantReport, profile: DeviceProfile) -> str | None
 
 
 def measure(
-    built: Built, test: Arrays, reference: float, params: Params
+    built: Built, test: Arrays, reference: np.ndarray, params: Params
 ) -> VariantReport:
+    """`reference`: the framework model's answers on the test rows."""
     cfg = params.optimize
     runtime = load_runtime(built.path)
-    accuracy = float((predict(runtime, test.x) == test.y).mean())
+    answers = predict(runtime, test.x)
+    accuracy = float((answers == test.y).mean())
     latency = single_sample_latency(runtime, test.x, runs=cfg.latency_runs)
-    drop = reference - accuracy
-    accepted = drop <= cfg.max_accuracy_drop + 1e-12
+    paired = PairedDrop.of(reference, answers, test.y)
+    drop = paired.drop
+    accepted = not paired.refused(cfg.max_accuracy_drop, cfg.drop_test_alpha)
     weights = built.parameters * built.weight_bytes_per_param
     activations = built.peak_activations * max(built.weight_bytes_per_param, 1)
     report = VariantReport(
@@ -222,8 +226,14 @@ def measure(
         if accepted
         else (
             f"accuracy drop {drop * 100:.2f} points > optimize.max_accuracy_drop "
-            f"{cfg.max_accuracy_drop * 100:.2f}"
+            f"{cfg.max_accuracy_drop * 100:.2f}, and worse beyond chance: "
+            f"{paired.worse} of {paired.worse + paired.better} differing test rows "
+            f"against it (exact McNemar p = {paired.p_value:.3g} < "
+            f"optimize.drop_test_alpha {cfg.drop_test_alpha})"
         ),
+        rows_worse=paired.worse,
+        rows_better=paired.better,
+        drop_p_value=paired.p_value,
     )
     samples = test.x[: cfg.infra_samples]
     expected = predict(runtime, samples)
@@ -259,7 +269,8 @@ def optimize_model(
     spec = classifier.spec
     train = to_arrays(pd.read_parquet(prepared / "train.parquet"), spec, label)
     test = to_arrays(pd.read_parquet(prepared / "test.parquet"), spec, label)
-    reference = float((classifier.predict_proba(test.x).argmax(1) == test.y).mean())
+    answers = classifier.predict_proba(test.x).argmax(1)
+    reference = float((answers == test.y).mean())
     out.mkdir(parents=True, exist_ok=True)
     if spec.backend == "keras":
         built = build_keras_variants(classifier, train, params.optimize, out)
@@ -276,7 +287,7 @@ def optimize_model(
     for b in built:  # what a device has is the file: it names its classes
         if b.path.suffix == ".onnx":
             stamp_classes(b.path, spec.classes)
-    return reference, [measure(b, test, reference, params) for b in built]
+    return reference, [measure(b, test, answers, params) for b in built]
 
 
 def _body(args: argparse.Namespace, params: Params) -> None:

@@ -37,6 +37,11 @@ class VariantReport:
     not_deployable: dict[str, str] = field(default_factory=dict)
     # Median single-sample ms in each deployable profile's runtime and threads.
     latency_ms_by_profile: dict[str, float] = field(default_factory=dict)
+    # The paired comparison with the framework model on the same test rows
+    # (components/optimization/optimize.py PairedDrop).
+    rows_worse: int = 0
+    rows_better: int = 0
+    drop_p_value: float = 1.0
 
 
 def write_report(  # noqa: PLR0917 - the report's parts

@@ -15,12 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from components.config import RegistryConfig, ServingConfig
 from components.errors import EdgeloopError
 from components.evaluation.gates import Candidate, GateDecision, decide
+from components.evaluation.paired import PairedDrop
 from stack.contracts import ALIAS_HISTORY_PREFIX, TAG_PREFIX, Alias, Tag
 from stack.gate_seal import GateSeal, file_sha256
 from stack.rollback_order import RollbackOrder, is_older
@@ -143,39 +145,55 @@ def champion_on(
     champion: Candidate,
     candidate_version: str,
     test_split: TestSplit,
-) -> Candidate:
-    """The champion measured on the candidate's test split when the two were tested
-    on different data versions (new data arrived): accuracy on one test set against
-    accuracy on another is no comparison. Its fp32 device file, in its runtime."""
+) -> tuple[Candidate, PairedDrop]:
+    """The champion and the candidate answering the candidate's test split, each
+    its fp32 device file in its runtime through its own encoding: the paired
+    comparison the drop gate judges. When the two were tested on different data
+    versions (new data arrived), the champion's accuracy is the one measured here:
+    accuracy on one test set against accuracy on another is no comparison."""
     import pandas as pd
 
-    # The device runtimes (ONNX Runtime, LiteRT): only when the champion was tested
-    # on other data than the candidate.
-    from components.optimization.runtime import labelled_accuracy
+    # The device runtimes (ONNX Runtime, LiteRT): only when there is a champion.
+    from components.optimization.runtime import predicted_labels
     from serving.model_source import AliasSource
 
+    frame = pd.read_parquet(test_split.path)
+    truth = frame[test_split.label_column].to_numpy(dtype=object)
+    source = AliasSource(client.tracking_uri, name, ServingConfig(variant="fp32"))
+
+    def answers(version: str) -> np.ndarray:
+        loaded = source.load(version)
+        return predicted_labels(
+            loaded.runtime,
+            frame,
+            loaded.classes,
+            label_column=test_split.label_column,
+            encoding=loaded.encoding,
+        )
+
+    theirs = answers(champion.version)
+    paired = PairedDrop.of(theirs, answers(candidate_version), truth)
+    client.set_model_version_tag(
+        name,
+        candidate_version,
+        Tag.VS_CHAMPION,
+        f"v{champion.version}: {paired.worse} test rows it gets right and this "
+        f"version wrong, {paired.better} the other way, of {len(truth)} (exact "
+        f"McNemar p = {paired.p_value:.3g})",
+    )
     tags = client.get_model_version(name, candidate_version).tags
-    theirs = client.get_model_version(name, champion.version).tags
+    before = client.get_model_version(name, champion.version).tags
     key = Tag.PREPARED_DATA_MD5
-    if tags.get(key) is None or tags.get(key) == theirs.get(key):
-        return champion
-    loaded = AliasSource(client.tracking_uri, name, ServingConfig(variant="fp32")).load(
-        champion.version
-    )
-    accuracy = labelled_accuracy(
-        loaded.runtime,
-        pd.read_parquet(test_split.path),
-        loaded.classes,
-        label_column=test_split.label_column,
-        encoding=loaded.encoding,
-    )
+    if tags.get(key) is None or tags.get(key) == before.get(key):
+        return champion, paired
+    accuracy = float((theirs == truth).mean())
     client.set_model_version_tag(
         name,
         candidate_version,
         f"{TAG_PREFIX}champion_accuracy_same_data",
         f"v{champion.version}: {accuracy:.4f}",
     )
-    return replace(champion, test_accuracy=accuracy)
+    return replace(champion, test_accuracy=accuracy), paired
 
 
 def seal_decision(
@@ -277,9 +295,10 @@ def apply_gates(
         if champion_version and champion_version != str(version)
         else None
     )
+    paired = None
     if champion is not None and test_split is not None:
-        champion = champion_on(client, name, champion, version, test_split)
-    decision = decide(measured, champion, cfg.gates)
+        champion, paired = champion_on(client, name, champion, version, test_split)
+    decision = decide(measured, champion, cfg.gates, paired)
     client.set_model_version_tag(
         name, version, Tag.GATE, "passed" if decision.passed else "failed"
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from components.config import GatesConfig
 from components.evaluation.gates import Candidate, decide
 
@@ -43,3 +45,29 @@ def test_each_gate_names_what_failed():
 def test_a_small_drop_passes_but_does_not_beat_the_champion():
     decision = decide(_cand("3", 0.965), _cand("1", 0.97), GATES)
     assert decision.passed and not decision.beats_champion
+
+
+def test_a_drop_against_the_champion_is_judged_on_the_same_rows():
+    """On a 61-row test split, one row the champion gets right and the candidate
+    wrong is 1.6 points, over the 1-point budget: the point difference refused it.
+    Judged paired, one row is not evidence; five of five is."""
+    from components.evaluation.paired import PairedDrop
+
+    truth = np.array(["a"] * 61, dtype=object)
+    champion = truth.copy()
+    one_off = truth.copy()
+    one_off[0] = "b"
+    candidate, best = _cand("2", 60 / 61), _cand("1", 1.0)
+    assert not decide(candidate, best, GATES).passed  # the point difference
+    paired = PairedDrop.of(champion, one_off, truth)
+    assert decide(candidate, best, GATES, paired).passed
+    five_off = truth.copy()
+    five_off[:5] = "b"
+    refused = decide(
+        _cand("2", 56 / 61), best, GATES, PairedDrop.of(champion, five_off, truth)
+    )
+    assert [f for f in refused.failures if "max_drop_vs_champion" in f] == [
+        "registry.gates.max_drop_vs_champion: 8.20 points below champion v1 > 1.00, "
+        "beyond chance (5 of 5 differing test rows against it, exact McNemar "
+        "p = 0.0312 < 0.05)"
+    ]

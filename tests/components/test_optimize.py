@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -224,3 +225,28 @@ def test_optimize_stage_gates_and_reports(tmp_path, monkeypatch):
     assert "REJECTED" in Path("reports/optimize/report.md").read_text()
     assert "- cloud: **" in Path("reports/optimize/report.md").read_text()
     assert Path("reports/optimize/tradeoff.png").stat().st_size > 1000
+
+
+def test_one_row_on_a_small_test_set_is_not_evidence():
+    """The cars table: its int8 file lost one test row of 61 (1.6 points) against a
+    1-point budget and was refused, so passing hinged on a single row. The drop is
+    now judged paired (exact McNemar on the rows the two answer differently)."""
+    from components.evaluation.paired import PairedDrop
+
+    y = np.zeros(61, dtype=int)
+    reference, variant = y.copy(), y.copy()
+    variant[0] = 1
+    one = PairedDrop.of(reference, variant, y)
+    assert (one.worse, one.better) == (1, 0) and one.drop == pytest.approx(1 / 61)
+    assert one.p_value == pytest.approx(0.5) and not one.refused(0.01, 0.05)
+    variant[:5] = 1  # five rows, all against the variant: beyond chance
+    five = PairedDrop.of(reference, variant, y)
+    assert five.p_value == pytest.approx(0.5**5) and five.refused(0.01, 0.05)
+    reference[5:7] = 1  # two rows the variant gets right and the model wrong
+    mixed = PairedDrop.of(reference, variant, y)
+    assert (mixed.worse, mixed.better) == (5, 2) and mixed.drop == pytest.approx(3 / 61)
+    assert not mixed.refused(0.01, 0.05)  # 5 of 7 against it: p = 0.23
+    big = np.zeros(1000, dtype=int)
+    within = big.copy()
+    within[:8] = 1  # 0.8 points: inside the budget, however sure the test is
+    assert not PairedDrop.of(big, within, big).refused(0.01, 0.05)

@@ -178,6 +178,10 @@ def test_tips_as_described_train_register_and_serve_yes_no(
     assert same_data.startswith(f"v{result.model.version}: "), same_data
     assert float(same_data.split(": ")[1]) >= 0.85, same_data
     assert tags.tags["edgeloop.gate"] in ("passed", "failed")
+    # The drop gate's evidence: the two versions on the same test rows.
+    paired = tags.tags["edgeloop.vs_champion"]
+    assert paired.startswith(f"v{result.model.version}: "), paired
+    assert "exact McNemar p = " in paired
 
 
 @contextmanager
