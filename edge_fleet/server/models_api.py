@@ -83,7 +83,10 @@ async def upload(
         raise HTTPException(
             409,
             f"this fleet runs registered model {fleet.model_name!r} "
-            f"(registry.model_name), not {model!r}",
+            f"(registry.model_name), not {model!r}: one fleet runs one registered "
+            "model; for another, run a second fleet (its own EDGELOOP_STATE_DIR "
+            "and EDGELOOP_FLEET_PORT), or start this one anew for it (edgeloop "
+            "down, move the state folder's fleet/ and fleet-sim/ aside, edgeloop up)",
         )
     data = await request.body()
     prior = parse_class_prior(class_prior)

@@ -622,6 +622,11 @@ def test_an_upload_that_does_not_load_for_its_profiles_is_refused_before_any_rol
         assert "profile" in reply.text and says in reply.text, (case, reply.text)
     unknown = _put_model(client, "7", params | {"profiles": "toaster"})
     assert unknown.status_code == 409 and "optimize.profiles" in unknown.text
+    # Another registered model (a second table's): refused, saying what to do.
+    other = _put_model(
+        client, "7", params | {"model": "edgeloop-penguins", "profiles": "gateway"}
+    )
+    assert other.status_code == 409 and "run a second fleet" in other.text
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(Model)) == 0
     start = client.post(
