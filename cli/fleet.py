@@ -206,7 +206,10 @@ def simulate(  # noqa: PLR0917 - the command's options
     drift_cohort: Annotated[
         str | None, typer.Option(help="shift this cohort's inputs")
     ] = None,
-    drift: Annotated[str, typer.Option(help="brightness | noise | rotation")] = "noise",
+    drift: Annotated[
+        str,
+        typer.Option(help="brightness | noise | rotation (images) | gaps (tables)"),
+    ] = "noise",
     drift_strength: Annotated[float, typer.Option()] = 4.0,
     faulty: Annotated[
         float, typer.Option(help="share of devices whose installs fail")

@@ -20,7 +20,10 @@ def loop(  # noqa: PLR0917 - the command's options
         str,
         typer.Option(help="the cohort that drifts; auto: one not drifted before"),
     ] = "auto",
-    drift: Annotated[str, typer.Option(help="noise | brightness | rotation")] = "noise",
+    drift: Annotated[
+        str,
+        typer.Option(help="noise | brightness | rotation (images) | gaps (tables)"),
+    ] = "noise",
     strength: Annotated[float, typer.Option()] = 3.0,
     label_rows: Annotated[int, typer.Option(help="labelled rows that arrive")] = 600,
     max_s: Annotated[float, typer.Option(help="time for retrain + rollout")] = 900,

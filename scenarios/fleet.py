@@ -45,6 +45,7 @@ def stack_fleet(
     the data contract's feature range, as the trained model in `model_dir` takes
     them (a category by its index, a gap as NaN)."""
     test, label = pd.read_parquet(test_split), params.data.label_column
+    encoding = model_encoding(model_dir)
     code = stack_fleet_admin(settings).enrollment_code(
         profiles=sorted(params.fleet.profile_mix),
         cohorts=params.fleet.cohorts,
@@ -60,11 +61,10 @@ def stack_fleet(
         ).read_bytes(),
         enroll_code=code["code"],
         cfg=params.fleet,
-        inputs=model_input(
-            test, feature_columns(test, label), model_encoding(model_dir)
-        ),
+        inputs=model_input(test, feature_columns(test, label), encoding),
         http=httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32)),
         value_range=params.validation.feature_range,
+        encoding=encoding,
     )
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from components.config import Params
+from components.data.features import MODEL_SPEC, ColumnEncoding, model_encoding
+from components.data.prepare import raw_batch_path
 from components.errors import ServiceError
 from edge_fleet.sim.streams import labelled_rows
 from monitoring.reference import ChampionData, reference_rows
@@ -33,19 +35,40 @@ def label_incoming(
     batches = len(list(folder.glob("labelled-*.parquet"))) if folder.exists() else 0
     seed = (zlib.crc32(target.encode()) + batches) % 2**31
     frame = labelled_rows(
-        pd.read_parquet(project / params.paths.prepared / "train.parquet"),
+        with_source_columns(project, params),
         drift=drift,
         strength=strength,
         rows=rows,
         value_range=params.validation.feature_range,
         label_column=params.data.label_column,
         seed=seed,
+        encoding=trained_encoding(project / params.paths.model),
     )
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     path = folder / f"labelled-{drift}-{stamp}-{seed}.parquet"
     frame.to_parquet(path, index=False)
     return path
+
+
+def with_source_columns(project: Path, params: Params) -> pd.DataFrame:
+    """The training split with the source's other columns (those `features.drop`
+    leaves out of the model), found by the row's features in the raw rows: an
+    incoming file must have exactly the source's columns."""
+    train = pd.read_parquet(project / params.paths.prepared / "train.parquet")
+    raw = pd.read_parquet(raw_batch_path(project / params.paths.raw, params.data))
+    others = [c for c in raw.columns if c not in train.columns]
+    if not others:
+        return train
+    keys = [c for c in train.columns if c in raw.columns]
+    found = raw[keys + others].drop_duplicates(subset=keys)
+    return train.merge(found, on=keys, how="left")[list(raw.columns)]
+
+
+def trained_encoding(model_dir: Path) -> list[ColumnEncoding]:
+    """The trained model's fitted `features:` encoding ([] for images, or before
+    a model is trained)."""
+    return model_encoding(model_dir) if (model_dir / MODEL_SPEC).exists() else []
 
 
 def pick_cohort(

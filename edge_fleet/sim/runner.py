@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 
 from components.config import FleetConfig
+from components.data.features import ColumnEncoding
 from edge_fleet.device.agent import Agent, Identity, RuntimeCache
 from edge_fleet.device.polling import next_delay
 from edge_fleet.sim.faults import Faults
@@ -49,9 +50,11 @@ def build_fleet(
     inputs: np.ndarray,
     http: httpx.Client,
     value_range: tuple[float, float] | None = None,
+    encoding: Sequence[ColumnEncoding] = (),
 ) -> list[Agent]:
     """Devices with profiles drawn from `fleet.profile_mix` and cohorts in turn;
-    their inputs stay within `value_range` (the sensor's, when given)."""
+    their inputs stay within `value_range` (the sensor's, when given); with the
+    model's `encoding` the inputs are a table's, and drift by column kind."""
     rng = random.Random(spec.seed)
     profiles, weights = zip(*cfg.profile_mix.items(), strict=True)
     agents = []
@@ -75,6 +78,7 @@ def build_fleet(
                     drift=spec.drift if drifting else None,
                     strength=spec.drift_strength if drifting else 0.0,
                     value_range=value_range,
+                    encoding=encoding,
                 ),
                 http=http,
                 faults=Faults(

@@ -1,30 +1,56 @@
-"""Simulated inputs: a device's rows with a cohort's drift (brightness, noise,
-rotation), and the labelled rows a labelling team would return for a drifted
-cohort."""
+"""Simulated inputs: a device's rows with a cohort's drift, and the labelled rows
+a labelling team would return for a drifted cohort. For images (the digits):
+brightness, noise, rotation. For a table (a model with a fitted `features:`
+encoding), each column drifts by its kind: numbers by a share of their spread,
+a category's share of the rows, booleans flipped, dates moving on, and gaps."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from components.data.features import ColumnEncoding, encode
 from edge_fleet.device.inputs import RecordedInputs
+
+IMAGE_DRIFTS = ("brightness", "noise", "rotation")
+TABLE_DRIFTS = ("brightness", "noise", "gaps")
+MINUTES_PER_DAY = 24 * 60
 
 
 @dataclass
 class DataStream(RecordedInputs):
     """A simulated device's inputs: rows drawn from a labelled set, optionally
     shifted (the drift a cohort can be given), within what the sensor can report
-    (`value_range`, the data contract's feature range, when given)."""
+    (`value_range`, the data contract's feature range, when given). With the
+    model's `encoding`, the rows are a table's, encoded, and drift by column kind."""
 
     drift: str | None = None
     strength: float = 0.0
     value_range: tuple[float, float] | None = None
+    encoding: Sequence[ColumnEncoding] = ()
+    spread: np.ndarray | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.encoding:  # each column's spread in the recorded rows
+            self.spread = np.nan_to_num(np.nanstd(self.x, axis=0), nan=1.0)
 
     def batch(self, n: int) -> np.ndarray:
         rows = super().batch(n)
+        if self.encoding:
+            assert self.spread is not None
+            return shift_encoded(
+                rows,
+                self.drift,
+                self.strength,
+                self.rng,
+                encoding=self.encoding,
+                spread=self.spread,
+            )
         rows = shift(rows, self.drift, self.strength, self.rng)
         if self.value_range is not None:
             rows = np.clip(rows, *self.value_range)
@@ -47,7 +73,128 @@ def shift(
         return np.rot90(rows.reshape(-1, side, side), turns, axes=(1, 2)).reshape(
             len(rows), -1
         )
-    raise ValueError(f"drift {kind!r}: expected brightness, noise or rotation")
+    raise ValueError(f"drift {kind!r}: expected one of {', '.join(IMAGE_DRIFTS)}")
+
+
+def share(strength: float) -> float:
+    """The share of rows a table's drift of this strength changes (3: 0.375)."""
+    return min(1.0, strength / 8)
+
+
+def shift_encoded(
+    rows: np.ndarray,
+    kind: str | None,
+    strength: float,
+    rng: np.random.Generator,
+    *,
+    encoding: Sequence[ColumnEncoding],
+    spread: np.ndarray,
+) -> np.ndarray:
+    """A table's encoded rows drifted column by column, as the raw rows would
+    (`shift_raw`): numbers by strength/4 of their spread (`brightness` a shift,
+    `noise` gaussian), a share of the rows moved to the next category, booleans
+    flipped, dates `strength` months on; `gaps`: a share of the values of each
+    column whose policy fills gaps left empty."""
+    if kind is None or strength == 0:
+        return rows
+    if kind not in TABLE_DRIFTS:
+        raise ValueError(
+            f"drift {kind!r} on a table: expected one of {', '.join(TABLE_DRIFTS)}"
+        )
+    rows = rows.copy()
+    moved = rng.random(rows.shape) < share(strength)
+    for j, column in enumerate(encoding):
+        values, pick = rows[:, j], moved[:, j]
+        if kind == "gaps":
+            if not np.isnan(column.fill):
+                values[pick] = np.nan
+        elif column.kind == "categorical":
+            assert column.categories is not None
+            values[pick] = (values[pick] + 1) % len(column.categories)
+        elif column.kind == "boolean":
+            values[pick] = 1 - values[pick]
+        elif column.kind == "datetime":
+            values += np.float32(strength * 30 * MINUTES_PER_DAY)
+        elif kind == "brightness":
+            values += np.float32(strength / 4 * spread[j])
+        else:
+            values += rng.normal(0, strength / 4 * spread[j], len(values))
+    return rows
+
+
+def shift_raw(
+    frame: pd.DataFrame,
+    kind: str,
+    strength: float,
+    rng: np.random.Generator,
+    encoding: Sequence[ColumnEncoding],
+) -> pd.DataFrame:
+    """Raw rows of a table drifted as `shift_encoded` drifts them encoded: what a
+    labelling team returns, with the table's own values (a category's name, the
+    column's own yes/no words, a date as text)."""
+    if kind not in TABLE_DRIFTS:
+        raise ValueError(
+            f"drift {kind!r} on a table: expected one of {', '.join(TABLE_DRIFTS)}"
+        )
+    frame = frame.copy()
+    spread = np.nan_to_num(np.nanstd(encode(frame, list(encoding)), axis=0), nan=1.0)
+    for j, column in enumerate(encoding):
+        name = column.name
+        pick = rng.random(len(frame)) < share(strength)
+        if kind == "gaps":
+            if not np.isnan(column.fill):
+                frame[name] = frame[name].where(~pick)
+        elif column.kind == "categorical":
+            assert column.categories is not None
+            nxt = {
+                c: column.categories[(i + 1) % len(column.categories)]
+                for i, c in enumerate(column.categories)
+            }
+            text = frame[name].astype(object)
+            frame[name] = text.where(~pick, text.map(lambda v: nxt.get(str(v), v)))
+        elif column.kind == "boolean":
+            frame[name] = _flipped(frame[name], pick)
+        elif column.kind == "datetime":
+            moved = pd.to_datetime(frame[name], errors="coerce", format="mixed")
+            moved = moved + pd.Timedelta(days=round(strength * 30))
+            frame[name] = moved.dt.strftime("%Y-%m-%d %H:%M:%S").where(moved.notna())
+        else:
+            values = pd.to_numeric(frame[name], errors="coerce")
+            step = strength / 4 * spread[j]
+            frame[name] = values + (
+                step if kind == "brightness" else rng.normal(0, step, len(frame))
+            )
+    return frame
+
+
+def _flipped(values: pd.Series, pick: np.ndarray) -> pd.Series:
+    """A boolean column's values with the picked ones turned to the opposite word
+    the column itself uses (Yes/No stays Yes/No)."""
+    from components.data.features import FALSE, TRUE
+
+    seen = [v for v in values.dropna().unique()]
+    truthy = [v for v in seen if str(v).strip().lower() in TRUE]
+    falsy = [v for v in seen if str(v).strip().lower() in FALSE]
+    if not truthy or not falsy:
+        return values
+    opposite = {str(v).strip().lower(): falsy[0] for v in truthy} | {
+        str(v).strip().lower(): truthy[0] for v in falsy
+    }
+    flipped = values.map(lambda v: opposite.get(str(v).strip().lower(), v))
+    return values.astype(object).where(~pick, flipped)
+
+
+def _new_rows(
+    frame: pd.DataFrame, train: pd.DataFrame, keys: list[str]
+) -> pd.DataFrame:
+    """The drifted rows that are new: not one the table has (a row whose
+    numbers are all gaps drifts to itself) and not repeated, as the data
+    contract's duplicate bound expects of labelled rows."""
+    known = frame[keys].merge(
+        train[keys].drop_duplicates(), how="left", on=keys, indicator=True
+    )
+    fresh = frame[(known["_merge"] == "left_only").to_numpy()]
+    return fresh.drop_duplicates(subset=keys).reset_index(drop=True)
 
 
 def labelled_rows(
@@ -59,18 +206,23 @@ def labelled_rows(
     value_range: tuple[float, float] | None,
     label_column: str,
     seed: int = 7,
+    encoding: Sequence[ColumnEncoding] = (),
 ) -> pd.DataFrame:
     """A simulated labelling team's answer to a drifting cohort: training rows with
-    the cohort's shift applied, their true labels, clipped to what a sensor can
-    report (the data contract's range)."""
+    the cohort's shift applied, their true labels; for images clipped to what a
+    sensor can report (the data contract's range), for a table (`encoding`, the
+    champion's) drifted by column kind in its raw values, the rows that are new
+    only (so at most `rows`)."""
     picked = train.sample(min(rows, len(train)), random_state=seed)
+    rng = np.random.default_rng(seed)
+    if encoding:
+        frame = shift_raw(
+            picked.drop(columns=label_column), drift, strength, rng, encoding
+        ).reset_index(drop=True)
+        frame[label_column] = picked[label_column].to_numpy()
+        return _new_rows(frame, train, [c.name for c in encoding])[list(train.columns)]
     features = [c for c in train.columns if c != label_column]
-    shifted = shift(
-        picked[features].to_numpy(np.float32),
-        drift,
-        strength,
-        np.random.default_rng(seed),
-    )
+    shifted = shift(picked[features].to_numpy(np.float32), drift, strength, rng)
     low, high = value_range or (None, None)
     frame = pd.DataFrame(shifted.astype(np.float64), columns=features).clip(
         lower=low, upper=high

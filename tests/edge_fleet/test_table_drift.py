@@ -1,0 +1,89 @@
+"""Drift on a table, by column kind: the simulated labelling team's raw rows and a
+device's encoded stream. Before, both cast the table's rows to float (`edgeloop
+loop` on penguins stopped: "could not convert string to float: 'Torgersen'") and
+drifted category indices as if they were pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from palmerpenguins import load_penguins
+
+from components.data.contract import validate_batch
+from components.data.features import encode, fit_encoding
+from edge_fleet.sim.streams import DataStream, labelled_rows
+from tests.components.test_features import FEATURES, _params
+
+
+@pytest.fixture(scope="module")
+def penguins() -> pd.DataFrame:
+    return load_penguins().drop(columns="year")
+
+
+@pytest.fixture(scope="module")
+def encoding(penguins):
+    return fit_encoding(penguins, FEATURES, _params().features)
+
+
+def test_the_labelling_team_returns_raw_rows_of_the_table(penguins, encoding):
+    params = _params()
+    rows = labelled_rows(
+        penguins,
+        drift="noise",
+        strength=3.0,
+        rows=200,
+        value_range=None,
+        label_column="species",
+        encoding=encoding,
+    )
+    assert list(rows.columns) == list(penguins.columns)
+    # New rows only: the two whose numbers are all gaps drift to themselves, and
+    # a copy of a known row would break the contract's duplicate bound.
+    assert len(rows) == 198 and not rows.duplicated(subset=FEATURES).any()
+    assert rows[FEATURES].merge(penguins[FEATURES], how="inner").empty
+    # The table's own values: island names, sex words; the contract takes them.
+    assert set(rows.island) <= {"Biscoe", "Dream", "Torgersen"}
+    outcome = validate_batch(
+        rows, params.validation, FEATURES, "species", params.features
+    )
+    assert outcome.success, outcome.summary()
+    # A category's share moved (3/8 of the rows to the next island), and numbers
+    # spread wider (noise of 3/4 of the column's spread).
+    picked = penguins.sample(200, random_state=7)
+    before = picked.island.value_counts(normalize=True)
+    after = rows.island.value_counts(normalize=True)
+    assert (after - before).abs().max() > 0.05, (before, after)
+    assert rows.body_mass_g.std() > 1.1 * picked.body_mass_g.std()
+    gappy = labelled_rows(
+        penguins,
+        drift="gaps",
+        strength=3.0,
+        rows=200,
+        value_range=None,
+        label_column="species",
+        encoding=encoding,
+    )
+    # Gaps only where the policy fills them; the contract sees the jump.
+    assert gappy.island.notna().all() and gappy.sex.isna().mean() > 0.25
+    assert not validate_batch(
+        gappy, params.validation, FEATURES, "species", params.features
+    ).success
+
+
+def test_a_device_stream_drifts_each_encoded_column_by_kind(penguins, encoding):
+    x = encode(penguins, encoding)
+    stream = DataStream(x, seed=1, drift="brightness", strength=4.0, encoding=encoding)
+    batch = stream.batch(500)
+    island = [c.name for c in encoding].index("island")
+    mass = [c.name for c in encoding].index("body_mass_g")
+    # Categories stay categories (an index the model knows), in other shares.
+    assert set(np.unique(batch[:, island])) <= {0.0, 1.0, 2.0}
+    before = np.bincount(x[:, island].astype(int), minlength=3) / len(x)
+    after = np.bincount(batch[:, island].astype(int), minlength=3) / len(batch)
+    assert np.abs(after - before).max() > 0.1, (before, after)
+    # Numbers shifted by strength/4 of their spread: one standard deviation.
+    shift = np.nanmean(batch[:, mass]) - np.nanmean(x[:, mass])
+    assert shift == pytest.approx(np.nanstd(x[:, mass]), rel=0.2)
+    with pytest.raises(ValueError, match="drift 'rotation' on a table"):
+        DataStream(x, seed=1, drift="rotation", strength=1, encoding=encoding).batch(1)
