@@ -111,6 +111,21 @@ def make_project(root: Path, params: dict) -> Path:
     return root
 
 
+def dvc_in(project: Path, *args: str) -> str:
+    """`dvc ARGS` in a scratch project, with this environment's Python first on
+    PATH (the stages run `python -m ...`); its output, once it exited 0."""
+    done = subprocess.run(
+        [str(BIN / "dvc"), *args],
+        cwd=project,
+        env=os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
 # Pipeline tests measure fewer latency runs and check one device profile.
 FAST_OPTIMIZE = {
     "latency_runs": 20,

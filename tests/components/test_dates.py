@@ -329,11 +329,9 @@ def test_a_table_with_dates_goes_through_the_stages_as_described(table, tmp_path
     validated, trained on the parts, exported and quantized; the ONNX file takes
     the minutes and answers as the evaluation measured."""
     import json
-    import os
-    import subprocess
 
     from tests.components.test_describe import describe_table, params_with
-    from tests.conftest import BIN, make_project
+    from tests.conftest import dvc_in, make_project
 
     table.to_csv(tmp_path / "rentals.csv", index=False)
     _, proposal = describe_table(tmp_path / "rentals.csv", "busy")
@@ -342,16 +340,7 @@ def test_a_table_with_dates_goes_through_the_stages_as_described(table, tmp_path
         tmp_path / "project", params_with(proposal, registry={"model_name": "r"})
     )
     table.to_csv(project / "data/sources/rentals.csv", index=False)
-    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(
-        [str(BIN / "dvc"), "repro", "evaluate", "optimize"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    dvc_in(project, "repro", "evaluate", "optimize")
     metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.9, metrics
     card = json.loads((project / "data/prepared/data_card.json").read_text())

@@ -5,7 +5,6 @@ restaurant tips (a Yes/No column, text categories)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,7 +17,14 @@ from plotly.data import tips
 
 from components.config import parse_params
 from components.data.validate import check_file
-from tests.conftest import BIN, FAST_OPTIMIZE, REPO, default_params_dict, make_project
+from tests.conftest import (
+    BIN,
+    FAST_OPTIMIZE,
+    REPO,
+    default_params_dict,
+    dvc_in,
+    make_project,
+)
 
 
 def describe_table(path: Path, label: str) -> tuple[str, dict]:
@@ -171,13 +177,4 @@ def test_write_merges_a_proposal_that_runs_as_written(tmp_path):
     assert (project / "params.yaml.before-describe").read_text() == (
         REPO / "params.yaml"
     ).read_text()
-    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    repro = subprocess.run(
-        [str(BIN / "dvc"), "repro", "validate"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert repro.returncode == 0, repro.stdout[-2000:] + repro.stderr[-2000:]
+    dvc_in(project, "repro", "validate")

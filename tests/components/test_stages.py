@@ -4,8 +4,6 @@ bad batch that is quarantined while the last good prepared data stays as it was.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +14,7 @@ from sklearn.datasets import load_wine
 from components.data import prepare, validate
 from components.evaluation import evaluate
 from components.training import train
-from tests.conftest import BIN, default_params_dict, make_project
+from tests.conftest import default_params_dict, dvc_in, make_project
 
 WINE_PARAMS = {
     "data": {
@@ -105,22 +103,8 @@ def test_an_edited_source_is_a_new_data_version(tmp_path: Path):
     load_wine(as_frame=True).frame.rename(columns={"target": "label"}).to_csv(
         source, index=False
     )
-    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-
-    def dvc(*args: str) -> str:
-        done = subprocess.run(
-            [str(BIN / "dvc"), *args],
-            cwd=project,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        return done.stdout
-
-    dvc("repro", "prepare")
-    assert "up to date" in dvc("status", "prepare")
+    dvc_in(project, "repro", "prepare")
+    assert "up to date" in dvc_in(project, "status", "prepare")
     source.write_text(source.read_text().replace("alcohol", "alcohol_pct", 1))
-    status = dvc("status", "prepare")
+    status = dvc_in(project, "status", "prepare")
     assert "changed deps" in status and "data/sources" in status, status

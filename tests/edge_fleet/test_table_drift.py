@@ -26,17 +26,21 @@ def encoding(penguins):
     return fit_encoding(penguins, FEATURES, _params().features)
 
 
-def test_the_labelling_team_returns_raw_rows_of_the_table(penguins, encoding):
-    params = _params()
-    rows = labelled_rows(
+def _labelled(penguins: pd.DataFrame, encoding, drift: str) -> pd.DataFrame:
+    return labelled_rows(
         penguins,
-        drift="noise",
+        drift=drift,
         strength=3.0,
         rows=200,
         value_range=None,
         label_column="species",
         encoding=encoding,
     )
+
+
+def test_the_labelling_team_returns_raw_rows_of_the_table(penguins, encoding):
+    params = _params()
+    rows = _labelled(penguins, encoding, "noise")
     assert list(rows.columns) == list(penguins.columns)
     # New rows only: the two whose numbers are all gaps drift to themselves, and
     # a copy of a known row would break the contract's duplicate bound.
@@ -55,15 +59,7 @@ def test_the_labelling_team_returns_raw_rows_of_the_table(penguins, encoding):
     after = rows.island.value_counts(normalize=True)
     assert (after - before).abs().max() > 0.05, (before, after)
     assert rows.body_mass_g.std() > 1.1 * picked.body_mass_g.std()
-    gappy = labelled_rows(
-        penguins,
-        drift="gaps",
-        strength=3.0,
-        rows=200,
-        value_range=None,
-        label_column="species",
-        encoding=encoding,
-    )
+    gappy = _labelled(penguins, encoding, "gaps")
     # Gaps only where the policy fills them; the contract sees the jump.
     assert gappy.island.notna().all() and gappy.sex.isna().mean() > 0.25
     assert not validate_batch(
