@@ -120,9 +120,7 @@ def _state_files(state_dir: Path) -> list[Path]:
             path.is_dir() and not path.is_symlink()
         ):
             continue
-        if path.is_symlink():
-            _inside_link(path, state_dir)
-        elif not path.is_file():
+        if not path.is_symlink() and not path.is_file():
             raise BackupError(
                 f"{path}: not a plain file (a socket or device); the state folder "
                 "holds only files the stack wrote"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from components.data.dates import instants
 from components.data.features import ColumnEncoding, encode
 from edge_fleet.device.inputs import RecordedInputs
 
@@ -155,8 +156,8 @@ def shift_raw(
         elif column.kind == "boolean":
             frame[name] = _flipped(frame[name], pick)
         elif column.kind == "datetime":
-            moved = pd.to_datetime(frame[name], errors="coerce", format="mixed")
-            moved = moved + pd.Timedelta(days=round(strength * 30))
+            # Read as the model reads dates (components/data/dates.py).
+            moved = instants(frame[name]) + pd.Timedelta(days=round(strength * 30))
             frame[name] = moved.dt.strftime("%Y-%m-%d %H:%M:%S").where(moved.notna())
         else:
             values = pd.to_numeric(frame[name], errors="coerce")
