@@ -83,6 +83,9 @@ class References:
         own = reference_rows(self.project, self.params, target, self.champion)
         if own is not None:
             version = self.champion.version if self.champion else "-"
+            # An incoming file has the source's columns; the model, the training
+            # split's (`features.drop` leaves some out).
+            own = own[list(self.train.columns)]
             return own, f"{len(own)} labelled rows of {target} (v{version})"
         general = general_rows(self.project, self.params, self.train, self.champion)
         left_out = len(self.train) - len(general)

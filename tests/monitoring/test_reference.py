@@ -20,6 +20,7 @@ from monitoring.reference import (
     general_rows,
     reference_rows,
 )
+from flows.monitor import References
 from scenarios.labelling import pick_cohort
 from tests.conftest import default_params_dict
 
@@ -70,6 +71,21 @@ def test_own_labelled_rows_become_the_reference_once_trained_on(tmp_path, digits
     # Below `monitoring.target_reference_min_rows` the training split stays.
     few = ChampionData("3", frozenset({f"{SOUTH}/b.parquet"}))
     assert reference_rows(tmp_path, PARAMS, SOUTH, few) is None
+
+
+def test_own_rows_are_the_reference_in_the_training_splits_columns(tmp_path, digits):
+    """A table's incoming file has the source's columns, the training split only
+    those the model takes: the reference is the latter (an extra column was a
+    17th feature against the model's 15 on penguins, and the monitor failed)."""
+    folder = tmp_path / "data" / "incoming" / "digits" / SOUTH
+    folder.mkdir(parents=True)
+    own = _noisy(digits, 300, 1)
+    own.assign(site="north")[["site", *own.columns]].to_parquet(folder / "a.parquet")
+    train = digits.iloc[:500]
+    champion = ChampionData("2", frozenset({f"{SOUTH}/a.parquet"}))
+    rows, source = References(tmp_path, PARAMS, train, champion).rows(SOUTH)
+    assert list(rows.columns) == list(train.columns) and len(rows) == 300
+    assert source == f"300 labelled rows of {SOUTH} (v2)"
 
 
 def test_auto_cohort_is_one_that_never_drifted(tmp_path, digits):
