@@ -13,6 +13,7 @@ from sklearn.datasets import load_digits
 from components.config import parse_params
 from components.errors import ServiceError
 from edge_fleet.sim.streams import labelled_rows
+from flows.monitor import References
 from monitoring import drift
 from monitoring.reference import (
     ChampionData,
@@ -20,7 +21,6 @@ from monitoring.reference import (
     general_rows,
     reference_rows,
 )
-from flows.monitor import References
 from scenarios.labelling import pick_cohort
 from tests.conftest import default_params_dict
 
