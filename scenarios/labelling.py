@@ -13,7 +13,8 @@ import pandas as pd
 
 from components.config import Params
 from components.data.features import MODEL_SPEC, ColumnEncoding, model_encoding
-from components.data.prepare import raw_batch_path
+from components.data.prepare import labelled_files, raw_batch_path
+from components.data.sources import read_table
 from components.errors import ServiceError
 from edge_fleet.sim.streams import labelled_rows
 from monitoring.reference import ChampionData, reference_rows
@@ -43,6 +44,7 @@ def label_incoming(
         label_column=params.data.label_column,
         seed=seed,
         encoding=trained_encoding(project / params.paths.model),
+        known=known_rows(project, params),
     )
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -63,6 +65,18 @@ def with_source_columns(project: Path, params: Params) -> pd.DataFrame:
     keys = [c for c in train.columns if c in raw.columns]
     found = raw[keys + others].drop_duplicates(subset=keys)
     return train.merge(found, on=keys, how="left")[list(raw.columns)]
+
+
+def known_rows(project: Path, params: Params) -> pd.DataFrame | None:
+    """Every row the data set has (the source and the labelled rows prepared with
+    it, and those that arrived since), so that a batch holds none of them: the
+    data contract refuses duplicate rows, across the split (two all-gap rows
+    moved to the same island were one row twice, and retraining stopped)."""
+    raw = raw_batch_path(project / params.paths.raw, params.data)
+    incoming = project / params.incoming_dir()
+    frames = [read_table(incoming / f) for f in labelled_files(incoming)]
+    frames += [pd.read_parquet(raw)] if raw.exists() else []
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def trained_encoding(model_dir: Path) -> list[ColumnEncoding]:

@@ -208,12 +208,14 @@ def labelled_rows(
     label_column: str,
     seed: int = 7,
     encoding: Sequence[ColumnEncoding] = (),
+    known: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """A simulated labelling team's answer to a drifting cohort: training rows with
     the cohort's shift applied, their true labels; for images clipped to what a
     sensor can report (the data contract's range), for a table (`encoding`, the
     champion's) drifted by column kind in its raw values, the rows that are new
-    only (so at most `rows`)."""
+    only (so at most `rows`): not in `train` nor in `known` (the rows the data
+    set has already, default `train`)."""
     picked = train.sample(min(rows, len(train)), random_state=seed)
     rng = np.random.default_rng(seed)
     if encoding:
@@ -221,7 +223,9 @@ def labelled_rows(
             picked.drop(columns=label_column), drift, strength, rng, encoding
         ).reset_index(drop=True)
         frame[label_column] = picked[label_column].to_numpy()
-        return _new_rows(frame, train, [c.name for c in encoding])[list(train.columns)]
+        keys = [c.name for c in encoding]
+        seen = train if known is None else pd.concat([train[keys], known[keys]])
+        return _new_rows(frame, seen, keys)[list(train.columns)]
     features = [c for c in train.columns if c != label_column]
     shifted = shift(picked[features].to_numpy(np.float32), drift, strength, rng)
     low, high = value_range or (None, None)

@@ -67,6 +67,38 @@ def test_the_labelling_team_returns_raw_rows_of_the_table(penguins, encoding):
     ).success
 
 
+def test_a_labelled_batch_holds_no_row_the_data_set_has(penguins, encoding):
+    """Drawn from the training split, a batch must not repeat a row of the test
+    split nor of an earlier batch: the contract's duplicate bound is over all
+    the data. (Torgersen's all-gap row moved to Biscoe was Biscoe's all-gap row
+    of the test split, and the retraining the loop started stopped on it.)"""
+    train = penguins.iloc[:250]
+    first = labelled_rows(
+        train,
+        drift="brightness",
+        strength=3.0,
+        rows=250,
+        value_range=None,
+        label_column="species",
+        encoding=encoding,
+        seed=1,
+    )
+    known = pd.concat([penguins, first], ignore_index=True)
+    second = labelled_rows(
+        train,
+        drift="brightness",
+        strength=3.0,
+        rows=250,
+        value_range=None,
+        label_column="species",
+        encoding=encoding,
+        seed=2,
+        known=known,
+    )
+    assert not pd.concat([known, second])[FEATURES].duplicated().any()
+    assert len(second) > 100  # new rows still (the categories moved at random)
+
+
 def test_a_device_stream_drifts_each_encoded_column_by_kind(penguins, encoding):
     x = encode(penguins, encoding)
     stream = DataStream(x, seed=1, drift="brightness", strength=4.0, encoding=encoding)
