@@ -251,6 +251,14 @@ class ClosedLoop:
                 f"v{latest.version} retrained but failed the gates: "
                 f"{latest.tags.get(Tag.GATE_FAILURES)}"
             )
+        elif gate == "passed" and not latest.tags.get(Tag.PROMOTION, "auto").startswith(
+            "auto"
+        ):
+            self.report.why = why(latest.tags)
+            self.report.outcome = (
+                f"v{latest.version} retrained and passed the gates, but "
+                f"{latest.tags[Tag.PROMOTION]}"
+            )
         else:
             return False
         self.report.new_version = latest.version

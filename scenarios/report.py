@@ -29,7 +29,8 @@ class LoopReport:
 
 
 def why(tags: dict[str, str]) -> str:
-    """What started a version's training and what its gates said (its tags)."""
+    """What started a version's training, what its gates said and why it became
+    champion or did not (its tags)."""
     trigger = tags.get(Tag.TRIGGER, "manual")
     if trigger == "drift":
         started = (
@@ -43,7 +44,8 @@ def why(tags: dict[str, str]) -> str:
     gate = tags.get(Tag.GATE, "not gated")
     if gate != "passed" and tags.get(Tag.GATE_FAILURES):
         gate += f": {tags[Tag.GATE_FAILURES]}"
-    return f"trained for {started}; gates {gate}"
+    promotion = f"; {tags[Tag.PROMOTION]}" if Tag.PROMOTION in tags else ""
+    return f"trained for {started}; gates {gate}{promotion}"
 
 
 def accuracy_line(outcome: DriftOutcome, version: str | None) -> str | None:

@@ -41,6 +41,8 @@ class Tag(StrEnum):
     # The candidate and the champion on the same test rows (the drop gate's
     # paired evidence).
     VS_CHAMPION = f"{TAG_PREFIX}vs_champion"
+    # Why a version that passed the gates became champion, or did not.
+    PROMOTION = f"{TAG_PREFIX}promotion"
     GATE_SEAL = f"{TAG_PREFIX}gate_seal"  # the decision, signed (stack/gate_seal.py)
     # An explicit rollback to this version, signed (stack/rollback_order.py).
     ROLLBACK_ORDER = f"{TAG_PREFIX}rollback_order"

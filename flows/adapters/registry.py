@@ -311,7 +311,11 @@ def apply_gates(
         set_alias(
             client, name, CHALLENGER, version, who="edgeloop gates", why="passed gates"
         )
-        if cfg.promotion == "auto" and decision.beats_champion:
+        promoted = cfg.promotion == "auto" and decision.beats_champion
+        client.set_model_version_tag(
+            name, version, Tag.PROMOTION, promotion(cfg, measured, champion, promoted)
+        )
+        if promoted:
             why = (
                 "first version to pass the gates"
                 if champion is None
@@ -322,6 +326,35 @@ def apply_gates(
                 client, name, CHAMPION, version, who="edgeloop auto-promotion", why=why
             )
     return decision
+
+
+def promotion(
+    cfg: RegistryConfig, measured: Candidate, champion: Candidate | None, done: bool
+) -> str:
+    """Why a version that passed the gates became champion, or did not, in words
+    (the `edgeloop.promotion` tag; the loop's report reads it)."""
+    if champion is None:
+        return (
+            "auto: champion, the first version to pass the gates"
+            if done
+            else "waits for a person (registry.promotion: manual): "
+            f"`edgeloop promote {measured.version}` or the MLflow UI"
+        )
+    versus = (
+        f"test accuracy {measured.test_accuracy:.4f} against champion "
+        f"v{champion.version}'s {champion.test_accuracy:.4f} on the same test rows"
+    )
+    if done:
+        return f"auto: champion, {versus}"
+    if cfg.promotion == "manual":
+        return (
+            f"waits for a person (registry.promotion: manual), {versus}: "
+            f"`edgeloop promote {measured.version}` or the MLflow UI"
+        )
+    return (
+        f"not promoted: {versus}, below it (auto promotes a version at least as "
+        f"accurate); a person may: `edgeloop promote {measured.version}`"
+    )
 
 
 def promote(

@@ -56,6 +56,14 @@ def test_gates_aliases_history_promotion_and_rollback(mlflow_stack):
     assert "registry.gates.min_test_accuracy: 0.9000 < 0.95" in again.failures
     assert client.get_model_version(name, v2).tags[Tag.GATE] == "failed"
 
+    assert (
+        client.get_model_version(name, v2)
+        .tags[Tag.PROMOTION]
+        .startswith(
+            "waits for a person (registry.promotion: manual), test accuracy 0.9000 "
+            "against champion v1's 0.9700"
+        )
+    )
     v3 = register_measured_version(client, name, 0.98)
     assert registry.apply_gates(client, name, v3, auto, key=KEY).beats_champion
     assert registry.alias_version(client, name, "champion") == v3
@@ -96,3 +104,41 @@ def test_gates_aliases_history_promotion_and_rollback(mlflow_stack):
     change = registry.promote(client, name, v4, "reviewed in the UI", who="ds")
     assert (change.from_version, change.to_version) == (v1, v4)
     assert registry.history(client, name)[-1].why == "reviewed in the UI"
+
+
+def test_why_a_version_that_passed_became_champion_or_did_not(mlflow_stack):
+    """The `edgeloop.promotion` tag: the loop's report says why a retrained
+    version that passed is not on the fleet (before, it waited out its time)."""
+    client, name = MlflowClient(mlflow_stack.tracking_uri), "it-promotion"
+    auto = RegistryConfig(
+        model_name=name,
+        gates=GatesConfig(min_test_accuracy=0.9, max_drop_vs_champion=0.1),
+    )
+    v1 = register_measured_version(client, name, 0.97)
+    assert registry.apply_gates(client, name, v1, auto, key=KEY).passed
+    assert client.get_model_version(name, v1).tags[Tag.PROMOTION] == (
+        "auto: champion, the first version to pass the gates"
+    )
+    v2 = register_measured_version(client, name, 0.96)
+    decision = registry.apply_gates(client, name, v2, auto, key=KEY)
+    assert decision.passed and not decision.beats_champion
+    assert client.get_model_version(name, v2).tags[Tag.PROMOTION] == (
+        "not promoted: test accuracy 0.9600 against champion v1's 0.9700 on the "
+        "same test rows, below it (auto promotes a version at least as accurate); "
+        f"a person may: `edgeloop promote {v2}`"
+    )
+    assert registry.alias_version(client, name, "champion") == v1
+    manual = auto.model_copy(update={"promotion": "manual"})
+    v3 = register_measured_version(client, name, 0.99)
+    assert registry.apply_gates(client, name, v3, manual, key=KEY).passed
+    assert client.get_model_version(name, v3).tags[Tag.PROMOTION] == (
+        "waits for a person (registry.promotion: manual), test accuracy 0.9900 "
+        f"against champion v1's 0.9700 on the same test rows: `edgeloop promote "
+        f"{v3}` or the MLflow UI"
+    )
+    v4 = register_measured_version(client, name, 0.98)
+    assert registry.apply_gates(client, name, v4, auto, key=KEY).beats_champion
+    assert client.get_model_version(name, v4).tags[Tag.PROMOTION] == (
+        "auto: champion, test accuracy 0.9800 against champion v1's 0.9700 on the "
+        "same test rows"
+    )
