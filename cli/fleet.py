@@ -208,8 +208,11 @@ def simulate(  # noqa: PLR0917 - the command's options
     ] = None,
     drift: Annotated[
         str,
-        typer.Option(help="brightness | noise | rotation (images) | gaps (tables)"),
-    ] = "noise",
+        typer.Option(
+            help="auto (noise on images, shift on a table) | noise | brightness | "
+            "rotation (images) | shift | noise | gaps (tables)"
+        ),
+    ] = "auto",
     drift_strength: Annotated[float, typer.Option()] = 4.0,
     faulty: Annotated[
         float, typer.Option(help="share of devices whose installs fail")

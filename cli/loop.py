@@ -22,8 +22,11 @@ def loop(  # noqa: PLR0917 - the command's options
     ] = "auto",
     drift: Annotated[
         str,
-        typer.Option(help="noise | brightness | rotation (images) | gaps (tables)"),
-    ] = "noise",
+        typer.Option(
+            help="auto (noise on images, shift on a table) | noise | brightness | "
+            "rotation (images) | shift | noise | gaps (tables)"
+        ),
+    ] = "auto",
     strength: Annotated[float, typer.Option()] = 3.0,
     label_rows: Annotated[int, typer.Option(help="labelled rows that arrive")] = 600,
     max_s: Annotated[float, typer.Option(help="time for retrain + rollout")] = 900,

@@ -29,6 +29,7 @@ from components.errors import ServiceError
 from edge_fleet.client import FleetAdmin, stack_fleet_admin
 from edge_fleet.device.agent import Agent
 from edge_fleet.sim.runner import FleetSpec, run_fleet
+from edge_fleet.sim.streams import drift_kind
 from flows.monitor import champion_data, monitor
 from scenarios.fleet import (
     eligible_profiles,
@@ -38,7 +39,7 @@ from scenarios.fleet import (
     stable_version,
     stack_fleet,
 )
-from scenarios.labelling import label_incoming, pick_cohort
+from scenarios.labelling import label_incoming, pick_cohort, trained_encoding
 from scenarios.report import LoopReport, accuracy_line, why
 from stack.contracts import DriftOutcome, RolloutState, Tag
 from stack.services import champion_version, evidently_workspace
@@ -351,6 +352,9 @@ def run_loop(
     if champion is None:
         raise ServiceError("no champion yet", hint="run `edgeloop run` first")
     name = params.registry.model_name
+    drift = drift_kind(
+        drift, table=bool(trained_encoding(project / params.paths.model))
+    )
     cohort = pick_cohort(
         project, params, cohort, champion_data(settings.tracking_uri, name)
     )

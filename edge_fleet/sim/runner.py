@@ -21,7 +21,7 @@ from components.data.features import ColumnEncoding
 from edge_fleet.device.agent import Agent, Identity, RuntimeCache
 from edge_fleet.device.polling import next_delay
 from edge_fleet.sim.faults import Faults
-from edge_fleet.sim.streams import DataStream
+from edge_fleet.sim.streams import DataStream, drift_kind
 
 # One loaded runtime per model file for all simulated devices of this process.
 SHARED_RUNTIMES = RuntimeCache()
@@ -32,7 +32,7 @@ class FleetSpec:
     devices: int
     seed: int = 0
     drift_cohort: str | None = None
-    drift: str = "noise"
+    drift: str = "auto"  # streams.drift_kind
     drift_strength: float = 4.0
     faulty_share: float = 0.0
     cut_share: float = 0.0  # chance per download of a cut link
@@ -56,6 +56,7 @@ def build_fleet(
     their inputs stay within `value_range` (the sensor's, when given); with the
     model's `encoding` the inputs are a table's, and drift by column kind."""
     rng = random.Random(spec.seed)
+    kind = drift_kind(spec.drift, table=bool(encoding))
     profiles, weights = zip(*cfg.profile_mix.items(), strict=True)
     agents = []
     for i in range(spec.devices):
@@ -75,7 +76,7 @@ def build_fleet(
                 stream=DataStream(
                     inputs,
                     seed=spec.seed * 100_003 + i,
-                    drift=spec.drift if drifting else None,
+                    drift=kind if drifting else None,
                     strength=spec.drift_strength if drifting else 0.0,
                     value_range=value_range,
                     encoding=encoding,

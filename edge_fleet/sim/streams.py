@@ -15,10 +15,31 @@ import pandas as pd
 
 from components.data.dates import instants
 from components.data.features import ColumnEncoding, encode
+from components.errors import ConfigError
 from edge_fleet.device.inputs import RecordedInputs
 
 IMAGE_DRIFTS = ("brightness", "noise", "rotation")
-TABLE_DRIFTS = ("brightness", "noise", "gaps")
+# shift: every number moved by the same share of its spread (a sensor's offset,
+# a price list's change), the one a retrained model can learn; brightness is its
+# image name, taken on a table too.
+TABLE_DRIFTS = ("shift", "noise", "gaps")
+TABLE_NAMES = {"brightness": "shift"}
+
+
+def drift_kind(kind: str, table: bool) -> str:
+    """The drift named by `--drift` on images or a table (`auto`: noise on
+    images, shift on a table); a name the data's kind has not is refused."""
+    if kind == "auto":
+        return "shift" if table else "noise"
+    kinds = (*TABLE_DRIFTS, *TABLE_NAMES) if table else IMAGE_DRIFTS
+    if kind not in kinds:
+        raise ConfigError(
+            f"--drift {kind!r}: expected auto or one of {', '.join(kinds)} on "
+            f"{'a table' if table else 'images'}"
+        )
+    return TABLE_NAMES.get(kind, kind) if table else kind
+
+
 MINUTES_PER_DAY = 24 * 60
 
 
@@ -92,12 +113,13 @@ def shift_encoded(
     spread: np.ndarray,
 ) -> np.ndarray:
     """A table's encoded rows drifted column by column, as the raw rows would
-    (`shift_raw`): numbers by strength/4 of their spread (`brightness` a shift,
+    (`shift_raw`): numbers by strength/4 of their spread (`shift` the same,
     `noise` gaussian), a share of the rows moved to the next category, booleans
     flipped, dates `strength` months on; `gaps`: a share of the values of each
     column whose policy fills gaps left empty."""
     if kind is None or strength == 0:
         return rows
+    kind = TABLE_NAMES.get(kind, kind)
     if kind not in TABLE_DRIFTS:
         raise ValueError(
             f"drift {kind!r} on a table: expected one of {', '.join(TABLE_DRIFTS)}"
@@ -116,7 +138,7 @@ def shift_encoded(
             values[pick] = 1 - values[pick]
         elif column.kind == "datetime":
             values += np.float32(strength * 30 * MINUTES_PER_DAY)
-        elif kind == "brightness":
+        elif kind == "shift":
             values += np.float32(strength / 4 * spread[j])
         else:
             values += rng.normal(0, strength / 4 * spread[j], len(values))
@@ -133,6 +155,7 @@ def shift_raw(
     """Raw rows of a table drifted as `shift_encoded` drifts them encoded: what a
     labelling team returns, with the table's own values (a category's name, the
     column's own yes/no words, a date as text)."""
+    kind = TABLE_NAMES.get(kind, kind)
     if kind not in TABLE_DRIFTS:
         raise ValueError(
             f"drift {kind!r} on a table: expected one of {', '.join(TABLE_DRIFTS)}"
@@ -163,7 +186,7 @@ def shift_raw(
             values = pd.to_numeric(frame[name], errors="coerce")
             step = strength / 4 * spread[j]
             frame[name] = values + (
-                step if kind == "brightness" else rng.normal(0, step, len(frame))
+                step if kind == "shift" else rng.normal(0, step, len(frame))
             )
     return frame
 

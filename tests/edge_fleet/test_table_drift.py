@@ -12,7 +12,8 @@ from palmerpenguins import load_penguins
 
 from components.data.contract import validate_batch
 from components.data.features import encode, fit_encoding
-from edge_fleet.sim.streams import DataStream, labelled_rows
+from components.errors import ConfigError
+from edge_fleet.sim.streams import DataStream, drift_kind, labelled_rows
 from tests.components.test_features import FEATURES, _params
 
 
@@ -115,3 +116,13 @@ def test_a_device_stream_drifts_each_encoded_column_by_kind(penguins, encoding):
     assert shift == pytest.approx(np.nanstd(x[:, mass]), rel=0.2)
     with pytest.raises(ValueError, match="drift 'rotation' on a table"):
         DataStream(x, seed=1, drift="rotation", strength=1, encoding=encoding).batch(1)
+
+
+def test_the_drift_is_named_for_the_datas_kind():
+    assert drift_kind("auto", table=True) == "shift"  # one a retrain can learn
+    assert drift_kind("auto", table=False) == "noise"
+    assert drift_kind("brightness", table=True) == "shift"
+    with pytest.raises(ConfigError, match="--drift 'rotation': expected auto or one"):
+        drift_kind("rotation", table=True)
+    with pytest.raises(ConfigError, match="on images"):
+        drift_kind("gaps", table=False)
