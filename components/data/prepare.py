@@ -108,6 +108,22 @@ def warn_outside_data_sets(incoming: Path) -> None:
             )
 
 
+def in_source_types(extra: pd.DataFrame, source: pd.DataFrame) -> pd.DataFrame:
+    """Incoming rows in the source's column types where that loses nothing (a
+    CSV's integers read as text, floats that are whole numbers). A value the
+    source's type cannot hold is kept, and the column widened when concatenated:
+    2007.6 in an integer column was cast to 2007 before, silently."""
+    extra = extra.copy()
+    for name, dtype in source.dtypes.items():
+        values = extra[name]
+        if pd.api.types.is_integer_dtype(dtype) and pd.api.types.is_float_dtype(values):
+            whole = values.notna().all() and bool((values % 1 == 0).all())
+            if not whole:
+                continue
+        extra[name] = values.astype(dtype)
+    return extra
+
+
 def export_source(
     cfg: DataConfig,
     raw_dir: Path,
@@ -122,8 +138,7 @@ def export_source(
     found = incoming_rows(incoming, list(frame.columns), quarantine)
     extra, files = found.frame, found.files
     if extra is not None:
-        extra = extra.astype(frame.dtypes.to_dict())
-        frame = pd.concat([frame, extra], ignore_index=True)
+        frame = pd.concat([frame, in_source_types(extra, frame)], ignore_index=True)
         log.info("added %d incoming rows from %s", len(extra), ", ".join(files))
     raw_dir.mkdir(parents=True, exist_ok=True)
     path = raw_batch_path(raw_dir, cfg)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import is_numeric_dtype
 
 from components.data.dates import instants
 from components.data.features import ColumnEncoding, encode
@@ -214,9 +215,11 @@ def _new_rows(
     """The drifted rows that are new: not one the table has (a row whose
     numbers are all gaps drifts to itself) and not repeated, as the data
     contract's duplicate bound expects of labelled rows."""
-    known = frame[keys].merge(
-        train[keys].drop_duplicates(), how="left", on=keys, indicator=True
-    )
+    left, right = frame[keys].copy(), train[keys].drop_duplicates()
+    for key in keys:  # an integer column of the table against its shifted floats
+        if is_numeric_dtype(left[key]) and is_numeric_dtype(right[key]):
+            left[key], right[key] = left[key].astype(float), right[key].astype(float)
+    known = left.merge(right, how="left", on=keys, indicator=True)
     fresh = frame[(known["_merge"] == "left_only").to_numpy()]
     return fresh.drop_duplicates(subset=keys).reset_index(drop=True)
 

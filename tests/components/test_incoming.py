@@ -38,6 +38,25 @@ def test_incoming_rows_are_added_in_file_order(tmp_path):
     assert info["incoming_rows"] == 10
 
 
+def test_a_value_the_sources_type_cannot_hold_is_kept(tmp_path):
+    """A labelled row's 2007.6 in the source's integer column: the column widens,
+    the value stays (it was cast to 2007, silently); whole floats take the type."""
+    (tmp_path / "data" / "sources").mkdir(parents=True)
+    pd.DataFrame({"year": [2007, 2008], "x": [0.5, 1.5], "label": ["a", "b"]}).to_csv(
+        tmp_path / "data" / "sources" / "t.csv", index=False
+    )
+    cfg = DataConfig(name="t", source="data/sources/t.csv", label_column="label")
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    rows = pd.DataFrame({"year": [2009.0], "x": [2.0], "label": ["a"]})
+    rows.to_parquet(incoming / "a.parquet")
+    out = pd.read_parquet(export_source(cfg, tmp_path / "raw1", tmp_path, incoming))
+    assert out.year.dtype == "int64" and out.year.tolist() == [2007, 2008, 2009]
+    rows.assign(year=[2007.6]).to_parquet(incoming / "b.parquet")
+    out = pd.read_parquet(export_source(cfg, tmp_path / "raw2", tmp_path, incoming))
+    assert out.year.tolist() == [2007, 2008, 2009, 2007.6]
+
+
 def test_a_file_with_other_columns_goes_to_quarantine_named(tmp_path, caplog):
     base = pd.read_parquet(export_source(CFG, tmp_path / "raw0"))
     incoming, quarantine = tmp_path / "incoming", tmp_path / "quarantine"
