@@ -14,6 +14,7 @@ import typer
 from cli import data, drift, fleet, loop, pipeline, registry, services, state
 from cli.console import DEBUG, err
 from components.errors import EdgeloopError
+from components.stage import VERBOSE
 from stack.services import use_stack_credentials
 from stack.settings import get_settings
 
@@ -46,9 +47,19 @@ app.add_typer(state.state_app, name="state")
 @app.callback()
 def _options(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="the libraries' log lines and warnings on the console too (else "
+            "in reports/logs/<stage>.log)",
+        ),
+    ] = False,
 ) -> None:
     STATE["debug"] = debug
     DEBUG["on"] = debug
+    if verbose:  # inherited by the stages DVC runs (components/stage.py)
+        os.environ[VERBOSE] = "1"
     # Prefect and DVC print the pipeline's progress through their own loggers.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Every flow a command runs talks to the stack's Prefect server, and every

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,14 +17,48 @@ from components.errors import EdgeloopError
 log = logging.getLogger("edgeloop")
 
 
+# `edgeloop --verbose` (inherited by the stages DVC runs): every library's log
+# lines and warnings on the console too.
+VERBOSE = "EDGELOOP_VERBOSE"
+FORMAT = logging.Formatter(
+    "%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+)
+
+
+class OwnLines(logging.Filter):
+    """The console's share of a stage's log: edgeloop's own lines, and any
+    library's errors; the libraries' progress and warnings (ONNX rewriters,
+    quantization, deprecations: some 200 lines a run) go to the stage's log file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.startswith("edgeloop") or record.levelno >= logging.ERROR
+
+
 def configure_logging(debug: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO)
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.setFormatter(FORMAT)
+        if not (debug or os.environ.get(VERBOSE)):
+            handler.addFilter(OwnLines())
+    logging.captureWarnings(True)  # to the log file, or with --verbose the console
+    if not (debug or os.environ.get(VERBOSE)):
+        # torch logs through its own handler, not the root's: its exporter's
+        # "torchvision is not installed" lines, eight a run, are not ours to fix.
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     # GX announces every ephemeral context at INFO; keep the stage logs readable.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
+def log_to_file(reports: Path, stage: str) -> Path:
+    """Every log line and warning of the stage, the libraries' too, in
+    `<reports>/logs/<stage>.log` (this run's)."""
+    path = reports / "logs" / f"{stage}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(FORMAT)
+    logging.getLogger().addHandler(handler)
+    return path
 
 
 def stage_parser(stage: str, description: str) -> argparse.ArgumentParser:
@@ -53,6 +88,7 @@ def run_stage(
     params = None
     try:
         params = load_params(args.params)
+        log_to_file(params.paths.reports, stage)
         report = failure_report(params.paths.reports, stage)
         report.unlink(missing_ok=True)
         body(args, params)

@@ -4,6 +4,7 @@ the versions DVC recorded, push data to the remote."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -28,11 +29,22 @@ def _inside(project: Path) -> Iterator[Repo]:
     in stage commands meaning this environment's interpreter."""
     before = os.environ.get("PATH", "")
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{before}"
+    # DVC's own console handlers print each line a second time beside the
+    # flow's (its records also reach the root logger's): the flow's stay.
+    dvc_log = logging.getLogger("dvc")
+    own = list(dvc_log.handlers) if logging.getLogger().handlers else []
+    for handler in own:
+        dvc_log.removeHandler(handler)
     try:
         with contextlib.chdir(project), Repo(str(project)) as repo:
+            # DVC's advice to `git add dvc.lock` after every stage (twice, through
+            # Prefect's logger too): the run's summary says what changed.
+            repo.scm_context.quiet = True
             yield repo
     finally:
         os.environ["PATH"] = before
+        for handler in own:
+            dvc_log.addHandler(handler)
 
 
 def reproduce(project: Path, stage: str) -> StageRun:

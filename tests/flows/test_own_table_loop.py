@@ -73,6 +73,12 @@ def test_the_loop_closes_on_penguins_as_described(tmp_path):
         for command in (("up",), ("run",)):
             out = edgeloop(*command, cwd=project, env=env, timeout=600)
             assert out.returncode == 0, out.stdout + out.stderr
+        # The console: the steps and their results, once each (DVC's advice to
+        # `git add dvc.lock` came twice per stage, ONNX's rewriters' lines ~150).
+        console = out.stdout + out.stderr
+        assert "git add dvc.lock" not in console and "onnxscript" not in console
+        assert console.count("Running stage 'train'") == 1, console
+        assert len(console.splitlines()) < 100, console
         loop = edgeloop(
             "loop",
             "--devices",
