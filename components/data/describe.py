@@ -7,13 +7,17 @@ comment with what was measured."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
+from components.config.data import SplitConfig
+from components.config.features import FeaturesConfig
 from components.data.dates import instants
-from components.data.features import FALSE, TRUE
+from components.data.features import FALSE, TRUE, encode_column, fit_encoding
 from components.data.sources import read_table
 from components.errors import ConfigError
 
@@ -56,6 +60,20 @@ def propose(path: Path, label: str) -> str:
         f"  # class shares {measured}, KL from uniform {kl:.3f}; "
         f"{100 * duplicates:.1f}% of rows repeat another's features"
     )
+    columns, drop, notes = _features(frame, label)
+    lines += _block("features", {"columns": columns, "drop": drop})
+    base = baseline(frame, label, proposed_features(frame, label))
+    if base is not None:
+        lines += _block(
+            "registry", {"gates": {"min_test_accuracy": base.min_test_accuracy}}
+        )
+        lines.append(f"  # {base.note}")
+    return "\n".join(lines + ["# what was measured, per column:", *notes]) + "\n"
+
+
+def _features(frame: pd.DataFrame, label: str) -> tuple[dict, list[str], list[str]]:
+    """Each column's proposed spec (plain numeric ones left out), the columns
+    dropped, and a note per column of what was measured."""
     columns, drop, notes = {}, [], []
     for name in frame.columns:
         if name == label:
@@ -66,8 +84,98 @@ def propose(path: Path, label: str) -> str:
             drop.append(name)
         elif spec:
             columns[name] = spec
-    lines += _block("features", {"columns": columns, "drop": drop})
-    return "\n".join(lines + ["# what was measured, per column:", *notes]) + "\n"
+    return columns, drop, notes
+
+
+def proposed_features(frame: pd.DataFrame, label: str) -> FeaturesConfig:
+    """The `features:` section `describe` proposes for the table."""
+    columns, drop, _ = _features(frame, label)
+    return FeaturesConfig.model_validate({"columns": columns, "drop": drop})
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A cross-validated scikit-learn model on the table's columns as the model
+    would take them: what a version should reach, and the gate proposed from it."""
+
+    accuracy: float
+    folds: int
+    test_rows: int
+    min_test_accuracy: float
+
+    @property
+    def note(self) -> str:
+        return (
+            f"a scikit-learn baseline (HistGradientBoosting, {self.folds}-fold "
+            f"cross-validation on the encoded columns) reached {self.accuracy:.3f}; "
+            f"the gate is the low end of its Wilson interval (z = 2) on a "
+            f"{self.test_rows}-row test split: a model as good passes"
+        )
+
+
+def baseline(
+    frame: pd.DataFrame,
+    label: str,
+    features: FeaturesConfig,
+    test_share: float = SplitConfig().test,
+    max_rows: int = 20_000,
+) -> Baseline | None:
+    """The table's cross-validated baseline accuracy and the `min_test_accuracy`
+    it suggests; None where a class has fewer than two rows (no stratified fold),
+    there is one class only, or no column is an input."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    frame = frame.dropna(subset=[label])
+    if len(frame) > max_rows:
+        frame = frame.sample(max_rows, random_state=0)
+    y = frame[label].astype(str).to_numpy()
+    folds = min(5, int(pd.Series(y).value_counts().min()))
+    names = [c for c in frame.columns if c != label and c not in features.drop]
+    if folds < 2 or len(set(y)) < 2 or not names:
+        return None
+    x, categorical = _baseline_inputs(frame, names, features)
+    model = HistGradientBoostingClassifier(
+        categorical_features=categorical or None, random_state=0
+    )
+    scores = cross_val_score(
+        model, x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=0)
+    )
+    accuracy = float(scores.mean())
+    test_rows = max(1, round(test_share * len(frame)))
+    gate = math.floor(100 * wilson_low(accuracy, test_rows)) / 100
+    return Baseline(accuracy, folds, test_rows, gate)
+
+
+def wilson_low(accuracy: float, rows: int, z: float = 2.0) -> float:
+    """The lower end of the Wilson score interval (z standard errors) of an
+    accuracy measured on `rows` rows: where a model as good as `accuracy` lands
+    on a test split that small, but for about 1 time in 40. Unlike the plain
+    standard error it does not collapse to no margin at all at 1.0."""
+    n, p = rows, accuracy
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z * z / n))
+
+
+def _baseline_inputs(
+    frame: pd.DataFrame, names: list[str], features: FeaturesConfig
+) -> tuple[np.ndarray, list[int]]:
+    """The columns as the model reads them (components/data/features.py), a date
+    by its parts; the categorical ones' positions (a tree splits them as sets)."""
+    encoding = fit_encoding(frame, names, features)
+    columns, categorical = [], []
+    for column in encoding:
+        values = frame[column.name]
+        if column.kind == "datetime":
+            at = instants(values)
+            parts = features.spec(column.name).parts or []
+            columns += [getattr(at.dt, part).to_numpy(np.float64) for part in parts]
+            continue
+        if column.kind == "categorical":
+            categorical.append(len(columns))
+        columns.append(encode_column(values, column).astype(np.float64))
+    return np.stack(columns, axis=1), categorical
 
 
 def _column(values: pd.Series) -> tuple[dict | None, str]:
@@ -197,7 +305,16 @@ def write_proposal(path: Path, label: str, params_file: Path) -> list[str]:
     )
     params.yaml_set_comment_before_after_key("features", before=notes)
     name = f"edgeloop-{proposal['data']['name']}"
-    params.setdefault("registry", {})["model_name"] = name
+    registry = params.setdefault("registry", {})
+    registry["model_name"] = name
+    proposed = proposal.get("registry", {}).get("gates", {})
+    if proposed:
+        gates = registry.setdefault("gates", {})
+        gates["min_test_accuracy"] = proposed["min_test_accuracy"]
+        note = text.split("  # a scikit-learn baseline", 1)[1].splitlines()[0]
+        gates.yaml_add_eol_comment(
+            f"a scikit-learn baseline{note}", "min_test_accuracy"
+        )
     backup = params_file.with_name(f"{params_file.name}.before-describe")
     shutil.copyfile(params_file, backup)
     with params_file.open("w") as out:
@@ -207,8 +324,13 @@ def write_proposal(path: Path, label: str, params_file: Path) -> list[str]:
     except ConfigError:
         shutil.copyfile(backup, params_file)
         raise
+    gate = (
+        f", registry.gates.min_test_accuracy: {proposed['min_test_accuracy']}"
+        if proposed
+        else ""
+    )
     done.append(
-        f"wrote data:, validation:, features: and registry.model_name: {name} into "
-        f"{params_file} (as it was: {backup})"
+        f"wrote data:, validation:, features:, registry.model_name: {name}{gate} "
+        f"into {params_file} (as it was: {backup})"
     )
     return done

@@ -16,6 +16,8 @@ from palmerpenguins import load_penguins
 from plotly.data import tips
 
 from components.config import parse_params
+from components.config.features import FeaturesConfig
+from components.data.describe import baseline, proposed_features, wilson_low
 from components.data.validate import check_file
 from tests.conftest import (
     BIN,
@@ -42,6 +44,8 @@ def params_with(proposal: dict, **more: dict) -> dict:
     raw["data"] = proposal["data"] | {"image_shape": None}
     raw["validation"] = proposal["validation"]
     raw["features"] = proposal["features"]
+    gates = proposal.get("registry", {}).get("gates", {})
+    raw["registry"]["gates"] = raw["registry"].get("gates", {}) | gates
     return raw
 
 
@@ -171,10 +175,37 @@ def test_write_merges_a_proposal_that_runs_as_written(tmp_path):
     assert params.data.image_shape is None
     assert params.registry.model_name == "edgeloop-penguins"
     assert params.features.columns["island"].kind == "categorical"
+    # The gate proposed from a baseline measured on the table, with its reason;
+    # the other gates as they were (the digits' 0.95 was no table's measure).
+    assert params.registry.gates.min_test_accuracy == 0.9
+    assert params.registry.gates.max_ship_kb == 256
     text = (project / "params.yaml").read_text()
+    assert "min_test_accuracy: 0.9  # a scikit-learn baseline (HistGradient" in text
+    assert "registry.gates.min_test_accuracy: 0.9" in done.stdout
     assert "# newly labelled rows for the next training run" in text  # kept
     assert "#   sex: text, 2 distinct, 11 gaps (3.2%)" in text  # the measured notes
     assert (project / "params.yaml.before-describe").read_text() == (
         REPO / "params.yaml"
     ).read_text()
     dvc_in(project, "repro", "validate")
+
+
+def test_the_gate_is_proposed_from_a_cross_validated_baseline():
+    """A model as good as the table's baseline passes its gate on a test split
+    of the table's size: the low end of the Wilson interval (at 1.0, where the
+    plain standard error leaves no margin, too)."""
+    assert wilson_low(1.0, 22) == pytest.approx(0.846, abs=1e-3)
+    assert wilson_low(0.988, 52) == pytest.approx(0.908, abs=1e-3)
+    assert wilson_low(0.9, 10_000) == pytest.approx(0.894, abs=1e-3)
+    table = load_penguins()
+    base = baseline(table, "species", proposed_features(table, "species"))
+    assert base is not None and base.accuracy > 0.97 and base.folds == 5
+    assert base.test_rows == 52 and base.min_test_accuracy == 0.9
+    # tips: a gate of 0.85 (a meal told by its day), not the digits' 0.95
+    tips_base = baseline(tips(), "time", proposed_features(tips(), "time"))
+    assert tips_base is not None and tips_base.min_test_accuracy == 0.85
+    # one class, a class of one row, or no input: no proposal
+    assert baseline(table.head(3), "species", FeaturesConfig()) is None
+    assert baseline(table.iloc[150:153], "species", FeaturesConfig()) is None
+    dropped = FeaturesConfig(drop=[c for c in table.columns if c != "species"])
+    assert baseline(table, "species", dropped) is None

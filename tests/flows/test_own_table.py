@@ -132,11 +132,12 @@ def test_tips_as_described_train_register_and_serve_yes_no(
         tmp_path / "project",
         params_with(
             proposal,
-            registry={"model_name": "it-tips", "gates": {"min_test_accuracy": 0.85}},
+            registry={"model_name": "it-tips"},  # the gate is the proposal's
         ),
     )
     table.to_csv(project / "data/sources/tips.csv", index=False)
 
+    assert proposal["registry"]["gates"] == {"min_test_accuracy": 0.85}
     result = training_pipeline(project_dir=str(project), tracking_uri=mlflow_uri)
     assert result.gate.passed, result
     # Lunch is Thursday and Friday, dinner the weekend: day alone tells most.
