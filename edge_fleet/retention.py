@@ -44,6 +44,10 @@ class Part:
     square: list[float]  # mean of x^2 per feature
     low: list[float]
     high: list[float]
+    # A table model's gap and category shares (edge_fleet/device/inference.py),
+    # weighted by inferences; None once a part without them is merged in.
+    missing: list[float] | None = None
+    shares: dict[str, list[float]] | None = None
 
     @classmethod
     def of_report(cls, t: Telemetry) -> Part:
@@ -84,6 +88,8 @@ class Part:
             [s * s + m * m for m, s in zip(stats["mean"], stats["std"], strict=True)],
             list(stats["min"]),
             list(stats["max"]),
+            stats.get("missing"),
+            stats.get("shares"),
         )
 
     def merge(self, other: Part) -> Part:
@@ -104,6 +110,16 @@ class Part:
             [a * x + b * y for x, y in zip(self.square, other.square, strict=True)],
             [min(x, y) for x, y in zip(self.low, other.low, strict=True)],
             [max(x, y) for x, y in zip(self.high, other.high, strict=True)],
+            _weighted(self.missing, other.missing, a, b),
+            (
+                {
+                    k: _weighted(v, other.shares[k], a, b)
+                    for k, v in self.shares.items()
+                    if k in other.shares
+                }
+                if self.shares is not None and other.shares is not None
+                else None
+            ),
         )
 
     def write(self, window: TelemetryWindow) -> None:
@@ -121,7 +137,19 @@ class Part:
             ],
             "min": self.low,
             "max": self.high,
-        }
+        } | (
+            {"missing": self.missing, "shares": self.shares}
+            if self.missing is not None and self.shares is not None
+            else {}
+        )
+
+
+def _weighted(
+    x: list[float] | None, y: list[float] | None, a: float, b: float
+) -> list[float] | None:
+    if x is None or y is None or len(x) != len(y):
+        return None
+    return [round(a * u + b * v, 6) for u, v in zip(x, y, strict=True)]
 
 
 def window_start(when: datetime, window_s: int) -> datetime:

@@ -126,7 +126,7 @@ def device_frames(
         else train[features].to_numpy(np.float64)
     ).astype(np.float64)
     y = train[label_column].astype(str).to_numpy()
-    rows = []
+    rows, kinds = [], []
     for _ in range(reference_batches):
         pick = rng.integers(0, len(x), batch)
         labels = pd.Series(y[pick]).value_counts(normalize=True)
@@ -134,6 +134,8 @@ def device_frames(
         rows.append(
             list(mean) + list(std) + [float(labels.get(k, 0.0)) for k in classes]
         )
+        if encoding:
+            kinds.append(table_columns(x[pick], encoding))
     n = len(features)
     columns = (
         [f"mean_f{i}" for i in range(n)]
@@ -153,7 +155,65 @@ def device_frames(
         # the device that sent each report: each is one vote (`check`)
         index=pd.Index([str(r.get("device_id", "")) for r in kept], name=DEVICE),
     )
+    reported = [reported_table_columns(r["feature_stats"], encoding) for r in kept]
+    if encoding and kept and all(r is not None for r in reported):
+        # A category by its shares and a column by its gaps, not the mean of an
+        # index (agents before these were reported: the index mean stays).
+        categorical = [
+            f"{p}f{j}"
+            for j, c in enumerate(encoding)
+            if c.kind == "categorical"
+            for p in ("mean_", "std_")
+        ]
+        reference = reference.drop(columns=categorical).join(pd.DataFrame(kinds))
+        extra = pd.DataFrame(reported, index=current.index)
+        current = current.drop(columns=categorical).join(extra)
     return undated(reference, encoding), undated(current, encoding)
+
+
+def table_columns(
+    x: np.ndarray, encoding: Sequence[ColumnEncoding]
+) -> dict[str, float]:
+    """One batch of a table's encoded rows as a device reports it (edge_fleet/
+    device/inference.py `feature_stats` with the model's inputs): each category's
+    share of a categorical column's present values (`cat_f0_1`), and the share of
+    gaps of each column whose policy fills them (`gaps_f2`)."""
+    out = {}
+    for j, column in enumerate(encoding):
+        values = x[:, j]
+        if column.kind == "categorical":
+            assert column.categories is not None
+            present = values[~np.isnan(values)].astype(np.int64)
+            counts = np.bincount(
+                present[(present >= 0) & (present < len(column.categories))],
+                minlength=len(column.categories),
+            )
+            total = max(int(counts.sum()), 1)
+            out |= {f"cat_f{j}_{k}": c / total for k, c in enumerate(counts)}
+        if not np.isnan(column.fill):
+            out[f"gaps_f{j}"] = float(np.isnan(values).mean())
+    return out
+
+
+def reported_table_columns(
+    stats: dict, encoding: Sequence[ColumnEncoding]
+) -> dict[str, float] | None:
+    """`table_columns` from a report's feature_stats; None: a report without
+    them (an agent before them, or a model without `edgeloop.inputs`)."""
+    missing, shares = stats.get("missing"), stats.get("shares")
+    if missing is None or shares is None or len(missing) != len(encoding):
+        return None
+    out = {}
+    for j, column in enumerate(encoding):
+        if column.kind == "categorical":
+            assert column.categories is not None
+            values = shares.get(str(j))
+            if values is None or len(values) != len(column.categories):
+                return None
+            out |= {f"cat_f{j}_{k}": float(v) for k, v in enumerate(values)}
+        if not np.isnan(column.fill):
+            out[f"gaps_f{j}"] = float(missing[j])
+    return out
 
 
 def undated(frame: pd.DataFrame, encoding: Sequence[ColumnEncoding]) -> pd.DataFrame:

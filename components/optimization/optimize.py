@@ -286,7 +286,7 @@ def optimize_model(
         )
     for b in built:  # what a device has is the file: it names its classes
         if b.path.suffix == ".onnx":
-            stamp_classes(b.path, spec.classes)
+            stamp_classes(b.path, spec.classes, spec.encoding)
     return reference, [measure(b, test, answers, params) for b in built]
 
 

@@ -26,6 +26,7 @@ from components.errors import DataContractError
 # `edgeloop-agent` distribution): the stack measures files with what devices run.
 from edge_fleet.device.runtime import (
     CLASSES_KEY,
+    INPUTS_KEY,
     LiteRtModel,
     OnnxRuntimeModel,
     load_runtime,
@@ -40,17 +41,31 @@ class Latency:
     p95_ms: float
 
 
-def stamp_classes(path: Path, classes: list[int | str]) -> None:
+def stamp_classes(
+    path: Path, classes: list[int | str], encoding: list[dict] | None = None
+) -> None:
     """Write the class labels into an ONNX file's metadata, so a device that has
-    only the file reports labels (`Adelie`), not output positions."""
+    only the file reports labels (`Adelie`), not output positions; with a table
+    model's `encoding` (its JSON), each input's kind too (`edgeloop.inputs`), so
+    it reports a category's shares and each column's gaps."""
     import onnx
 
+    values = {CLASSES_KEY: json.dumps([str(c) for c in classes])}
+    if encoding:
+        values[INPUTS_KEY] = json.dumps(
+            [
+                {"kind": c["kind"]}
+                | ({"categories": len(c["categories"])} if c.get("categories") else {})
+                for c in encoding
+            ]
+        )
     model = onnx.load(str(path))
-    kept = [p for p in model.metadata_props if p.key != CLASSES_KEY]
+    kept = [p for p in model.metadata_props if p.key not in values]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = CLASSES_KEY, json.dumps([str(c) for c in classes])
+    for key, value in values.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
     onnx.save(model, str(path))
 
 

@@ -390,7 +390,7 @@ class Agent:
             "latency_ms_median": statistics.median(latencies),
             "latency_ms_p95": p95(latencies),
             **predictions(runtime.logits(x), runtime.classes),
-            "feature_stats": feature_stats(x),
+            "feature_stats": feature_stats(x, getattr(runtime, "inputs", None)),
         }
         if self.benchmark and self.benchmark["version"] == self.version:
             body["benchmark"] = self.benchmark

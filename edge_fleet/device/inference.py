@@ -55,13 +55,19 @@ def predictions(logits: np.ndarray, classes: list[str] | None = None) -> dict:
     }
 
 
-def feature_stats(x: np.ndarray) -> dict[str, list[float]]:
+def feature_stats(
+    x: np.ndarray, inputs: list[dict] | None = None
+) -> dict[str, list[float] | dict[str, list[float]]]:
     """Per input column over the present values: a gap (NaN, which the model
     fills) is left out; a column with no value in the whole batch reports 0.
     In float64: a float32 row of 1e30 squared to inf in float32, and one such row
-    made every check-in fail ("Out of range float values are not JSON compliant")."""
+    made every check-in fail ("Out of range float values are not JSON compliant").
+    With a table model's `inputs` (their kinds): each column's share of gaps
+    (`missing`), and each categorical column's share of each category among its
+    present values (`shares`, by column position): the mean of a category's
+    index says nothing of which category moved."""
     filled = np.where(np.isnan(x).all(axis=0), 0.0, x).astype(np.float64)
-    return {
+    stats: dict = {
         name: rounded(f(filled, axis=0))
         for name, f in (
             ("mean", np.nanmean),
@@ -70,6 +76,22 @@ def feature_stats(x: np.ndarray) -> dict[str, list[float]]:
             ("max", np.nanmax),
         )
     }
+    if inputs is not None and len(inputs) == x.shape[1]:
+        stats["missing"] = rounded(np.isnan(x).mean(axis=0))
+        stats["shares"] = {
+            str(j): category_shares(x[:, j], int(column["categories"]))
+            for j, column in enumerate(inputs)
+            if column.get("kind") == "categorical"
+        }
+    return stats
+
+
+def category_shares(values: np.ndarray, categories: int) -> list[float]:
+    """Each category's share of the present values (all 0 where none is)."""
+    present = values[~np.isnan(values)].astype(np.int64)
+    present = present[(present >= 0) & (present < categories)]
+    counts = np.bincount(present, minlength=categories)[:categories]
+    return rounded(counts / max(len(present), 1))
 
 
 def rounded(values: np.ndarray) -> list[float]:

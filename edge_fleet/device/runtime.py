@@ -13,6 +13,10 @@ from pathlib import Path
 import numpy as np
 
 CLASSES_KEY = "edgeloop.classes"
+# A table model's inputs by kind: [{"kind": "categorical", "categories": 3},
+# {"kind": "numeric"}, ...], so a device reports a category's shares, not the
+# mean of its index (components/optimization/runtime.py writes it).
+INPUTS_KEY = "edgeloop.inputs"
 
 
 class OnnxRuntimeModel:
@@ -45,6 +49,13 @@ class OnnxRuntimeModel:
         names = self.session.get_modelmeta().custom_metadata_map.get(CLASSES_KEY)
         return json.loads(names) if names else None
 
+    @property
+    def inputs(self) -> list[dict] | None:
+        """Each input column's kind (ONNX metadata `edgeloop.inputs`); None: a
+        file without them (images, or a file optimized before they existed)."""
+        kinds = self.session.get_modelmeta().custom_metadata_map.get(INPUTS_KEY)
+        return json.loads(kinds) if kinds else None
+
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input: np.asarray(x, np.float32)})[0]
 
@@ -73,6 +84,7 @@ class LiteRtModel:
         return int(self.inp["shape"][-1])
 
     classes = None  # a .tflite file carries no labels here: classes by position
+    inputs = None
 
     def _one(self, row: np.ndarray) -> np.ndarray:
         value = row[None, :].astype(np.float32)

@@ -210,7 +210,7 @@ def telemetry_row(device: Device, batch: TelemetryBatch, keep_samples: bool):
         latency_ms_p95=batch.latency_ms_p95,
         confidence_mean=batch.confidence_mean,
         class_counts=batch.class_counts,
-        feature_stats=batch.feature_stats.model_dump(),
+        feature_stats=batch.feature_stats.model_dump(exclude_none=True),
         samples=batch.samples if keep_samples else None,
         benchmark=batch.benchmark.model_dump() if batch.benchmark else None,
     )

@@ -58,6 +58,7 @@ class Finite(Strict):
 
 
 Count = Annotated[int, Field(ge=0, le=1_000_000)]
+Share = Annotated[float, Field(ge=0, le=1)]
 ClassLabel = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
@@ -89,6 +90,10 @@ class FeatureStats(Finite):
     std: list[float] = Field(max_length=MAX_FEATURES)
     min: list[float] = Field(max_length=MAX_FEATURES)
     max: list[float] = Field(max_length=MAX_FEATURES)
+    # A table model's (edge_fleet/device/inference.py): each column's share of
+    # gaps, and each categorical column's (by position) share of each category.
+    missing: list[Share] | None = Field(None, max_length=MAX_FEATURES)
+    shares: dict[str, list[Share]] | None = Field(None, max_length=MAX_FEATURES)
 
     @property
     def features(self) -> int:
@@ -109,6 +114,22 @@ class FeatureStats(Finite):
             for lo, m, hi in zip(self.min, self.mean, self.max, strict=True)
         ):
             raise ValueError("expected min <= mean <= max for every feature")
+        if self.missing is not None and len(self.missing) != len(self.mean):
+            raise ValueError(
+                f"missing has {len(self.missing)} entries: expected one per feature "
+                f"({len(self.mean)})"
+            )
+        for column, shares in (self.shares or {}).items():
+            if not column.isdigit() or int(column) >= len(self.mean):
+                raise ValueError(
+                    f"shares[{column!r}]: expected a column position below "
+                    f"{len(self.mean)}"
+                )
+            if len(shares) > MAX_CLASSES or sum(shares) > 1 + TOLERANCE:
+                raise ValueError(
+                    f"shares[{column!r}]: expected at most {MAX_CLASSES} shares "
+                    "adding up to at most 1"
+                )
         return self
 
 
@@ -272,7 +293,7 @@ class TelemetryView(FromRow):
     latency_ms_median: float
     confidence_mean: float
     class_counts: dict[str, int]
-    feature_stats: dict[str, list[float]]
+    feature_stats: dict[str, list[float] | dict[str, list[float]]]
     benchmark: dict | None = None  # the smoke test's, while the version runs
 
 
@@ -288,7 +309,7 @@ class TelemetryWindowView(FromRow):
     latency_ms_p95: float
     confidence_mean: float
     class_counts: dict[str, int]
-    feature_stats: dict[str, list[float]]
+    feature_stats: dict[str, list[float] | dict[str, list[float]]]
 
 
 class RolloutRow(FromRow):

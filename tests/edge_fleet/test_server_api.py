@@ -547,13 +547,15 @@ def test_reports_past_retention_are_summarised_and_the_table_stays_bounded(api):
     )
     _upload(client)
     token = _enroll(client, "dev-1")
-    batches = [  # (mean, std) of one feature over 16 inferences each
-        (1.0, 0.5, {"0": 8, "1": 8}),
-        (3.0, 1.0, {"0": 16}),
-        (2.0, 0.0, {"1": 16}),
+    batches = [  # (mean, std) of one feature over 16 inferences each, its gaps
+        (1.0, 0.5, {"0": 8, "1": 8}, 0.25),
+        (3.0, 1.0, {"0": 16}, 0.0),
+        (2.0, 0.0, {"1": 16}, 0.5),
     ]
-    for mean, std, counts in batches:
+    for mean, std, counts, gaps in batches:
         stats = {"mean": [mean], "std": [std], "min": [mean - std], "max": [mean + std]}
+        # a table model's: the feature's gaps and its two categories' shares
+        stats |= {"missing": [gaps], "shares": {"0": [gaps, 1 - gaps]}}
         body = GOOD | {
             "telemetry": TELEMETRY | {"feature_stats": stats, "class_counts": counts}
         }
@@ -582,6 +584,8 @@ def test_reports_past_retention_are_summarised_and_the_table_stays_bounded(api):
     assert stats["mean"] == pytest.approx([pooled.mean()])
     assert stats["std"] == pytest.approx([pooled.std()], rel=1e-4)
     assert stats["min"] == [0.5] and stats["max"] == [4.0]
+    assert stats["missing"] == pytest.approx([0.25])  # pooled over inferences
+    assert stats["shares"]["0"] == pytest.approx([0.25, 0.75])
     with sessions() as session:  # 91 days on: the window is dropped too
         roll_up(session, cfg, at=now() + timedelta(days=91))
         assert session.scalar(select(func.count()).select_from(TelemetryWindow)) == 0

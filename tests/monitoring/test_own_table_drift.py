@@ -66,7 +66,7 @@ def table_onnx(
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
     path = export_onnx(model.eval(), len(features), path)
-    stamp_classes(path, classes)
+    stamp_classes(path, classes, encoding_to_json(encoding))
     return path, encoding
 
 
@@ -105,7 +105,13 @@ def test_a_device_report_names_species_and_is_finite_with_gaps(penguins, shipped
     assert feature_stats(gaps)["mean"][-1] == 0.0
 
 
-def _reports(rows: np.ndarray, labels: np.ndarray, n: int, seed: int) -> list[dict]:
+def _reports(
+    rows: np.ndarray,
+    labels: np.ndarray,
+    n: int,
+    seed: int,
+    inputs: list[dict] | None = None,
+) -> list[dict]:
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
@@ -113,9 +119,79 @@ def _reports(rows: np.ndarray, labels: np.ndarray, n: int, seed: int) -> list[di
         counts = pd.Series(labels[pick]).value_counts()
         out.append(
             {"inferences": 64, "class_counts": counts.to_dict()}
-            | {"feature_stats": feature_stats(rows[pick])}
+            | {"feature_stats": feature_stats(rows[pick], inputs)}
         )
     return out
+
+
+def test_a_table_model_reports_category_shares_and_gaps(penguins, shipped):
+    """The file names its inputs' kinds (`edgeloop.inputs`), so a device reports
+    island's and sex's shares per category and each column's gaps, which the
+    fleet server takes; the mean of a category's index said nothing of which
+    category moved (Biscoe to Torgersen and Dream to Biscoe cancel out)."""
+    runtime, encoding = shipped
+    assert runtime.inputs == [
+        {"kind": "categorical", "categories": 3},
+        *[{"kind": "numeric"}] * 4,
+        {"kind": "categorical", "categories": 2},
+    ]
+    x = encode(penguins.head(64), encoding)
+    stats = feature_stats(x, runtime.inputs)
+    island = penguins.head(64).island.value_counts(normalize=True)
+    assert stats["shares"]["0"] == [
+        round(island.get(k, 0.0), 4) for k in ("Biscoe", "Dream", "Torgersen")
+    ]
+    assert set(stats["shares"]) == {"0", "5"} and len(stats["missing"]) == 6
+    assert stats["missing"][5] == round(penguins.head(64).sex.isna().mean(), 4)
+    body = {
+        "version": "1",
+        "latency_ms_median": 0.1,
+        "latency_ms_p95": 0.2,
+        **predictions(runtime.logits(x), runtime.classes),
+        "feature_stats": stats,
+    }
+    TelemetryBatch.model_validate(body)
+    bad = body | {"feature_stats": stats | {"shares": {"9": [1.0]}}}
+    with pytest.raises(ValueError, match=r"shares\['9'\]: expected a column"):
+        TelemetryBatch.model_validate(bad)
+
+
+def test_a_category_moving_and_gaps_appearing_drift_by_name(penguins, shipped):
+    """Each island's share and sex's gaps are columns of the device window: a
+    cohort whose islands move round (each to the next: the index mean barely
+    moves) drifts on the islands' shares, one whose sex goes missing on its
+    gaps; a quiet one on neither."""
+    runtime, encoding = shipped
+    # The devices see rows like the training rows: the reference's own
+    # population (a 104-row held-out part differs from it by chance already).
+    train = penguins.iloc[:240]
+    labels = train.species.to_numpy()
+    moved = train.assign(
+        island=train.island.map(
+            {"Biscoe": "Dream", "Dream": "Torgersen", "Torgersen": "Biscoe"}
+        )
+    )
+    gappy = train.assign(sex=train.sex.where(np.arange(len(train)) % 2 == 0))
+    results = {}
+    for name, frame in (("quiet", train), ("moved", moved), ("gappy", gappy)):
+        reports = _reports(
+            encode(frame, encoding), labels, 20, seed=3, inputs=runtime.inputs
+        )
+        reference, current = drift.device_frames(
+            train,
+            reports,
+            batch=64,
+            reference_batches=200,
+            label_column="species",
+            encoding=encoding,
+        )
+        assert "mean_f0" not in current and "cat_f0_0" in reference
+        results[name] = drift.check(
+            f"cohort-{name}", reference, current, CFG, threshold_scale=8.0, min_rows=5
+        )
+    assert not results["quiet"].drifted_columns, results["quiet"].summary()
+    assert {"cat_f0_0", "cat_f0_1"} <= set(results["moved"].drifted_columns)
+    assert "gaps_f5" in results["gappy"].drifted_columns, results["gappy"].summary()
 
 
 def test_device_windows_of_the_penguins_model(penguins, shipped):
