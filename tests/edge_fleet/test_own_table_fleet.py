@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pytest
 from palmerpenguins import load_penguins
@@ -107,4 +108,15 @@ def test_a_cohort_on_a_users_table_reports_labels_and_is_drift_checked(
         min_rows=10,
     )
     assert result.snapshot is not None, result.summary()  # judged, not skipped
-    assert result.columns == 2 * rows.shape[1] + len(table.classes)
+    # A number by its mean and spread, a category by each category's share
+    # (not its index's mean), each column whose policy fills gaps by its gaps.
+    categorical = [c for c in encoding if c.kind == "categorical"]
+    assert result.columns == (
+        2 * (len(encoding) - len(categorical))
+        + sum(len(c.categories or []) for c in categorical)
+        + sum(not np.isnan(c.fill) for c in encoding)
+        + len(table.classes)
+    ), list(current.columns)
+    assert categorical and not any(
+        f"mean_f{encoding.index(c)}" in current for c in categorical
+    )
