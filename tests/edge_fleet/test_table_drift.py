@@ -27,15 +27,18 @@ def encoding(penguins):
     return fit_encoding(penguins, FEATURES, _params().features)
 
 
-def _labelled(penguins: pd.DataFrame, encoding, drift: str) -> pd.DataFrame:
+def _labelled(
+    penguins: pd.DataFrame, encoding, drift: str, rows: int = 200, **more
+) -> pd.DataFrame:
     return labelled_rows(
         penguins,
         drift=drift,
         strength=3.0,
-        rows=200,
+        rows=rows,
         value_range=None,
         label_column="species",
         encoding=encoding,
+        **more,
     )
 
 
@@ -74,28 +77,9 @@ def test_a_labelled_batch_holds_no_row_the_data_set_has(penguins, encoding):
     the data. (Torgersen's all-gap row moved to Biscoe was Biscoe's all-gap row
     of the test split, and the retraining the loop started stopped on it.)"""
     train = penguins.iloc[:250]
-    first = labelled_rows(
-        train,
-        drift="brightness",
-        strength=3.0,
-        rows=250,
-        value_range=None,
-        label_column="species",
-        encoding=encoding,
-        seed=1,
-    )
+    first = _labelled(train, encoding, "brightness", 250, seed=1)
     known = pd.concat([penguins, first], ignore_index=True)
-    second = labelled_rows(
-        train,
-        drift="brightness",
-        strength=3.0,
-        rows=250,
-        value_range=None,
-        label_column="species",
-        encoding=encoding,
-        seed=2,
-        known=known,
-    )
+    second = _labelled(train, encoding, "brightness", 250, seed=2, known=known)
     assert not pd.concat([known, second])[FEATURES].duplicated().any()
     assert len(second) > 100  # new rows still (the categories moved at random)
 

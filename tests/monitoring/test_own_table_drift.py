@@ -124,6 +124,18 @@ def _reports(
     return out
 
 
+def _window(train: pd.DataFrame, reports: list[dict], encoding) -> tuple:
+    """A cohort's window of 64-row reports against the training rows."""
+    return drift.device_frames(
+        train,
+        reports,
+        batch=64,
+        reference_batches=200,
+        label_column="species",
+        encoding=encoding,
+    )
+
+
 def test_a_table_model_reports_category_shares_and_gaps(penguins, shipped):
     """The file names its inputs' kinds (`edgeloop.inputs`), so a device reports
     island's and sex's shares per category and each column's gaps, which the
@@ -177,14 +189,7 @@ def test_a_category_moving_and_gaps_appearing_drift_by_name(penguins, shipped):
         reports = _reports(
             encode(frame, encoding), labels, 20, seed=3, inputs=runtime.inputs
         )
-        reference, current = drift.device_frames(
-            train,
-            reports,
-            batch=64,
-            reference_batches=200,
-            label_column="species",
-            encoding=encoding,
-        )
+        reference, current = _window(train, reports, encoding)
         assert "mean_f0" not in current and "cat_f0_0" in reference
         results[name] = drift.check(
             f"cohort-{name}", reference, current, CFG, threshold_scale=8.0, min_rows=5
@@ -205,14 +210,7 @@ def test_device_windows_of_the_penguins_model(penguins, shipped):
     shifted = _reports(encode(biscoe, encoding), biscoe.species.to_numpy(), 20, 2)
     results = {}
     for name, reports in (("quiet", quiet), ("biscoe", shifted)):
-        reference, current = drift.device_frames(
-            train,
-            reports,
-            batch=64,
-            reference_batches=200,
-            label_column="species",
-            encoding=encoding,
-        )
+        reference, current = _window(train, reports, encoding)
         assert np.isfinite(reference.to_numpy()).all()
         results[name] = drift.check(
             f"cohort-{name}", reference, current, CFG, threshold_scale=8.0, min_rows=5
