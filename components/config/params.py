@@ -101,11 +101,6 @@ class Params(Strict):
             raise ValueError(f"features: {label!r} is data.label_column, not a feature")
         if self.features.plain:
             return self
-        if self.train.backend != "torch":
-            raise ValueError(
-                "features: categorical columns and missing-value policies are built "
-                f"for train.backend torch only (got {self.train.backend!r})"
-            )
         if self.data.image_shape is not None:
             raise ValueError("features: column kinds are for tables, not images")
         return self

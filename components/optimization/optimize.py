@@ -137,7 +137,10 @@ def build_keras_variants(
         Built(
             "int8_static",
             tflite.convert_int8(
-                model, out / "int8_static.tflite", train.x[: cfg.calibration_samples]
+                model,
+                out / "int8_static.tflite",
+                train.x[: cfg.calibration_samples],
+                raw_rows=bool(classifier.spec.encoding),
             ),
             params,
             0,

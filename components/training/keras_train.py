@@ -19,6 +19,7 @@ from keras import layers
 
 from components.config import TrainConfig
 from components.metrics import classification_metrics
+from components.training.keras_inputs import TableInputs
 from components.training.model import (
     SPEC,
     ModelSpec,
@@ -47,8 +48,13 @@ def build_keras(spec: ModelSpec, train_x: np.ndarray, seed: int = 0) -> keras.Mo
         return keras.initializers.HeNormal(seed=next(seeds))
 
     inputs = keras.Input(shape=(spec.n_features,), name="features")
+    x = inputs
+    if spec.encoding:  # a table's raw rows: its `features:` section inside
+        table = TableInputs(spec.encoding, name="table_inputs")
+        x = table(inputs)
+        train_x = table(np.asarray(train_x, np.float32)).numpy()
     mean, std = standardization_stats(train_x)
-    x = layers.Normalization(mean=mean, variance=std**2, name="standardize")(inputs)
+    x = layers.Normalization(mean=mean, variance=std**2, name="standardize")(x)
     if spec.image_shape:
         h, w = spec.image_shape
         x = layers.Reshape((h, w, 1))(x)

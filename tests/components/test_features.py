@@ -200,20 +200,3 @@ def test_a_wrong_features_section_is_one_line_naming_the_key(features, message):
         _params(**features)
     assert message in str(info.value), str(info.value)
     assert "\n" not in str(info.value)
-
-
-def test_keras_is_refused_for_preprocessed_columns():
-    from components.config import parse_params
-
-    raw = default_params_dict()
-    raw["data"] = {
-        "name": "penguins",
-        "source": "data/sources/p.csv",
-        "label_column": "species",
-    }
-    raw["validation"] = {"labels": ["Adelie", "Chinstrap", "Gentoo"]}
-    raw["features"] = PENGUIN_FEATURES
-    raw["train"] = raw["train"] | {"backend": "keras"}
-    raw["optimize"] = raw["optimize"] | {"ship_variant": "int8_static"}
-    with pytest.raises(ConfigError, match="built for train.backend torch only"):
-        parse_params(raw)
