@@ -33,7 +33,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from evidently import DataDefinition, Dataset, MulticlassClassification, Report
+from evidently import (
+    BinaryClassification,
+    DataDefinition,
+    Dataset,
+    MulticlassClassification,
+    Report,
+)
 from evidently.core.report import Snapshot
 from evidently.legacy.calculations.stattests.registry import get_stattest
 from evidently.legacy.core import ColumnType
@@ -438,11 +444,21 @@ def performance(
     (the champion's test split) each hold the label column and the champion's
     `prediction`. Its accuracy test is Evidently's default against the reference
     (within 20%)."""
+    labels = pd.concat([current[label_column], reference[label_column]]).astype(str)
+    if labels.nunique() == 2:
+        # Two classes: Evidently judges them as a binary task, whose positive
+        # label is 1 unless named (KeyError: 1 on 'benign'/'malignant'): the
+        # reference's rarer class is the positive one.
+        rarer = str(reference[label_column].astype(str).value_counts().index[-1])
+        task = BinaryClassification(
+            target=label_column, prediction_labels=PREDICTION, pos_label=rarer
+        )
+    else:
+        task = MulticlassClassification(
+            target=label_column, prediction_labels=PREDICTION
+        )
     definition = DataDefinition(
-        classification=[
-            MulticlassClassification(target=label_column, prediction_labels=PREDICTION)
-        ],
-        categorical_columns=[label_column, PREDICTION],
+        classification=[task], categorical_columns=[label_column, PREDICTION]
     )
 
     def dataset(frame: pd.DataFrame) -> Dataset:

@@ -25,6 +25,7 @@ from edge_fleet.device.agent import Agent
 from edge_fleet.sim.broken_model import fails_on_data
 from edge_fleet.sim.runner import FleetSpec, build_fleet, run_fleet
 from flows.edge_release import edge_release, fetch_ship_file
+from scenarios.labelling import simulated_encoding
 from stack.contracts import Channel
 from stack.services import champion_version
 from stack.settings import Settings
@@ -64,7 +65,7 @@ def stack_fleet(
         inputs=model_input(test, feature_columns(test, label), encoding),
         http=httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32)),
         value_range=params.validation.feature_range,
-        encoding=encoding,
+        encoding=simulated_encoding(model_dir, params, test),
     )
 
 

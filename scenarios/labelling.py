@@ -12,7 +12,12 @@ from pathlib import Path
 import pandas as pd
 
 from components.config import Params
-from components.data.features import MODEL_SPEC, ColumnEncoding, model_encoding
+from components.data.features import (
+    MODEL_SPEC,
+    ColumnEncoding,
+    fit_encoding,
+    model_encoding,
+)
 from components.data.prepare import labelled_files, raw_batch_path
 from components.data.sources import read_table
 from components.errors import ServiceError
@@ -35,15 +40,16 @@ def label_incoming(
     folder = project / params.incoming_dir() / target
     batches = len(list(folder.glob("labelled-*.parquet"))) if folder.exists() else 0
     seed = (zlib.crc32(target.encode()) + batches) % 2**31
+    train = with_source_columns(project, params)
     frame = labelled_rows(
-        with_source_columns(project, params),
+        train,
         drift=drift,
         strength=strength,
         rows=rows,
         value_range=params.validation.feature_range,
         label_column=params.data.label_column,
         seed=seed,
-        encoding=trained_encoding(project / params.paths.model),
+        encoding=simulated_encoding(project / params.paths.model, params, train),
         known=known_rows(project, params),
     )
     folder.mkdir(parents=True, exist_ok=True)
@@ -83,6 +89,21 @@ def trained_encoding(model_dir: Path) -> list[ColumnEncoding]:
     """The trained model's fitted `features:` encoding ([] for images, or before
     a model is trained)."""
     return model_encoding(model_dir) if (model_dir / MODEL_SPEC).exists() else []
+
+
+def simulated_encoding(
+    model_dir: Path, params: Params, frame: pd.DataFrame
+) -> list[ColumnEncoding]:
+    """How the simulator drifts the data: a table by column kind (the trained
+    model's encoding; for an all-numeric table without a `features:` section,
+    every column numeric), images as images ([]). An all-numeric table was
+    drifted as images before: noise of 3 on every column, whatever its scale."""
+    encoding = trained_encoding(model_dir)
+    if encoding or params.data.image_shape is not None:
+        return encoding
+    label, dropped = params.data.label_column, params.features.drop
+    features = [c for c in frame.columns if c != label and c not in dropped]
+    return fit_encoding(frame, features, params.features)
 
 
 def pick_cohort(

@@ -39,7 +39,7 @@ from scenarios.fleet import (
     stable_version,
     stack_fleet,
 )
-from scenarios.labelling import label_incoming, pick_cohort, trained_encoding
+from scenarios.labelling import label_incoming, pick_cohort
 from scenarios.report import LoopReport, accuracy_line, why
 from stack.contracts import DriftOutcome, RolloutState, Tag
 from stack.services import champion_version, evidently_workspace
@@ -352,9 +352,7 @@ def run_loop(
     if champion is None:
         raise ServiceError("no champion yet", hint="run `edgeloop run` first")
     name = params.registry.model_name
-    drift = drift_kind(
-        drift, table=bool(trained_encoding(project / params.paths.model))
-    )
+    drift = drift_kind(drift, table=params.data.image_shape is None)
     cohort = pick_cohort(
         project, params, cohort, champion_data(settings.tracking_uri, name)
     )

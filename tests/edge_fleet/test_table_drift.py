@@ -110,3 +110,45 @@ def test_the_drift_is_named_for_the_datas_kind():
         drift_kind("rotation", table=True)
     with pytest.raises(ConfigError, match="on images"):
         drift_kind("gaps", table=False)
+
+
+def test_an_all_numeric_table_drifts_as_a_table(tmp_path):
+    """A table with no `features:` section has no fitted encoding; the simulator
+    drifts it column by column all the same (it drifted it as images before:
+    noise of 3 on every column, 3 grams or 3 radii alike); images stay images."""
+    from sklearn.datasets import load_breast_cancer
+
+    from components.config import parse_params
+    from scenarios.labelling import simulated_encoding
+    from tests.conftest import default_params_dict
+
+    frame = load_breast_cancer(as_frame=True).frame
+    raw = default_params_dict()
+    raw["data"] = {
+        "name": "cancer",
+        "source": "data/sources/c.csv",
+        "label_column": "target",
+        "image_shape": None,
+    }
+    raw["validation"] = {"labels": [0, 1]}
+    encoding = simulated_encoding(tmp_path / "model", parse_params(raw), frame)
+    assert len(encoding) == 30 and {c.kind for c in encoding} == {"numeric"}
+    assert drift_kind("auto", table=bool(encoding)) == "shift"
+    rows = labelled_rows(
+        frame,
+        drift="shift",
+        strength=3.0,
+        rows=50,
+        value_range=None,
+        label_column="target",
+        encoding=encoding,
+    )
+    picked = frame.sample(50, random_state=7).drop(columns="target")
+    moved = rows.drop(columns="target").to_numpy() - picked.to_numpy()
+    spread = picked.std(ddof=0).to_numpy()  # of the rows the team labelled
+    # each column by 3/4 of its own spread: 3 radii are not 3 areas
+    np.testing.assert_allclose(
+        moved, np.broadcast_to(0.75 * spread, moved.shape), rtol=1e-4
+    )
+    images = parse_params(default_params_dict())
+    assert simulated_encoding(tmp_path / "model", images, frame) == []

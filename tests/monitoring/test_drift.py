@@ -165,6 +165,25 @@ def test_a_label_column_of_another_name_gives_the_same_windows(digits_split):
     assert result.accuracy == 1.0 and result.reference_accuracy == 1.0
 
 
+def test_delayed_labels_of_two_named_classes_are_judged():
+    """Two classes are a binary task to Evidently, whose positive label is 1
+    unless named: 'benign'/'malignant' failed with KeyError: 1 (the loop on a
+    held-out two-class table stopped there). Accuracy is the share of rows right,
+    and a fall of it fails Evidently's test against the reference."""
+    rng = np.random.default_rng(0)
+
+    def answered(n: int, right: float) -> pd.DataFrame:
+        truth = rng.choice(["benign", "malignant"], n, p=[0.6, 0.4])
+        wrong = np.where(truth == "benign", "malignant", "benign")
+        guess = np.where(rng.random(n) < right, truth, wrong)
+        return pd.DataFrame({"diagnosis": truth, "prediction": guess})
+
+    current, reference = answered(200, 0.7), answered(60, 0.97)
+    result = drift.performance("cohort-a", current, reference, label_column="diagnosis")
+    hits = (current.diagnosis == current.prediction).mean()
+    assert result.accuracy == pytest.approx(hits) and result.degraded
+
+
 def test_a_window_below_the_minimum_gets_no_verdict(digits_split):
     train, held_out = digits_split
     reference, current = drift.serving_frames(
