@@ -192,7 +192,7 @@ def _column(values: pd.Series) -> tuple[dict | None, str]:
         what = "boolean"
     elif pd.api.types.is_numeric_dtype(values):
         what = f"numeric, {distinct} distinct, {present.min()}..{present.max()}"
-        if distinct == n and pd.api.types.is_integer_dtype(values):
+        if distinct == n and _counts_rows(values):
             return None, f"{what}: a distinct integer per row, an identifier: dropped"
     elif _looks_datetime(present):
         spec["kind"] = "datetime"
@@ -209,6 +209,16 @@ def _column(values: pd.Series) -> tuple[dict | None, str]:
         spec["indicator"] = True
         spec["max_missing"] = round(min(0.99, 2 * gaps / n + 0.01), 3)
     return spec, f"{what}, {gap_note}"
+
+
+def _counts_rows(values: pd.Series) -> bool:
+    """Integers that number the rows: distinct and dense (0..n-1, 1001..1000+n,
+    with at most as many holes as rows). A population or a price in whole units
+    is distinct per row too, but spread far wider: a measurement, kept (the
+    gapminder table's `pop` was dropped as an identifier)."""
+    if not pd.api.types.is_integer_dtype(values) or values.isna().any():
+        return False
+    return int(values.max()) - int(values.min()) + 1 <= 2 * len(values)
 
 
 def _looks_boolean(present: pd.Series) -> bool:

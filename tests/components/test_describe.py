@@ -125,6 +125,12 @@ def _saved(frame: pd.DataFrame, path: Path) -> Path:
             "1st): parts year, month, 0 gaps",
         ),
         ([1, 2, 3, 4], "numeric, 4 distinct, 1..4: a distinct integer per row"),
+        # distinct per row but spread wide: a count, not a row number (gapminder's
+        # `pop` was dropped as an identifier)
+        (
+            [8425333, 9240934, 10267083, 11537966],
+            "numeric, 4 distinct, 8425333..11537966, 0 gaps",
+        ),
         (["yes", "no", "no", "yes"], "boolean"),
         ([None, None, None, None], "no value at all, 4 gaps (100.0%): dropped"),
     ],
