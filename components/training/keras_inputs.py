@@ -13,59 +13,22 @@ import numpy as np
 import tensorflow as tf
 
 from components.data.features import encoding_from_json
+from components.training import calendar
 
-MINUTES_PER_DAY = 1440
-DAYS_FROM_0000_03_01 = 719468  # 0000-03-01 to 1970-01-01
-DAYS_PER_ERA = 146097  # 400 Gregorian years
-
-
-def _civil(days: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """(year, month, day) of int32 days since 1970-01-01: the same civil-from-days
-    steps as components/training/dateparts.py (Howard Hinnant's algorithm)."""
-    z = days + DAYS_FROM_0000_03_01
-    era = tf.math.floordiv(z, DAYS_PER_ERA)
-    doe = z - era * DAYS_PER_ERA
-    yoe = tf.math.floordiv(
-        doe
-        - tf.math.floordiv(doe, 1460)
-        + tf.math.floordiv(doe, 36524)
-        - tf.math.floordiv(doe, 146096),
-        365,
-    )
-    doy = doe - (365 * yoe + tf.math.floordiv(yoe, 4) - tf.math.floordiv(yoe, 100))
-    mp = tf.math.floordiv(5 * doy + 2, 153)
-    day = doy - tf.math.floordiv(153 * mp + 2, 5) + 1
-    month = tf.where(mp < 10, mp + 3, mp - 9)
-    year = yoe + era * 400 + tf.cast(month <= 2, days.dtype)
-    return year, month, day
-
-
-def _january_first(year: tf.Tensor) -> tf.Tensor:
-    y = year - 1
-    era = tf.math.floordiv(y, 400)
-    yoe = y - era * 400
-    doe = yoe * 365 + tf.math.floordiv(yoe, 4) - tf.math.floordiv(yoe, 100) + 306
-    return era * DAYS_PER_ERA + doe - DAYS_FROM_0000_03_01
+TENSORFLOW = calendar.Ops(
+    div=tf.math.floordiv,
+    mod=tf.math.floormod,
+    where=tf.where,
+    flag=lambda condition, like: tf.cast(condition, like.dtype),
+)
 
 
 def date_parts(minutes: tf.Tensor, origin: int, names: list[str]) -> tf.Tensor:
     """The named parts (float32 columns) of float minutes since `origin`'s
     midnight (int32 inside: 31 years of minutes fit)."""
-    m = tf.cast(tf.round(minutes), tf.int32)
-    days = tf.math.floordiv(m, MINUTES_PER_DAY)
-    of_day = m - days * MINUTES_PER_DAY
-    days = days + origin
-    year, month, day = _civil(days)
-    hour = tf.math.floordiv(of_day, 60)
-    values = {
-        "year": year,
-        "month": month,
-        "day": day,
-        "dayofweek": tf.math.floormod(days + 3, 7),  # 1970-01-01: a Thursday
-        "dayofyear": days - _january_first(year) + 1,
-        "hour": hour,
-        "minute": of_day - hour * 60,
-    }
+    values = calendar.part_values(
+        tf.cast(tf.round(minutes), tf.int32), origin, TENSORFLOW
+    )
     return tf.cast(tf.stack([values[n] for n in names], axis=1), tf.float32)
 
 
