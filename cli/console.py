@@ -14,6 +14,14 @@ err = Console(stderr=True, soft_wrap=True)  # one error, one line: never wrapped
 
 ParamsOption = Annotated[Path, typer.Option("--params")]
 ProjectOption = Annotated[Path, typer.Option(help="project root")]
+# The drift a simulated cohort is given (edge_fleet/sim/streams.py::drift_kind).
+DriftOption = Annotated[
+    str,
+    typer.Option(
+        help="auto (noise on images, shift on a table) | brightness | noise | "
+        "rotation (images) | shift | noise | gaps (tables)"
+    ),
+]
 
 
 class OneLineFormatter(logging.Formatter):

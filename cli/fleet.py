@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from cli.console import ParamsOption, console, one_line_logs
+from cli.console import DriftOption, ParamsOption, console, one_line_logs
 from cli.fleet_keys import keys_app
 from components.config import load_params
 from edge_fleet.client import FleetAdmin, stack_fleet_admin
@@ -206,13 +206,7 @@ def simulate(  # noqa: PLR0917 - the command's options
     drift_cohort: Annotated[
         str | None, typer.Option(help="shift this cohort's inputs")
     ] = None,
-    drift: Annotated[
-        str,
-        typer.Option(
-            help="auto (noise on images, shift on a table) | noise | brightness | "
-            "rotation (images) | shift | noise | gaps (tables)"
-        ),
-    ] = "auto",
+    drift: DriftOption = "auto",
     drift_strength: Annotated[float, typer.Option()] = 4.0,
     faulty: Annotated[
         float, typer.Option(help="share of devices whose installs fail")

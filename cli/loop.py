@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.console import ProjectOption, console, one_line_logs
+from cli.console import DriftOption, ProjectOption, console, one_line_logs
 from components.errors import ServiceError
 from scenarios.report import fmt_share
 from stack.settings import get_settings
@@ -20,13 +20,7 @@ def loop(  # noqa: PLR0917 - the command's options
         str,
         typer.Option(help="the cohort that drifts; auto: one not drifted before"),
     ] = "auto",
-    drift: Annotated[
-        str,
-        typer.Option(
-            help="auto (noise on images, shift on a table) | noise | brightness | "
-            "rotation (images) | shift | noise | gaps (tables)"
-        ),
-    ] = "auto",
+    drift: DriftOption = "auto",
     strength: Annotated[float, typer.Option()] = 3.0,
     label_rows: Annotated[int, typer.Option(help="labelled rows that arrive")] = 600,
     max_s: Annotated[float, typer.Option(help="time for retrain + rollout")] = 900,

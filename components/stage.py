@@ -36,13 +36,13 @@ class OwnLines(logging.Filter):
 
 def configure_logging(debug: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO)
-    root = logging.getLogger()
-    for handler in root.handlers:
+    quiet = not (debug or os.environ.get(VERBOSE))
+    for handler in logging.getLogger().handlers:
         handler.setFormatter(FORMAT)
-        if not (debug or os.environ.get(VERBOSE)):
+        if quiet:
             handler.addFilter(OwnLines())
     logging.captureWarnings(True)  # to the log file, or with --verbose the console
-    if not (debug or os.environ.get(VERBOSE)):
+    if quiet:
         # torch logs through its own handler, not the root's: its exporter's
         # "torchvision is not installed" lines, eight a run, are not ours to fix.
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)

@@ -17,6 +17,7 @@ from pandas.api.types import is_numeric_dtype
 from components.data.dates import instants
 from components.data.features import ColumnEncoding, encode
 from components.errors import ConfigError
+from components.training.calendar import MINUTES_PER_DAY
 from edge_fleet.device.inputs import RecordedInputs
 
 IMAGE_DRIFTS = ("brightness", "noise", "rotation")
@@ -39,9 +40,6 @@ def drift_kind(kind: str, table: bool) -> str:
             f"{'a table' if table else 'images'}"
         )
     return TABLE_NAMES.get(kind, kind) if table else kind
-
-
-MINUTES_PER_DAY = 24 * 60
 
 
 @dataclass
@@ -99,6 +97,17 @@ def shift(
     raise ValueError(f"drift {kind!r}: expected one of {', '.join(IMAGE_DRIFTS)}")
 
 
+def _table_kind(kind: str) -> str:
+    """A table drift's own name (brightness is shift); another is a ValueError:
+    `drift_kind` has refused it for a user before it reaches here."""
+    kind = TABLE_NAMES.get(kind, kind)
+    if kind not in TABLE_DRIFTS:
+        raise ValueError(
+            f"drift {kind!r} on a table: expected one of {', '.join(TABLE_DRIFTS)}"
+        )
+    return kind
+
+
 def share(strength: float) -> float:
     """The share of rows a table's drift of this strength changes (3: 0.375)."""
     return min(1.0, strength / 8)
@@ -120,11 +129,7 @@ def shift_encoded(
     column whose policy fills gaps left empty."""
     if kind is None or strength == 0:
         return rows
-    kind = TABLE_NAMES.get(kind, kind)
-    if kind not in TABLE_DRIFTS:
-        raise ValueError(
-            f"drift {kind!r} on a table: expected one of {', '.join(TABLE_DRIFTS)}"
-        )
+    kind = _table_kind(kind)
     rows = rows.copy()
     moved = rng.random(rows.shape) < share(strength)
     for j, column in enumerate(encoding):
@@ -156,11 +161,7 @@ def shift_raw(
     """Raw rows of a table drifted as `shift_encoded` drifts them encoded: what a
     labelling team returns, with the table's own values (a category's name, the
     column's own yes/no words, a date as text)."""
-    kind = TABLE_NAMES.get(kind, kind)
-    if kind not in TABLE_DRIFTS:
-        raise ValueError(
-            f"drift {kind!r} on a table: expected one of {', '.join(TABLE_DRIFTS)}"
-        )
+    kind = _table_kind(kind)
     frame = frame.copy()
     spread = np.nan_to_num(np.nanstd(encode(frame, list(encoding)), axis=0), nan=1.0)
     for j, column in enumerate(encoding):
