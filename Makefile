@@ -42,17 +42,20 @@ loop: $(STAMP)
 # (pyproject.toml): a hung test fails with its name. TEST_WORKERS pytest-xdist
 # workers (one per core here) take a module each at a time (tests/conftest.py);
 # most of a test's time is a server starting or a device polling, not the CPU.
+# One OpenMP thread per worker: two workers of two threads each on two cores spin
+# against each other (three unit modules: 159 s with the default, 73 s with one).
 TEST_WORKERS ?= 2
+TEST_ENV = OMP_NUM_THREADS=1
 test: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	bash tests/system_packages.sh
-	EDGELOOP_REQUIRE_POSTGRES=1 EDGELOOP_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q -rs \
+	$(TEST_ENV) EDGELOOP_REQUIRE_POSTGRES=1 EDGELOOP_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q -rs \
 		--durations=25 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # The unit tier, for the inner loop: no servers, no training beyond tiny in-memory
 # fixtures (tests marked neither `integration` nor `slow`).
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -rs -m "not integration and not slow" --timeout=120 --durations=10 \
+	$(TEST_ENV) $(BIN)/pytest -q -rs -m "not integration and not slow" --timeout=120 --durations=10 \
 		-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # Serving against a hand-written FastAPI endpoint, measured by wrk (docs/measurements.md,
