@@ -22,6 +22,7 @@ from components.data.sources import read_table
 from components.errors import ConfigError
 
 MAX_LISTED_CATEGORIES = 50
+GATE_NOTE = "a linear model on the network's inputs"  # how the gate's comment starts
 
 
 def propose(path: Path, label: str) -> str:
@@ -95,10 +96,12 @@ def proposed_features(frame: pd.DataFrame, label: str) -> FeaturesConfig:
 
 @dataclass(frozen=True)
 class Baseline:
-    """A cross-validated scikit-learn model on the table's columns as the model
-    would take them: what a version should reach, and the gate proposed from it."""
+    """The gate proposed for a table: the cross-validated accuracy of a linear
+    model on the network's own inputs (the floor any model of ours should clear),
+    and of a tree ensemble on the same columns (how much the table allows)."""
 
-    accuracy: float
+    accuracy: float  # the linear model's: the gate is proposed from it
+    trees: float  # HistGradientBoosting's: said, not gated on
     folds: int
     test_rows: int
     min_test_accuracy: float
@@ -106,10 +109,13 @@ class Baseline:
     @property
     def note(self) -> str:
         return (
-            f"a scikit-learn baseline (HistGradientBoosting, {self.folds}-fold "
-            f"cross-validation on the encoded columns) reached {self.accuracy:.3f}; "
-            f"the gate is the low end of its Wilson interval (z = 2) on a "
-            f"{self.test_rows}-row test split: a model as good passes"
+            f"{GATE_NOTE} (scikit-learn "
+            f"LogisticRegression: categories one-hot, gaps filled and flagged, "
+            f"standardized; {self.folds}-fold cross-validation) reached "
+            f"{self.accuracy:.3f}; the gate is the low end of its Wilson interval "
+            f"(z = 2) on a {self.test_rows}-row test split: a model as good as a "
+            f"linear one passes. Trees (HistGradientBoosting) reached "
+            f"{self.trees:.3f}: what the table allows"
         )
 
 
@@ -120,11 +126,22 @@ def baseline(
     test_share: float = SplitConfig().test,
     max_rows: int = 20_000,
 ) -> Baseline | None:
-    """The table's cross-validated baseline accuracy and the `min_test_accuracy`
-    it suggests; None where a class has fewer than two rows (no stratified fold),
-    there is one class only, or no column is an input."""
+    """The table's cross-validated baselines and the `min_test_accuracy` they
+    suggest; None where a class has fewer than two rows (no stratified fold),
+    there is one class only, or no column is an input.
+
+    The gate comes from the linear model, not the trees: the network reads the
+    same one-hot, filled and standardized inputs and contains a linear model, so
+    a trained network that falls below it is broken, while trees can split an
+    integer code (gapminder's `iso_num`: 0.986 against the network's 0.662) in
+    ways an MLP on standardized numbers does not learn."""
+    from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     frame = frame.dropna(subset=[label])
     if len(frame) > max_rows:
@@ -135,16 +152,27 @@ def baseline(
     if folds < 2 or len(set(y)) < 2 or not names:
         return None
     x, categorical = _baseline_inputs(frame, names, features)
-    model = HistGradientBoostingClassifier(
+    numeric = [i for i in range(x.shape[1]) if i not in categorical]
+    inputs = ColumnTransformer(
+        [
+            (
+                "categories",
+                OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                categorical,
+            ),
+            ("numbers", SimpleImputer(strategy="median", add_indicator=True), numeric),
+        ]
+    )
+    linear = make_pipeline(inputs, StandardScaler(), LogisticRegression(max_iter=5000))
+    trees = HistGradientBoostingClassifier(
         categorical_features=categorical or None, random_state=0
     )
-    scores = cross_val_score(
-        model, x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=0)
-    )
-    accuracy = float(scores.mean())
+    cv = StratifiedKFold(folds, shuffle=True, random_state=0)
+    accuracy = float(cross_val_score(linear, x, y, cv=cv).mean())
+    tree_accuracy = float(cross_val_score(trees, x, y, cv=cv).mean())
     test_rows = max(1, round(test_share * len(frame)))
     gate = math.floor(100 * wilson_low(accuracy, test_rows)) / 100
-    return Baseline(accuracy, folds, test_rows, gate)
+    return Baseline(accuracy, tree_accuracy, folds, test_rows, gate)
 
 
 def wilson_low(accuracy: float, rows: int, z: float = 2.0) -> float:
@@ -321,10 +349,8 @@ def write_proposal(path: Path, label: str, params_file: Path) -> list[str]:
     if proposed:
         gates = registry.setdefault("gates", {})
         gates["min_test_accuracy"] = proposed["min_test_accuracy"]
-        note = text.split("  # a scikit-learn baseline", 1)[1].splitlines()[0]
-        gates.yaml_add_eol_comment(
-            f"a scikit-learn baseline{note}", "min_test_accuracy"
-        )
+        note = text.split(f"  # {GATE_NOTE}", 1)[1].splitlines()[0]
+        gates.yaml_add_eol_comment(f"{GATE_NOTE}{note}", "min_test_accuracy")
     backup = params_file.with_name(f"{params_file.name}.before-describe")
     shutil.copyfile(params_file, backup)
     with params_file.open("w") as out:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 from palmerpenguins import load_penguins
-from plotly.data import tips
+from plotly.data import gapminder, tips
 
 from components.config import parse_params
 from components.config.features import FeaturesConfig
@@ -183,11 +183,11 @@ def test_write_merges_a_proposal_that_runs_as_written(tmp_path):
     assert params.features.columns["island"].kind == "categorical"
     # The gate proposed from a baseline measured on the table, with its reason;
     # the other gates as they were (the digits' 0.95 was no table's measure).
-    assert params.registry.gates.min_test_accuracy == 0.9
+    assert params.registry.gates.min_test_accuracy == 0.91
     assert params.registry.gates.max_ship_kb == 256
     text = (project / "params.yaml").read_text()
-    assert "min_test_accuracy: 0.9  # a scikit-learn baseline (HistGradient" in text
-    assert "registry.gates.min_test_accuracy: 0.9" in done.stdout
+    assert "min_test_accuracy: 0.91  # a linear model on the network's inputs" in text
+    assert "registry.gates.min_test_accuracy: 0.91" in done.stdout
     assert "# newly labelled rows for the next training run" in text  # kept
     assert "#   sex: text, 2 distinct, 11 gaps (3.2%)" in text  # the measured notes
     assert (project / "params.yaml.before-describe").read_text() == (
@@ -206,12 +206,25 @@ def test_the_gate_is_proposed_from_a_cross_validated_baseline():
     table = load_penguins()
     base = baseline(table, "species", proposed_features(table, "species"))
     assert base is not None and base.accuracy > 0.97 and base.folds == 5
-    assert base.test_rows == 52 and base.min_test_accuracy == 0.9
-    # tips: a gate of 0.85 (a meal told by its day), not the digits' 0.95
+    assert base.test_rows == 52 and base.min_test_accuracy == 0.91
+    # tips: a gate of 0.84 (a meal told by its day), not the digits' 0.95
     tips_base = baseline(tips(), "time", proposed_features(tips(), "time"))
-    assert tips_base is not None and tips_base.min_test_accuracy == 0.85
+    assert tips_base is not None and tips_base.min_test_accuracy == 0.84
     # one class, a class of one row, or no input: no proposal
     assert baseline(table.head(3), "species", FeaturesConfig()) is None
     assert baseline(table.iloc[150:153], "species", FeaturesConfig()) is None
     dropped = FeaturesConfig(drop=[c for c in table.columns if c != "species"])
     assert baseline(table, "species", dropped) is None
+
+
+def test_the_gate_is_what_a_linear_model_on_the_networks_inputs_reaches():
+    """gapminder's continent: trees split the `iso_num` country codes (0.986),
+    which an MLP on standardized numbers does not learn (0.662 measured); a gate
+    from the trees refused every network. The gate is the linear model's, the
+    trees' figure is said beside it."""
+    table = gapminder()
+    base = baseline(table, "continent", proposed_features(table, "continent"))
+    assert base is not None and base.trees > 0.95
+    assert 0.5 < base.accuracy < 0.7
+    assert base.min_test_accuracy < 0.6  # the network's measured 0.662 passes
+    assert f"Trees (HistGradientBoosting) reached {base.trees:.3f}" in base.note
