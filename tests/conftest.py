@@ -143,7 +143,7 @@ def default_params_dict(**overrides: dict) -> dict:
 
 @dataclass(frozen=True)
 class DigitsSubset:
-    """A stratified split of the first `rows` digits, as frames and as arrays."""
+    """A split of the first `rows` digits, as frames and as arrays."""
 
     split: SplitResult
     spec: ModelSpec

@@ -105,7 +105,7 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"- **Size**: {card['rows']} rows, {card['features']} features, label "
             f"`{card['label_column']}`",
             f"- **Class distribution**: {classes}",
-            f"- **Splits** (stratified): {splits}",
+            f"- **Splits** (by a hash of each row's features): {splits}",
             f"- **DVC md5 of the raw batch**: `{card['dvc_raw_md5']}`",
             f"- **Known limitations**: {card['known_limitations']}",
             "- **Labelled rows added from the incoming folder**: "

@@ -1,4 +1,4 @@
-"""Stage `validate`: the data contract on the raw batch, a stratified split, the
+"""Stage `validate`: the data contract on the raw batch, a hash-stable split, the
 leakage check, and the data card. A failing batch is quarantined whole and the
 previous good prepared data stays untouched."""
 
@@ -66,7 +66,7 @@ def validate_and_split(
     )
     if not contract.success:
         return ValidationRun(outcomes=[contract], split=None)
-    split = split_dataset(frame, params.split, label)
+    split = split_dataset(frame, params.split, label, features)
     leakage = validate_split(split, features)
     return ValidationRun(
         outcomes=[contract, leakage], split=split if leakage.success else None
