@@ -47,7 +47,8 @@ class Params(Strict):
     paths: PathsConfig = PathsConfig()
     # The data set: its source, label column and card.
     data: DataConfig
-    # How the rows are split: by a seeded hash of each row's features, stable as rows are added.
+    # How the rows are split (a seeded hash of each row's features: stable as rows
+    # are added).
     split: SplitConfig = SplitConfig()
     # The data contract (Great Expectations) every prepared row must meet.
     validation: ValidationConfig
