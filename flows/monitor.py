@@ -200,6 +200,7 @@ def check_delayed_labels(
             loaded.classes,
             label_column=label,
             encoding=loaded.encoding,
+            features=loaded.feature_columns,
         )
         return frame.assign(**{drift.PREDICTION: labels})
 

@@ -33,6 +33,7 @@ class LoadedModel:
     runtime: OnnxRuntimeModel | LiteRtModel
     ranges: FeatureRanges
     encoding: tuple[ColumnEncoding, ...] = ()
+    feature_columns: tuple[str, ...] = ()  # the raw columns a plain model takes
 
     @cached_property
     def contract(self) -> RowContract:
@@ -134,7 +135,10 @@ class AliasSource:
         inputs = report.get("inputs") or {}
         encoding = tuple(encoding_from_json(inputs.get("encoding")))
         ranges = FeatureRanges.of_run(run.data.params, n, inputs.get("feature_columns"))
-        return LoadedModel(str(version), wanted, classes, n, runtime, ranges, encoding)
+        columns = tuple(inputs.get("feature_columns") or ())
+        return LoadedModel(
+            str(version), wanted, classes, n, runtime, ranges, encoding, columns
+        )
 
 
 def _n_features(runtime: OnnxRuntimeModel | LiteRtModel) -> int:

@@ -78,11 +78,13 @@ def model_rows(
     *,
     label_column: str,
     encoding: Sequence[ColumnEncoding] = (),
+    features: Sequence[str] = (),
 ) -> np.ndarray:
     """A frame of raw rows as one model version takes them: through its own fitted
     encoding (categories, booleans, dates, gaps), or, for a model without one, its
-    feature columns as numbers. A column the version was trained with and the frame
-    lacks, or text where it takes numbers, is a DataContractError naming it."""
+    feature columns (`features`; all but the label where not given) as numbers. A
+    column the version was trained with and the frame lacks, or text where it takes
+    numbers, is a DataContractError naming it."""
     if encoding:
         missing = [c.name for c in encoding if c.name not in frame.columns]
         if missing:
@@ -91,19 +93,26 @@ def model_rows(
                 f"{[c.name for c in encoding]}"
             )
         return encode(frame, list(encoding))
-    features = frame.drop(columns=label_column, errors="ignore")
-    for name in features.columns:
+    if features:
+        missing = [name for name in features if name not in frame.columns]
+        if missing:
+            raise DataContractError(
+                f"column {missing[0]!r} is missing: the model takes {list(features)}"
+            )
+        frame = frame[list(features)]
+    numbers = frame.drop(columns=label_column, errors="ignore")
+    for name in numbers.columns:
         if (
-            pd.to_numeric(features[name], errors="coerce")
+            pd.to_numeric(numbers[name], errors="coerce")
             .isna()
-            .gt(features[name].isna())
+            .gt(numbers[name].isna())
             .any()
         ):
             raise DataContractError(
                 f"column {name!r} holds text, and this model takes numbers only "
                 "(it was trained without a `features:` section)"
             )
-    return features.to_numpy(np.float32)
+    return numbers.to_numpy(np.float32)
 
 
 def predicted_labels(
@@ -113,11 +122,14 @@ def predicted_labels(
     *,
     label_column: str,
     encoding: Sequence[ColumnEncoding] = (),
+    features: Sequence[str] = (),
 ) -> np.ndarray:
     """The model's class label for each raw row of a frame (its features, and the
     label column `data.label_column` if there, which is left out), encoded as
     that model version takes them (`model_rows`)."""
-    x = model_rows(frame, label_column=label_column, encoding=encoding)
+    x = model_rows(
+        frame, label_column=label_column, encoding=encoding, features=features
+    )
     return np.asarray(classes, dtype=object)[predict(model, x)]
 
 
@@ -128,10 +140,16 @@ def labelled_accuracy(
     *,
     label_column: str,
     encoding: Sequence[ColumnEncoding] = (),
+    features: Sequence[str] = (),
 ) -> float:
     """Accuracy on a split of raw rows (features + the label column)."""
     predicted = predicted_labels(
-        model, test, classes, label_column=label_column, encoding=encoding
+        model,
+        test,
+        classes,
+        label_column=label_column,
+        encoding=encoding,
+        features=features,
     )
     return float((predicted == test[label_column].to_numpy(dtype=object)).mean())
 

@@ -169,6 +169,7 @@ def champion_on(
             loaded.classes,
             label_column=test_split.label_column,
             encoding=loaded.encoding,
+            features=loaded.feature_columns,
         )
 
     theirs = answers(champion.version)

@@ -200,3 +200,23 @@ def test_a_wrong_features_section_is_one_line_naming_the_key(features, message):
         _params(**features)
     assert message in str(info.value), str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_plain_model_takes_its_own_columns_of_a_wider_raw_row():
+    """gapminder's numbers only, `country` dropped: the loop's delayed labels are
+    the source's raw rows, all columns, and the check stopped with "column
+    'country' holds text, and this model takes numbers only"."""
+    from components.errors import DataContractError
+    from components.optimization.runtime import model_rows
+
+    rows = pd.DataFrame(
+        {"country": ["Chad", "Peru"], "year": [1952, 2007], "gdp": [1.5, 2.5]}
+    ).assign(continent=["Africa", "Americas"])
+    x = model_rows(rows, label_column="continent", features=("year", "gdp"))
+    assert x.tolist() == [[1952.0, 1.5], [2007.0, 2.5]]
+    with pytest.raises(DataContractError, match="column 'gdp' is missing"):
+        model_rows(
+            rows.drop(columns="gdp"), label_column="continent", features=("year", "gdp")
+        )
+    with pytest.raises(DataContractError, match="'country' holds text"):
+        model_rows(rows, label_column="continent")
