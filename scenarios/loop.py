@@ -70,6 +70,9 @@ class ClosedLoop:
     champion: str
     say: Callable[[str], None]
     report: LoopReport = field(default_factory=LoopReport)
+    # The newest registered version when the loop began: a version made before
+    # (a manual run left unpromoted) is not the loop's retraining.
+    newest: int = 0
 
     @property
     def target(self) -> str:
@@ -232,7 +235,7 @@ class ClosedLoop:
         latest = max(
             client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)
         )
-        if latest.version == self.champion:
+        if latest.version == self.champion or int(latest.version) <= self.newest:
             return False
         stopped = [
             r
@@ -374,6 +377,7 @@ def run_loop(
         Drift(drift, strength, label_rows),
         champion,
         say,
+        newest=newest_version(settings.tracking_uri, name),
     )
     loop.report.old_version, loop.report.cohort = champion, cohort
     loop.state_file.unlink(missing_ok=True)  # this demo's own trigger history
@@ -388,3 +392,9 @@ def run_loop(
         f"of {cohort} in {latency:.0f} s"
     )
     return loop.report
+
+
+def newest_version(tracking_uri: str, name: str) -> int:
+    """The registered model's highest version number (0: none)."""
+    versions = MlflowClient(tracking_uri).search_model_versions(f"name='{name}'")
+    return max((int(v.version) for v in versions), default=0)
