@@ -6,9 +6,11 @@ FROM python:3.11-slim-bookworm
 
 WORKDIR /app
 COPY requirements.lock ./
+# --no-deps: the lock is the whole set (lock-overrides.txt: why tf-keras's
+# `tensorflow` is not in it).
 COPY wheels/ wheels/
 # The lock pins torch 2.13.0+cpu: PyTorch's CPU index has it; nothing is built.
-RUN pip install --no-cache-dir --only-binary=:all: --find-links wheels \
+RUN pip install --no-cache-dir --only-binary=:all: --no-deps --find-links wheels \
         --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.lock
 COPY . .
 RUN pip install --no-cache-dir --no-deps --no-build-isolation -e .

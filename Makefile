@@ -14,14 +14,15 @@ setup: $(STAMP)
 # (wheels/ holds the one pinned dependency PyPI ships as source only, see
 # docs/contributing/dependencies.md), bytecode compiled up front: about a minute where pip took four.
 # uv does not read pip's configuration, so pip's find-links (where this machine
-# keeps torch's CPU wheel) are passed on to it.
+# keeps torch's CPU wheel) are passed on to it. --no-deps: the lock is the whole set
+# (lock-overrides.txt drops what it must not install: a second TensorFlow build).
 FIND_LINKS := $(sort $(PIP_FIND_LINKS) $(shell $(PY) -m pip config get global.find-links 2>/dev/null))
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --only-binary=:all: "$$(grep '^uv==' requirements.lock)"
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode \
-		--only-binary :all: --find-links wheels $(addprefix --find-links ,$(FIND_LINKS)) \
+		--only-binary :all: --no-deps --find-links wheels $(addprefix --find-links ,$(FIND_LINKS)) \
 		-r requirements.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
