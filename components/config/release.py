@@ -13,14 +13,46 @@ from components.config.base import Strict
 class DeviceProfile(Strict):
     """A class of device and its budgets; null means no limit of that kind."""
 
-    max_model_kb: float | None = Field(None, gt=0)  # flash / storage for the file
+    # The device's runtime: `default`, the file's own (ONNX Runtime for .onnx,
+    # LiteRT for .tflite); `micro`, TensorFlow Lite Micro running a full-integer
+    # int8 file in a fixed tensor arena, as a microcontroller's firmware does.
+    runtime: Literal["default", "micro"] = "default"
+    max_model_kb: float | None = Field(None, gt=0)  # storage for the file
     max_ram_kb: float | None = Field(None, gt=0)  # weights + peak activations
     # Address-space limit of the infra-validation process that loads the file in
-    # its device runtime and answers queries; null: no limit.
+    # its device runtime and answers queries; null: no limit (not for micro).
     runtime_memory_mb: int | None = Field(None, ge=64)
+    # micro: the flash the model file may take.
+    max_flash_kb: float | None = Field(None, gt=0)
+    # micro: the RAM the tensor arena may take (the board's arena), against the
+    # arena TFLM's recording allocator measures plus arena_margin.
+    max_arena_kb: float | None = Field(None, gt=0)
+    # micro: added to the measured arena (the host's 64-bit structs and alignment
+    # are not a Cortex-M's).
+    arena_margin: float = Field(0.1, ge=0, le=1)
     # The runtime's threads on this device (ONNX Runtime intra-op, LiteRT
     # num_threads): the variants are timed with these to choose this profile's file.
     threads: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _budgets_of_its_runtime(self) -> DeviceProfile:
+        if self.runtime == "micro":
+            if self.max_flash_kb is None or self.max_arena_kb is None:
+                raise ValueError(
+                    "runtime micro needs max_flash_kb and max_arena_kb (a board's "
+                    "flash and RAM for the model)"
+                )
+            if self.runtime_memory_mb is not None or self.max_ram_kb is not None:
+                raise ValueError(
+                    "runtime micro is budgeted by max_flash_kb and max_arena_kb; "
+                    "expected no runtime_memory_mb or max_ram_kb"
+                )
+        elif self.max_flash_kb is not None or self.max_arena_kb is not None:
+            raise ValueError(
+                "max_flash_kb and max_arena_kb are a micro profile's budgets; "
+                "expected runtime: micro"
+            )
+        return self
 
 
 class OptimizeConfig(Strict):
@@ -49,9 +81,9 @@ class OptimizeConfig(Strict):
     latency_tie: float = Field(0.05, ge=0, le=1)
     profiles: dict[str, DeviceProfile] = Field(
         default_factory=lambda: {
-            "mcu": DeviceProfile(
-                max_model_kb=1024, max_ram_kb=320, runtime_memory_mb=256
-            ),
+            # A 1 MB flash / 256 KB RAM board (the book's nRF52840): 256 KB of
+            # the flash and 64 KB of the RAM left to the firmware and the stack.
+            "mcu": DeviceProfile(runtime="micro", max_flash_kb=768, max_arena_kb=192),
             "gateway": DeviceProfile(max_ram_kb=524288, runtime_memory_mb=512),
             "cloud": DeviceProfile(threads=2),
         },

@@ -10,9 +10,11 @@ import argparse
 import gzip
 import json
 import logging
+import math
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +24,13 @@ import pandas as pd
 from components.backends import load_classifier
 from components.config import DeviceProfile, OptimizeConfig, Params
 from components.evaluation.paired import PairedDrop
-from components.optimization import compress
+from components.optimization import compress, micro
 from components.optimization.choice import ship_per_profile
 from components.optimization.report import VariantReport, write_report
 from components.optimization.runtime import (
+    ArenaReport,
     load_runtime,
+    measure_arena,
     predict,
     single_sample_latency,
     stamp_classes,
@@ -91,7 +95,13 @@ def build_torch_variants(
     )
     fp32 = compress.export_onnx(model, n, out / "fp32.onnx")
     pruned_fp32 = compress.export_onnx(pruned, n, out / "pruned.onnx")
-    return [
+    tiny = _micro_variant(
+        lambda: micro.convert_torch(
+            model, n, classifier.spec.image_shape, calibration, out
+        ),
+        full,
+    )
+    return tiny + [
         Built("fp32", fp32, full[0], full[1], 4, full[2]),
         Built(
             "int8_static",
@@ -123,6 +133,19 @@ def build_torch_variants(
     ]
 
 
+def _micro_variant(
+    make: Callable[[], Path], shape: tuple[int, int, int]
+) -> list[Built]:
+    """The TFLM file, or none where the converter could not make one (logged with
+    its reason: the micro profile then gets nothing, and says so)."""
+    try:
+        path = make()
+    except micro.NotConvertible as exc:
+        log.warning("%s not built: %s", micro.MICRO, exc)
+        return []
+    return [Built(micro.MICRO, path, shape[0], shape[1], 1, shape[2])]
+
+
 def build_keras_variants(
     classifier: Classifier, train: Arrays, cfg: OptimizeConfig, out: Path
 ) -> list[Built]:
@@ -131,22 +154,17 @@ def build_keras_variants(
     model = classifier.model  # type: ignore[attr-defined]
     params = int(model.count_params())
     out.mkdir(parents=True, exist_ok=True)
+    int8 = tflite.convert_int8(
+        model,
+        out / "int8_static.tflite",
+        train.x[: cfg.calibration_samples],
+        raw_rows=bool(classifier.spec.encoding),
+    )
     return [
         Built("fp32", tflite.convert_fp32(model, out / "fp32.tflite"), params, 0, 4, 0),
         Built("fp16", tflite.convert_fp16(model, out / "fp16.tflite"), params, 0, 2, 0),
-        Built(
-            "int8_static",
-            tflite.convert_int8(
-                model,
-                out / "int8_static.tflite",
-                train.x[: cfg.calibration_samples],
-                raw_rows=bool(classifier.spec.encoding),
-            ),
-            params,
-            0,
-            1,
-            0,
-        ),
+        Built("int8_static", int8, params, 0, 1, 0),
+        *_micro_variant(lambda: micro.from_tflite(int8, out), (params, 0, 0)),
     ]
 
 
@@ -184,7 +202,39 @@ def infra_validate(
     return None
 
 
+def micro_arena(path: Path) -> ArenaReport:
+    """The arena TFLM allocates for the file, measured in its own process."""
+    report = measure_arena(path)
+    if report.ok:
+        log.info(
+            "%s: TFLM arena %s bytes, ops %s",
+            path.name,
+            report.arena_bytes,
+            ", ".join(sorted(set(report.ops))),
+        )
+    return report
+
+
+def micro_infra_validate(path: Path, profile: DeviceProfile) -> str | None:
+    """The file in TFLM with exactly the board's arena, in a process of its own."""
+    assert profile.max_arena_kb is not None
+    report = measure_arena(path, int(profile.max_arena_kb * 1024))
+    return None if report.ok else f"TFLM with the board's arena: {report.error}"
+
+
 def profile_problem(report: VariantReport, profile: DeviceProfile) -> str | None:
+    tflm = report.name == micro.MICRO
+    if profile.runtime == "micro":
+        return (
+            micro_problem(report, profile)
+            if tflm
+            else (
+                "runtime micro runs a full-integer TFLM file "
+                f"({micro.MICRO}), not {report.file}"
+            )
+        )
+    if tflm:
+        return "a TFLM file: for a profile with runtime micro"
     if profile.max_model_kb and report.size_bytes / 1024 > profile.max_model_kb:
         return (
             f"file {report.size_bytes / 1024:.0f} KB > max_model_kb "
@@ -194,6 +244,29 @@ def profile_problem(report: VariantReport, profile: DeviceProfile) -> str | None
         return (
             f"estimated RAM {report.estimated_ram_kb:.0f} KB > max_ram_kb "
             f"{profile.max_ram_kb:.0f}"
+        )
+    return None
+
+
+def micro_problem(report: VariantReport, profile: DeviceProfile) -> str | None:
+    """A TFLM file against a board: its flash for the file, its RAM for the arena
+    TFLM measured plus the profile's margin; each over says by how many bytes."""
+    assert profile.max_flash_kb is not None and profile.max_arena_kb is not None
+    flash = int(profile.max_flash_kb * 1024)
+    if report.size_bytes > flash:
+        return (
+            f"file {report.size_bytes} bytes > max_flash_kb {profile.max_flash_kb:g} "
+            f"({flash} bytes): {report.size_bytes - flash} bytes over"
+        )
+    if report.arena_bytes is None:
+        return f"no arena measured: {report.arena_error or 'TFLM did not say'}"
+    arena = int(profile.max_arena_kb * 1024)
+    needed = math.ceil(round(report.arena_bytes * (1 + profile.arena_margin), 6))
+    if needed > arena:
+        return (
+            f"arena {report.arena_bytes} bytes (+{profile.arena_margin:.0%} margin: "
+            f"{needed}) > max_arena_kb {profile.max_arena_kb:g} ({arena} bytes): "
+            f"{needed - arena} bytes over"
         )
     return None
 
@@ -212,6 +285,7 @@ def measure(
     accepted = not paired.refused(cfg.max_accuracy_drop, cfg.drop_test_alpha)
     weights = built.parameters * built.weight_bytes_per_param
     activations = built.peak_activations * max(built.weight_bytes_per_param, 1)
+    arena = micro_arena(built.path) if built.name == micro.MICRO else None
     report = VariantReport(
         name=built.name,
         file=built.path.name,
@@ -223,7 +297,11 @@ def measure(
         accuracy_drop=drop,
         latency_median_ms=latency.median_ms,
         latency_p95_ms=latency.p95_ms,
-        estimated_ram_kb=(weights + activations) / 1024,
+        estimated_ram_kb=(
+            (weights + activations) / 1024
+            if arena is None
+            else (arena.arena_bytes or 0) / 1024
+        ),
         accepted=accepted,
         reason=""
         if accepted
@@ -237,6 +315,9 @@ def measure(
         rows_worse=paired.worse,
         rows_better=paired.better,
         drop_p_value=paired.p_value,
+        arena_bytes=arena.arena_bytes if arena else None,
+        arena_error=arena.error if arena else "",
+        ops=arena.ops if arena else [],
     )
     samples = test.x[: cfg.infra_samples]
     expected = predict(runtime, samples)
@@ -244,7 +325,13 @@ def measure(
         problem = (
             report.reason
             or profile_problem(report, profile)
-            or infra_validate(built.path, samples, expected, profile.runtime_memory_mb)
+            or (
+                micro_infra_validate(built.path, profile)
+                if profile.runtime == "micro"
+                else infra_validate(
+                    built.path, samples, expected, profile.runtime_memory_mb
+                )
+            )
         )
         if problem:
             report.not_deployable[name] = problem

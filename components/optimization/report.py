@@ -42,6 +42,11 @@ class VariantReport:
     rows_worse: int = 0
     rows_better: int = 0
     drop_p_value: float = 1.0
+    # A TFLM file's tensor arena as TFLM's recording allocator measured it, its
+    # operators (TFLite builtins), or why it could not be measured.
+    arena_bytes: int | None = None
+    arena_error: str = ""
+    ops: list[str] = field(default_factory=list)
 
 
 def write_report(  # noqa: PLR0917 - the report's parts

@@ -24,6 +24,8 @@ from components.errors import DataContractError
 
 # The runtimes are the device agent's (edge_fleet/device/runtime.py, shipped as the
 # `edgeloop-agent` distribution): the stack measures files with what devices run.
+from edge_fleet.device.micro import MICRO_SUFFIX, ArenaReport, MicroModel
+from edge_fleet.device.micro import measure as measure_arena
 from edge_fleet.device.runtime import (
     CLASSES_KEY,
     INPUTS_KEY,
@@ -32,7 +34,16 @@ from edge_fleet.device.runtime import (
     load_runtime,
 )
 
-__all__ = ["CLASSES_KEY", "LiteRtModel", "OnnxRuntimeModel", "load_runtime"]
+__all__ = [
+    "CLASSES_KEY",
+    "MICRO_SUFFIX",
+    "ArenaReport",
+    "LiteRtModel",
+    "MicroModel",
+    "OnnxRuntimeModel",
+    "load_runtime",
+    "measure_arena",
+]
 
 
 @dataclass(frozen=True)

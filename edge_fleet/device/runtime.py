@@ -1,7 +1,8 @@
 """The device runtimes for shipped model files: ONNX Runtime for .onnx, the LiteRT
-interpreter for .tflite (no TensorFlow needed). Each is an optional dependency of the
-agent (`edgeloop-agent[onnx]`, `edgeloop-agent[litert]`), imported when a file of its
-kind is loaded. The stack evaluates and benchmarks files with these same classes
+interpreter for .tflite (no TensorFlow needed), TensorFlow Lite Micro for
+.micro.tflite (micro.py). Each is an optional dependency of the agent
+(`edgeloop-agent[onnx]`, `[litert]`, `[micro]`), imported when a file of its kind is
+loaded. The stack evaluates and benchmarks files with these same classes
 (components/optimization/runtime.py), so what is measured is what a device runs."""
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
+
+from edge_fleet.device.micro import MEASURE_ARENA, MicroModel, is_micro
 
 CLASSES_KEY = "edgeloop.classes"
 # A table model's inputs by kind: [{"kind": "categorical", "categories": 3},
@@ -80,14 +83,15 @@ class LiteRtModel:
 
     @property
     def features(self) -> int:
-        """The width of one input row (the input's last dimension)."""
-        return int(self.inp["shape"][-1])
+        """The width of one input row: the input tensor's size past the batch (an
+        image file takes [1, h, w, 1])."""
+        return int(np.prod(self.inp["shape"][1:]))
 
     classes = None  # a .tflite file carries no labels here: classes by position
     inputs = None
 
     def _one(self, row: np.ndarray) -> np.ndarray:
-        value = row[None, :].astype(np.float32)
+        value = row.reshape(self.inp["shape"]).astype(np.float32)
         scale, zero = self.inp["quantization"]
         if self.inp["dtype"] != np.float32 and scale:
             value = np.clip(np.round(value / scale + zero), -128, 127)
@@ -121,7 +125,14 @@ def answer_problem(
     return None
 
 
-def load_runtime(path: Path, threads: int = 1) -> OnnxRuntimeModel | LiteRtModel:
+def load_runtime(
+    path: Path, threads: int = 1, arena_size: int | None = None
+) -> OnnxRuntimeModel | LiteRtModel | MicroModel:
+    """The file in its runtime, by its name: `.micro.tflite` in TensorFlow Lite
+    Micro with a tensor arena of `arena_size` bytes (the device's; default: room
+    to measure), `.tflite` in LiteRT, `.onnx` in ONNX Runtime."""
+    if is_micro(path):
+        return MicroModel(path, arena_size or MEASURE_ARENA)
     if path.suffix == ".onnx":
         return OnnxRuntimeModel(path, threads)
     if path.suffix == ".tflite":

@@ -182,6 +182,7 @@ def test_optimize_stage_gates_and_reports(tmp_path, monkeypatch):
             "profiles": {
                 "tiny": {"max_model_kb": 40, "runtime_memory_mb": 256},
                 "cloud": {"threads": 2},
+                "board": {"runtime": "micro", "max_flash_kb": 768, "max_arena_kb": 192},
             },
         },
     )
@@ -201,13 +202,23 @@ def test_optimize_stage_gates_and_reports(tmp_path, monkeypatch):
         "int8_dynamic",
         "pruned",
         "pruned_int8_static",
+        "micro_int8",  # TFLM's file, for the board
     }
     pruned = by_name["pruned"]  # 90% of channels gone, no fine-tuning: rejected
     assert not pruned.accepted and "> optimize.max_accuracy_drop 1.00" in pruned.reason
-    assert pruned.not_deployable == {"tiny": pruned.reason, "cloud": pruned.reason}
+    assert pruned.not_deployable == {
+        "tiny": pruned.reason,
+        "cloud": pruned.reason,
+        "board": pruned.reason,
+    }
     fp32, int8 = by_name["fp32"], by_name["int8_static"]
     assert fp32.accepted and fp32.deployable_to == ["cloud"]
     assert "max_model_kb 40" in fp32.not_deployable["tiny"]
+    assert fp32.not_deployable["board"].startswith("runtime micro runs a full-integer")
+    tflm = by_name["micro_int8"]  # measured in TFLM: its arena and its ops
+    assert tflm.file == "int8.micro.tflite" and 1000 < tflm.arena_bytes < 64 * 1024
+    assert {"CONV_2D", "FULLY_CONNECTED"} <= set(tflm.ops)
+    assert tflm.deployable_to == (["board"] if tflm.accepted else [])
     if int8.accepted:
         assert int8.deployable_to == ["cloud"] or "tiny" in int8.deployable_to
     # Each deployable profile timed in its runtime with its threads; the choice

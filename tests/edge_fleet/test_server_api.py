@@ -69,7 +69,7 @@ def api(tmp_path):
 
 def _code(client, **request) -> str:
     """An enrollment code from the admin API (default: one device, mcu, north)."""
-    body = {"profiles": ["mcu"], "cohorts": ["north"]} | request
+    body = {"profiles": ["gateway"], "cohorts": ["north"]} | request
     reply = client.post("/v1/admin/enrollment-codes", json=body, headers=AS_ADMIN)
     assert reply.status_code == 201, reply.text
     return reply.json()["code"]
@@ -78,7 +78,7 @@ def _code(client, **request) -> str:
 def _enroll_with(client, code: str, device_id: str, **body):
     return client.post(
         "/v1/enroll",
-        json={"device_id": device_id, "profile": "mcu", "cohort": "north"} | body,
+        json={"device_id": device_id, "profile": "gateway", "cohort": "north"} | body,
         headers={"X-Enroll-Code": code},
     )
 
@@ -113,7 +113,7 @@ def _upload(client, version: str = "1", features: int = 1, **params):
             "model": MODEL,
             "variant": "fp32",
             "filename": "m.onnx",
-            "profiles": "mcu",
+            "profiles": "gateway",
             "features": str(features),
         }
         | params,
@@ -284,14 +284,14 @@ def test_admin_and_enrollment_need_their_secrets(api):
     )
     assert as_device.status_code == 401
     no_key = client.post(
-        "/v1/enroll", json={"device_id": "dev-9", "profile": "mcu", "cohort": "north"}
+        "/v1/enroll", json={"device_id": "dev-9", "profile": "gateway", "cohort": "north"}
     )
     assert no_key.status_code == 401 and "X-Enroll-Code" in no_key.text
     again = _enroll_with(client, _code(client, devices=5), "dev-1")
     assert again.status_code == 409  # nobody takes over an enrolled id
     codes = client.post(
         "/v1/admin/enrollment-codes",
-        json={"profiles": ["mcu"], "cohorts": ["north"]},
+        json={"profiles": ["gateway"], "cohorts": ["north"]},
         headers={"Authorization": f"Bearer {token}"},
     )
     assert codes.status_code == 401  # a device cannot make codes
@@ -487,7 +487,7 @@ def test_a_code_enrolls_only_what_it_allows(api):
     """A device cannot choose an id, profile or cohort its code does not allow, nor
     use a code twice, nor one that expired; a batch code enrolls its count."""
     client, sessions = api
-    one = _code(client, device_id="dev-1", profiles=["mcu"], cohorts=["north"])
+    one = _code(client, device_id="dev-1", profiles=["gateway"], cohorts=["north"])
     for body, says in (
         ({"device_id": "dev-2"}, "enrolls device 'dev-1' only"),
         ({"profile": "cloud"}, "profile 'cloud'"),
@@ -612,10 +612,11 @@ def test_an_upload_that_does_not_load_for_its_profiles_is_refused_before_any_rol
             {"class_prior": '{"a": 0.5, "b": 0.25, "c": 0.25}'},
             "expected 3",
         ),
-        "over mcu's flash": (
-            _model(features=1, classes=200_000),
+        "an ONNX file for a board": (
+            _model(features=1),
             {"profiles": "mcu"},
-            "over its optimize.profiles.mcu.max_model_kb",
+            "profile mcu (runtime micro): expected a full-integer TFLM file "
+            "(*.micro.tflite), not m.onnx",
         ),
     }
     for case, (content, extra, says) in refused.items():
