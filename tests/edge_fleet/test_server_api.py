@@ -284,7 +284,8 @@ def test_admin_and_enrollment_need_their_secrets(api):
     )
     assert as_device.status_code == 401
     no_key = client.post(
-        "/v1/enroll", json={"device_id": "dev-9", "profile": "gateway", "cohort": "north"}
+        "/v1/enroll",
+        json={"device_id": "dev-9", "profile": "gateway", "cohort": "north"},
     )
     assert no_key.status_code == 401 and "X-Enroll-Code" in no_key.text
     again = _enroll_with(client, _code(client, devices=5), "dev-1")
