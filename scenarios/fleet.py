@@ -66,6 +66,7 @@ def stack_fleet(
         http=httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32)),
         value_range=params.validation.feature_range,
         encoding=simulated_encoding(model_dir, params, test),
+        arenas=board_arenas(params),
     )
 
 
@@ -242,3 +243,12 @@ def reported_since(
         and (version is None or r["version"] == version)
         for r in newest
     )
+
+
+def board_arenas(params: Params) -> dict[str, int]:
+    """Each micro profile's TFLM arena in bytes: what its simulated boards have."""
+    return {
+        name: int(profile.max_arena_kb * 1024)
+        for name, profile in params.optimize.profiles.items()
+        if profile.runtime == "micro" and profile.max_arena_kb
+    }

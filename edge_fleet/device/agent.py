@@ -40,6 +40,7 @@ from edge_fleet.device.inference import (
     predictions,
     rounded,
 )
+from edge_fleet.device.micro import fit_problem, is_micro
 from edge_fleet.device.polling import retry_after_s
 from edge_fleet.device.runtime import answer_problem
 from edge_fleet.device.scope import ROLLOUT, STABLE, in_scope, profile_target
@@ -339,6 +340,10 @@ class Agent:
         fault = self.faults.smoke_test_fault()
         if fault is not None:
             return fault
+        if is_micro(path):  # TFLM in its own process first: a short arena can crash
+            problem = fit_problem(path, self.runtimes.arena_size)
+            if problem is not None:
+                return f"smoke test: {problem}"
         for rows in sorted({1, self.cfg.telemetry_batch}):
             x = self.stream.x[np.arange(rows) % len(self.stream.x)].astype(np.float32)
             try:

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from edge_fleet.device.agent import Agent, EnrollmentError, Identity
+from edge_fleet.device.agent import Agent, EnrollmentError, Identity, RuntimeCache
 from edge_fleet.device.config import AgentConfig, ConfigError
 from edge_fleet.device.local import LocalInputs, LocalServer
 from edge_fleet.device.polling import next_delay
@@ -112,6 +112,7 @@ def make_agent(cfg: AgentConfig, code: str | None = None) -> Agent:
         cfg=cfg,
         stream=stream,
         http=httpx.Client(timeout=30),
+        runtimes=RuntimeCache(cfg.arena_kb * 1024 or None),
     )
 
 

@@ -35,6 +35,7 @@ class AgentConfig:
     inference_port: int = 8790  # local inference for the device's application
     replay_samples: bool = False  # no application: report telemetry on the samples
     memory_mb: int = 0  # address-space limit for the agent (0: none)
+    arena_kb: int = 0  # a board's TFLM tensor arena (0: room to measure)
     poll_s: float = 2.0
     poll_jitter: float = 0.5
     max_backoff_s: float = 60.0

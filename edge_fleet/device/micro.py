@@ -108,6 +108,22 @@ def measure(
     )
 
 
+def fit_problem(path: Path, arena_size: int | None) -> str | None:
+    """What keeps a TFLM file from running on this device (None: nothing): it
+    must load and answer in TFLM with the device's arena; one that does not says
+    how many bytes it needs against the arena it has."""
+    report = measure(path, arena_size or MEASURE_ARENA)
+    if report.ok:
+        return None
+    needs = measure(path) if arena_size else report
+    if needs.ok and needs.arena_bytes is not None and arena_size:
+        return (
+            f"TFLM arena: the file needs {needs.arena_bytes} bytes, this device has "
+            f"{arena_size} ({needs.arena_bytes - arena_size} bytes over)"
+        )
+    return f"TFLM: {report.error}"
+
+
 def _why(c_side: str, arena_size: int) -> str:
     """TFLM's own words on a failed load, shortest first: a missing op, the bytes
     an allocation lacked, the op that failed to prepare."""

@@ -23,8 +23,16 @@ from edge_fleet.device.polling import next_delay
 from edge_fleet.sim.faults import Faults
 from edge_fleet.sim.streams import DataStream, drift_kind
 
-# One loaded runtime per model file for all simulated devices of this process.
+# One loaded runtime per model file for all simulated devices of this process (per
+# TFLM arena: boards of a profile share theirs).
 SHARED_RUNTIMES = RuntimeCache()
+_BOARD_RUNTIMES: dict[int, RuntimeCache] = {}
+
+
+def shared_runtimes(arena_size: int | None) -> RuntimeCache:
+    if arena_size is None:
+        return SHARED_RUNTIMES
+    return _BOARD_RUNTIMES.setdefault(arena_size, RuntimeCache(arena_size))
 
 
 @dataclass(frozen=True)
@@ -51,10 +59,13 @@ def build_fleet(
     http: httpx.Client,
     value_range: tuple[float, float] | None = None,
     encoding: Sequence[ColumnEncoding] = (),
+    arenas: dict[str, int] | None = None,
 ) -> list[Agent]:
     """Devices with profiles drawn from `fleet.profile_mix` and cohorts in turn;
     their inputs stay within `value_range` (the sensor's, when given); with the
-    model's `encoding` the inputs are a table's, and drift by column kind."""
+    model's `encoding` the inputs are a table's, and drift by column kind.
+    `arenas`: the TFLM arena in bytes of each micro profile's boards."""
+    arenas = arenas or {}
     rng = random.Random(spec.seed)
     kind = drift_kind(spec.drift, table=bool(encoding))
     profiles, weights = zip(*cfg.profile_mix.items(), strict=True)
@@ -86,7 +97,7 @@ def build_fleet(
                     cut_download=spec.cut_share,
                     broken_hardware=rng.random() < spec.faulty_share,
                 ),
-                runtimes=SHARED_RUNTIMES,
+                runtimes=shared_runtimes(arenas.get(identity.profile)),
             )
         )
     return agents
