@@ -1,8 +1,10 @@
 """The device agent's footprint, as a device would run it: `edgeloop-agent` built from
 the repository and installed into a fresh venv with one runtime extra (`onnx`:
 ONNX Runtime with an MLP fitted on the digits; `litert`: LiteRT with a Keras
-model's full-integer TFLite file, converted by the optimize stage's code), then run
-as its own process against a fleet server on loopback. For each runtime:
+model's full-integer TFLite file, converted by the optimize stage's code; `micro`:
+TensorFlow Lite Micro with the same files as a board of the mcu profile runs them,
+in its profile's arena), then run as its own process against a fleet server on
+loopback. For each runtime:
 
 - installed size: the venv's `du` (files copied, not linked to uv's cache), and the
   wheel's own size;
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -166,11 +169,18 @@ def measure(  # noqa: PLR0915 - one measured story, top to bottom
     )  # fmt: skip
     admin = FleetAdmin(url, ADMIN)
     agent = None
+    # A board (mcu, TFLM in its profile's arena) for [micro]; a gateway otherwise.
+    profile = "mcu" if extra == "micro" else "gateway"
+    board = (
+        {"arena_kb": int(params.optimize.profiles["mcu"].max_arena_kb or 0)}
+        if extra == "micro"
+        else {}
+    )
     try:
         upload = {
             "model": params.registry.model_name,
             "variant": extra,
-            "profiles": ["gateway"],
+            "profiles": [profile],
             "features": 64,
         }
         admin.upload("1", models[0], **upload)
@@ -182,16 +192,16 @@ def measure(  # noqa: PLR0915 - one measured story, top to bottom
             "".join(
                 f"{k} = {json.dumps(v)}\n"
                 for k, v in {
-                    "server": url, "device_id": "gw-bench", "profile": "gateway",
+                    "server": url, "device_id": "gw-bench", "profile": profile,
                     "cohort": cfg.cohorts[0], "home": str(work / "device"),
                     "root": str(work / "fleet" / "tuf" / "metadata" / "1.root.json"),
                     "samples": str(work / "samples.npy"), "inference_port": local,
                     "poll_s": poll_s,
-                }.items()
+                }.items() | board.items()
             )
         )  # fmt: skip
         code = admin.enrollment_code(
-            profiles=["gateway"], cohorts=cfg.cohorts, devices=1, device_id="gw-bench"
+            profiles=[profile], cohorts=cfg.cohorts, devices=1, device_id="gw-bench"
         )["code"]
         subprocess.run(
             [str(command), "--config", str(settings), "enroll", "--code", code],
@@ -257,7 +267,10 @@ def main() -> None:
     onnx = (mlp_onnx(work / "v1.onnx", 128, 0), mlp_onnx(work / "v2.onnx", 128, 1))
     litert = (keras_int8(work / "v1.tflite", 0), keras_int8(work / "v2.tflite", 1))
     rows = []
-    for extra, models in (("onnx", onnx), ("litert", litert)):
+    micro = tuple(  # the same full-integer files, named for TFLM
+        Path(shutil.copyfile(f, f.with_name(f"{f.stem}.micro.tflite"))) for f in litert
+    )
+    for extra, models in (("onnx", onnx), ("litert", litert), ("micro", micro)):
         say(f"edgeloop-agent[{extra}]")
         rows.append(measure(extra, models, args.poll_s, work / extra))
     dev = du(REPO / ".venv") / 2**20 if (REPO / ".venv").exists() else float("nan")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO / "edge_fleet" / "device"
-EXTRAS = ("onnx", "litert")
+EXTRAS = ("onnx", "litert", "micro")
 
 
 class AgentBuildError(RuntimeError):

@@ -57,6 +57,7 @@ class Built:
     macs: int
     weight_bytes_per_param: int
     peak_activations: int
+    arena: ArenaReport | None = None  # a TFLM file's, as TFLM measured it
 
 
 def _finetune(model: object, train: Arrays, epochs: int, lr: float, seed: int) -> None:
@@ -136,14 +137,20 @@ def build_torch_variants(
 def _micro_variant(
     make: Callable[[], Path], shape: tuple[int, int, int]
 ) -> list[Built]:
-    """The TFLM file, or none where the converter could not make one (logged with
-    its reason: the micro profile then gets nothing, and says so)."""
+    """The TFLM file with its measured arena, or none where the converter could
+    not make one or TFLM cannot run it (logged with the reason: the micro profile
+    then gets nothing, and says so)."""
     try:
         path = make()
     except micro.NotConvertible as exc:
         log.warning("%s not built: %s", micro.MICRO, exc)
         return []
-    return [Built(micro.MICRO, path, shape[0], shape[1], 1, shape[2])]
+    arena = micro_arena(path)
+    if not arena.ok:  # converted, but TFLM cannot run it (an op it lacks...)
+        log.warning("%s not built: TFLM cannot run it: %s", micro.MICRO, arena.error)
+        path.unlink()
+        return []
+    return [Built(micro.MICRO, path, shape[0], shape[1], 1, shape[2], arena)]
 
 
 def build_keras_variants(
@@ -285,7 +292,7 @@ def measure(
     accepted = not paired.refused(cfg.max_accuracy_drop, cfg.drop_test_alpha)
     weights = built.parameters * built.weight_bytes_per_param
     activations = built.peak_activations * max(built.weight_bytes_per_param, 1)
-    arena = micro_arena(built.path) if built.name == micro.MICRO else None
+    arena = built.arena
     report = VariantReport(
         name=built.name,
         file=built.path.name,

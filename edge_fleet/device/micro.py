@@ -133,8 +133,8 @@ def _why(c_side: str, arena_size: int) -> str:
     if short := _MISSING.search(c_side):
         requested, available, missing = short.groups()
         parts.append(
-            f"the arena of {arena_size} bytes is {missing} bytes short (an "
-            f"allocation of {requested} bytes found {available})"
+            f"the arena of {arena_size} bytes ran out: an allocation of {requested} "
+            f"bytes found {available} left ({missing} short)"
         )
     if node := _NODE.search(c_side):
         parts.append(f"op {node.group(1)} (node {node.group(2)}) failed to prepare")

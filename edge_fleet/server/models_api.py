@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as ApiPath
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from edge_fleet.db import Model, Rollout
 from edge_fleet.server.deps import Fleet, admin, invalid
@@ -167,6 +168,9 @@ async def upload_profile_file(
         if model is None:
             raise HTTPException(404, f"model version {version} was not uploaded")
         features, prior = model.features, model.class_prior
+        files = model.profile_files or {}
+        if profile not in files and _sent(fleet, session, version):
+            raise HTTPException(409, _fixed(version))  # before the file's load check
     if features is not None:  # stored before widths were recorded: not checked
         classes = len(prior) if prior else None
         await _loads(
@@ -208,13 +212,8 @@ def _add_profile_file(
                     f"{profile} ({files[profile]['variant']})",
                 )
             return ModelView.model_validate(model)
-        sent = session.scalar(select(Rollout.id).where(Rollout.version == version))
-        if sent is not None or fleet.controller.stable_version() == version:
-            raise HTTPException(
-                409,
-                f"model version {version} was already sent to devices: its files "
-                "are fixed (upload the change as a new version)",
-            )
+        if _sent(fleet, session, version):
+            raise HTTPException(409, _fixed(version))
         files[profile] = {
             "variant": variant,
             "filename": filename,
@@ -294,3 +293,16 @@ def parse_class_prior(raw: str | None) -> dict[str, float] | None:
             "in [0, 1] summing to 1",
         )
     return {str(k): float(v) for k, v in prior.items()}
+
+
+def _sent(fleet: Fleet, session: Session, version: str) -> bool:
+    """Whether a rollout of the version started or it is the stable one."""
+    sent = session.scalar(select(Rollout.id).where(Rollout.version == version))
+    return sent is not None or fleet.controller.stable_version() == version
+
+
+def _fixed(version: str) -> str:
+    return (
+        f"model version {version} was already sent to devices: its files are fixed "
+        "(upload the change as a new version)"
+    )

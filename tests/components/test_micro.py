@@ -69,8 +69,7 @@ def test_the_arena_is_measured_and_a_small_one_refused(tflm_file):
     assert {"CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED"} <= set(report.ops)
     short = measure_arena(path, report.arena_bytes // 2)
     assert not short.ok
-    assert f"the arena of {report.arena_bytes // 2} bytes is" in short.error
-    assert "bytes short" in short.error, short.error
+    assert f"the arena of {report.arena_bytes // 2} bytes ran out" in short.error
     # Exactly what it measured is enough.
     assert measure_arena(path, report.arena_bytes).ok
 

@@ -30,7 +30,7 @@ from sqlalchemy import create_engine, text
 from components.config import FleetConfig, load_params
 from edge_fleet import keys
 from edge_fleet.client import FleetAdmin
-from edge_fleet.device.agent import Agent, Identity
+from edge_fleet.device.agent import Agent, Identity, RuntimeCache
 from edge_fleet.sim.broken_model import fails_on_data
 from edge_fleet.sim.faults import Faults
 from edge_fleet.sim.runner import SHARED_RUNTIMES
@@ -319,8 +319,10 @@ def make_agents(
     faults: Callable[[int], Faults] = lambda _: Faults(),
     profile: str = "gateway",
     first: int = 0,
+    runtimes: RuntimeCache = SHARED_RUNTIMES,
 ) -> list[Agent]:
-    """`n` agents of `profile`, dev-<first> on, enrolled with one code."""
+    """`n` agents of `profile`, dev-<first> on, enrolled with one code; `runtimes`:
+    as the simulator's devices share them (a board's: with its TFLM arena)."""
     cohorts = server.cfg.cohorts
     code = server.enroll_code(devices=n)
     return [
@@ -334,7 +336,7 @@ def make_agents(
             stream=DataStream(digits.x, seed=i),
             http=http,
             faults=faults(i),
-            runtimes=SHARED_RUNTIMES,  # as the simulator's devices share them
+            runtimes=runtimes,
         )
         for i in range(first, first + n)
     ]
