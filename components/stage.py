@@ -4,11 +4,12 @@ logging, and one-line errors (a traceback only with --debug)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from components.config import Params, load_params
@@ -58,7 +59,38 @@ def log_to_file(reports: Path, stage: str) -> Path:
     handler = logging.FileHandler(path, mode="w")
     handler.setFormatter(FORMAT)
     logging.getLogger().addHandler(handler)
+    _stage_log["file"] = path
     return path
+
+
+_stage_log: dict[str, Path] = {}  # this process's stage log file, once opened
+
+
+@contextlib.contextmanager
+def library_output() -> Iterator[None]:
+    """What a library prints while it runs (Python's print and C++'s writes to the
+    process's stdout and stderr: onnx2tf and TensorFlow's converter, ~80 lines a
+    conversion) into the stage's log file instead of the console; with
+    `--verbose`, or outside a stage, left where it goes."""
+    log_file = _stage_log.get("file")
+    if log_file is None or os.environ.get(VERBOSE):
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with log_file.open("a") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def stage_parser(stage: str, description: str) -> argparse.ArgumentParser:

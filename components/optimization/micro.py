@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from components.optimization.runtime import MICRO_SUFFIX
+from components.stage import library_output
 from components.training.model import Standardize
 
 MICRO = "micro_int8"  # the variant's name
@@ -92,8 +93,6 @@ def convert_torch(
 ) -> Path:
     """`out`/int8.micro.tflite: full-integer int8 (int8 input and output), per
     tensor, calibrated on `calibration` (raw rows, as the file takes them)."""
-    import onnx2tf
-
     with tempfile.TemporaryDirectory(prefix="edgeloop-micro-") as folder:
         work = Path(folder)
         onnx_file = export_for_micro(model, n_features, image_shape, work / "m.onnx")
@@ -102,18 +101,8 @@ def convert_torch(
             rows = rows.reshape(-1, *image_shape, 1)  # NHWC, as TFLite takes it
         np.save(work / "calibration.npy", rows)
         try:
-            onnx2tf.convert(
-                input_onnx_file_path=str(onnx_file),
-                output_folder_path=str(work / "tf"),
-                output_integer_quantized_tflite=True,
-                custom_input_op_name_np_data_path=[
-                    [INPUT, str(work / "calibration.npy"), 0.0, 1.0]
-                ],
-                input_quant_dtype="int8",
-                output_quant_dtype="int8",
-                quant_type="per-tensor",
-                non_verbose=True,
-            )
+            with library_output():
+                _onnx2tf(onnx_file, work)
         except Exception as exc:  # onnx2tf raises whatever TensorFlow raises
             first = (str(exc).strip().splitlines() or [""])[0][:200]
             raise NotConvertible(f"onnx2tf: {type(exc).__name__}: {first}") from exc
@@ -122,6 +111,23 @@ def convert_torch(
             raise NotConvertible("onnx2tf made no full-integer file")
         out.mkdir(parents=True, exist_ok=True)
         return Path(shutil.copyfile(made, micro_path(out)))
+
+
+def _onnx2tf(onnx_file: Path, work: Path) -> None:
+    import onnx2tf  # imports TensorFlow: only where a model is converted
+
+    onnx2tf.convert(
+        input_onnx_file_path=str(onnx_file),
+        output_folder_path=str(work / "tf"),
+        output_integer_quantized_tflite=True,
+        custom_input_op_name_np_data_path=[
+            [INPUT, str(work / "calibration.npy"), 0.0, 1.0]
+        ],
+        input_quant_dtype="int8",
+        output_quant_dtype="int8",
+        quant_type="per-tensor",
+        non_verbose=True,
+    )
 
 
 def from_tflite(int8_file: Path, out: Path) -> Path:

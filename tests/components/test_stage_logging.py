@@ -15,8 +15,8 @@ from components.stage import VERBOSE
 from tests.conftest import REPO, default_params_dict
 
 STAGE = """
-import logging, sys, warnings
-from components.stage import run_stage, stage_parser
+import logging, os, sys, warnings
+from components.stage import library_output, run_stage, stage_parser
 
 def body(args, params):
     logging.getLogger("onnxscript.rewriter").info("Applied 4 rewrite rules")
@@ -24,6 +24,10 @@ def body(args, params):
     warnings.warn("LeafSpec is deprecated", FutureWarning)
     logging.getLogger("edgeloop.train").info("trained, best step 36")
     logging.getLogger("somelib").error("the disk is full")
+    with library_output():  # a converter's prints, Python's and C++'s
+        print("Captures: TensorSpec(shape=(1, 8, 8, 1))")
+        os.write(2, b"fully_quantize: 0, inference_type: 6\\n")
+    print("after the converter")
 
 sys.exit(run_stage(stage_parser("training.train", "a stage"), body))
 """
@@ -48,7 +52,12 @@ def test_the_console_has_our_lines_and_the_log_file_all(tmp_path):
     assert "ERROR somelib: the disk is full" in console
     for noise in ("rewrite rules", "LeafSpec", "torchvision"):
         assert noise not in console, console
+    # onnx2tf and TensorFlow's converter printed ~80 lines a run on the console
+    for noise in ("Captures", "fully_quantize"):
+        assert noise not in console, console
+    assert "after the converter" in console
     log = (tmp_path / "reports" / "logs" / "training.train.log").read_text()
+    assert "Captures: TensorSpec" in log and "fully_quantize: 0" in log
     assert "INFO onnxscript.rewriter: Applied 4 rewrite rules" in log
     assert "FutureWarning: LeafSpec is deprecated" in log
     assert "trained, best step 36" in log
@@ -57,4 +66,4 @@ def test_the_console_has_our_lines_and_the_log_file_all(tmp_path):
 def test_verbose_shows_the_libraries_lines(tmp_path):
     console = _run(tmp_path, **{VERBOSE: "1"})
     assert "rewrite rules" in console and "LeafSpec" in console
-    assert "torchvision" in console
+    assert "torchvision" in console and "fully_quantize" in console
