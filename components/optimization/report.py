@@ -73,14 +73,16 @@ def write_report(  # noqa: PLR0917 - the report's parts
     }
     (folder / REPORT).write_text(json.dumps(record, indent=1) + "\n")
     lines = [
-        "| variant | KB | gzip KB | params | MACs | accuracy | drop (pt) | "
+        "| variant | KB | gzip KB | arena KB | params | MACs | accuracy | drop (pt) | "
         "median ms | p95 ms | gate | deployable to |",
-        "|" + "---|" * 11,
+        "|" + "---|" * 12,
     ]
     for r in reports:
         lines.append(
             f"| {r.name}{' (ships)' if r.name == ship else ''} | "
-            f"{r.size_bytes / 1024:.1f} | {r.gzip_bytes / 1024:.1f} | {r.parameters} | "
+            f"{r.size_bytes / 1024:.1f} | {r.gzip_bytes / 1024:.1f} | "
+            f"{'-' if r.arena_bytes is None else f'{r.arena_bytes / 1024:.1f}'} | "
+            f"{r.parameters} | "
             f"{r.macs} | {r.accuracy:.4f} | {r.accuracy_drop * 100:.2f} | "
             f"{r.latency_median_ms:.4f} | {r.latency_p95_ms:.4f} | "
             f"{'pass' if r.accepted else 'REJECTED: ' + r.reason} | "

@@ -209,6 +209,12 @@ def _log_variants(variants: Path, report_dir: Path) -> None:
                     "latency_p95_ms",
                 )
             }
+            # a TFLM file's arena, as TFLM's allocator measured it
+            | (
+                {f"variant.{v['name']}.arena_bytes": float(v["arena_bytes"])}
+                if v.get("arena_bytes") is not None
+                else {}
+            )
         )
     # What chose each profile's file: every fitting variant timed in the profile's
     # runtime with its threads (the MLflow UI charts them side by side).

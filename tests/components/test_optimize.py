@@ -234,6 +234,12 @@ def test_optimize_stage_gates_and_reports(tmp_path, monkeypatch):
         reference, reports, "int8_static", Path("reports/optimize"), None, chosen
     )
     assert "REJECTED" in Path("reports/optimize/report.md").read_text()
+    [row] = [
+        line
+        for line in Path("reports/optimize/report.md").read_text().splitlines()
+        if line.startswith("| micro_int8 |")
+    ]
+    assert row.split(" | ")[3] == f"{tflm.arena_bytes / 1024:.1f}", row  # arena KB
     assert "- cloud: **" in Path("reports/optimize/report.md").read_text()
     assert Path("reports/optimize/tradeoff.png").stat().st_size > 1000
 
