@@ -171,8 +171,9 @@ def measure(  # noqa: PLR0915 - one measured story, top to bottom
     agent = None
     # A board (mcu, TFLM in its profile's arena) for [micro]; a gateway otherwise.
     profile = "mcu" if extra == "micro" else "gateway"
+    mcu = params.optimize.profiles["mcu"]
     board = (
-        {"arena_kb": int(params.optimize.profiles["mcu"].max_arena_kb or 0)}
+        {"arena_kb": int(mcu.max_arena_kb or 0), "flash_kb": int(mcu.max_flash_kb or 0)}
         if extra == "micro"
         else {}
     )

@@ -59,7 +59,7 @@ def log_to_file(reports: Path, stage: str) -> Path:
     handler = logging.FileHandler(path, mode="w")
     handler.setFormatter(FORMAT)
     logging.getLogger().addHandler(handler)
-    _stage_log["file"] = path
+    _stage_log["file"] = path.resolve()  # a library may change the directory
     return path
 
 
@@ -73,8 +73,8 @@ def library_output() -> Iterator[None]:
     conversion) into the stage's log file instead of the console; with
     `--verbose`, or outside a stage, left where it goes."""
     log_file = _stage_log.get("file")
-    if log_file is None or os.environ.get(VERBOSE):
-        yield
+    if log_file is None or not log_file.is_file() or os.environ.get(VERBOSE):
+        yield  # no stage log (a test's stage ran in a folder since removed)
         return
     sys.stdout.flush()
     sys.stderr.flush()

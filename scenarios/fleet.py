@@ -22,6 +22,7 @@ from components.data.sources import feature_columns
 from components.errors import ServiceError
 from edge_fleet.client import FleetAdmin, stack_fleet_admin
 from edge_fleet.device.agent import Agent
+from edge_fleet.device.micro import Board
 from edge_fleet.sim.broken_model import fails_on_data
 from edge_fleet.sim.runner import FleetSpec, build_fleet, run_fleet
 from flows.edge_release import edge_release, fetch_ship_file
@@ -66,7 +67,7 @@ def stack_fleet(
         http=httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32)),
         value_range=params.validation.feature_range,
         encoding=simulated_encoding(model_dir, params, test),
-        arenas=board_arenas(params),
+        boards=boards(params),
     )
 
 
@@ -245,10 +246,10 @@ def reported_since(
     )
 
 
-def board_arenas(params: Params) -> dict[str, int]:
-    """Each micro profile's TFLM arena in bytes: what its simulated boards have."""
+def boards(params: Params) -> dict[str, Board]:
+    """What each micro profile's simulated boards have: its arena and flash."""
     return {
-        name: int(profile.max_arena_kb * 1024)
+        name: Board(int(profile.max_arena_kb * 1024), int(profile.max_flash_kb * 1024))
         for name, profile in params.optimize.profiles.items()
-        if profile.runtime == "micro" and profile.max_arena_kb
+        if profile.runtime == "micro" and profile.max_arena_kb and profile.max_flash_kb
     }

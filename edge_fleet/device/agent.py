@@ -341,7 +341,7 @@ class Agent:
         if fault is not None:
             return fault
         if is_micro(path):  # TFLM in its own process first: a short arena can crash
-            problem = fit_problem(path, self.runtimes.arena_size)
+            problem = fit_problem(path, self.runtimes.board)
             if problem is not None:
                 return f"smoke test: {problem}"
         for rows in sorted({1, self.cfg.telemetry_batch}):

@@ -112,7 +112,7 @@ def make_agent(cfg: AgentConfig, code: str | None = None) -> Agent:
         cfg=cfg,
         stream=stream,
         http=httpx.Client(timeout=30),
-        runtimes=RuntimeCache(cfg.arena_kb * 1024 or None),
+        runtimes=RuntimeCache(cfg.board),
     )
 
 

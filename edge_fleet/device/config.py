@@ -15,6 +15,8 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from edge_fleet.device.micro import Board
+
 ENV_PREFIX = "EDGELOOP_AGENT_"
 
 
@@ -35,7 +37,15 @@ class AgentConfig:
     inference_port: int = 8790  # local inference for the device's application
     replay_samples: bool = False  # no application: report telemetry on the samples
     memory_mb: int = 0  # address-space limit for the agent (0: none)
-    arena_kb: int = 0  # a board's TFLM tensor arena (0: room to measure)
+    arena_kb: int = 0  # a board's TFLM tensor arena (0: not a board; room to measure)
+    flash_kb: int = 0  # a board's flash for the model file (0: not checked)
+
+    @property
+    def board(self) -> Board | None:
+        if not self.arena_kb:
+            return None
+        return Board(self.arena_kb * 1024, self.flash_kb * 1024 or None)
+
     poll_s: float = 2.0
     poll_jitter: float = 0.5
     max_backoff_s: float = 60.0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_fleet.device.micro import MicroModel
+from edge_fleet.device.micro import Board, MicroModel
 from edge_fleet.device.runtime import LiteRtModel, OnnxRuntimeModel, load_runtime
 
 Runtime = OnnxRuntimeModel | LiteRtModel | MicroModel
@@ -18,12 +18,11 @@ Runtime = OnnxRuntimeModel | LiteRtModel | MicroModel
 class RuntimeCache:
     """Loaded runtimes by the file's sha256. One per device; a simulator shares one
     among its devices so a thousand fit in one process. A failed load is never
-    cached, so every device still finds a broken file broken. `arena_size`: the
-    tensor arena a TFLM file runs in on these devices (a board's; None: room to
-    measure)."""
+    cached, so every device still finds a broken file broken. `board`: what these
+    devices have for a TFLM file (its arena and flash; None: room to measure)."""
 
-    def __init__(self, arena_size: int | None = None) -> None:
-        self.arena_size = arena_size
+    def __init__(self, board: Board | None = None) -> None:
+        self.board = board
         self._loaded: dict[str, Runtime] = {}
         self._lock = threading.Lock()
 
@@ -32,7 +31,8 @@ class RuntimeCache:
             cached = self._loaded.get(sha)
         if cached is not None:
             return cached
-        runtime = load_runtime(path, arena_size=self.arena_size)
+        arena = self.board.arena_bytes if self.board is not None else None
+        runtime = load_runtime(path, arena_size=arena)
         with self._lock:
             self._loaded[sha] = runtime
         return runtime

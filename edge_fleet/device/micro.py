@@ -45,6 +45,15 @@ class ArenaReport:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class Board:
+    """What a microcontroller has for a model: the tensor arena TFLM runs in, and
+    the flash the file may take (None: not checked here)."""
+
+    arena_bytes: int
+    flash_bytes: int | None = None
+
+
 def is_micro(path: Path) -> bool:
     return path.name.endswith(MICRO_SUFFIX)
 
@@ -108,10 +117,17 @@ def measure(
     )
 
 
-def fit_problem(path: Path, arena_size: int | None) -> str | None:
+def fit_problem(path: Path, board: Board | None) -> str | None:
     """What keeps a TFLM file from running on this device (None: nothing): it
-    must load and answer in TFLM with the device's arena; one that does not says
-    how many bytes it needs against the arena it has."""
+    must fit the board's flash, and load and answer in TFLM with the board's
+    arena; one that does not says how many bytes it needs against what it has."""
+    size = path.stat().st_size
+    if board is not None and board.flash_bytes is not None and size > board.flash_bytes:
+        return (
+            f"flash: the file is {size} bytes, this device has {board.flash_bytes} "
+            f"for a model ({size - board.flash_bytes} bytes over)"
+        )
+    arena_size = board.arena_bytes if board is not None else None
     report = measure(path, arena_size or MEASURE_ARENA)
     if report.ok:
         return None

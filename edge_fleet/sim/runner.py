@@ -19,6 +19,7 @@ import numpy as np
 from components.config import FleetConfig
 from components.data.features import ColumnEncoding
 from edge_fleet.device.agent import Agent, Identity, RuntimeCache
+from edge_fleet.device.micro import Board
 from edge_fleet.device.polling import next_delay
 from edge_fleet.sim.faults import Faults
 from edge_fleet.sim.streams import DataStream, drift_kind
@@ -26,13 +27,13 @@ from edge_fleet.sim.streams import DataStream, drift_kind
 # One loaded runtime per model file for all simulated devices of this process (per
 # TFLM arena: boards of a profile share theirs).
 SHARED_RUNTIMES = RuntimeCache()
-_BOARD_RUNTIMES: dict[int, RuntimeCache] = {}
+_BOARD_RUNTIMES: dict[Board, RuntimeCache] = {}
 
 
-def shared_runtimes(arena_size: int | None) -> RuntimeCache:
-    if arena_size is None:
+def shared_runtimes(board: Board | None) -> RuntimeCache:
+    if board is None:
         return SHARED_RUNTIMES
-    return _BOARD_RUNTIMES.setdefault(arena_size, RuntimeCache(arena_size))
+    return _BOARD_RUNTIMES.setdefault(board, RuntimeCache(board))
 
 
 @dataclass(frozen=True)
@@ -59,13 +60,13 @@ def build_fleet(
     http: httpx.Client,
     value_range: tuple[float, float] | None = None,
     encoding: Sequence[ColumnEncoding] = (),
-    arenas: dict[str, int] | None = None,
+    boards: dict[str, Board] | None = None,
 ) -> list[Agent]:
     """Devices with profiles drawn from `fleet.profile_mix` and cohorts in turn;
     their inputs stay within `value_range` (the sensor's, when given); with the
     model's `encoding` the inputs are a table's, and drift by column kind.
-    `arenas`: the TFLM arena in bytes of each micro profile's boards."""
-    arenas = arenas or {}
+    `boards`: what each micro profile's boards have (TFLM arena, flash)."""
+    boards = boards or {}
     rng = random.Random(spec.seed)
     kind = drift_kind(spec.drift, table=bool(encoding))
     profiles, weights = zip(*cfg.profile_mix.items(), strict=True)
@@ -97,7 +98,7 @@ def build_fleet(
                     cut_download=spec.cut_share,
                     broken_hardware=rng.random() < spec.faulty_share,
                 ),
-                runtimes=shared_runtimes(arenas.get(identity.profile)),
+                runtimes=shared_runtimes(boards.get(identity.profile)),
             )
         )
     return agents

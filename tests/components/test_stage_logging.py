@@ -67,3 +67,14 @@ def test_verbose_shows_the_libraries_lines(tmp_path):
     console = _run(tmp_path, **{VERBOSE: "1"})
     assert "rewrite rules" in console and "LeafSpec" in console
     assert "torchvision" in console and "fully_quantize" in console
+
+
+def test_a_stage_log_since_removed_leaves_the_output_alone(tmp_path, monkeypatch):
+    """A stage run in-process in a test's folder, removed since: the next
+    conversion in that process stopped on 'No such file or directory:
+    reports/logs/prepare.log' (a relative path, from another folder)."""
+    from components import stage
+
+    monkeypatch.setitem(stage._stage_log, "file", tmp_path / "gone" / "prepare.log")
+    with stage.library_output():
+        print("a converter's line")

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from edge_fleet.device.micro import measure
+from edge_fleet.device.micro import Board, fit_problem, measure
 from edge_fleet.sim.runner import shared_runtimes
 from tests.edge_fleet.conftest import (
     agent_settings,
@@ -27,7 +27,7 @@ from tests.edge_fleet.test_agent_package import _cli, _until
 
 pytestmark = pytest.mark.integration
 
-ARENA_KB = 192  # the default mcu profile's max_arena_kb
+ARENA_KB, FLASH_KB = 192, 768  # the default mcu profile's max_arena_kb, max_flash_kb
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,7 @@ def _board(command: Path, server, home: Path, samples: Path, arena_kb: int):
         device_id=home.name,
         profile="mcu",
         arena_kb=arena_kb,
+        flash_kb=FLASH_KB,
     )
     code = server.enroll_code(device_id=home.name)
     assert _cli(command, settings, "enroll", "--code", code)["enrolled"]
@@ -76,7 +77,7 @@ def test_boards_take_versions_through_canary_and_full_follow_a_rollback_and_refu
         3,
         home=tmp_path / "sims",
         profile="mcu",
-        runtimes=shared_runtimes(ARENA_KB * 1024),
+        runtimes=shared_runtimes(Board(ARENA_KB * 1024, FLASH_KB * 1024)),
     )
     boards = [
         _board(command, fleet_server, tmp_path / f"board-{i}", samples, ARENA_KB)
@@ -135,3 +136,15 @@ def test_boards_take_versions_through_canary_and_full_follow_a_rollback_and_refu
     for out in outputs[:2]:
         assert "Traceback" not in out, out
         assert "v2: switched to slot" in out
+
+
+def test_a_board_refuses_a_file_over_its_flash(board_files):
+    """The flash check before TFLM is asked: the bytes it is over."""
+    path = board_files["good-1"]
+    size = path.stat().st_size
+    small = Board(ARENA_KB * 1024, size - 100)
+    assert fit_problem(path, small) == (
+        f"flash: the file is {size} bytes, this device has {size - 100} for a model "
+        "(100 bytes over)"
+    )
+    assert fit_problem(path, Board(ARENA_KB * 1024, FLASH_KB * 1024)) is None

