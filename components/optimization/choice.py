@@ -4,7 +4,9 @@ the model is compute-bound; bench/compute_bound.py)."""
 
 from __future__ import annotations
 
-from components.config import OptimizeConfig
+import math
+
+from components.config import DeviceProfile, OptimizeConfig
 from components.optimization.report import VariantReport
 
 FP32 = "fp32"  # the model as trained, exported: what every variant is measured against
@@ -28,6 +30,8 @@ def ship_per_profile(
             if name in r.latency_ms_by_profile
         }
         pick, why = _pick([r for r in reports if r.name in timed], timed, cfg)
+        if pick is not None and profile.runtime == "micro":
+            why += f"; {board_use(pick, profile)}"
         chosen[name] = {
             "variant": pick.name if pick else None,
             "file": pick.file if pick else None,
@@ -63,3 +67,20 @@ def _pick(
             + (" and not slower than fp32" if FP32 in timed else "")
         )
     return pick, why
+
+
+def board_use(report: VariantReport, profile: DeviceProfile) -> str:
+    """A TFLM file's flash and arena against the board's budgets, in bytes."""
+    assert profile.max_flash_kb is not None and profile.max_arena_kb is not None
+    arena = report.arena_bytes or 0
+    return (
+        f"flash {report.size_bytes} of {int(profile.max_flash_kb * 1024)} bytes, "
+        f"arena {arena} (+{profile.arena_margin:.0%}: "
+        f"{with_margin(arena, profile)}) of "
+        f"{int(profile.max_arena_kb * 1024)} bytes"
+    )
+
+
+def with_margin(arena_bytes: int, profile: DeviceProfile) -> int:
+    """The arena TFLM measured plus the profile's `arena_margin`, in whole bytes."""
+    return math.ceil(round(arena_bytes * (1 + profile.arena_margin), 6))

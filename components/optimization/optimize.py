@@ -10,7 +10,6 @@ import argparse
 import gzip
 import json
 import logging
-import math
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from components.backends import load_classifier
 from components.config import DeviceProfile, OptimizeConfig, Params
 from components.evaluation.paired import PairedDrop
 from components.optimization import compress, micro
-from components.optimization.choice import ship_per_profile
+from components.optimization.choice import ship_per_profile, with_margin
 from components.optimization.report import VariantReport, write_report
 from components.optimization.runtime import (
     ArenaReport,
@@ -268,7 +267,7 @@ def micro_problem(report: VariantReport, profile: DeviceProfile) -> str | None:
     if report.arena_bytes is None:
         return f"no arena measured: {report.arena_error or 'TFLM did not say'}"
     arena = int(profile.max_arena_kb * 1024)
-    needed = math.ceil(round(report.arena_bytes * (1 + profile.arena_margin), 6))
+    needed = with_margin(report.arena_bytes, profile)
     if needed > arena:
         return (
             f"arena {report.arena_bytes} bytes (+{profile.arena_margin:.0%} margin: "

@@ -230,6 +230,13 @@ def test_optimize_stage_gates_and_reports(tmp_path, monkeypatch):
     assert chosen["cloud"]["variant"] in fitting
     assert set(chosen["cloud"]["measured_ms"]) == fitting
     assert chosen["cloud"]["threads"] == 2
+    if tflm.accepted:  # the board's file against its budgets, in bytes
+        assert chosen["board"]["variant"] == "micro_int8"
+        assert (
+            f"flash {tflm.size_bytes} of 786432 bytes, arena {tflm.arena_bytes} "
+            f"(+10%: " in chosen["board"]["why"]
+        ), chosen["board"]
+        assert chosen["board"]["why"].endswith(" of 196608 bytes")
     write_report(
         reference, reports, "int8_static", Path("reports/optimize"), None, chosen
     )
