@@ -160,6 +160,25 @@ def _why(c_side: str, arena_size: int) -> str:
     return tail[-1][:300] if tail else ""
 
 
+def quantized(
+    row: np.ndarray, shape: np.ndarray, dtype: type, scale: float, zero: int
+) -> np.ndarray:
+    """One row as an interpreter's input tensor: reshaped to it (an image file
+    takes [1, h, w, 1]) and, for an integer input, quantized with its scale and
+    zero point (LiteRT's and TFLM's int8 files alike)."""
+    value = row.reshape(shape).astype(np.float32)
+    if dtype != np.float32 and scale:
+        info = np.iinfo(dtype)
+        value = np.clip(np.round(value / scale + zero), info.min, info.max)
+    return value.astype(dtype)
+
+
+def dequantized(result: np.ndarray, scale: float, zero: int) -> np.ndarray:
+    """An output tensor as float logits (an integer output with its scale)."""
+    result = result.astype(np.float32)
+    return (result - zero) * scale if scale else result
+
+
 class MicroModel:
     """A full-integer TFLite file in TFLM's interpreter with a fixed arena of
     `arena_size` bytes; rows are quantized with the input's scale and zero point
@@ -185,19 +204,16 @@ class MicroModel:
         return int(np.prod(self.inp["shape"][1:]))
 
     def _one(self, row: np.ndarray) -> np.ndarray:
-        value = row.reshape(self.inp["shape"]).astype(np.float32)
         quant = self.inp["quantization_parameters"]
-        if self.inp["dtype"] != np.float32 and len(quant["scales"]):
-            info = np.iinfo(self.inp["dtype"])
-            value = np.round(value / quant["scales"][0] + quant["zero_points"][0])
-            value = np.clip(value, info.min, info.max)
-        self.interpreter.set_input(value.astype(self.inp["dtype"]), 0)
+        scale = quant["scales"][0] if len(quant["scales"]) else 0.0
+        zero = quant["zero_points"][0] if len(quant["zero_points"]) else 0
+        value = quantized(row, self.inp["shape"], self.inp["dtype"], scale, zero)
+        self.interpreter.set_input(value, 0)
         self.interpreter.invoke()
-        result = self.interpreter.get_output(0).astype(np.float32)
         quant = self.out["quantization_parameters"]
-        if self.out["dtype"] != np.float32 and len(quant["scales"]):
-            result = (result - quant["zero_points"][0]) * quant["scales"][0]
-        return result.reshape(-1)
+        scale = quant["scales"][0] if len(quant["scales"]) else 0.0
+        zero = quant["zero_points"][0] if len(quant["zero_points"]) else 0
+        return dequantized(self.interpreter.get_output(0), scale, zero).reshape(-1)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         with self._lock:

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_fleet.device.micro import MEASURE_ARENA, MicroModel, is_micro
+from edge_fleet.device.micro import (
+    MEASURE_ARENA,
+    MicroModel,
+    dequantized,
+    is_micro,
+    quantized,
+)
 
 CLASSES_KEY = "edgeloop.classes"
 # A table model's inputs by kind: [{"kind": "categorical", "categories": 3},
@@ -91,17 +97,13 @@ class LiteRtModel:
     inputs = None
 
     def _one(self, row: np.ndarray) -> np.ndarray:
-        value = row.reshape(self.inp["shape"]).astype(np.float32)
         scale, zero = self.inp["quantization"]
-        if self.inp["dtype"] != np.float32 and scale:
-            value = np.clip(np.round(value / scale + zero), -128, 127)
-        self.interpreter.set_tensor(self.inp["index"], value.astype(self.inp["dtype"]))
+        value = quantized(row, self.inp["shape"], self.inp["dtype"], scale, zero)
+        self.interpreter.set_tensor(self.inp["index"], value)
         self.interpreter.invoke()
-        result = self.interpreter.get_tensor(self.out["index"]).astype(np.float32)
+        result = self.interpreter.get_tensor(self.out["index"])
         scale, zero = self.out["quantization"]
-        if self.out["dtype"] != np.float32 and scale:
-            result = (result - zero) * scale
-        return result[0]
+        return dequantized(result, scale, zero)[0]
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         with self._lock:
