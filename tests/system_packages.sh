@@ -4,19 +4,28 @@
 # by Playwright; no browser download) and libfaketime (the fleet key tests run the
 # fleet server with its clock moved months ahead); valgrind, whose CPU (AVX2, no
 # VNNI) runs int8 files as devices without VNNI do (tests/cpus.py); and wrk and hey,
-# the load generators of bench/serving_throughput.py. Installed with apt-get when
-# missing, nothing when present. Called by `make test` and `make bench-serving`.
+# the load generators of bench/serving_throughput.py; espeak-ng, which speaks the
+# keyword-spotting clips (components/data/speech.py). Installed with apt-get when
+# missing, nothing when present. Called by `make test` and `make bench-serving`;
+# with arguments (`make run DATA=kws`: espeak-ng), only those packages.
 set -euo pipefail
 
 need=()
-if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  need+=(postgresql)
+if [ $# -gt 0 ]; then
+  for package in "$@"; do
+    command -v "$package" >/dev/null || need+=("$package")
+  done
+else
+  if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    need+=(postgresql)
+  fi
+  command -v chromium >/dev/null || need+=(chromium)
+  ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(faketime)
+  command -v hey >/dev/null || need+=(hey)
+  command -v wrk >/dev/null || need+=(wrk)
+  command -v valgrind >/dev/null || need+=(valgrind)
+  command -v espeak-ng >/dev/null || need+=(espeak-ng)
 fi
-command -v chromium >/dev/null || need+=(chromium)
-ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(faketime)
-command -v hey >/dev/null || need+=(hey)
-command -v wrk >/dev/null || need+=(wrk)
-command -v valgrind >/dev/null || need+=(valgrind)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""

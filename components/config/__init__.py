@@ -9,8 +9,10 @@ from components.config.base import (
 )
 from components.config.data import (
     SKLEARN_DATASETS,
+    AudioContract,
     DataConfig,
     PathsConfig,
+    SpeechConfig,
     SplitConfig,
     ValidationConfig,
 )
@@ -48,7 +50,9 @@ from components.config.training import (
 
 __all__ = [
     "DEFAULT_PARAMS",
+    "AudioContract",
     "DataConfig",
+    "SpeechConfig",
     "DeviceProfile",
     "FeatureSpec",
     "FeaturesConfig",

@@ -33,11 +33,110 @@ class PathsConfig(Strict):
     sources: Path = Path("data/sources")
 
 
+class SpeechConfig(Strict):
+    """How `source: speech:espeak-ng` speaks its clips (components/data/speech.py):
+    every setting is part of the data version."""
+
+    # The keywords, each a class.
+    words: list[str] = Field(
+        default=["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"],
+        min_length=1,
+    )
+    # Other words, spoken for the "unknown" class.
+    unknown_words: list[str] = Field(
+        default=[
+            "bed",
+            "bird",
+            "cat",
+            "dog",
+            "happy",
+            "house",
+            "tree",
+            "wow",
+            "four",
+            "learn",
+            "follow",
+            "visual",
+        ],
+        min_length=1,
+    )
+    # espeak-ng voices (accents); each with each variant is one speaker.
+    voices: list[str] = Field(
+        default=[
+            "en-us",
+            "en-gb",
+            "en-gb-scotland",
+            "en-gb-x-rp",
+            "en-gb-x-gbclan",
+            "en-gb-x-gbcwmd",
+            "en-029",
+            "en-us-nyc",
+        ],
+        min_length=1,
+    )
+    # espeak-ng voice variants (`espeak-ng --voices=variant`).
+    variants: list[str] = Field(
+        default=[
+            "m1",
+            "m2",
+            "m3",
+            "m4",
+            "m5",
+            "m7",
+            "f1",
+            "f2",
+            "f3",
+            "f4",
+            "croak",
+            "klatt",
+        ],
+        min_length=1,
+    )
+    # Clips per class (each keyword, "unknown" and "silence").
+    clips_per_class: int = Field(250, ge=3)
+    # Pitch, 0-99, drawn per clip.
+    pitch: tuple[int, int] = (25, 75)
+    # Speaking rate in words per minute, drawn per clip.
+    speed: tuple[int, int] = (120, 200)
+    # The clip's peak level after mixing, as a share of full scale, drawn per clip.
+    gain: tuple[float, float] = (0.1, 0.9)
+    # Signal-to-noise ratio in dB, drawn per clip.
+    snr_db: tuple[float, float] = (5.0, 30.0)
+    # Background noises drawn from: white, pink, brown, hum, factory.
+    noise: list[str] = Field(default=["white", "pink", "brown", "hum"], min_length=1)
+    # Seed of every draw (a new seed, new clips).
+    seed: int = 7
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SpeechConfig:
+        for name in ("pitch", "speed", "gain", "snr_db"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"speech.{name} is [{low}, {high}]; need min<=max")
+        if not (0 <= self.pitch[0] and self.pitch[1] <= 99):
+            raise ValueError(
+                f"speech.pitch {list(self.pitch)}: expected within [0, 99]"
+            )
+        if not (0 < self.gain[0] and self.gain[1] <= 1):
+            raise ValueError(f"speech.gain {list(self.gain)}: expected within (0, 1]")
+        unknown = sorted(set(self.noise) - set(NOISES))
+        if unknown:
+            raise ValueError(f"speech.noise {unknown}: expected some of {list(NOISES)}")
+        both = sorted(set(self.words) & set(self.unknown_words))
+        if both:
+            raise ValueError(f"speech: {both} both a keyword and an unknown word")
+        return self
+
+
+NOISES = ("white", "pink", "brown", "hum", "factory")
+
+
 class DataConfig(Strict):
     # The data set's name (in the data card, runs and incoming folders).
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     source: str = Field(
-        description="sklearn:<digits|wine|breast_cancer|iris> or a .csv/.parquet path"
+        description="sklearn:<digits|wine|breast_cancer|iris>, speech:espeak-ng "
+        "(keyword clips spoken by `speech:`) or a .csv/.parquet path"
     )
     # The column that holds the label.
     label_column: str = "label"
@@ -49,6 +148,8 @@ class DataConfig(Strict):
     license: str = ""
     # What the data cannot stand for, for the data card.
     known_limitations: str = ""
+    # How a `speech:espeak-ng` source speaks its clips; null for other sources.
+    speech: SpeechConfig | None = None
 
     @model_validator(mode="after")
     def _source_kind(self) -> DataConfig:
@@ -59,14 +160,19 @@ class DataConfig(Strict):
                     f"unknown scikit-learn data set {src!r}; allowed: "
                     + ", ".join(f"sklearn:{n}" for n in SKLEARN_DATASETS)
                 )
+        elif src == SPEECH_SOURCE:
+            if self.speech is None:
+                raise ValueError(f"source {src!r} needs a `speech:` section")
         elif Path(src).suffix.lower() not in (".csv", ".parquet"):
             raise ValueError(
-                f"source {src!r} must be sklearn:<name> or a .csv/.parquet file"
+                f"source {src!r} must be sklearn:<name>, {SPEECH_SOURCE} or a "
+                ".csv/.parquet file"
             )
         return self
 
 
 SKLEARN_DATASETS = ("digits", "wine", "breast_cancer", "iris")
+SPEECH_SOURCE = "speech:espeak-ng"
 
 
 class SplitConfig(Strict):
@@ -76,6 +182,9 @@ class SplitConfig(Strict):
     test: float = Field(0.15, gt=0, lt=1)
     # Seed of the split.
     seed: int = 42
+    # A column whose rows go to one split together (a speaker, a patient): its value,
+    # not the row, is hashed, so no group is in two splits; null: each row alone.
+    group_column: str | None = None
 
     @model_validator(mode="after")
     def _leaves_training_rows(self) -> SplitConfig:
@@ -85,6 +194,21 @@ class SplitConfig(Strict):
                 "on; expected val + test < 0.9"
             )
         return self
+
+
+class AudioContract(Strict):
+    """What every clip of an audio data set must be."""
+
+    # Samples per second of every clip.
+    sample_rate: int = Field(16_000, gt=0)
+    # Length of every clip in seconds.
+    seconds: float = Field(1.0, gt=0)
+    # Share of a clip's samples at full scale allowed (more: the clip is clipped).
+    max_clipped_share: float = Field(0.001, ge=0, le=1)
+    # A clip quieter than this (RMS, dBFS) is silent.
+    silent_db: float = -60.0
+    # Share of clips of the batch allowed to be clipped or silent.
+    max_bad_share: float = Field(0.01, ge=0, lt=1)
 
 
 class ValidationConfig(Strict):
@@ -102,6 +226,9 @@ class ValidationConfig(Strict):
     max_duplicate_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     # Fewest rows a data version may have.
     min_rows: int = Field(100, ge=1)
+    # The clips behind audio rows (their sample_rate, seconds, clipped_share and
+    # level_db columns); null for data that is not audio.
+    audio: AudioContract | None = None
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> ValidationConfig:

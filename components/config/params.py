@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError, model_validator
 
 from components.config.base import Strict
 from components.config.data import (
+    SPEECH_SOURCE,
     DataConfig,
     PathsConfig,
     SplitConfig,
@@ -81,8 +82,8 @@ class Params(Strict):
         """A table source lives in `paths.sources`, a DVC dependency of prepare:
         outside it, an edited file would not be a new data version."""
         source = self.data.source
-        if source.startswith("sklearn:"):
-            return self
+        if source.startswith("sklearn:") or source == SPEECH_SOURCE:
+            return self  # made from packages and params, both versioned
         folder = Path(os.path.normpath(self.paths.sources))
         inside = Path(os.path.normpath(source)).parent
         if Path(source).is_absolute() or not (

@@ -129,8 +129,11 @@ class TrainConfig(Strict):
     # L2 penalty on the weights.
     weight_decay: float = Field(1e-4, ge=0)
     patience: int = Field(6, ge=1)
-    # Width of the hidden layer.
+    # Width of the hidden layer (dscnn: of every convolution).
     hidden_units: int = Field(64, ge=1)
+    # auto: a small CNN for images, an MLP for tables; dscnn: MLPerf Tiny's
+    # depthwise-separable CNN for keyword spotting (images such as 49 x 10 MFCCs).
+    network: Literal["auto", "dscnn"] = "auto"
     privacy: PrivacyConfig = PrivacyConfig()
     federated: FederatedConfig = FederatedConfig()
     search: SearchConfig = SearchConfig()
@@ -157,6 +160,11 @@ class TrainConfig(Strict):
             raise ValueError(
                 "privacy.enabled is for central training; for federated DP set "
                 "federated.dp: client_opacus or central_fixed_clipping"
+            )
+        if self.network == "dscnn" and (self.privacy.enabled or fed.dp != "none"):
+            raise ValueError(
+                "network: dscnn has batch normalization, which DP-SGD (Opacus) "
+                "refuses; use network: auto for private training"
             )
         if fed.enabled and self.search.enabled:
             raise ValueError("search.enabled is for central training, not federated")

@@ -14,7 +14,12 @@ import great_expectations as gx
 import pandas as pd
 from great_expectations import expectations as gxe
 
-from components.config import FeaturesConfig, FeatureSpec, ValidationConfig
+from components.config import (
+    AudioContract,
+    FeaturesConfig,
+    FeatureSpec,
+    ValidationConfig,
+)
 from components.data.dates import instants
 from components.data.features import FALSE, TRUE
 from components.data.split import ROW_KEY, SplitResult, row_keys
@@ -52,19 +57,54 @@ class ValidationOutcome:
         )
 
 
+AUDIO_COLUMNS = ("sample_rate", "seconds", "clipped_share", "level_db")
+GROUP = "_group"
+
+
+def audio_expectations(cfg: AudioContract) -> list[gxe.Expectation]:
+    """Every clip at the rate and length the model takes; at most `max_bad_share`
+    of them clipped or silent."""
+    mostly = 1.0 - cfg.max_bad_share
+    return [
+        gxe.ExpectColumnValuesToBeInSet(
+            column="sample_rate", value_set=[cfg.sample_rate]
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="seconds", min_value=cfg.seconds, max_value=cfg.seconds
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="clipped_share", max_value=cfg.max_clipped_share, mostly=mostly
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="level_db", min_value=cfg.silent_db, mostly=mostly
+        ),
+    ]
+
+
+def contract_columns(cfg: ValidationConfig, group: str | None) -> list[str]:
+    """The columns a batch carries besides features and label: the clips' audio
+    columns and the split's group column."""
+    extra = list(AUDIO_COLUMNS) if cfg.audio is not None else []
+    return extra + ([group] if group else [])
+
+
 def contract_expectations(
     cfg: ValidationConfig,
     features: list[str],
     label: str,
     kinds: FeaturesConfig = NO_FEATURES,
+    *,
+    group: str | None = None,
 ) -> list[gxe.Expectation]:
-    """Schema, ranges, nulls, label set, class balance, duplicates, size."""
+    """Schema, ranges, nulls, label set, class balance, duplicates, size; for
+    audio, the clips' rate, length, clipping and silence."""
     labels = list(cfg.labels)
     uniform = [1 / len(labels)] * len(labels)
     label_types = NUMERIC_TYPES if all(isinstance(v, int) for v in labels) else None
     exps: list[gxe.Expectation] = [
         gxe.ExpectTableColumnsToMatchSet(
-            column_set=[*features, label], exact_match=True
+            column_set=[*features, label, *contract_columns(cfg, group)],
+            exact_match=True,
         ),
         gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows),
         gxe.ExpectColumnValuesToBeInSet(column=label, value_set=labels),
@@ -83,6 +123,10 @@ def contract_expectations(
         exps.append(
             gxe.ExpectColumnValuesToBeInTypeList(column=label, type_list=label_types)
         )
+    if cfg.audio is not None:
+        exps += audio_expectations(cfg.audio)
+    if group:
+        exps.append(gxe.ExpectColumnValuesToNotBeNull(column=group))
     for col in features:
         exps += column_expectations(col, kinds.spec(col), cfg)
     # A column `features:` describes must be there: a renamed one was otherwise
@@ -133,10 +177,17 @@ def column_expectations(
 
 
 def leakage_expectations(
-    train_keys: list[int], val_keys: list[int]
+    train_keys: list[int], val_keys: list[int], train_groups: list[str] | None = None
 ) -> list[gxe.Expectation]:
-    """No val or test row may repeat a training row; no test row a validation row."""
+    """No val or test row may repeat a training row; no test row a validation row;
+    with a group column, no val or test group (speaker) may be in training."""
+    groups = (
+        [gxe.ExpectColumnValuesToNotBeInSet(column=GROUP, value_set=train_groups)]
+        if train_groups is not None
+        else []
+    )
     return [
+        *groups,
         gxe.ExpectColumnValuesToNotBeInSet(column=ROW_KEY, value_set=train_keys),
         gxe.ExpectColumnValuesToNotBeInSet(
             column=ROW_KEY,
@@ -241,11 +292,13 @@ def validate_batch(
     features: list[str],
     label: str,
     kinds: FeaturesConfig = NO_FEATURES,
+    *,
+    group: str | None = None,
 ) -> ValidationOutcome:
     return run_suite(
         dates_as_text(frame, kinds),
         "data_contract",
-        contract_expectations(cfg, features, label, kinds),
+        contract_expectations(cfg, features, label, kinds, group=group),
     )
 
 
@@ -272,18 +325,25 @@ def _iso_text(values: pd.Series) -> pd.Series:
     return text.where(~unread, "not a date: " + values.astype(str))
 
 
-def validate_split(split: SplitResult, features: list[str]) -> ValidationOutcome:
+def validate_split(
+    split: SplitResult, features: list[str], group: str | None = None
+) -> ValidationOutcome:
     train_keys = row_keys(split.train, features).tolist()
     val_keys = row_keys(split.val, features).tolist()
-    held_out = pd.concat(
-        [
-            pd.DataFrame({ROW_KEY: val_keys, "split": "val"}),
-            pd.DataFrame({ROW_KEY: row_keys(split.test, features), "split": "test"}),
-        ],
-        ignore_index=True,
-    )
+    parts = [
+        pd.DataFrame({ROW_KEY: val_keys, "split": "val"}),
+        pd.DataFrame({ROW_KEY: row_keys(split.test, features), "split": "test"}),
+    ]
+    train_groups = None
+    if group:
+        train_groups = sorted(split.train[group].astype(str).unique())
+        parts[0][GROUP] = split.val[group].astype(str).to_numpy()
+        parts[1][GROUP] = split.test[group].astype(str).to_numpy()
+    held_out = pd.concat(parts, ignore_index=True)
     return run_suite(
-        held_out, "split_leakage", leakage_expectations(train_keys, val_keys)
+        held_out,
+        "split_leakage",
+        leakage_expectations(train_keys, val_keys, train_groups),
     )
 
 

@@ -32,6 +32,22 @@ def row_keys(frame: pd.DataFrame, feature_columns: list[str]) -> pd.Series:
     )
 
 
+def split_keys(
+    frame: pd.DataFrame, cfg: SplitConfig, features: list[str]
+) -> np.ndarray:
+    """What decides a row's split: its features' hash, or with
+    `split.group_column` its group's (a speaker's clips go to one split)."""
+    if cfg.group_column is None:
+        return row_keys(frame, features).to_numpy()
+    if cfg.group_column not in frame.columns:
+        raise DataContractError(
+            f"split.group_column: column {cfg.group_column!r} not in the data; "
+            f"columns are {list(frame.columns)[:8]}"
+        )
+    groups = frame[cfg.group_column].astype(str).to_numpy(dtype=object)
+    return pd.util.hash_array(groups).astype("int64")
+
+
 def split_dataset(
     frame: pd.DataFrame,
     cfg: SplitConfig,
@@ -41,7 +57,8 @@ def split_dataset(
     """Each row's split drawn from a seeded hash of its features, so a row stays in
     its split when rows are added (the next data version's test rows are the old
     test rows plus new ones: a champion is never scored on rows it trained on),
-    and rows with equal features share a split (no leak). Shares are the
+    and rows with equal features share a split (no leak); with
+    `split.group_column`, every row of a group (a speaker) shares one. Shares are the
     configured ones in expectation, per class; a class that drew no row for val
     or test (or train) gets the row nearest to it from the split with the most."""
     features = features or [c for c in frame.columns if c != label]
@@ -51,7 +68,7 @@ def split_dataset(
             f"label {counts.idxmin()} has {counts.min()} row(s); a split into "
             "train, val and test needs at least 3 per class"
         )
-    keys = row_keys(frame, features).to_numpy()
+    keys = split_keys(frame, cfg, features)
     # pandas mixes a hash key into text only: each row's key as text, with the seed
     salted = pd.util.hash_array(
         keys.astype(str).astype(object), hash_key=_hash_key(cfg)

@@ -15,8 +15,10 @@ import pandas as pd
 from dvc_data.hashfile.hash import file_md5
 
 from components.config import Params
+from components.config.data import SPEECH_SOURCE
 from components.data.contract import (
     ValidationOutcome,
+    contract_columns,
     quarantine_batch,
     validate_batch,
     validate_split,
@@ -24,7 +26,12 @@ from components.data.contract import (
 )
 from components.data.datacard import build_card, write_card
 from components.data.prepare import SOURCE_INFO, raw_batch_path
-from components.data.sources import feature_columns, load_source, read_table
+from components.data.sources import (
+    feature_columns,
+    load_source,
+    mfcc_columns,
+    read_table,
+)
 from components.data.split import SplitResult, split_dataset
 from components.errors import DataContractError
 from components.stage import exit_with, run_stage, stage_parser
@@ -51,23 +58,33 @@ def expected_features(params: Params) -> list[str]:
     `features.drop`."""
     if params.validation.feature_columns is not None:
         return list(params.validation.feature_columns)
+    if params.data.source == SPEECH_SOURCE:  # what the front end computes
+        return mfcc_columns()
     source = load_source(params.data).frame
     columns = feature_columns(source, params.data.label_column)
-    return [c for c in columns if c not in params.features.drop]
+    meta = contract_columns(params.validation, params.split.group_column)
+    return [c for c in columns if c not in params.features.drop and c not in meta]
 
 
 def validate_and_split(
     frame: pd.DataFrame, params: Params, features: list[str]
 ) -> ValidationRun:
-    label = params.data.label_column
-    frame = frame.drop(columns=params.features.drop, errors="ignore")
+    label, group = params.data.label_column, params.split.group_column
+    meta = contract_columns(params.validation, group)
+    frame = frame.drop(
+        columns=[c for c in params.features.drop if c not in meta], errors="ignore"
+    )
     contract = validate_batch(
-        frame, params.validation, features, label, params.features
+        frame, params.validation, features, label, params.features, group=group
     )
     if not contract.success:
         return ValidationRun(outcomes=[contract], split=None)
     split = split_dataset(frame, params.split, label, features)
-    leakage = validate_split(split, features)
+    leakage = validate_split(split, features, group)
+    # The audio and group columns were checked; the model takes the features.
+    split = SplitResult(
+        *(part.drop(columns=meta) for part in (split.train, split.val, split.test))
+    )
     return ValidationRun(
         outcomes=[contract, leakage], split=split if leakage.success else None
     )

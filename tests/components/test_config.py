@@ -68,8 +68,41 @@ def test_unknown_sklearn_source_lists_the_allowed_ones():
 
 def test_source_file_must_be_csv_or_parquet():
     raw = default_params_dict(data={"source": "data/x.xlsx"})
-    with pytest.raises(ConfigError, match=r"must be sklearn:<name> or a .csv/.parquet"):
+    with pytest.raises(
+        ConfigError,
+        match=r"must be sklearn:<name>, speech:espeak-ng or a .csv/.parquet",
+    ):
         parse_params(raw)
+
+
+def test_a_speech_source_needs_its_speech_section():
+    raw = default_params_dict(data={"source": "speech:espeak-ng"})
+    with pytest.raises(
+        ConfigError, match=r"speech:espeak-ng' needs a `speech:` section"
+    ):
+        parse_params(raw)
+    raw = default_params_dict(
+        data={
+            "source": "speech:espeak-ng",
+            "speech": {"words": ["yes"], "noise": ["rain"]},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"speech.noise \['rain'\]: expected some of"):
+        parse_params(raw)
+
+
+def test_the_kws_preset_is_valid_params():
+    import yaml
+
+    from components.data.presets import merge
+    from tests.conftest import REPO
+
+    preset = yaml.safe_load((REPO / "data" / "presets" / "kws.yaml").read_text())
+    raw = default_params_dict()
+    merge(raw, preset)
+    params = parse_params(raw)
+    assert params.validation.labels[:2] == ["yes", "no"]  # quoted: not booleans
+    assert params.data.speech is not None and params.data.speech.words[6] == "on"
 
 
 def test_missing_required_section():
@@ -147,3 +180,22 @@ def test_the_params_model_defaults_are_params_yaml(default_params):
             if a.get(k) != b.get(k) and k not in DATA_DESCRIPTION
         ]
     assert not differ, differ
+
+
+def test_using_the_kws_preset_keeps_the_keywords_quoted(tmp_path):
+    from components.config import load_params
+    from components.data.presets import use_preset
+    from tests.conftest import REPO
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text((REPO / "params.yaml").read_text())
+    use_preset("kws", params_file)
+    params = load_params(params_file)
+    assert params.data.name == "kws" and params.train.network == "dscnn"
+    assert params.registry.gates.min_test_accuracy == 0.90
+    assert params.registry.gates.max_drop_vs_champion == 0.01  # the rest kept
+    assert "# Every tunable of the pipeline" in params_file.read_text()
+    with pytest.raises(
+        ConfigError, match="preset 'sound' does not exist; presets: kws"
+    ):
+        use_preset("sound", params_file)
