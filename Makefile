@@ -27,7 +27,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# DATA=kws: keyword spotting instead of the digits (its preset merged into
+# params.yaml, espeak-ng installed from Debian's packages when missing; `git checkout
+# params.yaml` goes back to the digits).
 run: $(STAMP)
+	$(if $(DATA),$(if $(filter kws,$(DATA)),bash tests/system_packages.sh espeak-ng &&) $(BIN)/edgeloop data use $(DATA))
 	$(BIN)/edgeloop up
 	$(BIN)/edgeloop run
 	$(BIN)/edgeloop loop

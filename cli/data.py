@@ -9,7 +9,9 @@ import typer
 
 from cli.console import ParamsOption, console
 
-data_app = typer.Typer(no_args_is_help=True, help="A user's own table.")
+data_app = typer.Typer(
+    no_args_is_help=True, help="A user's own table, or a built-in data set."
+)
 
 
 @data_app.command()
@@ -44,3 +46,17 @@ def describe(
         return
     out.write_text(text)
     console.print(f"proposal written to {out}: review it, then paste into params.yaml")
+
+
+@data_app.command()
+def use(
+    name: Annotated[str, typer.Argument(help="a preset in data/presets/ (kws)")],
+    params_file: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Switch the project to a built-in data set: merge its preset
+    (data/presets/NAME.yaml: `data:`, `split:`, `validation:`, `features:` whole,
+    the network and the gates key by key) into --params; the old file is kept as
+    .before-use. `kws`: keyword spotting on clips spoken by espeak-ng."""
+    from components.data.presets import use_preset
+
+    console.print(use_preset(name, params_file))

@@ -39,12 +39,14 @@ def _sliced(
     if in_idx is not None:
         weight = weight[:, in_idx]
     if isinstance(layer, nn.Conv2d):
+        groups = weight.shape[0] if _depthwise(layer) else 1
         new: nn.Module = nn.Conv2d(
-            weight.shape[1],
+            weight.shape[1] * groups,
             weight.shape[0],
             layer.kernel_size,
             layer.stride,
             layer.padding,
+            groups=groups,
         )
     else:
         new = nn.Linear(weight.shape[1], weight.shape[0])
@@ -53,15 +55,38 @@ def _sliced(
     return new
 
 
+def _depthwise(layer: nn.Module) -> bool:
+    return (
+        isinstance(layer, nn.Conv2d)
+        and layer.groups > 1
+        and (layer.groups == layer.in_channels == layer.out_channels)
+    )
+
+
+def _sliced_norm(norm: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
+    new = nn.BatchNorm2d(len(idx), eps=norm.eps, momentum=norm.momentum)
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(new, name).data.copy_(getattr(norm, name).detach()[idx])
+    return new
+
+
 def prune_structured(model: nn.Sequential, amount: float) -> nn.Sequential:
     """Remove `amount` of the output channels/units of every hidden conv and linear
-    layer (smallest L1 norm first) and the matching inputs of the layer after it."""
+    layer (smallest L1 norm first) and the matching inputs of the layer after it; a
+    depthwise convolution keeps the channels it is given, and a batch norm those of
+    the layer before it (the DS-CNN)."""
     original = list(model)
     layers = list(model)
     weighted = [i for i, m in enumerate(layers) if isinstance(m, WEIGHTED)]
     keep_in: torch.Tensor | None = None
     for pos, i in enumerate(weighted):
         layer = layers[i]
+        if _depthwise(layer):  # one filter per channel: it follows its input's cut
+            if keep_in is not None:
+                layers[i] = _sliced(layer, keep_in, None)
+                if isinstance(layers[i + 1], nn.BatchNorm2d):
+                    layers[i + 1] = _sliced_norm(layers[i + 1], keep_in)
+            continue
         is_last = pos == len(weighted) - 1
         keep_out = None if is_last else _keep(layer.weight, amount)
         in_idx = keep_in
@@ -75,6 +100,8 @@ def prune_structured(model: nn.Sequential, amount: float) -> nn.Sequential:
             block = layer.in_features // before.out_channels
             in_idx = (keep_in[:, None] * block + torch.arange(block)).flatten()
         layers[i] = _sliced(layer, keep_out, in_idx)
+        if keep_out is not None and isinstance(layers[i + 1], nn.BatchNorm2d):
+            layers[i + 1] = _sliced_norm(layers[i + 1], keep_out)
         keep_in = keep_out
     pruned = nn.Sequential(*layers)
     pruned.eval()

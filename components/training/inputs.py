@@ -47,4 +47,5 @@ def spec_for(params: Params, train_frame: pd.DataFrame) -> ModelSpec:
         image_shape=params.data.image_shape,
         backend=params.train.backend,
         encoding=encoding,
+        network=params.train.network,
     )

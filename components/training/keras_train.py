@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,9 @@ def build_keras(spec: ModelSpec, train_x: np.ndarray, seed: int = 0) -> keras.Mo
         train_x = table(np.asarray(train_x, np.float32)).numpy()
     mean, std = standardization_stats(train_x)
     x = layers.Normalization(mean=mean, variance=std**2, name="standardize")(x)
-    if spec.image_shape:
+    if spec.network == "dscnn":
+        x = _dscnn(x, spec, he, seeds)
+    elif spec.image_shape:
         h, w = spec.image_shape
         x = layers.Reshape((h, w, 1))(x)
         for filters in (16, 32):
@@ -78,6 +81,30 @@ def build_keras(spec: ModelSpec, train_x: np.ndarray, seed: int = 0) -> keras.Mo
         x
     )
     return keras.Model(inputs, outputs)
+
+
+def _dscnn(x: Any, spec: ModelSpec, he: Callable[[], Any], seeds: Iterator[int]) -> Any:
+    """MLPerf Tiny's DS-CNN (its keras_model.py), as the torch one
+    (components/training/model.py: dscnn_body)."""
+    if not spec.image_shape:
+        raise ValueError("train.network dscnn needs data.image_shape (e.g. [49, 10])")
+    h, w = spec.image_shape
+    c = spec.hidden_units
+    x = layers.Reshape((h, w, 1))(x)
+    x = layers.Conv2D(c, (10, 4), strides=2, padding="same", kernel_initializer=he())(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    x = layers.Dropout(0.2, seed=next(seeds))(x)
+    for _ in range(4):
+        x = layers.DepthwiseConv2D(3, padding="same", depthwise_initializer=he())(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.Conv2D(c, 1, kernel_initializer=he())(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+    x = layers.Dropout(0.4, seed=next(seeds))(x)
+    x = layers.AveragePooling2D(pool_size=(-(-h // 2), -(-w // 2)))(x)
+    return layers.Flatten()(x)
 
 
 def _batches(data: Arrays, batch_size: int, seed: int) -> tf.data.Dataset:

@@ -33,9 +33,13 @@ class ModelSpec:
     # The fitted `features:` section (components/data/features.py, as JSON); None:
     # every column numeric and gap-free, taken as it is.
     encoding: list[dict] | None = None
+    # train.network: auto (cnn for images, mlp for tables) or dscnn.
+    network: str = "auto"
 
     @property
     def kind(self) -> str:
+        if self.network == "dscnn":
+            return "dscnn"
         return "cnn" if self.image_shape else "mlp"
 
 
@@ -120,9 +124,51 @@ def standardization_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.maximum(std, floor).astype(np.float32)
 
 
+DSCNN_KERNEL, DSCNN_BLOCKS = (10, 4), 4
+
+
+def dscnn_body(spec: ModelSpec) -> list[nn.Module]:
+    """MLPerf Tiny's keyword-spotting DS-CNN (keras_model.py, after Zhang et al.
+    2017, "Hello Edge"): a 10 x 4 convolution with stride 2, four blocks of a 3 x 3
+    depthwise and a 1 x 1 pointwise convolution, each with batch normalization and
+    ReLU, then average pooling over what is left."""
+    if not spec.image_shape:
+        raise ValueError("train.network dscnn needs data.image_shape (e.g. [49, 10])")
+    h, w = spec.image_shape
+    c = spec.hidden_units
+    # TensorFlow's 'same' output (25 x 5 of 49 x 10) from symmetric padding, one
+    # more row than 'same' puts above: a Pad op of its own (asymmetric) did not
+    # survive onnx2tf's layout change.
+    pad = tuple(
+        -(-max((-(-n // 2) - 1) * 2 + k - n, 0) // 2)
+        for n, k in zip((h, w), DSCNN_KERNEL)
+    )
+    body: list[nn.Module] = [
+        nn.Unflatten(1, (1, h, w)),
+        nn.Conv2d(1, c, DSCNN_KERNEL, stride=2, padding=pad),
+        nn.BatchNorm2d(c),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+    ]
+    for _ in range(DSCNN_BLOCKS):
+        body += [
+            nn.Conv2d(c, c, 3, padding=1, groups=c),
+            nn.BatchNorm2d(c),
+            nn.ReLU(),
+            nn.Conv2d(c, c, 1),
+            nn.BatchNorm2d(c),
+            nn.ReLU(),
+        ]
+    # Average pooling over the whole map, as MLPerf Tiny's (25 x 5) pool: exported
+    # as GlobalAveragePool, which onnx2tf turns into TFLM's MEAN.
+    return [*body, nn.Dropout(0.4), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+
+
 def build_model(spec: ModelSpec) -> nn.Sequential:
     n_classes = len(spec.classes)
-    if spec.image_shape:
+    if spec.network == "dscnn":
+        body = dscnn_body(spec)
+    elif spec.image_shape:
         h, w = spec.image_shape
         body: list[nn.Module] = [
             nn.Unflatten(1, (1, h, w)),
