@@ -55,6 +55,7 @@ from evidently.presets import ClassificationPreset
 from sklearn.exceptions import UndefinedMetricWarning
 
 from components.config import MonitoringConfig
+from components.data import speech
 from components.data.features import ColumnEncoding, encode
 
 log = logging.getLogger("edgeloop.monitoring")
@@ -122,7 +123,9 @@ def device_frames(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reference and current frames of batch summaries (see the module doc); with
     the model's `encoding`, of the rows as the model (and so the device) takes
-    them: a category by its index; dates left out (`undated`)."""
+    them: a category by its index; dates left out (`undated`). A keyword
+    spotter's rows (the MFCC front end's columns) by their 12-number summaries, as
+    its devices report them (edge_fleet/device/audio.py `row_summaries`)."""
     features = [c for c in train.columns if c != label_column]
     classes = sorted(train[label_column].astype(str).unique())
     rng = np.random.default_rng(seed)
@@ -132,6 +135,10 @@ def device_frames(
         else train[features].to_numpy(np.float64)
     ).astype(np.float64)
     y = train[label_column].astype(str).to_numpy()
+    names = [f"f{i}" for i in range(len(features))]
+    if features == speech.feature_names():  # a keyword spotter's MFCC rows
+        # as its devices report them: each row in 12 numbers (audio.py)
+        x, names = speech.row_summaries(x), list(speech.SUMMARY_NAMES)
     rows, kinds = [], []
     for _ in range(reference_batches):
         pick = rng.integers(0, len(x), batch)
@@ -142,10 +149,10 @@ def device_frames(
         )
         if encoding:
             kinds.append(table_columns(x[pick], encoding))
-    n = len(features)
+    n = len(names)
     columns = (
-        [f"mean_f{i}" for i in range(n)]
-        + [f"std_f{i}" for i in range(n)]
+        [f"mean_{name}" for name in names]
+        + [f"std_{name}" for name in names]
         + [f"share_{k}" for k in classes]
     )
     reference = pd.DataFrame(rows, columns=columns)

@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
-from components.config import Params, load_params
+from components.config import Params, SpeechConfig, load_params
+from components.config.data import SPEECH_SOURCE
 from components.data.features import model_encoding, model_input
 from components.data.sources import feature_columns
 from components.errors import ServiceError
@@ -68,6 +69,7 @@ def stack_fleet(
         value_range=params.validation.feature_range,
         encoding=simulated_encoding(model_dir, params, test),
         boards=boards(params),
+        speech=spoken(params),
     )
 
 
@@ -253,3 +255,8 @@ def boards(params: Params) -> dict[str, Board]:
         for name, profile in params.optimize.profiles.items()
         if profile.runtime == "micro" and profile.max_arena_kb and profile.max_flash_kb
     }
+
+
+def spoken(params: Params) -> SpeechConfig | None:
+    """The clips' settings when the data set is spoken keywords (data.speech)."""
+    return params.data.speech if params.data.source == SPEECH_SOURCE else None

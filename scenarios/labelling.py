@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from components.config import Params
+from components.config.data import SPEECH_SOURCE
 from components.data.features import (
     MODEL_SPEC,
     ColumnEncoding,
@@ -21,7 +22,7 @@ from components.data.features import (
 from components.data.prepare import labelled_files, raw_batch_path
 from components.data.sources import read_table
 from components.errors import ServiceError
-from edge_fleet.sim.streams import labelled_rows
+from edge_fleet.sim.streams import labelled_clips, labelled_rows
 from monitoring.reference import ChampionData, reference_rows
 
 
@@ -40,6 +41,15 @@ def label_incoming(
     folder = project / params.incoming_dir() / target
     batches = len(list(folder.glob("labelled-*.parquet"))) if folder.exists() else 0
     seed = (zlib.crc32(target.encode()) + batches) % 2**31
+    if params.data.source == SPEECH_SOURCE and params.data.speech is not None:
+        frame = labelled_clips(
+            params.data.speech,
+            strength=strength,
+            rows=rows,
+            label_column=params.data.label_column,
+            seed=seed,
+        )
+        return _arrived(frame, folder, drift, seed)
     train = with_source_columns(project, params)
     frame = labelled_rows(
         train,
@@ -52,6 +62,10 @@ def label_incoming(
         encoding=simulated_encoding(project / params.paths.model, params, train),
         known=known_rows(project, params),
     )
+    return _arrived(frame, folder, drift, seed)
+
+
+def _arrived(frame: pd.DataFrame, folder: Path, drift: str, seed: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     path = folder / f"labelled-{drift}-{stamp}-{seed}.parquet"

@@ -36,6 +36,7 @@ from scenarios.fleet import (
     ensure_rollout,
     newest_report,
     reported_since,
+    spoken,
     stable_version,
     stack_fleet,
 )
@@ -355,7 +356,9 @@ def run_loop(
     if champion is None:
         raise ServiceError("no champion yet", hint="run `edgeloop run` first")
     name = params.registry.model_name
-    drift = drift_kind(drift, table=params.data.image_shape is None)
+    drift = drift_kind(
+        drift, table=params.data.image_shape is None, audio=spoken(params) is not None
+    )
     cohort = pick_cohort(
         project, params, cohort, champion_data(settings.tracking_uri, name)
     )

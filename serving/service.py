@@ -29,6 +29,7 @@ from bentoml.validators import ContentType
 from pydantic import BaseModel
 
 from components.config import load_params
+from components.data import speech
 from components.errors import ServiceError
 from serving.batcher import MicroBatcher
 from serving.model_source import AliasSource, LoadedModel
@@ -66,12 +67,19 @@ class Prediction(BaseModel):
     model_version: str
 
 
+class Heard(BaseModel):
+    keyword: int | str
+    confidence: float
+    probabilities: list[float]
+    model_version: str
+
+
 # The service's shape, read once when BentoML imports this module.
 SERVING = load_params(_params_path()).serving
 WORKERS = SERVING.workers or cores()  # serving.workers, or one per core
 install_timeout()  # BentoML's own leaves a live timer per request (serving/timeout.py)
 # Routes answered many times a second; BentoML's tracing skips them (below).
-HOT_ROUTES = ["/predict$"]
+HOT_ROUTES = ["/predict$", "/listen$"]
 # A switch of every worker gives up (all stay on the previous version) within this,
 # under the request timeout below: /refresh answers with its own error, not a 504.
 SWITCH_TIMEOUT_S = 20.0
@@ -193,6 +201,39 @@ class Predictor:
         for row, answer in zip(instances, answers, strict=True):
             self.log.offer(row, answer.label, max(answer.probabilities), model.version)
         return answers
+
+    @bentoml.api
+    async def listen(
+        self, clip: Annotated[Path, ContentType("audio/wav")], ctx: bentoml.Context
+    ) -> Annotated[Heard, ContentType("application/json")]:
+        """Spot the keyword in a clip: a WAV file (multipart field `clip`), 1 s of
+        16-bit mono PCM at 16 kHz, through the MFCC front end the model was trained
+        on (edge_fleet/device/audio.py, as the device agent computes it). Another
+        rate, length, width or channel count is refused with a 400 that names it;
+        nothing is resampled. A model of table rows refuses clips (400)."""
+        model = self.models.current()
+        if tuple(model.feature_columns) != tuple(speech.feature_names()):
+            raise InvalidArgument(
+                f"model {self.model_name} version {model.version} takes rows of "
+                f"{model.n_features} features, not audio clips: use /predict"
+            )
+        try:
+            samples = speech.read_wav(clip.read_bytes())
+        except speech.ClipError as exc:
+            raise InvalidArgument(f"clip: {exc}") from None
+        row = speech.mfcc_rows(samples)[0].tolist()
+        rows = model.contract.check([row])
+        probabilities = (await self.batcher.submit(model, rows))[0]
+        best = int(probabilities.argmax())
+        answer = Heard(
+            keyword=model.classes[best],
+            confidence=float(probabilities[best]),
+            probabilities=probabilities.tolist(),
+            model_version=model.version,
+        )
+        if SYNTHETIC_HEADER not in ctx.request.headers:
+            self.log.offer(row, answer.keyword, answer.confidence, model.version)
+        return answer
 
 
 Predictor.add_asgi_middleware(ServingBodyLimit)

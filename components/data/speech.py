@@ -26,6 +26,12 @@ from components.config import SpeechConfig
 from components.errors import ConfigError
 from edge_fleet.device import audio
 
+# The front end, for serving (which may not import the device agent itself).
+ClipError, read_wav, mfcc_rows = audio.ClipError, audio.read_wav, audio.mfcc_rows
+feature_names = audio.feature_names
+# What devices report per clip, and the monitor computes of the training rows.
+row_summaries, SUMMARY_NAMES = audio.row_summaries, audio.SUMMARY_NAMES
+
 SILENCE, UNKNOWN = "silence", "unknown"
 VOICE = "voice"
 AUDIO_COLUMNS = ("sample_rate", "seconds", "clipped_share", "level_db")
@@ -229,4 +235,20 @@ def description(cfg: SpeechConfig) -> str:
         f"{list(cfg.speed)} words/min, each word at a random offset in a 1 s, 16 kHz "
         f"clip over {'/'.join(cfg.noise)} noise at {list(cfg.snr_db)} dB SNR; as the "
         "MLPerf Tiny MFCC front end's 49 x 10 coefficients."
+    )
+
+
+def noisy_surroundings(
+    cfg: SpeechConfig, strength: float, clips_per_class: int, seed: int
+) -> SpeechConfig:
+    """A cohort whose surroundings got loud (the loop's drift on keyword spotting):
+    the same words and speakers over factory noise (hum, rumble, impacts) at a
+    signal-to-noise ratio drawn from [0, 12 / strength] dB (strength 3: 0-4 dB)."""
+    return cfg.model_copy(
+        update={
+            "noise": ["factory"],
+            "snr_db": (0.0, 12.0 / max(strength, 1e-3)),
+            "clips_per_class": max(3, clips_per_class),
+            "seed": seed,
+        }
     )

@@ -30,6 +30,7 @@ from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import TargetFile
 from tuf.ngclient import Updater
 
+from edge_fleet.device import audio
 from edge_fleet.device.benchmark import compare
 from edge_fleet.device.fetcher import ResumingFetcher
 from edge_fleet.device.files import commit_file
@@ -88,12 +89,16 @@ class Agent:
         http: httpx.Client,
         faults: Interference | None = None,
         runtimes: RuntimeCache | None = None,
+        front_end: str | None = None,
     ) -> None:
         self.server, self.id, self.home = server.rstrip("/"), identity, home
         self.factory_root, self.enroll_code, self.cfg = factory_root, enroll_code, cfg
         self.stream, self.http = stream, http
         self.faults: Interference = faults or NoInterference()
         self.runtimes = runtimes or RuntimeCache()
+        # "mfcc": the rows are a keyword spotter's (audio.py); its reports
+        # summarise each row in 12 numbers, not its 490 inputs.
+        self.front_end = front_end
         self.rng = random.Random(identity.device_id)
         home.mkdir(parents=True, exist_ok=True)
         self.state = load_state(home)
@@ -373,6 +378,12 @@ class Agent:
 
     # -- inference and telemetry ----------------------------------------------------
 
+    def _feature_stats(self, x: np.ndarray, runtime: object) -> dict:
+        if self.front_end == audio.SUMMARY and x.shape[1] == len(audio.feature_names()):
+            stats = feature_stats(audio.row_summaries(x))
+            return stats | {"summary": audio.SUMMARY}
+        return feature_stats(x, getattr(runtime, "inputs", None))
+
     def telemetry(self) -> dict | None:
         """A summary of the rows run since the last report (None: there were
         none: a device whose application asked nothing)."""
@@ -395,7 +406,7 @@ class Agent:
             "latency_ms_median": statistics.median(latencies),
             "latency_ms_p95": p95(latencies),
             **predictions(runtime.logits(x), runtime.classes),
-            "feature_stats": feature_stats(x, getattr(runtime, "inputs", None)),
+            "feature_stats": self._feature_stats(x, runtime),
         }
         if self.benchmark and self.benchmark["version"] == self.version:
             body["benchmark"] = self.benchmark

@@ -144,6 +144,23 @@ def write_wav(samples: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
     return out.getvalue()
 
 
+# What a device reports about the MFCC rows it ran instead of their 490 columns
+# (agent telemetry; the monitor summarises the training rows the same way): each
+# coefficient's mean over the clip's frames, how much the frames' energy (c0)
+# varies, and the noise floor, the quietest tenth of the frames' c0 below the
+# loudest (a clip is scaled to its peak: a noisy one has a high floor).
+SUMMARY = "mfcc"
+SUMMARY_NAMES = [*(f"c{k}_mean" for k in range(COEFFICIENTS)), "c0_spread", "floor"]
+
+
+def row_summaries(rows: np.ndarray) -> np.ndarray:
+    """(n, 490) MFCC rows -> (n, 12): SUMMARY_NAMES per row."""
+    frames = np.asarray(rows, dtype=np.float64).reshape(-1, FRAMES, COEFFICIENTS)
+    c0 = frames[:, :, 0]
+    floor = np.quantile(c0, 0.1, axis=1) - c0.max(axis=1)
+    return np.column_stack([frames.mean(axis=1), c0.std(axis=1), floor])
+
+
 @dataclass(frozen=True)
 class ClipSummary:
     """What a device reports about one clip instead of its 490 inputs: its level

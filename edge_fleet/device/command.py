@@ -113,6 +113,7 @@ def make_agent(cfg: AgentConfig, code: str | None = None) -> Agent:
         stream=stream,
         http=httpx.Client(timeout=30),
         runtimes=RuntimeCache(cfg.board),
+        front_end=cfg.front_end or None,
     )
 
 

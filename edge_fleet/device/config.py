@@ -18,6 +18,7 @@ from typing import Any
 from edge_fleet.device.micro import Board
 
 ENV_PREFIX = "EDGELOOP_AGENT_"
+FRONT_ENDS = ("", "mfcc")  # rows as they are, or a keyword spotter's clips
 
 
 class ConfigError(ValueError):
@@ -39,6 +40,15 @@ class AgentConfig:
     memory_mb: int = 0  # address-space limit for the agent (0: none)
     arena_kb: int = 0  # a board's TFLM tensor arena (0: not a board; room to measure)
     flash_kb: int = 0  # a board's flash for the model file (0: not checked)
+    # "mfcc": a keyword spotter's device (its application posts clips to /listen);
+    # reports summarise each clip's MFCCs in 12 numbers. "": rows as they are.
+    front_end: str = ""
+
+    def __post_init__(self) -> None:
+        if self.front_end not in FRONT_ENDS:
+            raise ConfigError(
+                f"front_end: expected one of {list(FRONT_ENDS)}, got {self.front_end!r}"
+            )
 
     @property
     def board(self) -> Board | None:

@@ -6,6 +6,9 @@ summarises, so on a real device the reports describe the device's own inputs.
     POST /predict  {"row": [0.0, 3.5, null, ...]}   (null: a gap the model fills)
       200 {"class": "3", "confidence": 0.97, "version": "2"}
       400 {"error": "..."}  503 while no model is installed
+    POST /listen   a WAV clip (1 s, 16 kHz, 16-bit mono) as the body, for a keyword
+      spotter: the MFCC front end the model was trained on (audio.py), then as
+      /predict; 400 naming another rate, length or format
     GET  /status   version, slots, last check-in, metadata age, health
 
 Standard library only (http.server): the agent's footprint stays small."""
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge_fleet.device import audio
 from edge_fleet.device.inputs import RecordedInputs
 from edge_fleet.device.seams import Polling
 from edge_fleet.device.slots import model_path
@@ -153,15 +157,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": f"{self.path}: not found (GET /status)"})
 
     def do_POST(self) -> None:
-        if self.path != "/predict":
-            self._send(404, {"error": f"{self.path}: not found (POST /predict)"})
+        if self.path not in ("/predict", "/listen"):
+            self._send(
+                404, {"error": f"{self.path}: not found (POST /predict or /listen)"}
+            )
             return
         length = self._declared_length()
         if length is None:
             self.close_connection = True
             return
         try:
-            body = json.loads(self.rfile.read(length) or b"null")
+            data = self.rfile.read(length)
+            if self.path == "/listen":  # a clip: audio.ClipError is a ValueError
+                row = audio.mfcc_rows(audio.read_wav(data))[0].tolist()
+                self._send(200, answer(self.server.agent, row))
+                return
+            body = json.loads(data or b"null")
             if not isinstance(body, dict) or "row" not in body:
                 raise ValueError('expected a JSON object {"row": [...]}')
             self._send(200, answer(self.server.agent, body["row"]))
@@ -211,5 +222,5 @@ class LocalServer(ThreadingHTTPServer):
     def start(self) -> LocalServer:
         threading.Thread(target=self.serve_forever, daemon=True).start()
         host, port = self.server_address[:2]
-        log.info("local inference on http://%s:%d/predict", host, port)
+        log.info("local inference on http://%s:%d/predict and /listen", host, port)
         return self

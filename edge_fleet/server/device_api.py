@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edge_fleet.db import Device, EnrollmentCode, Telemetry, aware, now
+from edge_fleet.device import audio
 from edge_fleet.server.checkin_limit import retry_after
 from edge_fleet.server.deps import (
     DB,
@@ -186,7 +187,19 @@ def check_report(
             f"{unknown[0][:40]!r}): expected its class labels or output positions",
         )
     width = batch.feature_stats.features
-    if features is not None and width != features:
+    if batch.feature_stats.summary == audio.SUMMARY:
+        if features is not None and features != len(audio.feature_names()):
+            raise mismatch(
+                "telemetry.feature_stats.summary",
+                f"mfcc: v{batch.version} takes {features} features, not MFCC clips",
+            )
+        if width != len(audio.SUMMARY_NAMES):
+            raise mismatch(
+                "telemetry.feature_stats",
+                f"{width} summary values: expected {len(audio.SUMMARY_NAMES)} per "
+                f"clip ({', '.join(audio.SUMMARY_NAMES)})",
+            )
+    elif features is not None and width != features:
         raise mismatch(
             "telemetry.feature_stats",
             f"{width} features: v{batch.version} takes {features}",

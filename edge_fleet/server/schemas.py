@@ -94,6 +94,9 @@ class FeatureStats(Finite):
     # gaps, and each categorical column's (by position) share of each category.
     missing: list[Share] | None = Field(None, max_length=MAX_FEATURES)
     shares: dict[str, list[Share]] | None = Field(None, max_length=MAX_FEATURES)
+    # "mfcc": a keyword spotter's rows, each summarised (edge_fleet/device/audio.py
+    # SUMMARY_NAMES), not its 490 inputs.
+    summary: Literal["mfcc"] | None = None
 
     @property
     def features(self) -> int:

@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from components.config import FleetConfig
+from components.config import FleetConfig, SpeechConfig
 from components.data.features import ColumnEncoding
+from edge_fleet.device import audio
 from edge_fleet.device.agent import Agent, Identity, RuntimeCache
 from edge_fleet.device.micro import Board
 from edge_fleet.device.polling import next_delay
@@ -61,14 +62,18 @@ def build_fleet(
     value_range: tuple[float, float] | None = None,
     encoding: Sequence[ColumnEncoding] = (),
     boards: dict[str, Board] | None = None,
+    speech: SpeechConfig | None = None,
 ) -> list[Agent]:
     """Devices with profiles drawn from `fleet.profile_mix` and cohorts in turn;
     their inputs stay within `value_range` (the sensor's, when given); with the
     model's `encoding` the inputs are a table's, and drift by column kind.
-    `boards`: what each micro profile's boards have (TFLM arena, flash)."""
+    `boards`: what each micro profile's boards have (TFLM arena, flash).
+    `speech`: the inputs are a keyword spotter's MFCC rows of clips spoken so
+    (data.speech): the devices report clip summaries, and drift is loud
+    surroundings."""
     boards = boards or {}
     rng = random.Random(spec.seed)
-    kind = drift_kind(spec.drift, table=bool(encoding))
+    kind = drift_kind(spec.drift, table=bool(encoding), audio=speech is not None)
     profiles, weights = zip(*cfg.profile_mix.items(), strict=True)
     agents = []
     for i in range(spec.devices):
@@ -92,6 +97,7 @@ def build_fleet(
                     strength=spec.drift_strength if drifting else 0.0,
                     value_range=value_range,
                     encoding=encoding,
+                    speech=speech,
                 ),
                 http=http,
                 faults=Faults(
@@ -99,6 +105,7 @@ def build_fleet(
                     broken_hardware=rng.random() < spec.faulty_share,
                 ),
                 runtimes=shared_runtimes(boards.get(identity.profile)),
+                front_end=audio.SUMMARY if speech is not None else None,
             )
         )
     return agents

@@ -6,6 +6,7 @@ a category's share of the rows, booleans flipped, dates moving on, and gaps."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_numeric_dtype
 
+from components.config import SpeechConfig
 from components.data.dates import instants
 from components.data.features import ColumnEncoding, encode
 from components.errors import ConfigError
@@ -26,20 +28,29 @@ IMAGE_DRIFTS = ("brightness", "noise", "rotation")
 # image name, taken on a table too.
 TABLE_DRIFTS = ("shift", "noise", "gaps")
 TABLE_NAMES = {"brightness": "shift"}
+# factory: a keyword spotter's surroundings get loud (speech.noisy_surroundings).
+AUDIO_DRIFTS = ("factory",)
 
 
-def drift_kind(kind: str, table: bool) -> str:
-    """The drift named by `--drift` on images or a table (`auto`: noise on
-    images, shift on a table); a name the data's kind has not is refused."""
+def drift_kind(kind: str, table: bool, *, audio: bool = False) -> str:
+    """The drift named by `--drift` on images, a table or clips (`auto`: noise on
+    images, shift on a table, factory on clips); a name the data's kind has not
+    is refused."""
     if kind == "auto":
-        return "shift" if table else "noise"
-    kinds = (*TABLE_DRIFTS, *TABLE_NAMES) if table else IMAGE_DRIFTS
+        return "factory" if audio else "shift" if table else "noise"
+    kinds = (
+        AUDIO_DRIFTS
+        if audio
+        else (*TABLE_DRIFTS, *TABLE_NAMES)
+        if table
+        else IMAGE_DRIFTS
+    )
     if kind not in kinds:
+        what = "clips" if audio else "a table" if table else "images"
         raise ConfigError(
-            f"--drift {kind!r}: expected auto or one of {', '.join(kinds)} on "
-            f"{'a table' if table else 'images'}"
+            f"--drift {kind!r}: expected auto or one of {', '.join(kinds)} on {what}"
         )
-    return TABLE_NAMES.get(kind, kind) if table else kind
+    return TABLE_NAMES.get(kind, kind) if table and not audio else kind
 
 
 @dataclass
@@ -53,6 +64,9 @@ class DataStream(RecordedInputs):
     strength: float = 0.0
     value_range: tuple[float, float] | None = None
     encoding: Sequence[ColumnEncoding] = ()
+    # A keyword spotter's clips (data.speech): `factory` drift draws its rows from
+    # clips spoken again over factory noise, not from the recorded ones.
+    speech: SpeechConfig | None = None
     spread: np.ndarray | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +75,11 @@ class DataStream(RecordedInputs):
             self.spread = np.nan_to_num(np.nanstd(self.x, axis=0), nan=1.0)
 
     def batch(self, n: int) -> np.ndarray:
+        if self.drift in AUDIO_DRIFTS and self.strength > 0:
+            if self.speech is None:
+                raise ValueError(f"drift {self.drift!r} is for clips (data.speech)")
+            noisy = noisy_rows(self.speech, self.strength)
+            return noisy[self.rng.integers(0, len(noisy), n)]
         rows = super().batch(n)
         if self.encoding:
             assert self.spread is not None
@@ -76,6 +95,38 @@ class DataStream(RecordedInputs):
         if self.value_range is not None:
             rows = np.clip(rows, *self.value_range)
         return rows
+
+
+def noisy_rows(cfg: SpeechConfig, strength: float) -> np.ndarray:
+    """MFCC rows of a cohort's clips in loud surroundings (one set per setting,
+    shared by the devices that draw from it; its seed apart from the labelling
+    team's)."""
+    return _noisy_rows(cfg.model_dump_json(), strength)
+
+
+@functools.cache
+def _noisy_rows(settings: str, strength: float) -> np.ndarray:
+    from components.data import speech  # espeak-ng: only when clips are spoken
+
+    cfg = SpeechConfig.model_validate_json(settings)
+    noisy = speech.noisy_surroundings(cfg, strength, NOISY_CLIPS, seed=cfg.seed + 1)
+    frame = speech.speech_frame(noisy)
+    return frame[speech.feature_names()].to_numpy(np.float32)
+
+
+NOISY_CLIPS = 40  # per class, the pool a drifting cohort's devices draw from
+
+
+def labelled_clips(
+    cfg: SpeechConfig, *, strength: float, rows: int, label_column: str, seed: int
+) -> pd.DataFrame:
+    """A labelling team's clips from a cohort in loud surroundings, as rows with
+    the source's columns (voice, label, the audio contract's, the MFCCs)."""
+    from components.data import speech
+
+    classes = len(speech.labels(cfg))
+    noisy = speech.noisy_surroundings(cfg, strength, -(-rows // classes), seed=seed)
+    return speech.speech_frame(noisy, label_column)
 
 
 def shift(
