@@ -48,6 +48,9 @@ class Part:
     # weighted by inferences; None once a part without them is merged in.
     missing: list[float] | None = None
     shares: dict[str, list[float]] | None = None
+    # "mfcc": the features are a keyword spotter's clip summaries (one version's
+    # reports all have them or none).
+    summary: str | None = None
 
     @classmethod
     def of_report(cls, t: Telemetry) -> Part:
@@ -90,6 +93,7 @@ class Part:
             list(stats["max"]),
             stats.get("missing"),
             stats.get("shares"),
+            stats.get("summary"),
         )
 
     def merge(self, other: Part) -> Part:
@@ -120,6 +124,7 @@ class Part:
                 if self.shares is not None and other.shares is not None
                 else None
             ),
+            self.summary if self.summary == other.summary else None,
         )
 
     def write(self, window: TelemetryWindow) -> None:
@@ -129,18 +134,22 @@ class Part:
         window.latency_ms_p95 = self.latency_p95
         window.confidence_mean = self.confidence_sum / self.inferences
         window.class_counts = self.class_counts
-        window.feature_stats = {
-            "mean": [round(m, 6) for m in self.mean],
-            "std": [
-                round(math.sqrt(max(q - m * m, 0.0)), 6)
-                for m, q in zip(self.mean, self.square, strict=True)
-            ],
-            "min": self.low,
-            "max": self.high,
-        } | (
-            {"missing": self.missing, "shares": self.shares}
-            if self.missing is not None and self.shares is not None
-            else {}
+        window.feature_stats = (
+            {
+                "mean": [round(m, 6) for m in self.mean],
+                "std": [
+                    round(math.sqrt(max(q - m * m, 0.0)), 6)
+                    for m, q in zip(self.mean, self.square, strict=True)
+                ],
+                "min": self.low,
+                "max": self.high,
+            }
+            | (
+                {"missing": self.missing, "shares": self.shares}
+                if self.missing is not None and self.shares is not None
+                else {}
+            )
+            | ({"summary": self.summary} if self.summary else {})
         )
 
 

@@ -296,7 +296,8 @@ class TelemetryView(FromRow):
     latency_ms_median: float
     confidence_mean: float
     class_counts: dict[str, int]
-    feature_stats: dict[str, list[float] | dict[str, list[float]]]
+    # what the report's FeatureStats held (a keyword spotter's: "summary": "mfcc")
+    feature_stats: dict[str, list[float] | dict[str, list[float]] | str]
     benchmark: dict | None = None  # the smoke test's, while the version runs
 
 
@@ -312,7 +313,7 @@ class TelemetryWindowView(FromRow):
     latency_ms_p95: float
     confidence_mean: float
     class_counts: dict[str, int]
-    feature_stats: dict[str, list[float] | dict[str, list[float]]]
+    feature_stats: dict[str, list[float] | dict[str, list[float]] | str]
 
 
 class RolloutRow(FromRow):
