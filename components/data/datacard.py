@@ -22,9 +22,15 @@ def build_card(
     raw_md5: str,
     *,
     kinds: FeaturesConfig | None = None,
+    group: str | None = None,
+    checked: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    """`group`: the split's group column (speakers held out whole: the card counts
+    them per split); `checked`: columns the contract checks but the model does not
+    take (a clip's sample rate, length, clipping and level)."""
     kinds = kinds or FeaturesConfig()
     dropped = set(kinds.drop) & set(frame.columns)
+    meta = [c for c in (*checked, *([group] if group else [])) if c in frame.columns]
 
     def dist(df: pd.DataFrame) -> dict[str, int]:
         counts = df[label].value_counts().sort_index()
@@ -37,7 +43,7 @@ def build_card(
         "license": info.get("license") or "not stated",
         "known_limitations": info.get("known_limitations") or "not stated",
         "rows": len(frame),
-        "features": len(frame.columns) - 1 - len(dropped),
+        "features": len(frame.columns) - 1 - len(dropped) - len(meta),
         "label_column": label,
         "class_distribution": dist(frame),
         "splits": {
@@ -48,8 +54,22 @@ def build_card(
                 ("test", split.test),
             )
         },
+        "split_by": group or "row",
+        "groups": (
+            {
+                name: int(frame.loc[part.index, group].nunique())
+                for name, part in (
+                    ("train", split.train),
+                    ("val", split.val),
+                    ("test", split.test),
+                )
+            }
+            if group
+            else None
+        ),
         "dvc_raw_md5": raw_md5,
-        "columns": columns_card(frame, split, label, kinds),
+        "columns": columns_card(frame.drop(columns=meta), split, label, kinds),
+        "checked_columns": meta,
         # labelled files from the data set's incoming folder in this version (paths
         # in the folder), and those set aside in quarantine (not this data set's)
         "incoming_files": list(info.get("incoming_files", [])),
@@ -96,6 +116,16 @@ def columns_card(
 def card_markdown(card: dict[str, Any]) -> str:
     classes = ", ".join(f"{k}: {v}" for k, v in card["class_distribution"].items())
     splits = ", ".join(f"{k} {v['rows']}" for k, v in card["splits"].items())
+    by = card.get("split_by", "row")
+    how = (
+        "each row's features"
+        if by == "row"
+        else f"each row's {by}; every {by} whole in one split"
+    )
+    if card.get("groups"):
+        counts = ", ".join(f"{k} {n}" for k, n in card["groups"].items())
+        splits += f" rows; {counts} {by}s"
+    columns = _shown_columns(card.get("columns", {}))
     return "\n".join(
         [
             f"# Data card: {card['name']}",
@@ -105,7 +135,15 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"- **Size**: {card['rows']} rows, {card['features']} features, label "
             f"`{card['label_column']}`",
             f"- **Class distribution**: {classes}",
-            f"- **Splits** (by a hash of each row's features): {splits}",
+            f"- **Splits** (by a hash of {how}): {splits}",
+            *(
+                [
+                    "- **Checked, not taken by the model**: "
+                    + ", ".join(f"`{c}`" for c in card["checked_columns"])
+                ]
+                if card.get("checked_columns")
+                else []
+            ),
             f"- **DVC md5 of the raw batch**: `{card['dvc_raw_md5']}`",
             f"- **Known limitations**: {card['known_limitations']}",
             "- **Labelled rows added from the incoming folder**: "
@@ -124,7 +162,7 @@ def card_markdown(card: dict[str, Any]) -> str:
                 f"| {name} | {c['kind']} | {c.get('missing', '')} | "
                 f"{c.get('missing_policy', '')} | "
                 f"{', '.join(c.get('categories', c.get('parts', [])))} |"
-                for name, c in card.get("columns", {}).items()
+                for name, c in columns.items()
             ),
             "",
             "## Description",
@@ -133,6 +171,30 @@ def card_markdown(card: dict[str, Any]) -> str:
             "",
         ]
     )
+
+
+def _shown_columns(columns: dict[str, dict]) -> dict[str, dict]:
+    """The columns' table, a run of plain numeric columns without gaps (a
+    spectrogram's 490) as one line: `first ... last (N columns)`."""
+    out: dict[str, dict] = {}
+    run: list[str] = []
+
+    def flush() -> None:
+        if len(run) > 8:
+            out[f"{run[0]} ... {run[-1]} ({len(run)} columns)"] = columns[run[0]]
+        else:
+            out.update({name: columns[name] for name in run})
+        run.clear()
+
+    plain = {"kind": "numeric", "missing": 0, "missing_policy": "refuse"}
+    for name, c in columns.items():
+        if c == plain:
+            run.append(name)
+            continue
+        flush()
+        out[name] = c
+    flush()
+    return out
 
 
 def write_card(card: dict[str, Any], folder: Path) -> None:

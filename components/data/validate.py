@@ -139,6 +139,10 @@ def _body(args: argparse.Namespace, params: Params) -> None:
         params.data.label_column,
         file_md5(raw),
         kinds=params.features,
+        group=params.split.group_column,
+        checked=tuple(
+            c for c in contract_columns(params.validation, None) if c in frame.columns
+        ),
     )
     write_prepared(run.split, card, out_dir)
     log.info(

@@ -213,3 +213,27 @@ def test_a_device_summary_is_fourteen_numbers_not_490(clips):
     assert len(loud.as_dict()) == 3 + 10
     assert loud.level_db == pytest.approx(quiet.level_db + 20, abs=0.01)
     assert loud.mfcc_means == pytest.approx(quiet.mfcc_means, abs=1e-3)  # peak-scaled
+
+
+def test_the_data_card_counts_speakers_per_split_and_names_what_it_checks(clips):
+    from components.data.datacard import build_card, card_markdown
+
+    rows = _rows(clips)
+    split = split_dataset(
+        rows, SplitConfig(group_column="voice", seed=1), "label", SOME
+    )
+    card = build_card(
+        {"name": "kws", "source": "speech:espeak-ng", "description": "spoken"},
+        rows,
+        split,
+        "label",
+        "md5",
+        group="voice",
+        checked=speech.AUDIO_COLUMNS,
+    )
+    assert card["features"] == 490 and card["split_by"] == "voice"
+    assert sum(card["groups"].values()) == rows.voice.nunique()  # none in two
+    text = card_markdown(card)
+    assert "every voice whole in one split" in text
+    assert "mfcc_00_0 ... mfcc_48_9 (490 columns)" in text
+    assert "`sample_rate`, `seconds`, `clipped_share`, `level_db`, `voice`" in text

@@ -75,7 +75,14 @@ def test_keywords_go_around_the_loop(tmp_path):
         listens_as_trained(settings.serving_url)
 
         loop = edgeloop(
-            "loop", "--devices", "8", "--max-s", "420", cwd=project, env=env, timeout=700
+            "loop",
+            "--devices",
+            "8",
+            "--max-s",
+            "420",
+            cwd=project,
+            env=env,
+            timeout=700,
         )
         report = loop.stdout
         assert loop.returncode == 0, report + loop.stderr
@@ -103,7 +110,9 @@ def test_keywords_go_around_the_loop(tmp_path):
 def listens_as_trained(url: str) -> None:
     """/listen answers a clip as /predict answers the row training computed of it
     (one front end); another rate or length is a 400 that names it."""
-    cfg = SpeechConfig(voices=["en-us-nyc"], variants=["m2"], clips_per_class=3, seed=11)
+    cfg = SpeechConfig(
+        voices=["en-us-nyc"], variants=["m2"], clips_per_class=3, seed=11
+    )
     utterances = speech.draw_utterances(cfg)[:6]
     clips = speech.render_all(utterances)
     rows = speech.clip_rows(clips, [u.label for u in utterances], ["v"] * len(clips))
