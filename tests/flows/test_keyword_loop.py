@@ -32,11 +32,12 @@ from tests.flows.test_own_table_loop import QUICK
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
-# The test's time only: fewer speakers and clips than the preset, fewer epochs.
+# The test's time only: fewer speakers and clips than the preset (40 speakers,
+# 1,440 clips), fewer epochs, and a gate such a model passes.
 SMALL = {
     "voices": ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029"],
-    "variants": ["m1", "m3", "f2", "f4"],
-    "clips_per_class": 40,
+    "variants": ["m1", "m3", "m7", "f1", "f2", "f4", "croak", "klatt"],
+    "clips_per_class": 120,
 }
 
 
@@ -54,10 +55,16 @@ def test_keywords_go_around_the_loop(tmp_path):
     params = yaml.load(project / "params.yaml")
     assert params["data"]["source"] == "speech:espeak-ng"
     params["data"]["speech"].update(SMALL)
-    params["train"].update({"epochs": 20, "patience": 20})
+    params["train"].update({"epochs": 30, "patience": 8})
+    params["registry"]["gates"]["min_test_accuracy"] = 0.75
     for section, values in QUICK.items():
         params[section].update(values)
     params["fleet"]["profile_mix"] = {"gateway": 0.5, "mcu": 0.5}
+    params["optimize"]["profiles"]["mcu"] = {  # the default board
+        "runtime": "micro",
+        "max_flash_kb": 768,
+        "max_arena_kb": 192,
+    }
     yaml.dump(params, project / "params.yaml")
     settings = Settings(
         state_dir=tmp_path / "state",
@@ -114,7 +121,10 @@ def listens_as_trained(url: str) -> None:
         voices=["en-us-nyc"], variants=["m2"], clips_per_class=3, seed=11
     )
     utterances = speech.draw_utterances(cfg)[:6]
-    clips = speech.render_all(utterances)
+    # As a WAV file holds them: 16-bit samples (training's rows of the same).
+    clips = np.stack(
+        [audio.read_wav(audio.write_wav(c)) for c in speech.render_all(utterances)]
+    )
     rows = speech.clip_rows(clips, [u.label for u in utterances], ["v"] * len(clips))
     for clip, row in zip(clips, rows[audio.feature_names()].to_numpy(), strict=True):
         wav = audio.write_wav(clip)
@@ -127,7 +137,7 @@ def listens_as_trained(url: str) -> None:
         ).json()
         assert heard.json()["keyword"] == predicted["label"]
         np.testing.assert_allclose(
-            heard.json()["probabilities"], predicted["probabilities"], atol=2e-3
+            heard.json()["probabilities"], predicted["probabilities"], atol=1e-6
         )
     slow = httpx.post(
         f"{url}/listen",
