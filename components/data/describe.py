@@ -314,7 +314,7 @@ def write_proposal(path: Path, label: str, params_file: Path) -> list[str]:
 
     from ruamel.yaml import YAML
 
-    from components.config import load_params
+    from components.data.presets import dump_checked
 
     text = propose(path, label)
     rt = YAML()  # round trip: comments and order kept
@@ -351,15 +351,7 @@ def write_proposal(path: Path, label: str, params_file: Path) -> list[str]:
         gates["min_test_accuracy"] = proposed["min_test_accuracy"]
         note = text.split(f"  # {GATE_NOTE}", 1)[1].splitlines()[0]
         gates.yaml_add_eol_comment(f"{GATE_NOTE}{note}", "min_test_accuracy")
-    backup = params_file.with_name(f"{params_file.name}.before-describe")
-    shutil.copyfile(params_file, backup)
-    with params_file.open("w") as out:
-        rt.dump(params, out)
-    try:
-        load_params(params_file)
-    except ConfigError:
-        shutil.copyfile(backup, params_file)
-        raise
+    backup = dump_checked(rt, params, params_file, ".before-describe")
     gate = (
         f", registry.gates.min_test_accuracy: {proposed['min_test_accuracy']}"
         if proposed

@@ -49,8 +49,6 @@ def use_preset(name: str, params_file: Path, folder: Path = PRESETS) -> str:
     params, or the file is put back."""
     from ruamel.yaml import YAML
 
-    from components.config import load_params
-
     source = folder / f"{name}.yaml"
     if not source.is_file():
         raise ConfigError(
@@ -62,7 +60,17 @@ def use_preset(name: str, params_file: Path, folder: Path = PRESETS) -> str:
     rt.width = 100
     params = rt.load(params_file.read_text())
     merge(params, rt.load(source.read_text()))
-    backup = params_file.with_name(f"{params_file.name}.before-use")
+    backup = dump_checked(rt, params, params_file, ".before-use")
+    return f"merged {source.name} into {params_file} (as it was: {backup})"
+
+
+def dump_checked(rt: Any, params: Any, params_file: Path, suffix: str) -> Path:
+    """Write `params` (a ruamel round-trip document) to `params_file`, the file as
+    it was kept beside it (`<name><suffix>`); what is written must load as params,
+    or the file is put back and the error raised. Returns the kept copy."""
+    from components.config import load_params
+
+    backup = params_file.with_name(f"{params_file.name}{suffix}")
     shutil.copyfile(params_file, backup)
     with params_file.open("w") as out:
         rt.dump(params, out)
@@ -71,4 +79,4 @@ def use_preset(name: str, params_file: Path, folder: Path = PRESETS) -> str:
     except ConfigError:
         shutil.copyfile(backup, params_file)
         raise
-    return f"merged {source.name} into {params_file} (as it was: {backup})"
+    return backup

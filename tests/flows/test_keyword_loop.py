@@ -9,8 +9,6 @@ accuracy on the cohort's delayed labels rises."""
 
 from __future__ import annotations
 
-import re
-
 import httpx
 import numpy as np
 import pytest
@@ -28,7 +26,7 @@ from stack.settings import Settings
 from tests.conftest import FAST_OPTIMIZE, default_params_dict, make_project
 from tests.flows.test_cli import edgeloop
 from tests.flows.test_loop import PORTS
-from tests.flows.test_own_table_loop import QUICK
+from tests.flows.test_own_table_loop import QUICK, closed_loop
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -81,27 +79,7 @@ def test_keywords_go_around_the_loop(tmp_path):
         assert v1.version == "1"
         listens_as_trained(settings.serving_url)
 
-        loop = edgeloop(
-            "loop",
-            "--devices",
-            "8",
-            "--max-s",
-            "420",
-            cwd=project,
-            env=env,
-            timeout=700,
-        )
-        report = loop.stdout
-        assert loop.returncode == 0, report + loop.stderr
-        assert "loop closed" in report and "factory 3 on cohort north" in report
-        before, after = (
-            float(x)
-            for x in re.search(
-                r"before v1 (\d\.\d+) on \d+ delayed labels; after v2 (\d\.\d+)",
-                report,
-            ).groups()
-        )
-        assert after > before, report
+        closed_loop(project, env, "factory 3 on cohort north")
         champion = client.get_model_version_by_alias("edgeloop-kws", "champion")
         assert champion.version == "2" and champion.tags[Tag.TRIGGER] == "drift"
         fleet = FleetAdmin(

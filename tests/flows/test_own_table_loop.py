@@ -79,29 +79,9 @@ def test_the_loop_closes_on_penguins_as_described(tmp_path):
         assert "git add dvc.lock" not in console and "onnxscript" not in console
         assert console.count("Running stage 'train'") == 1, console
         assert len(console.splitlines()) < 100, console
-        loop = edgeloop(
-            "loop",
-            "--devices",
-            "8",
-            "--max-s",
-            "420",
-            cwd=project,
-            env=env,
-            timeout=700,
-        )
-        report = loop.stdout
-        assert loop.returncode == 0, report + loop.stderr
-        assert "loop closed" in report and "shift 3 on cohort north" in report
         # The cohort's accuracy on its delayed labels (raw rows of the table,
-        # through each version's own encoding) rose with the retrained version.
-        before, after = (
-            float(x)
-            for x in re.search(
-                r"before v1 (\d\.\d+) on \d+ delayed labels; after v2 (\d\.\d+)",
-                report,
-            ).groups()
-        )
-        assert after > before, report
+        # through each version's own encoding) rises with the retrained version.
+        closed_loop(project, env, "shift 3 on cohort north")
 
         settings = Settings(
             state_dir=tmp_path / "state",
@@ -121,3 +101,23 @@ def test_the_loop_closes_on_penguins_as_described(tmp_path):
         assert {d["current_version"] for d in fleet.devices("north")} == {"2"}
     finally:
         edgeloop("down", cwd=project, env=env)
+
+
+def closed_loop(project, env: dict[str, str], drift: str) -> str:
+    """`edgeloop loop` on 8 devices: it closes, its report names `drift`, and the
+    cohort's accuracy on its delayed labels rose with v2. Returns the report."""
+    loop = edgeloop(
+        "loop", "--devices", "8", "--max-s", "420", cwd=project, env=env, timeout=700
+    )
+    report = loop.stdout
+    assert loop.returncode == 0, report + loop.stderr
+    assert "loop closed" in report and drift in report, report
+    before, after = (
+        float(x)
+        for x in re.search(
+            r"before v1 (\d\.\d+) on \d+ delayed labels; after v2 (\d\.\d+)",
+            report,
+        ).groups()
+    )
+    assert after > before, report
+    return report
