@@ -12,6 +12,7 @@ and the device agent compute the same way."""
 from __future__ import annotations
 
 import hashlib
+import math
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -36,7 +37,6 @@ SILENCE, UNKNOWN = "silence", "unknown"
 VOICE = "voice"
 AUDIO_COLUMNS = ("sample_rate", "seconds", "clipped_share", "level_db")
 ESPEAK = "espeak-ng"
-ESPEAK_RATE = 22_050  # espeak-ng's output rate
 
 
 def labels(cfg: SpeechConfig) -> list[str]:
@@ -114,9 +114,13 @@ def speak(word: str, voice: str, pitch: int, speed: int) -> np.ndarray:
             f"{done.stderr.decode(errors='replace').strip() or 'no audio'}"
         )
     # --stdout writes a streaming WAV header (its length field unset): the samples
-    # are what follows the 44-byte header, 16-bit mono at 22,050 Hz.
+    # are what follows the 44-byte header, 16-bit mono at the voice's rate (22,050
+    # Hz; an MBROLA voice's 16,000), read from the header.
+    rate = int.from_bytes(done.stdout[24:28], "little")
     pcm = np.frombuffer(done.stdout[44:], dtype="<i2").astype(np.float32) / 32768.0
-    speech = resample_poly(pcm, 320, 441).astype(np.float32)  # 22,050 -> 16,000 Hz
+    common = math.gcd(audio.SAMPLE_RATE, rate)
+    speech = resample_poly(pcm, audio.SAMPLE_RATE // common, rate // common)
+    speech = speech.astype(np.float32)
     loud = np.flatnonzero(np.abs(speech) > 0.01 * max(np.abs(speech).max(), 1e-9))
     return speech[loud[0] : loud[-1] + 1] if loud.size else speech
 
