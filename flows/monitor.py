@@ -9,16 +9,22 @@ automation matches to start retraining. Each target's outcome is a
 `stack.contracts.DriftOutcome`.
 
 The per-target checks run on the task runner the settings name (`flows/runners.py`),
-chosen when the flow runs, not when this module is imported."""
+chosen when the flow runs, not when this module is imported. Each costs
+milliseconds: the window's verdicts and the sequential test's new observations
+(monitoring/sequential.py) need no Evidently report; a target's snapshot (seconds)
+is stored when its status changes, when it triggers, and at least every
+`monitoring.snapshot_interval_s`."""
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from evidently.ui.workspace import Workspace
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger, task
@@ -30,7 +36,7 @@ from components.optimization.runtime import predicted_labels
 from edge_fleet.client import FleetAdmin
 from flows.adapters.registry import data_card
 from flows.runners import task_runner
-from monitoring import drift, trigger
+from monitoring import drift, sequential, trigger
 from monitoring.reference import (
     ChampionData,
     delayed_labels,
@@ -66,6 +72,8 @@ class Window:
     min_rows: int
     reference_from: str  # "training split" or the target's own labelled rows
     by_device: bool = False  # a cohort's reports, each device one vote
+    size: int = 100  # the window's configured rows (the e-value's observations)
+    version: str = "-"  # the champion the reference belongs to
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,10 @@ class References:
     train: pd.DataFrame
     champion: ChampionData | None
     encoding: tuple[ColumnEncoding, ...] = ()  # the trained model's (features:)
+
+    @property
+    def version(self) -> str:
+        return self.champion.version if self.champion else "-"
 
     def rows(self, target: str) -> tuple[pd.DataFrame, str]:
         own = reference_rows(self.project, self.params, target, self.champion)
@@ -109,7 +121,14 @@ def serving_window(project: Path, params: Params, refs: References) -> Window | 
         encoding=refs.encoding,
     )
     return Window(
-        "serving", reference, current, 1.0, params.monitoring.serving_min_rows, source
+        "serving",
+        reference,
+        current,
+        1.0,
+        params.monitoring.serving_min_rows,
+        source,
+        size=params.monitoring.serving_window_rows,
+        version=refs.version,
     )
 
 
@@ -142,36 +161,112 @@ def device_windows(fleet_url: str, params: Params, refs: References) -> list[Win
                 params.monitoring.device_min_reports,
                 source,
                 by_device=True,
+                size=params.monitoring.device_window_reports,
+                version=refs.version,
             )
         )
     return windows
 
 
+DEFAULT_PER_MONTH = 1e6  # observations a month, until two arrivals are measured
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One target's check: the window's verdicts (no snapshot yet) and its
+    sequential test after this pass's new observations."""
+
+    result: drift.DriftResult
+    evidence: sequential.Evidence
+    new: int  # observations taken at this pass
+    statistic: float  # the e-detector
+    needed: float  # its alarm level
+    evalue: float  # the window's betting wealth (for e-BH across targets)
+    seconds: float
+
+    @property
+    def alarm(self) -> bool:
+        return self.result.judged and self.statistic >= self.needed
+
+
 @task
-def check_window(window: Window, params: Params) -> drift.DriftResult:
-    """One target's drift check; the flow stores its snapshot (Evidently's local
-    workspace is not safe for concurrent writers, the checks run in parallel)."""
-    return drift.check(
+def check_window(
+    window: Window, params: Params, evidence: sequential.Evidence
+) -> Checked:
+    """One target's verdicts (milliseconds) and its sequential test, on the
+    observations that arrived since the last pass (each taken once, in order)."""
+    t0 = time.perf_counter()
+    cfg = params.monitoring
+    result = drift.check(
         window.target,
         window.reference,
         window.current,
-        params.monitoring,
+        cfg,
         threshold_scale=window.threshold_scale,
         min_rows=window.min_rows,
         by_device=window.by_device,
+        snapshot=False,
+    )
+    categorical = drift.categorical_columns(window.reference, window.current)
+    null = sequential.Null.of(window.reference, categorical)
+    key = f"v{window.version} {window.reference_from} {null.key}"
+    evidence = copy.deepcopy(evidence)
+    if evidence.reference != key:  # a new champion, reference or layout
+        evidence = sequential.Evidence(reference=key)
+    order, arrived = arrivals(window)
+    after = -np.inf if evidence.cursor is None else float(evidence.cursor)
+    new = np.flatnonzero(order > after)
+    new = new[np.argsort(order[new], kind="stable")]
+    if len(new):
+        sequential.observe(
+            evidence,
+            null,
+            window.current.iloc[new],
+            cfg,
+            scale=window.threshold_scale,
+            window=window.size,
+        )
+        evidence.cursor = repr(float(order[new[-1]]))
+        times = arrived[new][np.isfinite(arrived[new])]
+        if len(times):
+            evidence.first_at = evidence.first_at or float(times.min())
+            evidence.last_at = float(times.max())
+    return Checked(
+        result,
+        evidence,
+        len(new),
+        evidence.statistic,
+        sequential.threshold(evidence, cfg, DEFAULT_PER_MONTH),
+        evidence.evalue(),
+        time.perf_counter() - t0,
     )
 
 
-def stored(window: Window, result: drift.DriftResult, workspace: Workspace) -> dict:
-    """The check's summary, its snapshot saved in the target's project."""
-    snapshot_id = None
-    if result.snapshot is not None:
-        snapshot_id = save(workspace, window.target, result.snapshot)
-    return result.summary() | {
-        "snapshot_id": snapshot_id,
-        "judged": result.snapshot is not None,
-        "reference": window.reference_from,
-    }
+def arrivals(window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's place in the order of arrival (a report's id; a logged row's
+    time) and its arrival time (NaN unknown)."""
+    index = window.current.index
+    if window.by_device:
+        return (
+            index.get_level_values(drift.REPORT).to_numpy(np.float64),
+            index.get_level_values(drift.ARRIVED).to_numpy(np.float64),
+        )
+    order = index.to_numpy(np.float64)
+    return order, order if index.name == drift.ARRIVED else np.full(len(order), np.nan)
+
+
+@task
+def snapshot_window(window: Window, params: Params, version: str) -> object:
+    """The window's Evidently report for its dashboard."""
+    return drift.evidently_snapshot(
+        window.target,
+        window.reference,
+        window.current,
+        drift.categorical_columns(window.reference, window.current),
+        params.monitoring,
+        threshold_scale=window.threshold_scale,
+        metadata={"version": version},
+    )
 
 
 @task
@@ -243,11 +338,20 @@ def monitor(
         windows.append(serving)
     if fleet_url is not None:
         windows += device_windows(fleet_url, params, refs)
+    store = trigger.StateStore(Path(state_file))
+    states = store.load()
     # Every target's checks at once, on the task runner the settings name (threads
-    # or Dask); their snapshots are stored here, one at a time.
+    # or Dask); the decisions across targets, then the snapshots they call for.
     with task_runner(get_settings()) as runner:
-        checks = [
-            runner.submit(check_window, {"window": w, "params": params})
+        futures = [
+            runner.submit(
+                check_window,
+                {
+                    "window": w,
+                    "params": params,
+                    "evidence": states.get(w.target, trigger.TargetState()).evidence,
+                },
+            )
             for w in windows
         ]
         accuracy = {}
@@ -263,39 +367,147 @@ def monitor(
                         "tracking_uri": tracking_uri,
                     },
                 )
-        results = [check.result() for check in checks]
+        checks = [f.result() for f in futures]
+        judged = judge(windows, checks, states, params, trigger.now())
+        due = {
+            w.target: runner.submit(
+                snapshot_window,
+                {"window": w, "params": params, "version": refs.version},
+            )
+            for w, j in zip(windows, judged, strict=True)
+            if j.snapshot_due
+        }
+        snapshots = {t: f.result() for t, f in due.items()}
         performances = {t: f.result() for t, f in accuracy.items()}
-    return decide_and_store(
+    outcomes = store_outcomes(
         windows,
-        results,
+        judged,
+        snapshots,
         performances,
-        params=params,
         workspace_dir=Path(workspace_dir),
-        state_file=Path(state_file),
+    )
+    store.save(states)
+    return outcomes
+
+
+@dataclass
+class Judged:
+    """One target's decision at this pass, before anything is stored."""
+
+    check: Checked
+    summary: dict
+    decision: trigger.Decision
+    status: str
+    snapshot_due: bool
+
+
+def judge(
+    windows: list[Window],
+    checks: list[Checked],
+    states: dict[str, trigger.TargetState],
+    params: Params,
+    now: float,
+) -> list[Judged]:
+    """The targets flagged at this pass (each past its e-detector's alarm level,
+    and together an e-BH set at `monitoring.false_alarm_level`; a cohort only with
+    `monitoring.min_devices` devices whose own reports drift), each one's
+    trigger decision, and which get a dashboard snapshot (a new status, a
+    trigger, or `monitoring.snapshot_interval_s` since the last)."""
+    cfg = params.monitoring
+    evalues = {
+        w.target: (c.evalue if c.alarm else 0.0)
+        for w, c in zip(windows, checks, strict=True)
+        if c.result.judged
+    }
+    chosen = sequential.ebh(evalues, cfg.false_alarm_level)
+    out = []
+    for window, check in zip(windows, checks, strict=True):
+        state = states.setdefault(window.target, trigger.TargetState())
+        state.evidence = check.evidence
+        result = check.result
+        flagged, why = verdict(window, check, chosen, len(evalues), cfg)
+        summary = result.summary() | {
+            "judged": result.judged,
+            "flagged": flagged,
+            "why": why,
+            "reference": window.reference_from,
+            "evidence": check.statistic,
+            "evidence_needed": check.needed,
+            "new_observations": check.new,
+            "check_s": round(check.seconds, 4),
+        }
+        decision = trigger.decide(state, summary, cfg, now)
+        status = (
+            "flagged"
+            if flagged
+            else "alarm"
+            if check.alarm
+            else "drifted window"
+            if result.drifted
+            else "quiet"
+            if result.judged
+            else "not judged"
+        )
+        due = result.judged and (
+            decision.trigger
+            or status != state.snapshot_status
+            or state.snapshot_at is None
+            or now - state.snapshot_at >= cfg.snapshot_interval_s
+        )
+        if due:
+            state.snapshot_at, state.snapshot_status = now, status
+        out.append(Judged(check, summary, decision, status, due))
+    return out
+
+
+def verdict(
+    window: Window,
+    check: Checked,
+    chosen: set[str],
+    judged: int,
+    cfg,
+) -> tuple[bool, str]:
+    """Whether the target is flagged at this pass, and why, in words."""
+    evidence = sequential.describe(check.statistic, check.needed)
+    if not check.alarm:
+        return False, f"no drift: {evidence}"
+    if window.target not in chosen:
+        return False, (
+            f"{evidence} reached, but not among the targets flagged at a false "
+            f"discovery rate of {cfg.false_alarm_level} ({judged} judged)"
+        )
+    result = check.result
+    if window.by_device and (result.devices_drifted or 0) < cfg.min_devices:
+        return False, (
+            f"{evidence} reached, but {result.devices_drifted} of {result.devices} "
+            f"devices' own reports drift (at least {cfg.min_devices} must)"
+        )
+    return True, (
+        f"drift: {evidence} reached (at most {cfg.false_alarm_level} false alarms "
+        f"a month), flagged among {judged} targets"
     )
 
 
-def decide_and_store(
+def store_outcomes(
     windows: list[Window],
-    results: list[drift.DriftResult],
+    judged: list[Judged],
+    snapshots: dict[str, object],
     performances: dict[str, drift.PerformanceResult],
     *,
-    params: Params,
     workspace_dir: Path,
-    state_file: Path,
 ) -> list[DriftOutcome]:
-    """Each target's snapshots stored, the trigger's decision (and the event when it
-    fires), the trigger's state saved."""
+    """Each target's snapshots stored, its outcome, and the event when it
+    triggers."""
     log = get_run_logger()
     workspace = open_workspace(workspace_dir)
-    store = trigger.StateStore(state_file)
-    states = store.load()
     outcomes = []
-    for window, result in zip(windows, results, strict=True):
-        summary = stored(window, result, workspace)
-        state = states.setdefault(window.target, trigger.TargetState())
-        decision = trigger.decide(state, summary, params.monitoring, trigger.now())
-        summary |= {"trigger": decision.trigger, "decision": decision.reason}
+    for window, j in zip(windows, judged, strict=True):
+        summary = dict(j.summary)
+        snapshot = snapshots.get(window.target)
+        summary["snapshot_id"] = (
+            save(workspace, window.target, snapshot) if snapshot is not None else None
+        )
+        summary |= {"trigger": j.decision.trigger, "decision": j.decision.reason}
         performance = performances.get(window.target)
         if performance is not None:
             summary |= performance.summary() | {
@@ -303,11 +515,13 @@ def decide_and_store(
                     workspace, window.target, performance.snapshot
                 )
             }
-        if decision.trigger:
+        if j.decision.trigger:
             summary["event_id"] = emit_drift_event(summary)
         log.info("drift %s: %s", window.target, summary)
-        outcomes.append(DriftOutcome(**summary))
-    store.save(states)
+        known = set(DriftOutcome.__dataclass_fields__)
+        outcomes.append(
+            DriftOutcome(**{k: v for k, v in summary.items() if k in known})
+        )
     return outcomes
 
 

@@ -17,6 +17,13 @@ window size as p-value tests do), the predicted class with Jensen-Shannon distan
 and the window drifts when the drifted share reaches `monitoring.drift_share`
 (Evidently's `DriftedColumnsCount`).
 
+The verdicts are computed here, vectorised over the window's columns with the same
+statistics Evidently computes (`window_drift`: equal to its `ValueDrift` and
+`DriftedColumnsCount` results, a test checks), in milliseconds; the Evidently
+report, whose per-column widgets cost seconds, is built only when the dashboard
+gets a snapshot (`check(..., snapshot=True)`; the monitor asks for one when a
+target's status changes or `monitoring.snapshot_interval_s` has passed).
+
 The report holds what `DataDriftPreset` generates (`DriftedColumnsCount` and one
 `ValueDrift` per column, with their tests and widgets) but not the preset itself:
 its summary table recomputes every column's drift a second time with Evidently's
@@ -61,7 +68,11 @@ from components.data.features import ColumnEncoding, encode
 log = logging.getLogger("edgeloop.monitoring")
 
 PREDICTION = "prediction"
-DEVICE = "device_id"  # the index of a device window's frame
+# A window's rows are indexed by arrival: a device window's by its device, the
+# report's id and its arrival time; a serving window's by the row's logged time.
+DEVICE = "device_id"
+REPORT = "report"
+ARRIVED = "arrived"
 
 
 @dataclass(frozen=True)
@@ -72,10 +83,12 @@ class DriftResult:
     drifted_columns: list[str]
     columns: int
     drifted: bool  # the window as a whole (share >= monitoring.drift_share)
-    snapshot: Snapshot | None  # None when the window was too small to judge
+    # None when the window was too small to judge, or no snapshot was asked for
+    snapshot: Snapshot | None
     # Device windows: the devices in it, and those whose own reports drift.
     devices: int | None = None
     devices_drifted: int | None = None
+    judged: bool = True  # False: too small a window (or too few devices)
 
     def summary(self) -> dict:
         votes = {}
@@ -108,6 +121,12 @@ def serving_frames(
     recent = log.sort_values("ts").tail(window) if "ts" in log else log.tail(window)
     current = recent[[f"f{i}" for i in range(len(features))]].reset_index(drop=True)
     current[PREDICTION] = recent["label"].astype(str).to_numpy()
+    order = (
+        recent["ts"].to_numpy(np.float64)
+        if "ts" in recent
+        else np.arange(len(recent), dtype=np.float64)
+    )
+    current.index = pd.Index(order, name=ARRIVED)
     return undated(reference, encoding), undated(current, encoding)
 
 
@@ -165,8 +184,16 @@ def device_frames(
             for r in kept
         ],
         columns=columns,
-        # the device that sent each report: each is one vote (`check`)
-        index=pd.Index([str(r.get("device_id", "")) for r in kept], name=DEVICE),
+        # the device that sent each report (each is one vote: `check`), the
+        # report's id and arrival (the sequential test takes them in order)
+        index=pd.MultiIndex.from_arrays(
+            [
+                [str(r.get("device_id", "")) for r in kept],
+                [int(r.get("id", len(kept) - i)) for i, r in enumerate(kept)],
+                [_arrival(r) for r in kept],
+            ],
+            names=[DEVICE, REPORT, ARRIVED],
+        ),
     )
     reported = [reported_table_columns(r["feature_stats"], encoding) for r in kept]
     if encoding and kept and all(r is not None for r in reported):
@@ -182,6 +209,14 @@ def device_frames(
         extra = pd.DataFrame(reported, index=current.index)
         current = current.drop(columns=categorical).join(extra)
     return undated(reference, encoding), undated(current, encoding)
+
+
+def _arrival(report: dict) -> float:
+    """When the fleet server received the report (epoch seconds); NaN unknown."""
+    received = report.get("received_at")
+    if received is None:
+        return float("nan")
+    return pd.Timestamp(received).timestamp()
 
 
 def table_columns(
@@ -278,6 +313,7 @@ def check(
     threshold_scale: float = 1.0,
     min_rows: int | None = None,
     by_device: bool = False,
+    snapshot: bool = True,
 ) -> DriftResult:
     """Drift of each column and of the window (module doc); too small a window is
     no verdict.
@@ -285,20 +321,79 @@ def check(
     the smallest window judged (default `monitoring.serving_min_rows`);
     `by_device`: the rows are reports indexed by device (`device_frames`), and
     the window drifts only when at least `monitoring.min_devices` devices' own
-    reports drift too: a device is one vote, however many reports it sends."""
-    devices = int(current.index.nunique()) if by_device else None
+    reports drift too: a device is one vote, however many reports it sends;
+    `snapshot`: also run the Evidently report for the dashboard (seconds; the
+    verdicts are the same without it)."""
+    devices = int(current.index.get_level_values(0).nunique()) if by_device else None
     if len(current) < (cfg.serving_min_rows if min_rows is None else min_rows) or (
         devices is not None and devices < cfg.min_devices
     ):
-        return DriftResult(target, len(current), 0.0, [], 0, False, None, devices, 0)
-    # The predicted class, and a user's text or yes/no columns (`features:`),
-    # are compared as categories: Jensen-Shannon distance of their shares.
-    categorical = [
+        return DriftResult(
+            target, len(current), 0.0, [], 0, False, None, devices, 0, judged=False
+        )
+    categorical = categorical_columns(reference, current)
+    share, drifted, window_drifted = window_drift(
+        reference, current, categorical, cfg, threshold_scale
+    )
+    voted = None
+    if devices is not None:
+        voted = drifting_devices(reference, current, cfg, threshold_scale)
+        if window_drifted and voted < cfg.min_devices:
+            log.info(
+                "%s: the window drifts but %d of %d devices do (at least %d must)",
+                target,
+                voted,
+                devices,
+                cfg.min_devices,
+            )
+            window_drifted = False
+    report = None
+    if snapshot:
+        report = evidently_snapshot(
+            target,
+            reference,
+            current,
+            categorical,
+            cfg,
+            threshold_scale=threshold_scale,
+            metadata=metadata,
+        )
+    return DriftResult(
+        target,
+        len(current),
+        share,
+        drifted,
+        len(current.columns),
+        window_drifted,
+        report,
+        devices,
+        voted,
+    )
+
+
+def categorical_columns(reference: pd.DataFrame, current: pd.DataFrame) -> list[str]:
+    """The predicted class, and a user's text or yes/no columns (`features:`):
+    compared as categories (Jensen-Shannon distance of their shares)."""
+    return [
         c
         for c in current.columns
         if c == PREDICTION
         or (c in reference and not pd.api.types.is_numeric_dtype(reference[c]))
     ]
+
+
+def evidently_snapshot(
+    target: str,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    categorical: list[str],
+    cfg: MonitoringConfig,
+    *,
+    threshold_scale: float,
+    metadata: dict[str, str] | None,
+) -> Snapshot:
+    """The window's Evidently report for the dashboard: each column's drift (the
+    same statistics as `window_drift`), data quality and the prediction shares."""
     numerical = [c for c in current.columns if c not in categorical]
     definition = DataDefinition(
         numerical_columns=numerical, categorical_columns=categorical
@@ -313,36 +408,89 @@ def check(
         include_tests=True,
     )
     with np.errstate(divide="ignore", invalid="ignore"):
-        snapshot = report.run(
+        return report.run(
             Dataset.from_pandas(
                 current.reset_index(drop=True), data_definition=definition
             ),
             Dataset.from_pandas(reference, data_definition=definition),
         )
-    share, drifted, window_drifted = _read(snapshot)
-    voted = None
-    if devices is not None:
-        voted = drifting_devices(reference, current, cfg, threshold_scale)
-        if window_drifted and voted < cfg.min_devices:
-            log.info(
-                "%s: the window drifts but %d of %d devices do (at least %d must)",
-                target,
-                voted,
-                devices,
-                cfg.min_devices,
-            )
-            window_drifted = False
-    return DriftResult(
-        target,
-        len(current),
-        share,
-        drifted,
-        len(current.columns),
-        window_drifted,
-        snapshot,
-        devices,
-        voted,
+
+
+def column_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    categorical: Sequence[str],
+    cfg: MonitoringConfig,
+    threshold_scale: float = 1.0,
+) -> pd.DataFrame:
+    """Each column's drift score and verdict as Evidently's `ValueDrift` computes
+    them: numerical columns by `monitoring.num_method` at its threshold times
+    `threshold_scale` (the normed Wasserstein distance vectorised over all
+    columns at once when it is the method and no value is missing; any other
+    method or column through Evidently's own stat test), categorical ones by
+    Jensen-Shannon distance at `monitoring.num_threshold`."""
+    numerical = [c for c in current.columns if c not in categorical]
+    threshold = cfg.num_threshold * threshold_scale
+    out = pd.DataFrame(
+        {"score": np.nan, "drifted": False}, index=pd.Index(list(current.columns))
     )
+    ref = reference[numerical].to_numpy(np.float64)
+    cur = current[numerical].to_numpy(np.float64)
+    fast = np.isfinite(ref).all(axis=0) & np.isfinite(cur).all(axis=0)
+    fast &= cfg.num_method == "wasserstein" and len(ref) > 0 and len(cur) > 0
+    if fast.any():
+        norm = np.maximum(ref[:, fast].std(axis=0), 0.001)
+        columns = [c for c, ok in zip(numerical, fast, strict=True) if ok]
+        scores = wasserstein_columns(ref[:, fast], cur[:, fast]) / norm
+        out.loc[columns, "score"] = scores
+        out.loc[columns, "drifted"] = scores >= threshold
+    rest = [
+        (c, "num", cfg.num_method, threshold)
+        for c, ok in zip(numerical, fast, strict=True)
+        if not ok
+    ]
+    rest += [(c, "cat", "jensenshannon", cfg.num_threshold) for c in categorical]
+    for column, kind, method, limit in rest:
+        r, c = (
+            frame[column].replace([-np.inf, np.inf], np.nan).dropna()
+            for frame in (reference, current)
+        )
+        if len(r) and len(c):
+            column_type = (
+                ColumnType.Categorical if kind == "cat" else ColumnType.Numerical
+            )
+            result = get_stattest(r, c, kind, method)(r, c, column_type, limit)
+            out.loc[column, ["score", "drifted"]] = [result.drift_score, result.drifted]
+    return out
+
+
+def wasserstein_columns(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """The first Wasserstein distance of each column's two samples (rows x
+    columns arrays), all columns at once: the area between the two empirical
+    distribution functions, as `scipy.stats.wasserstein_distance` computes it for
+    one column."""
+    n, m = len(reference), len(current)
+    both = np.concatenate([reference, current])
+    order = np.argsort(both, axis=0, kind="stable")
+    values = np.take_along_axis(both, order, axis=0)
+    gap = np.cumsum(np.where(order < n, 1.0 / n, -1.0 / m), axis=0)[:-1]
+    return (np.abs(gap) * np.diff(values, axis=0)).sum(axis=0)
+
+
+def window_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    categorical: Sequence[str],
+    cfg: MonitoringConfig,
+    threshold_scale: float,
+) -> tuple[float, list[str], bool]:
+    """Evidently's verdicts without its report: the drifted share, the drifted
+    columns (`column_drift`) and whether the share reaches `monitoring.drift_share`
+    (its `DriftedColumnsCount` test)."""
+    columns = column_drift(reference, current, categorical, cfg, threshold_scale)
+    drifted = list(columns.index[columns["drifted"].astype(bool)])
+    share = len(drifted) / max(len(columns), 1)
+    return share, drifted, share >= cfg.drift_share
 
 
 def drifting_devices(
@@ -352,18 +500,12 @@ def drifting_devices(
     threshold_scale: float,
 ) -> int:
     """The devices whose own reports drift as the window's test judges it: the
-    same Evidently stat test (`monitoring.num_method`, threshold) on each column,
-    and the drifted share against `monitoring.drift_share`."""
-    test = get_stattest(reference.iloc[:, 0], current.iloc[:, 0], "num", cfg.num_method)
-    threshold = cfg.num_threshold * threshold_scale
-    voted = 0
-    for _, rows in current.groupby(level=0):
-        drifted = sum(
-            test(reference[c], rows[c], ColumnType.Numerical, threshold).drifted
-            for c in current.columns
-        )
-        voted += bool(drifted / len(current.columns) >= cfg.drift_share)
-    return voted
+    same statistics (`window_drift`) on each device's reports."""
+    categorical = categorical_columns(reference, current)
+    return sum(
+        window_drift(reference, rows, categorical, cfg, threshold_scale)[2]
+        for _, rows in current.groupby(level=0)
+    )
 
 
 def _drift_metrics(
@@ -401,7 +543,7 @@ def _quality_and_predictions(current: pd.DataFrame) -> list:
     return metrics
 
 
-def _read(snapshot: Snapshot) -> tuple[float, list[str], bool]:
+def snapshot_verdicts(snapshot: Snapshot) -> tuple[float, list[str], bool]:
     """Evidently's own verdicts (the report runs with its tests): the drifted share,
     the columns whose drift test failed, and whether the share test failed."""
     data = snapshot.dict()

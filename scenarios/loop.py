@@ -46,6 +46,10 @@ from stack.contracts import DriftOutcome, RolloutState, Tag
 from stack.services import champion_version, evidently_workspace
 from stack.settings import Settings
 
+# Monitor passes (each on a refilled window) before the loop says the drift was
+# not detected.
+DETECT_PASSES = 6
+
 
 @dataclass(frozen=True)
 class Drift:
@@ -184,11 +188,12 @@ class ClosedLoop:
         return injected_at
 
     def detect(self) -> DriftOutcome | None:
-        """3. The monitor until its trigger fires (hysteresis: consecutive windows);
-        None when it did not."""
+        """3. The monitor until its trigger fires (the sequential test flags the
+        cohort: monitoring/sequential.py), for at most `DETECT_PASSES` passes of a
+        refilled window; None when it did not."""
         t0 = time.monotonic()
         running = [a for a in self.drifting if a.version is not None]
-        for _ in range(self.params.monitoring.consecutive + 2):
+        for _ in range(DETECT_PASSES):
             checked = newest_report(self.fleet, self.cohort)
             mine = self.check()
             report = self.report
@@ -198,10 +203,16 @@ class ClosedLoop:
             )
             self.say(
                 f"3. monitor: {self.target} drift share {mine.drift_share:.2f}: "
-                f"{mine.decision}"
+                f"{mine.decision} (checked in {mine.check_s or 0:.3f} s, "
+                f"{mine.new_observations} new reports)"
             )
             if mine.trigger:
-                self.report.step("drift detected", t0, f"event {mine.event_id}")
+                self.report.step(
+                    "drift detected",
+                    t0,
+                    f"event {mine.event_id}; the cohort's check took "
+                    f"{mine.check_s or 0:.3f} s",
+                )
                 return mine
             # The next window: each running device of the cohort reported again.
             self.fleet_until(

@@ -114,3 +114,10 @@ class DriftOutcome:
     # (the window drifts only with monitoring.min_devices of them).
     devices: int | None = None
     devices_drifted: int | None = None
+    # The sequential test (monitoring/sequential.py): flagged at this pass, the
+    # e-detector against its alarm level, the observations it took this pass.
+    flagged: bool = False
+    evidence: float | None = None
+    evidence_needed: float | None = None
+    new_observations: int = 0
+    check_s: float | None = None  # the target's check (verdicts and test), seconds

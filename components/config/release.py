@@ -277,10 +277,22 @@ class MonitoringConfig(Strict):
     # become its reference from this many on (monitoring/reference.py).
     target_reference_min_rows: int = Field(200, ge=10)
     delayed_labels_min_rows: int = Field(50, ge=5)  # accuracy on newer labels
+    # The dashboards' per-column verdicts (and each device's vote in a cohort):
     num_method: str = "wasserstein"
     num_threshold: float = Field(0.1, gt=0)  # per column
     drift_share: float = Field(0.3, gt=0, le=1)  # drifted columns share: window drifts
-    consecutive: int = Field(2, ge=1)  # windows in a row before a trigger (hysteresis)
+    # The decision (monitoring/sequential.py): expected false alarms per target per
+    # month with no drift (an e-detector's bound, at the target's measured rate of
+    # observations), and the false discovery rate across the targets flagged at
+    # one pass (e-BH).
+    false_alarm_level: float = Field(0.05, gt=0, lt=1)
+    # The smallest drift of a column: a mean shift of this many standard
+    # deviations of one input (drift on fewer than drift_share of the columns
+    # counts proportionally less).
+    min_effect: float = Field(0.1, gt=0, le=3)
+    # An Evidently snapshot per target when its status changes, and at least
+    # this often (the verdicts need none: each costs seconds per window).
+    snapshot_interval_s: float = Field(3600.0, ge=0)
     cooldown_s: float = Field(600.0, ge=0)  # after a trigger, per target
     schedule_cron: str = "0 * * * *"  # the monitor deployment's schedule
     retrain_cron: str = "0 3 * * 0"  # training_pipeline's schedule (weekly)

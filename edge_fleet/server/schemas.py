@@ -287,6 +287,7 @@ class ModelView(FromRow):
 
 
 class TelemetryView(FromRow):
+    id: int  # rising: the order reports arrived in (the monitor's cursor)
     device_id: str
     cohort: str
     version: str

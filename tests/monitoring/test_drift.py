@@ -1,7 +1,8 @@
 """Drift checks with Evidently (real) on windows drawn from the reference's
 distribution (no drift) and shifted (drift), for serving rows and for device
-telemetry summaries; the trigger's hysteresis, cooldown and small-window rule; and
-the monitor flow emitting a Prefect event that names the drifting target."""
+telemetry summaries; the verdicts computed without Evidently's report equal to its
+own; the trigger's cooldown and small-window rule; and the monitor flow emitting a
+Prefect event that names the drifting target, with snapshots only on a change."""
 
 from __future__ import annotations
 
@@ -80,6 +81,48 @@ def test_shifted_serving_window_drifts(digits_split):
     shares = values["UniqueValueCount"]["shares"]
     assert set(shares) == {str(k) for k in range(10)}
     assert sum(shares.values()) == pytest.approx(1)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.4, 2.0])
+def test_the_verdicts_without_a_report_are_evidently_s_own(digits_split, shift):
+    """`check(snapshot=False)` (milliseconds) gives the drifted share, columns and
+    window verdict that Evidently's report gives on the same device window; each
+    column's score is its ValueDrift value."""
+    train, held_out = digits_split
+    reports = _reports(held_out, 60, brightness=shift, seed=3)
+    for i, report in enumerate(reports):
+        report["device_id"] = f"d{i % 4}"
+    reference, current = drift.device_frames(
+        train, reports, batch=64, reference_batches=200, label_column="label"
+    )
+    args = (reference, current, CFG)
+    kwargs = {"threshold_scale": math.sqrt(64), "min_rows": 30, "by_device": True}
+    quick = drift.check("cohort", *args, snapshot=False, **kwargs)
+    full = drift.check("cohort", *args, **kwargs)
+    share, columns, window = drift.snapshot_verdicts(full.snapshot)
+    assert quick.snapshot is None and quick.judged
+    assert quick.drift_share == pytest.approx(share)
+    assert sorted(quick.drifted_columns) == sorted(columns)
+    assert quick.drifted == full.drifted and full.devices_drifted is not None
+    scores = drift.column_drift(reference, current, [], CFG, math.sqrt(64))
+    values = {
+        m["config"]["column"]: m["value"]
+        for m in full.snapshot.dict()["metrics"]
+        if m["config"]["type"].endswith(":ValueDrift")
+    }
+    assert scores["score"].to_dict() == pytest.approx(values, rel=1e-9, abs=1e-12)
+    del window  # the window verdict also weighs the devices' votes (check)
+
+
+def test_wasserstein_of_all_columns_at_once_is_scipy_s_per_column():
+    from scipy.stats import wasserstein_distance
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(300, 7))
+    current = np.round(rng.normal(0.3, 2.0, size=(80, 7)), 1)  # with ties
+    current[:, 3] = 1.0  # a constant column
+    expected = [wasserstein_distance(reference[:, j], current[:, j]) for j in range(7)]
+    assert drift.wasserstein_columns(reference, current) == pytest.approx(expected)
 
 
 def _values(result: drift.DriftResult) -> dict:
@@ -193,28 +236,51 @@ def test_a_window_below_the_minimum_gets_no_verdict(digits_split):
     assert result.snapshot is None and not result.drifted
 
 
-def _check(drifted: bool, judged: bool = True) -> dict:
-    return {"target": "t", "rows": 100, "drifted": drifted, "judged": judged}
+def _check(flagged: bool, judged: bool = True) -> dict:
+    why = "drift: evidence past its level" if flagged else "no drift"
+    return {
+        "target": "t",
+        "rows": 100,
+        "judged": judged,
+        "flagged": flagged,
+        "why": why,
+    }
 
 
-def test_trigger_needs_consecutive_windows_and_then_cools_down():
-    cfg = MonitoringConfig(consecutive=2, cooldown_s=600)
+def test_a_flagged_target_triggers_then_cools_down_and_restarts_its_detector():
+    cfg = MonitoringConfig(cooldown_s=600)
     state = trigger.TargetState()
-    assert not trigger.decide(state, _check(True), cfg, 0).trigger  # 1 of 2
-    assert not trigger.decide(state, _check(False), cfg, 10).trigger  # streak reset
-    assert not trigger.decide(state, _check(True), cfg, 20).trigger
-    fired = trigger.decide(state, _check(True), cfg, 30)
+    state.evidence.detector = [9.0] * len(state.evidence.detector)
+    quiet = trigger.decide(state, _check(False), cfg, 0)
+    assert not quiet.trigger and quiet.reason == "no drift"
+    fired = trigger.decide(state, _check(True), cfg, 10)
     assert fired.trigger and state.triggers == 1
-    # Still drifting: no second retraining while cooling down.
-    trigger.decide(state, _check(True), cfg, 40)
+    assert state.evidence.statistic == 0  # a new detector after a trigger
+    # Still flagged: no second retraining while cooling down.
     cooling = trigger.decide(state, _check(True), cfg, 50)
     assert not cooling.trigger and "cooling down" in cooling.reason
-    # A small window neither counts nor resets.
-    assert not trigger.decide(state, _check(True, judged=False), cfg, 60).trigger
+    # A small window is no verdict.
+    small = trigger.decide(state, _check(True, judged=False), cfg, 60)
+    assert not small.trigger and "too small" in small.reason
     # Drift that outlasts the cooldown starts the next retraining, once.
     assert trigger.decide(state, _check(True), cfg, 700).trigger
     assert not trigger.decide(state, _check(True), cfg, 710).trigger
     assert state.triggers == 2
+
+
+def test_a_state_file_of_the_hysteresis_monitor_still_loads(tmp_path):
+    """A state kept before the sequential test (its `streak`) keeps its triggers
+    and history; its detector starts afresh."""
+    path = tmp_path / "state.json"
+    path.write_text(
+        '{"cohort-a": {"streak": 1, "last_trigger": 5.0, "triggers": 2, '
+        '"history": [{"at": 1}]}}'
+    )
+    [(target, state)] = trigger.StateStore(path).load().items()
+    assert target == "cohort-a" and state.triggers == 2 and state.last_trigger == 5
+    assert state.evidence.statistic == 0 and state.history == [{"at": 1}]
+    trigger.StateStore(path).save({target: state})
+    assert trigger.StateStore(path).load()[target].triggers == 2
 
 
 def _monitored_project(digits_split, root: Path) -> None:
@@ -228,9 +294,7 @@ def _monitored_project(digits_split, root: Path) -> None:
     train.to_parquet(root / "data" / "prepared" / "train.parquet")
     (root / "data" / "predictions").mkdir(parents=True)
     _log(held_out, noise=4.0).to_parquet(root / "data" / "predictions" / "p.parquet")
-    (root / "params.yaml").write_text(
-        yaml.safe_dump(default_params_dict(monitoring={"consecutive": 2}))
-    )
+    (root / "params.yaml").write_text(yaml.safe_dump(default_params_dict()))
 
 
 @pytest.mark.integration
@@ -251,8 +315,8 @@ def test_monitor_flow_on_a_dask_cluster(digits_split, prefect_harness, tmp_path)
         workspace_dir=str(tmp_path / "evidently"),
         state_file=str(tmp_path / "monitor.json"),
     )
-    assert outcome.target == "serving" and outcome.drifted
-    assert outcome.drift_share >= 0.3 and not outcome.trigger  # 1 of 2
+    assert outcome.target == "serving" and outcome.drifted and outcome.trigger
+    assert outcome.drift_share >= 0.3 and outcome.new_observations == 500
     workspace = open_workspace(tmp_path / "evidently")
     [project] = workspace.search_project("serving")
     assert [str(r) for r in workspace.list_runs(project.id)] == [outcome.snapshot_id]
@@ -273,20 +337,32 @@ def test_monitor_flow_stores_snapshots_and_emits_one_event(
         "workspace_dir": str(tmp_path / "evidently"),
         "state_file": str(tmp_path / "monitor.json"),
     }
-    first = monitor(str(tmp_path), **kwargs)
-    assert [(o.target, o.drifted, o.trigger) for o in first] == [
-        ("serving", True, False)
-    ]
-    second = monitor(str(tmp_path), **kwargs)
-    assert second[0].trigger and second[0].snapshot_id
-    third = monitor(str(tmp_path), **kwargs)
-    assert not third[0].trigger  # one drifting target, one retraining
+    # The window's 500 noisy rows, taken in order: the sequential test flags it
+    # at the first pass.
+    [first] = monitor(str(tmp_path), **kwargs)
+    assert (first.target, first.drifted, first.flagged, first.trigger) == (
+        "serving",
+        True,
+        True,
+        True,
+    )
+    assert first.snapshot_id and first.evidence >= first.evidence_needed
+    assert first.decision.startswith("drift: evidence")
+    # The same log again: no new rows, so no new evidence (each row is taken
+    # once) and the restarted detector stays quiet: one drift, one retraining.
+    [second] = monitor(str(tmp_path), **kwargs)
+    assert second.new_observations == 0 and not second.trigger
+    assert second.decision.startswith("no drift: evidence 0 of")
+    # Its status changed (flagged, then a drifted window only): a snapshot.
+    # The third pass changes nothing: no snapshot (monitoring.snapshot_interval_s).
+    [third] = monitor(str(tmp_path), **kwargs)
+    assert second.snapshot_id and third.snapshot_id is None and not third.trigger
 
     from monitoring.workspace import open_workspace
 
     workspace = open_workspace(tmp_path / "evidently")
     [project] = workspace.search_project("serving")
-    assert len(workspace.list_runs(project.id)) == 3
+    assert len(workspace.list_runs(project.id)) == 2
     assert project.dashboard.model().panels  # the dashboard ops teams open
 
     EventsWorker.drain_all()
@@ -301,7 +377,7 @@ def test_monitor_flow_stores_snapshots_and_emits_one_event(
         events = [
             e
             for e in reply.json()["events"]
-            if e["payload"].get("snapshot_id") == second[0].snapshot_id
+            if e["payload"].get("snapshot_id") == first.snapshot_id
         ]
         time.sleep(0.5)
     [event] = events
