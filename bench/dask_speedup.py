@@ -1,12 +1,13 @@
-"""Speed-up of the monitor flow's parallel part (one Evidently drift check per
-target, `flows.monitor.check_window`) on a Dask task runner with 2 worker processes
-against 1, in one run, on the same windows.
+"""Speed-up of the monitor flow's parallel part on a Dask task runner with 2 worker
+processes against 1, in one run, on the same windows: each target's check
+(`flows.monitor.check_window`) and its Evidently snapshot
+(`flows.monitor.snapshot_window`, what a first check or a status change costs).
 
-Each runner runs a flow that submits every target's check, waits for all of them and
-stores their snapshots (as the monitor flow does); the time includes starting and
-stopping the `distributed.LocalCluster` (what a monitor run pays). Prefect's thread
-pool (the default runner) is timed too. Runs on a temporary Prefect server (Prefect's
-test harness).
+Each runner runs a flow that submits every target's check and snapshot, waits for
+all of them and stores the snapshots (as the monitor flow does); the time includes
+starting and stopping the `distributed.LocalCluster` (what a monitor run pays).
+Prefect's thread pool (the default runner) is timed too. Runs on a temporary Prefect
+server (Prefect's test harness).
 
     .venv/bin/python -m bench.dask_speedup [--targets 4] [--repeats 1]
 """
@@ -24,12 +25,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.datasets import load_digits
 
-from bench.drift_false_alarms import as_reports
+from bench.drift_scale import reports as as_reports
 from components.config import load_params
-from flows.monitor import Window, check_window, stored
+from flows.monitor import Window, check_window, snapshot_window
 from flows.runners import task_runner
-from monitoring import drift
-from monitoring.workspace import open_workspace
+from monitoring import drift, sequential
+from monitoring.workspace import open_workspace, save
 from stack.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,10 +43,12 @@ def cohort_windows(targets: int, reports: int, batch: int) -> list[Window]:
     rng = np.random.default_rng(0)
     params = load_params(ROOT / "params.yaml")
     out = []
+    features = [c for c in held_out.columns if c != "label"]
+    brighter = held_out.assign(**{c: held_out[c] + 1.0 for c in features})
     for i in range(targets):
         reference, current = drift.device_frames(
             train,
-            as_reports(held_out, reports, batch, float(i % 2), rng),
+            as_reports(brighter if i % 2 else held_out, reports, rng),
             batch=batch,
             reference_batches=params.monitoring.reference_batches,
             label_column=params.data.label_column,
@@ -64,15 +67,20 @@ def timed_run(runner: Settings, windows: list[Window], workspace: Path) -> float
     params = load_params(ROOT / "params.yaml")
 
     @flow(name="bench-drift-checks", task_runner=task_runner(runner))
-    def checks() -> list[dict]:
-        futures = [check_window.submit(w, params) for w in windows]
+    def checks() -> list[bool]:
+        futures = [
+            check_window.submit(w, params, sequential.Evidence()) for w in windows
+        ]
+        snapshots = [snapshot_window.submit(w, params, "-") for w in windows]
         ws = open_workspace(workspace)
-        return [stored(w, f.result(), ws) for w, f in zip(windows, futures)]
+        for w, snapshot in zip(windows, snapshots, strict=True):
+            save(ws, w.target, snapshot.result())
+        return [f.result().result.judged for f in futures]
 
     start = time.perf_counter()
     results = checks()
     elapsed = time.perf_counter() - start
-    assert len(results) == len(windows) and all(r["judged"] for r in results)
+    assert len(results) == len(windows) and all(results)
     return elapsed
 
 

@@ -136,6 +136,8 @@ def device_windows(fleet_url: str, params: Params, refs: References) -> list[Win
     fleet = FleetAdmin(fleet_url, fleet_admin_token(get_settings()))
     batch = params.fleet.telemetry_batch
     windows = []
+    # Cohorts with the same reference rows share their batch summaries.
+    prepared: dict[str, drift.DeviceReference] = {}
     for cohort in fleet.cohorts():
         target = f"cohort-{cohort}"
         reports = fleet.telemetry(
@@ -144,6 +146,14 @@ def device_windows(fleet_url: str, params: Params, refs: References) -> list[Win
             per_device=params.monitoring.max_reports_per_device,
         )
         rows, source = refs.rows(target)
+        if source not in prepared:
+            prepared[source] = drift.device_reference(
+                rows,
+                batch=batch,
+                reference_batches=params.monitoring.reference_batches,
+                label_column=params.data.label_column,
+                encoding=refs.encoding,
+            )
         reference, current = drift.device_frames(
             rows,
             reports,
@@ -151,6 +161,7 @@ def device_windows(fleet_url: str, params: Params, refs: References) -> list[Win
             reference_batches=params.monitoring.reference_batches,
             label_column=params.data.label_column,
             encoding=refs.encoding,
+            prepared=prepared[source],
         )
         windows.append(
             Window(

@@ -130,21 +130,29 @@ def serving_frames(
     return undated(reference, encoding), undated(current, encoding)
 
 
-def device_frames(
+@dataclass(frozen=True)
+class DeviceReference:
+    """The training rows as a cohort's devices would report them: batch summaries
+    (`device_frames`), computed once and shared by every cohort that has them as
+    its reference."""
+
+    frame: pd.DataFrame  # mean_*, std_*, share_* of random training batches
+    kinds: pd.DataFrame | None  # a table's category shares and gaps per batch
+    names: list[str]  # the summarised features (f0..; a keyword spotter's 12)
+    classes: list[str]
+
+
+def device_reference(
     train: pd.DataFrame,
-    reports: list[dict],
     *,
     batch: int,
     reference_batches: int,
     label_column: str,
     encoding: Sequence[ColumnEncoding] = (),
     seed: int = 0,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Reference and current frames of batch summaries (see the module doc); with
-    the model's `encoding`, of the rows as the model (and so the device) takes
-    them: a category by its index; dates left out (`undated`). A keyword
-    spotter's rows (the MFCC front end's columns) by their 12-number summaries, as
-    its devices report them (edge_fleet/device/audio.py `row_summaries`)."""
+) -> DeviceReference:
+    """`reference_batches` random training batches of `batch` rows, summarised as
+    a device reports them (see `device_frames`)."""
     features = [c for c in train.columns if c != label_column]
     classes = sorted(train[label_column].astype(str).unique())
     rng = np.random.default_rng(seed)
@@ -158,24 +166,57 @@ def device_frames(
     if features == speech.feature_names():  # a keyword spotter's MFCC rows
         # as its devices report them: each row in 12 numbers (audio.py)
         x, names = speech.row_summaries(x), list(speech.SUMMARY_NAMES)
+    codes = {k: i for i, k in enumerate(classes)}
+    y_codes = np.array([codes[v] for v in y])
     rows, kinds = [], []
     for _ in range(reference_batches):
         pick = rng.integers(0, len(x), batch)
-        labels = pd.Series(y[pick]).value_counts(normalize=True)
+        shares = np.bincount(y_codes[pick], minlength=len(classes)) / batch
         mean, std = _present_stats(x[pick])
-        rows.append(
-            list(mean) + list(std) + [float(labels.get(k, 0.0)) for k in classes]
-        )
+        rows.append(np.concatenate([mean, std, shares]))
         if encoding:
             kinds.append(table_columns(x[pick], encoding))
-    n = len(names)
     columns = (
         [f"mean_{name}" for name in names]
         + [f"std_{name}" for name in names]
         + [f"share_{k}" for k in classes]
     )
-    reference = pd.DataFrame(rows, columns=columns)
-    kept = summarising(reports, n)
+    return DeviceReference(
+        pd.DataFrame(rows, columns=columns),
+        pd.DataFrame(kinds) if encoding else None,
+        names,
+        classes,
+    )
+
+
+def device_frames(
+    train: pd.DataFrame,
+    reports: list[dict],
+    *,
+    batch: int,
+    reference_batches: int,
+    label_column: str,
+    encoding: Sequence[ColumnEncoding] = (),
+    seed: int = 0,
+    prepared: DeviceReference | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reference and current frames of batch summaries (see the module doc); with
+    the model's `encoding`, of the rows as the model (and so the device) takes
+    them: a category by its index; dates left out (`undated`). A keyword
+    spotter's rows (the MFCC front end's columns) by their 12-number summaries, as
+    its devices report them (edge_fleet/device/audio.py `row_summaries`).
+    `prepared`: the training rows' summaries already made (`device_reference`)."""
+    prepared = prepared or device_reference(
+        train,
+        batch=batch,
+        reference_batches=reference_batches,
+        label_column=label_column,
+        encoding=encoding,
+        seed=seed,
+    )
+    reference, classes = prepared.frame, prepared.classes
+    columns = list(reference.columns)
+    kept = summarising(reports, len(prepared.names))
     current = pd.DataFrame(
         [
             list(r["feature_stats"]["mean"])
@@ -205,7 +246,7 @@ def device_frames(
             if c.kind == "categorical"
             for p in ("mean_", "std_")
         ]
-        reference = reference.drop(columns=categorical).join(pd.DataFrame(kinds))
+        reference = reference.drop(columns=categorical).join(prepared.kinds)
         extra = pd.DataFrame(reported, index=current.index)
         current = current.drop(columns=categorical).join(extra)
     return undated(reference, encoding), undated(current, encoding)

@@ -28,10 +28,18 @@ no column moved by more than `delta`, `E[s] <= 0` whatever the weights. Drift on
 fewer than `monitoring.drift_share` of the scores counts proportionally less (one
 odd column cannot raise an alarm alone). `y = s / (1 + delta)` is in [-1, 1].
 
-**The detector.** A CUSUM e-detector bets on `y` at a few fixed fractions and
-averages them (a mixture of e-detectors is one):
+**A second bet, on gross drift.** The rank bet is bounded: a column far past
+anything the reference holds scores no more than one just past it. So each
+observation is also bet on its share of columns outside their range (the
+reference's 0.5th to 99.5th percentile, set on half the reference rows) against
+the share the other half shows plus `OUT_EFFECT` (5 points):
+`y2 = (share - expected) / expected`, in [-1, ...), at most 0 on average without
+such drift. Noise, or a sensor broken across a cohort, moves it fast.
 
-    C_k <- max(C_k, 1) * (1 + bet_k * y)        M = mean_k C_k
+**The detector.** A CUSUM e-detector bets on `y` and on `y2` at a few fixed
+fractions each and averages them all (a mixture of e-detectors is one):
+
+    C_k <- max(C_k, 1) * (1 + bet_k * y_k)        M = mean_k C_k
 
 Without drift, `P(M reaches c within T observations) <= T / c` (M is at most the
 Shiryaev-Roberts sum, whose mean is at most T), and the time to a false alarm is
@@ -67,6 +75,8 @@ from components.config import MonitoringConfig
 
 BETS = (0.05, 0.1, 0.2, 0.4, 0.7, 0.95)  # the mixture's fixed betting fractions
 MEMORY = 16  # the scores' recent means: weights over about 16 observations
+RANGE = 0.005  # a column's range: the reference's 0.5th to 99.5th percentile
+OUT_EFFECT = 0.05  # beyond the usual share of columns out of range: drift
 SAMPLE = 2000  # reference rows kept to rank against
 MONTH_S = 30 * 24 * 3600.0
 BIG = 1e300  # a detector far past any alarm level stays finite
@@ -81,6 +91,9 @@ class Null:
     categories: Mapping[str, tuple[str, ...]]
     sorted: np.ndarray  # reference rows x columns, each column sorted
     spread: np.ndarray  # each column's mean |r| over the reference itself
+    low: np.ndarray  # each column's range (from half the reference rows)
+    high: np.ndarray
+    usual: float  # the other half's mean share of columns out of range
 
     @classmethod
     def of(cls, reference: pd.DataFrame, categorical: list[str]) -> Null:
@@ -93,9 +106,25 @@ class Null:
         if len(raw) > SAMPLE:
             raw = raw[np.random.default_rng(0).choice(len(raw), SAMPLE, replace=False)]
         ordered = np.sort(raw, axis=0)
-        unspread = cls(columns, categories, ordered, np.zeros(raw.shape[1]))
-        spread = np.abs(unspread._ranks(raw)).mean(axis=0)
-        return cls(columns, categories, ordered, spread)
+        # A column's range from half the rows, the usual share out of range from
+        # the other half: what a new row of the reference's distribution shows
+        # (the rows that set a range lie inside it more often than new ones).
+        low = np.nanquantile(raw[0::2], RANGE, axis=0)
+        high = np.nanquantile(raw[0::2], 1 - RANGE, axis=0)
+        zero = np.zeros(raw.shape[1])
+        draft = cls(columns, categories, ordered, zero, low, high, 0.0)
+        usual = float(draft._outside(raw[1::2]).mean()) if len(raw) > 1 else 0.0
+        spread = np.abs(draft._ranks(raw)).mean(axis=0)
+        return cls(columns, categories, ordered, spread, low, high, usual)
+
+    def outside(self, frame: pd.DataFrame) -> np.ndarray:
+        """Each observation's share of columns outside their range."""
+        return self._outside(_matrix(frame, self.columns, self.categories))
+
+    def _outside(self, raw: np.ndarray) -> np.ndarray:
+        if not raw.shape[1]:
+            return np.zeros(len(raw))
+        return ((raw < self.low) | (raw > self.high)).mean(axis=1)
 
     def ranks(self, frame: pd.DataFrame) -> np.ndarray:
         """Each observation's two scores per column: where it lies, `r = 2u - 1`
@@ -156,9 +185,11 @@ class Evidence:
     """A target's detector between monitor runs (kept in the trigger's state)."""
 
     reference: str = ""  # what it tests against; another reference starts afresh
-    detector: list[float] = field(default_factory=lambda: [0.0] * len(BETS))
-    recent_r: list[float] = field(default_factory=list)  # each column's, weighted
-    recent: list[float] = field(default_factory=list)  # the window's bet outcomes
+    # The two e-detectors' bets (ranks, then ranges), each at every fraction
+    detector: list[float] = field(default_factory=lambda: [0.0] * 2 * len(BETS))
+    recent_r: list[float] = field(default_factory=list)  # each score's, weighted
+    # the window's bet outcomes, [ranks, ranges] per observation
+    recent: list[list[float]] = field(default_factory=list)
     seen: int = 0
     first_at: float | None = None  # arrival of the first observation
     last_at: float | None = None
@@ -166,15 +197,17 @@ class Evidence:
 
     @property
     def statistic(self) -> float:
-        """The e-detector (the mixture's mean)."""
+        """The e-detector: the mean of its bets' CUSUMs (a mixture of e-detectors
+        is one)."""
         return float(np.mean(self.detector))
 
     def evalue(self) -> float:
-        """The betting wealth over the window's observations (an e-value)."""
+        """The betting wealth over the window's observations (an e-value): the
+        mean over the same bets of their products."""
         if not self.recent:
             return 1.0
-        y = np.asarray(self.recent)
-        logs = [np.log1p(b * y).sum() for b in BETS]
+        y = np.asarray(self.recent, dtype=np.float64).reshape(-1, 2)
+        logs = [np.log1p(b * y[:, k]).sum() for k in (0, 1) for b in BETS]
         return float(np.mean(np.exp(np.minimum(logs, 690.0))))
 
     def per_month(self, default: float) -> float:
@@ -189,7 +222,7 @@ class Evidence:
 
     def restart(self) -> None:
         """After a trigger: a new detector (the columns' recent r are kept)."""
-        self.detector = [0.0] * len(BETS)
+        self.detector = [0.0] * 2 * len(BETS)
         self.recent = []
 
 
@@ -206,9 +239,12 @@ def outcomes(
     floor = max(share * width / 2, 1.0)  # drift_share of the columns
     y = np.zeros(len(ranks))
     for i, r in enumerate(ranks):
-        # Each score's side, weighted by how far its recent mean is past delta.
-        excess = np.clip((np.abs(recent) - delta) / (1.0 - delta), 0.0, 1.0)
-        w = np.sign(recent) * excess
+        # Each score's side, weighted by how far its recent mean (its weights
+        # summing to 1 from the first observation on) is past delta.
+        taken = evidence.seen + i
+        mean = recent / (1.0 - decay**taken) if taken else recent
+        excess = np.clip((np.abs(mean) - delta) / (1.0 - delta), 0.0, 1.0)
+        w = np.sign(mean) * excess
         sides = excess.sum()
         if sides > 0:
             spread = max(sides, floor * excess.max())
@@ -218,14 +254,26 @@ def outcomes(
     return y
 
 
+def ranged(null: Null, observations: pd.DataFrame) -> np.ndarray:
+    """Each observation's bet on its columns out of range (module doc), in
+    [-1, ...)."""
+    expected = null.usual + OUT_EFFECT
+    return (null.outside(observations) - expected) / expected
+
+
 def observe_outcomes(evidence: Evidence, y: np.ndarray, *, window: int) -> None:
-    """The e-detector after bets with outcomes `y`, in order."""
+    """The e-detector after bets with outcomes `y` (observations x [ranks,
+    ranges]), in order."""
+    y = np.asarray(y, dtype=np.float64).reshape(-1, 2)
     detector = np.asarray(evidence.detector, dtype=np.float64)
-    bets = np.asarray(BETS)
-    for outcome in y:
+    if len(detector) != 2 * len(BETS):
+        detector = np.zeros(2 * len(BETS))
+    bets = np.asarray(BETS * 2)
+    for ranks, ranges in y:
+        outcome = np.repeat([ranks, ranges], len(BETS))
         detector = np.minimum(np.maximum(detector, 1.0) * (1.0 + bets * outcome), BIG)
     evidence.detector = detector.tolist()
-    evidence.recent = [*evidence.recent, *np.asarray(y).tolist()][-window:]
+    evidence.recent = [*evidence.recent, *y.tolist()][-window:]
     evidence.seen += len(y)
 
 
@@ -238,16 +286,17 @@ def observe(
     scale: float = 1.0,
     window: int = 100,
 ) -> np.ndarray:
-    """Bet on each observation in order; the outcomes. `scale`: sqrt(batch) for a
-    device's batch summaries."""
+    """Bet on each observation in order; the outcomes (observations x [ranks,
+    ranges]). `scale`: sqrt(batch) for a device's batch summaries."""
     y = outcomes(
         evidence,
         null.ranks(observations),
         delta=min_delta(cfg.min_effect, scale),
         share=cfg.drift_share,
     )
-    observe_outcomes(evidence, y, window=window)
-    return y
+    both = np.column_stack([y, ranged(null, observations)])
+    observe_outcomes(evidence, both, window=window)
+    return both
 
 
 def threshold(evidence: Evidence, cfg: MonitoringConfig, default_rate: float) -> float:

@@ -192,7 +192,7 @@ class ClosedLoop:
         cohort: monitoring/sequential.py), for at most `DETECT_PASSES` passes of a
         refilled window; None when it did not."""
         t0 = time.monotonic()
-        running = [a for a in self.drifting if a.version is not None]
+        window = self.params.monitoring.device_window_reports
         for _ in range(DETECT_PASSES):
             checked = newest_report(self.fleet, self.cohort)
             mine = self.check()
@@ -214,10 +214,13 @@ class ClosedLoop:
                     f"{mine.check_s or 0:.3f} s",
                 )
                 return mine
-            # The next window: each running device of the cohort reported again.
+            # The next window refilled: the sequential test takes each report
+            # once, and a fleet reporting every few seconds needs more of them
+            # than one a device (its alarm level is a month's reports at that
+            # rate over monitoring.false_alarm_level).
             self.fleet_until(
                 self.fill_s(),
-                lambda: reported_since(self.fleet, self.cohort, checked, len(running)),
+                lambda: reported_since(self.fleet, self.cohort, checked, window),
             )
         self.report.outcome = (
             f"drift on {self.target} did not trigger retraining (against "
