@@ -18,7 +18,9 @@ with a drift too: the streams understate it).
   own reports drifting, as above.
 
 Printed side by side:
-1. false alarms per cohort-month without drift;
+1. false alarms per cohort-month without drift; and a month of serving's
+   predictions, where today's rule judged windows of 100 rows (a
+   `serving_min_rows` that small);
 2. 1,000 cohorts over a day (24 passes), 50 of them drifting (the loop's noise):
    the false discovery rate of the cohorts flagged at a pass, the share of
    quiet cohorts ever flagged, and the drifting ones found;
@@ -192,6 +194,45 @@ def false_alarms(pools, s: Setup, months: int, rules: dict) -> dict[str, float]:
     return {name: n / months for name, n in counts.items()}
 
 
+def serving_month(
+    train: pd.DataFrame, held_out: pd.DataFrame, cfg: MonitoringConfig, rows: int
+) -> dict[str, int]:
+    """A month of serving without drift, `rows` predictions an hour, a pass an
+    hour: alarms of today's rule on windows of the last `rows` (a user's
+    `serving_min_rows` that small) and of the sequential test on every row."""
+    rng = np.random.default_rng(7)
+    x = held_out.drop(columns="label")
+    x = pd.DataFrame(x.to_numpy(), columns=[f"f{i}" for i in range(x.shape[1])])
+    empty = pd.DataFrame(columns=[*x.columns, "label", "ts"])
+    reference, _ = drift.serving_frames(train, empty, rows, label_column="label")
+    null = sequential.Null.of(reference, [drift.PREDICTION])
+    evidence = sequential.Evidence(first_at=0.0)
+    alarms = {"today": 0, "new": 0}
+    streak = 0
+    for hour in range(MONTH):
+        pick = rng.integers(0, len(held_out), rows)
+        log = x.iloc[pick].reset_index(drop=True)
+        log["label"] = held_out["label"].to_numpy()[pick]
+        log["ts"] = hour * HOUR + np.arange(rows) * HOUR / rows
+        _, current = drift.serving_frames(train, log, rows, label_column="label")
+        drifted = drift.check(
+            "serving", reference, current, cfg, min_rows=rows, snapshot=False
+        ).drifted
+        streak = streak + 1 if drifted else 0
+        if streak >= 2:
+            alarms["today"], streak = alarms["today"] + 1, 0
+        sequential.observe(evidence, null, current, cfg, window=rows)
+        evidence.last_at = float(log["ts"].max())
+        limit = sequential.threshold(evidence, cfg, 72000.0)
+        if (
+            evidence.statistic >= limit
+            and evidence.evalue() >= 1 / cfg.false_alarm_level
+        ):
+            alarms["new"] += 1
+            evidence.restart()
+    return alarms
+
+
 def many_cohorts(pools, s: Setup, cohorts: int, drifting: int) -> dict[str, str]:
     """A day of `cohorts` cohorts, the first `drifting` given the loop's noise."""
     x, y = pools
@@ -296,6 +337,13 @@ def main() -> None:
         f"{both['new']:.2f} on the same streams, {more['new']:.3f} over "
         f"{args.sequential_months} months (level {cfg.false_alarm_level}) "
         f"[{time.perf_counter() - t0:.0f} s]"
+    )
+    t0 = time.perf_counter()
+    serving = serving_month(train, held_out, cfg, 100)
+    print(
+        f"1b. serving, a month of 100 predictions an hour, no drift: today's rule "
+        f"on 100-row windows {serving['today']} false alarms, the sequential test "
+        f"on every row {serving['new']} [{time.perf_counter() - t0:.0f} s]"
     )
     t0 = time.perf_counter()
     day = many_cohorts(pools, s, args.cohorts, args.cohorts // 20)

@@ -117,22 +117,28 @@ class Null:
         spread = np.abs(draft._ranks(raw)).mean(axis=0)
         return cls(columns, categories, ordered, spread, low, high, usual)
 
-    def outside(self, frame: pd.DataFrame) -> np.ndarray:
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The frame's columns as the reference's (a text column as indicators)."""
+        return _matrix(frame, self.columns, self.categories)
+
+    def outside(self, frame: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Each observation's share of columns outside their range."""
-        return self._outside(_matrix(frame, self.columns, self.categories))
+        raw = frame if isinstance(frame, np.ndarray) else self.matrix(frame)
+        return self._outside(raw)
 
     def _outside(self, raw: np.ndarray) -> np.ndarray:
         if not raw.shape[1]:
             return np.zeros(len(raw))
         return ((raw < self.low) | (raw > self.high)).mean(axis=1)
 
-    def ranks(self, frame: pd.DataFrame) -> np.ndarray:
+    def ranks(self, frame: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Each observation's two scores per column: where it lies, `r = 2u - 1`
         against the column's reference values (ties count half; a missing value,
         or a column the reference never filled, 0), and how far out, `|r|` less
         its mean over the reference (a spread that changed moves it, where the
         mean `r` may stay 0)."""
-        r = self._ranks(_matrix(frame, self.columns, self.categories))
+        raw = frame if isinstance(frame, np.ndarray) else self.matrix(frame)
+        r = self._ranks(raw)
         return np.hstack([r, np.abs(r) - self.spread])
 
     def _ranks(self, raw: np.ndarray) -> np.ndarray:
@@ -162,6 +168,10 @@ def _matrix(
     columns: tuple[str, ...],
     categories: Mapping[str, tuple[str, ...]],
 ) -> np.ndarray:
+    if not categories and all(
+        pd.api.types.is_numeric_dtype(t) for t in frame[list(columns)].dtypes
+    ):
+        return frame[list(columns)].to_numpy(np.float64)
     parts = []
     for column in columns:
         values = frame[column]
@@ -254,7 +264,7 @@ def outcomes(
     return y
 
 
-def ranged(null: Null, observations: pd.DataFrame) -> np.ndarray:
+def ranged(null: Null, observations: pd.DataFrame | np.ndarray) -> np.ndarray:
     """Each observation's bet on its columns out of range (module doc), in
     [-1, ...)."""
     expected = null.usual + OUT_EFFECT
@@ -288,13 +298,14 @@ def observe(
 ) -> np.ndarray:
     """Bet on each observation in order; the outcomes (observations x [ranks,
     ranges]). `scale`: sqrt(batch) for a device's batch summaries."""
+    raw = null.matrix(observations)
     y = outcomes(
         evidence,
-        null.ranks(observations),
+        null.ranks(raw),
         delta=min_delta(cfg.min_effect, scale),
         share=cfg.drift_share,
     )
-    both = np.column_stack([y, ranged(null, observations)])
+    both = np.column_stack([y, ranged(null, raw)])
     observe_outcomes(evidence, both, window=window)
     return both
 
