@@ -9,8 +9,8 @@ starts polls:
 - `monitor/edgeloop`, on `monitoring.schedule_cron`;
 - `edge_release/edgeloop`, run on demand with a version.
 
-The monitor's trigger does the de-duplication (hysteresis, cooldown), so one event
-means one retraining."""
+The monitor's trigger does the de-duplication (a detector restarted on each
+trigger, a cooldown), so one event means one retraining."""
 
 from __future__ import annotations
 

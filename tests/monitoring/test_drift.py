@@ -83,7 +83,7 @@ def test_shifted_serving_window_drifts(digits_split):
     assert sum(shares.values()) == pytest.approx(1)
 
 
-@pytest.mark.parametrize("shift", [0.0, 0.4, 2.0])
+@pytest.mark.parametrize("shift", [0.4, 2.0])  # some columns drift; most
 def test_the_verdicts_without_a_report_are_evidently_s_own(digits_split, shift):
     """`check(snapshot=False)` (milliseconds) gives the drifted share, columns and
     window verdict that Evidently's report gives on the same device window; each
