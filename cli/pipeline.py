@@ -11,7 +11,6 @@ from rich.table import Table
 
 from cli.console import ParamsOption, ProjectOption, console, one_line_logs
 from components.config import load_params
-from components.config.data import SPEECH_SOURCE
 from components.errors import DataContractError, GateRefused, ServiceError
 from components.evaluation.gates import GateDecision
 from stack.net import is_healthy
@@ -44,7 +43,7 @@ def run(project: ProjectOption = Path(".")) -> None:
         serving = ensure_serving(settings, project / "params.yaml", status.update)
     if serving is not None:  # what the service says it answers with
         routes = "/predict"
-        if load_params(project / "params.yaml").data.source == SPEECH_SOURCE:
+        if load_params(project / "params.yaml").data.spoken is not None:
             routes += f" and {serving.url}/listen (a WAV clip)"
         console.print(
             f"  serving:      {serving.url}{routes} answers {serving.model_name} "

@@ -17,7 +17,6 @@ import httpx
 import pandas as pd
 
 from components.config import Params, SpeechConfig, load_params
-from components.config.data import SPEECH_SOURCE
 from components.data.features import model_encoding, model_input
 from components.data.sources import feature_columns
 from components.errors import ServiceError
@@ -259,4 +258,4 @@ def boards(params: Params) -> dict[str, Board]:
 
 def spoken(params: Params) -> SpeechConfig | None:
     """The clips' settings when the data set is spoken keywords (data.speech)."""
-    return params.data.speech if params.data.source == SPEECH_SOURCE else None
+    return params.data.spoken

@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 
 from components.config import Params
-from components.config.data import SPEECH_SOURCE
 from components.data.features import (
     MODEL_SPEC,
     ColumnEncoding,
@@ -41,9 +40,9 @@ def label_incoming(
     folder = project / params.incoming_dir() / target
     batches = len(list(folder.glob("labelled-*.parquet"))) if folder.exists() else 0
     seed = (zlib.crc32(target.encode()) + batches) % 2**31
-    if params.data.source == SPEECH_SOURCE and params.data.speech is not None:
+    if params.data.spoken is not None:
         frame = labelled_clips(
-            params.data.speech,
+            params.data.spoken,
             strength=strength,
             rows=rows,
             label_column=params.data.label_column,

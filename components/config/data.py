@@ -151,6 +151,11 @@ class DataConfig(Strict):
     # How a `speech:espeak-ng` source speaks its clips; null for other sources.
     speech: SpeechConfig | None = None
 
+    @property
+    def spoken(self) -> SpeechConfig | None:
+        """How the clips are spoken, when the source is spoken keywords."""
+        return self.speech if self.source == SPEECH_SOURCE else None
+
     @model_validator(mode="after")
     def _source_kind(self) -> DataConfig:
         src = self.source

@@ -9,7 +9,6 @@ import pandas as pd
 from sklearn import datasets
 
 from components.config import DataConfig
-from components.config.data import SPEECH_SOURCE
 from components.errors import ConfigError
 
 
@@ -23,11 +22,11 @@ def load_source(cfg: DataConfig, root: Path = Path(".")) -> SourceData:
     """The configured source as one frame: feature columns plus the label column."""
     if cfg.source.startswith("sklearn:"):
         return _load_sklearn(cfg)
-    if cfg.source == SPEECH_SOURCE and cfg.speech is not None:
+    if cfg.spoken is not None:
         from components.data import speech  # espeak-ng and scipy: only when speaking
 
-        frame = speech.speech_frame(cfg.speech, cfg.label_column)
-        return SourceData(frame=frame, description=speech.description(cfg.speech))
+        frame = speech.speech_frame(cfg.spoken, cfg.label_column)
+        return SourceData(frame=frame, description=speech.description(cfg.spoken))
     return _load_file(cfg, root / cfg.source)
 
 
@@ -71,10 +70,3 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def feature_columns(frame: pd.DataFrame, label_column: str) -> list[str]:
     return [c for c in frame.columns if c != label_column]
-
-
-def mfcc_columns() -> list[str]:
-    """A speech source's feature columns: the front end's 490 MFCC numbers."""
-    from edge_fleet.device.audio import feature_names
-
-    return feature_names()

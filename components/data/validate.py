@@ -15,7 +15,6 @@ import pandas as pd
 from dvc_data.hashfile.hash import file_md5
 
 from components.config import Params
-from components.config.data import SPEECH_SOURCE
 from components.data.contract import (
     ValidationOutcome,
     contract_columns,
@@ -29,7 +28,6 @@ from components.data.prepare import SOURCE_INFO, raw_batch_path
 from components.data.sources import (
     feature_columns,
     load_source,
-    mfcc_columns,
     read_table,
 )
 from components.data.split import SplitResult, split_dataset
@@ -58,8 +56,10 @@ def expected_features(params: Params) -> list[str]:
     `features.drop`."""
     if params.validation.feature_columns is not None:
         return list(params.validation.feature_columns)
-    if params.data.source == SPEECH_SOURCE:  # what the front end computes
-        return mfcc_columns()
+    if params.data.spoken is not None:  # what the front end computes
+        from components.data import speech
+
+        return speech.feature_names()
     source = load_source(params.data).frame
     columns = feature_columns(source, params.data.label_column)
     meta = contract_columns(params.validation, params.split.group_column)

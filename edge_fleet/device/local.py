@@ -66,14 +66,20 @@ class NoModel(RuntimeError):
     pass
 
 
-def answer(agent: Agent, row: list) -> dict:
-    """The active model's class and confidence for one row (a gap: None)."""
+def answer(agent: Agent, row: list, *, clip: bool = False) -> dict:
+    """The active model's class and confidence for one row (a gap: None); with
+    `clip`, the row is a clip's MFCC numbers, refused by a model of other rows."""
     state = agent.state
     active = state["active"]
     slot = state["slots"].get(active) if active else None
     if slot is None:
         raise NoModel("no model installed yet")
     runtime = agent.runtimes.get(model_path(agent.home, state, active), slot["sha256"])
+    if clip and runtime.features != len(row):  # as serving's /listen says it
+        raise ValueError(
+            f"version {slot['version']} takes rows of {runtime.features} features, "
+            "not audio clips: use /predict"
+        )
     x = _row(row, runtime.features)
     logits = runtime.logits(x)[0].astype(np.float64)
     if not np.isfinite(logits).all():
@@ -170,7 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = self.rfile.read(length)
             if self.path == "/listen":  # a clip: audio.ClipError is a ValueError
                 row = audio.mfcc_rows(audio.read_wav(data))[0].tolist()
-                self._send(200, answer(self.server.agent, row))
+                self._send(200, answer(self.server.agent, row, clip=True))
                 return
             body = json.loads(data or b"null")
             if not isinstance(body, dict) or "row" not in body:

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
+from edge_fleet.device import audio
 from tests.edge_fleet.conftest import (
     agent_settings,
     drive,
@@ -151,6 +152,14 @@ def local_bodies_are_bounded(port: int, pid: int) -> None:
     refused = httpx.post(url, json={"row": [1.0, 2.0]})
     assert refused.status_code == 400
     assert "expected a list of 64 numbers, got 2" in refused.json()["error"]
+    # A clip for a model of table rows: refused as serving's /listen refuses it.
+    clip = audio.write_wav(np.zeros(audio.CLIP_SAMPLES, dtype=np.float32))
+    heard = httpx.post(url.replace("/predict", "/listen"), content=clip)
+    assert heard.status_code == 400
+    assert (
+        "takes rows of 64 features, not audio clips: use /predict"
+        in (heard.json()["error"])
+    )
     for how, expected in (
         ({}, 413),
         ({"declared": "-1"}, 400),
