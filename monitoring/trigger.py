@@ -16,6 +16,9 @@ from pathlib import Path
 from components.config import MonitoringConfig
 from monitoring.sequential import Evidence
 
+# What a target's history keeps of each check (the dashboards keep the rest).
+HISTORY = ("rows", "drift_share", "drifted", "flagged", "evidence", "evidence_needed")
+
 
 @dataclass
 class TargetState:
@@ -42,7 +45,8 @@ def decide(
     now. A trigger restarts the target's detector."""
     if not check["judged"]:
         return Decision(False, f"window of {check['rows']} too small for a verdict")
-    state.history = [*state.history[-49:], {"at": now} | check]
+    kept = {k: check[k] for k in HISTORY if k in check}  # a few numbers per check:
+    state.history = [*state.history[-49:], {"at": now} | kept]  # 1,000 cohorts
     if not check["flagged"]:
         return Decision(False, check["why"])
     if state.last_trigger is not None and now - state.last_trigger < cfg.cooldown_s:
