@@ -30,7 +30,7 @@ from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
 
-from components.config import Params, load_params
+from components.config import MonitoringConfig, Params, load_params
 from components.data.features import MODEL_SPEC, ColumnEncoding, model_encoding
 from components.optimization.runtime import predicted_labels
 from edge_fleet.client import FleetAdmin
@@ -476,7 +476,7 @@ def verdict(
     check: Checked,
     chosen: set[str],
     judged: int,
-    cfg,
+    cfg: MonitoringConfig,
 ) -> tuple[bool, str]:
     """Whether the target is flagged at this pass, and why, in words."""
     evidence = sequential.describe(check.statistic, check.needed)
@@ -484,17 +484,17 @@ def verdict(
         return False, f"no drift: {evidence}"
     if window.target not in chosen:
         return False, (
-            f"{evidence} reached, but not among the targets flagged at a false "
+            f"{evidence}, but not among the targets flagged at a false "
             f"discovery rate of {cfg.false_alarm_level} ({judged} judged)"
         )
     result = check.result
     if window.by_device and (result.devices_drifted or 0) < cfg.min_devices:
         return False, (
-            f"{evidence} reached, but {result.devices_drifted} of {result.devices} "
+            f"{evidence}, but {result.devices_drifted} of {result.devices} "
             f"devices' own reports drift (at least {cfg.min_devices} must)"
         )
     return True, (
-        f"drift: {evidence} reached (at most {cfg.false_alarm_level} false alarms "
+        f"drift: {evidence} (at most {cfg.false_alarm_level} false alarms "
         f"a month), flagged among {judged} targets"
     )
 

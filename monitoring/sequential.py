@@ -329,7 +329,8 @@ def ebh(evalues: Mapping[str, float], level: float) -> set[str]:
 
 def describe(statistic: float, limit: float) -> str:
     """The detector against its alarm level, in words."""
-    return f"evidence {_short(statistic)} of {_short(limit)} needed"
+    side = "past" if statistic >= limit else "below"
+    return f"evidence {_short(statistic)}, {side} its level {_short(limit)}"
 
 
 def _short(x: float) -> str:
