@@ -58,6 +58,12 @@ def test_keywords_go_around_the_loop(tmp_path):
     for section, values in QUICK.items():
         params[section].update(values)
     params["fleet"]["profile_mix"] = {"gateway": 0.5, "mcu": 0.5}
+    # The loop is under test here, not the latency check (tests/edge_fleet/
+    # test_rollout.py): each version's gateway file is the variant its optimize
+    # stage timed fastest, on a machine busy with the other tests, so v2 may ship
+    # int8 where v1 shipped fp32, and the devices time it 2.5x slower (CI, at
+    # 5ddbeb4: rolled back at wave-1 on latency_ratio 2.48).
+    params["fleet"]["checks"]["max_latency_ratio"] = 10.0
     params["optimize"]["profiles"]["mcu"] = {  # the default board
         "runtime": "micro",
         "max_flash_kb": 768,
