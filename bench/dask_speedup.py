@@ -27,9 +27,10 @@ from sklearn.datasets import load_digits
 
 from bench.drift_scale import reports as as_reports
 from components.config import load_params
-from flows.monitor import Window, check_window, snapshot_window
+from flows.monitor import check_window, snapshot_window
 from flows.runners import task_runner
 from monitoring import drift, sequential
+from monitoring.decision import Window
 from monitoring.workspace import open_workspace, save
 from stack.settings import Settings
 
@@ -71,7 +72,7 @@ def timed_run(runner: Settings, windows: list[Window], workspace: Path) -> float
         futures = [
             check_window.submit(w, params, sequential.Evidence()) for w in windows
         ]
-        snapshots = [snapshot_window.submit(w, params, "-") for w in windows]
+        snapshots = [snapshot_window.submit(w, params) for w in windows]
         ws = open_workspace(workspace)
         for w, snapshot in zip(windows, snapshots, strict=True):
             save(ws, w.target, snapshot.result())

@@ -3,13 +3,13 @@
 1. One device-cohort window (100 reports against 300 reference batch summaries)
    at 16, 64 and 128 features (42, 138 and 266 columns judged): the check before
    issue 36 (Evidently's report on every check, its verdicts read from it) against
-   the monitor's check now (`flows.monitor.check_window`: the same verdicts
+   the monitor's check now (`monitoring.decision.check`: the same verdicts
    computed without the report, and the sequential test on the 100 new reports),
    on the same windows, in one run. The report is still what a dashboard snapshot
    costs, now only when a cohort's status changes.
 2. One monitor pass over N cohorts of 100 reports each: every cohort's check
    submitted to the configured task runner (Prefect's thread pool, or Dask) inside a
-   flow, as the monitor flow does, then e-BH across them (`flows.monitor.judge`),
+   flow, as the monitor flow does, then e-BH across them (`monitoring.decision.judge`),
    for several N and column counts. Building the windows from the reports (in the
    flow, after one fleet query per cohort; cohorts on the same reference rows
    share its batch summaries) is timed apart. Runs on a temporary Prefect
@@ -32,13 +32,14 @@ import numpy as np
 import pandas as pd
 
 from components.config import Params, load_params
-from flows.monitor import Window, check_window, judge
+from flows.monitor import check_window
 from flows.runners import task_runner
-from monitoring import drift, sequential
+from monitoring import sequential
+from monitoring.decision import Shared, Window, check, device_window, judge
 from stack.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-BATCH = 64
+BATCH = 64  # params.yaml fleet.telemetry_batch (main checks)
 CLASSES = 10
 
 
@@ -76,29 +77,10 @@ def reports(
 
 
 def window(
-    name: str,
-    train: pd.DataFrame,
-    sent: list[dict],
-    params: Params,
-    prepared: drift.DeviceReference | None = None,
+    name: str, train: pd.DataFrame, sent: list[dict], params: Params, shared: Shared
 ) -> Window:
-    reference, current = drift.device_frames(
-        train,
-        sent,
-        batch=BATCH,
-        reference_batches=params.monitoring.reference_batches,
-        label_column="label",
-        prepared=prepared,
-    )
-    return Window(
-        name,
-        reference,
-        current,
-        math.sqrt(BATCH),
-        params.monitoring.device_min_reports,
-        "training split",
-        by_device=True,
-        size=params.monitoring.device_window_reports,
+    return device_window(
+        name, train, sent, params, source="training split", shared=shared
     )
 
 
@@ -106,23 +88,15 @@ def one_window(features: int, params: Params, repeats: int) -> tuple[int, float,
     rng = np.random.default_rng(features)
     data = table(features, 3000, rng)
     train, held_out = data.iloc[:2000], data.iloc[2000:]
-    w = window("cohort", train, reports(held_out, 100, rng), params)
+    w = window("cohort", train, reports(held_out, 100, rng), params, Shared())
     cfg = params.monitoring
     before, now = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        drift.check(
-            w.target,
-            w.reference,
-            w.current,
-            cfg,
-            threshold_scale=w.threshold_scale,
-            min_rows=w.min_rows,
-            by_device=True,
-        )
+        w.verdicts(cfg, snapshot=True)
         before.append(time.perf_counter() - start)
         start = time.perf_counter()
-        check_window.fn(w, params, sequential.Evidence())
+        check(w, cfg, sequential.Evidence())
         now.append(time.perf_counter() - start)
     return len(w.current.columns), min(before), min(now)
 
@@ -136,7 +110,7 @@ def one_pass(windows: list[Window], params: Params, runner: Settings) -> float:
             check_window.submit(w, params, sequential.Evidence()) for w in windows
         ]
         checks = [f.result() for f in futures]
-        judged = judge(windows, checks, {}, params, time.time())
+        judged = judge(windows, checks, {}, params.monitoring, time.time())
         return sum(j.summary["flagged"] for j in judged)
 
     start = time.perf_counter()
@@ -157,14 +131,9 @@ def cohort_windows(
         reports(shifted if i % 10 == 0 else held_out, 100, rng) for i in range(cohorts)
     ]
     start = time.perf_counter()
-    prepared = drift.device_reference(
-        train,
-        batch=BATCH,
-        reference_batches=params.monitoring.reference_batches,
-        label_column="label",
-    )
+    shared = Shared()
     out = [
-        window(f"cohort-{i}", train, sent[i], params, prepared) for i in range(cohorts)
+        window(f"cohort-{i}", train, sent[i], params, shared) for i in range(cohorts)
     ]
     return out, time.perf_counter() - start
 
@@ -179,6 +148,10 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     params = load_params(ROOT / "params.yaml")
+    if params.fleet.telemetry_batch != BATCH:
+        raise SystemExit(
+            f"fleet.telemetry_batch is {params.fleet.telemetry_batch}, not {BATCH}"
+        )
     print("1. one cohort window of 100 reports (best of", args.repeats, "runs)")
     for features in args.features:
         columns, before, now = one_window(features, params, args.repeats)

@@ -11,32 +11,39 @@ automation matches to start retraining. Each target's outcome is a
 The per-target checks run on the task runner the settings name (`flows/runners.py`),
 chosen when the flow runs, not when this module is imported. Each costs
 milliseconds: the window's verdicts and the sequential test's new observations
-(monitoring/sequential.py) need no Evidently report; a target's snapshot (seconds)
-is stored when its status changes, when it triggers, and at least every
-`monitoring.snapshot_interval_s`."""
+(monitoring/sequential.py) need no Evidently report. What is flagged, what
+retrains and which targets get a snapshot is decided across targets
+(monitoring/decision.py); a snapshot (seconds) is stored when a target's status
+changes, when it triggers, and at least every `monitoring.snapshot_interval_s`."""
 
 from __future__ import annotations
 
-import copy
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+from evidently.core.report import Snapshot
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
 
-from components.config import MonitoringConfig, Params, load_params
+from components.config import Params, load_params
 from components.data.features import MODEL_SPEC, ColumnEncoding, model_encoding
 from components.optimization.runtime import predicted_labels
 from edge_fleet.client import FleetAdmin
 from flows.adapters.registry import data_card
 from flows.runners import task_runner
 from monitoring import drift, sequential, trigger
+from monitoring.decision import (
+    Checked,
+    Judged,
+    Shared,
+    Window,
+    check,
+    device_window,
+    judge,
+)
 from monitoring.reference import (
     ChampionData,
     delayed_labels,
@@ -61,19 +68,6 @@ def champion_data(tracking_uri: str, model_name: str) -> ChampionData | None:
         return None
     card = data_card(tracking_uri, version.run_id) or {}
     return ChampionData(version.version, frozenset(card.get("incoming_files", [])))
-
-
-@dataclass(frozen=True)
-class Window:
-    target: str
-    reference: pd.DataFrame
-    current: pd.DataFrame
-    threshold_scale: float
-    min_rows: int
-    reference_from: str  # "training split" or the target's own labelled rows
-    by_device: bool = False  # a cohort's reports, each device one vote
-    size: int = 100  # the window's configured rows (the e-value's observations)
-    version: str = "-"  # the champion the reference belongs to
 
 
 @dataclass(frozen=True)
@@ -134,10 +128,8 @@ def serving_window(project: Path, params: Params, refs: References) -> Window | 
 
 def device_windows(fleet_url: str, params: Params, refs: References) -> list[Window]:
     fleet = FleetAdmin(fleet_url, fleet_admin_token(get_settings()))
-    batch = params.fleet.telemetry_batch
+    shared = Shared()  # cohorts on the same reference rows share their summaries
     windows = []
-    # Cohorts with the same reference rows share their batch summaries.
-    prepared: dict[str, drift.DeviceReference] = {}
     for cohort in fleet.cohorts():
         target = f"cohort-{cohort}"
         reports = fleet.telemetry(
@@ -146,138 +138,33 @@ def device_windows(fleet_url: str, params: Params, refs: References) -> list[Win
             per_device=params.monitoring.max_reports_per_device,
         )
         rows, source = refs.rows(target)
-        if source not in prepared:
-            prepared[source] = drift.device_reference(
-                rows,
-                batch=batch,
-                reference_batches=params.monitoring.reference_batches,
-                label_column=params.data.label_column,
-                encoding=refs.encoding,
-            )
-        reference, current = drift.device_frames(
-            rows,
-            reports,
-            batch=batch,
-            reference_batches=params.monitoring.reference_batches,
-            label_column=params.data.label_column,
-            encoding=refs.encoding,
-            prepared=prepared[source],
-        )
         windows.append(
-            Window(
+            device_window(
                 target,
-                reference,
-                current,
-                math.sqrt(batch),
-                params.monitoring.device_min_reports,
-                source,
-                by_device=True,
-                size=params.monitoring.device_window_reports,
+                rows,
+                reports,
+                params,
+                source=source,
+                shared=shared,
+                encoding=refs.encoding,
                 version=refs.version,
             )
         )
     return windows
 
 
-DEFAULT_PER_MONTH = 1e6  # observations a month, until two arrivals are measured
-
-
-@dataclass(frozen=True)
-class Checked:
-    """One target's check: the window's verdicts (no snapshot yet) and its
-    sequential test after this pass's new observations."""
-
-    result: drift.DriftResult
-    evidence: sequential.Evidence
-    new: int  # observations taken at this pass
-    statistic: float  # the e-detector
-    needed: float  # its alarm level
-    evalue: float  # the window's betting wealth (for e-BH across targets)
-    seconds: float
-
-    @property
-    def alarm(self) -> bool:
-        return self.result.judged and self.statistic >= self.needed
-
-
 @task
 def check_window(
     window: Window, params: Params, evidence: sequential.Evidence
 ) -> Checked:
-    """One target's verdicts (milliseconds) and its sequential test, on the
-    observations that arrived since the last pass (each taken once, in order)."""
-    t0 = time.perf_counter()
-    cfg = params.monitoring
-    result = drift.check(
-        window.target,
-        window.reference,
-        window.current,
-        cfg,
-        threshold_scale=window.threshold_scale,
-        min_rows=window.min_rows,
-        by_device=window.by_device,
-        snapshot=False,
-    )
-    categorical = drift.categorical_columns(window.reference, window.current)
-    null = sequential.Null.of(window.reference, categorical)
-    key = f"v{window.version} {window.reference_from} {null.key}"
-    evidence = copy.deepcopy(evidence)
-    if evidence.reference != key:  # a new champion, reference or layout
-        evidence = sequential.Evidence(reference=key)
-    order, arrived = arrivals(window)
-    after = -np.inf if evidence.cursor is None else float(evidence.cursor)
-    new = np.flatnonzero(order > after)
-    new = new[np.argsort(order[new], kind="stable")]
-    if len(new):
-        sequential.observe(
-            evidence,
-            null,
-            window.current.iloc[new],
-            cfg,
-            scale=window.threshold_scale,
-            window=window.size,
-        )
-        evidence.cursor = repr(float(order[new[-1]]))
-        times = arrived[new][np.isfinite(arrived[new])]
-        if len(times):
-            evidence.first_at = evidence.first_at or float(times.min())
-            evidence.last_at = float(times.max())
-    return Checked(
-        result,
-        evidence,
-        len(new),
-        evidence.statistic,
-        sequential.threshold(evidence, cfg, DEFAULT_PER_MONTH),
-        evidence.evalue(),
-        time.perf_counter() - t0,
-    )
-
-
-def arrivals(window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's place in the order of arrival (a report's id; a logged row's
-    time) and its arrival time (NaN unknown)."""
-    index = window.current.index
-    if window.by_device:
-        return (
-            index.get_level_values(drift.REPORT).to_numpy(np.float64),
-            index.get_level_values(drift.ARRIVED).to_numpy(np.float64),
-        )
-    order = index.to_numpy(np.float64)
-    return order, order if index.name == drift.ARRIVED else np.full(len(order), np.nan)
+    """One target's verdicts and sequential test (`monitoring.decision.check`)."""
+    return check(window, params.monitoring, evidence)
 
 
 @task
-def snapshot_window(window: Window, params: Params, version: str) -> object:
+def snapshot_window(window: Window, params: Params) -> Snapshot:
     """The window's Evidently report for its dashboard."""
-    return drift.evidently_snapshot(
-        window.target,
-        window.reference,
-        window.current,
-        drift.categorical_columns(window.reference, window.current),
-        params.monitoring,
-        threshold_scale=window.threshold_scale,
-        metadata={"version": version},
-    )
+    return window.snapshot(params.monitoring)
 
 
 @task
@@ -379,11 +266,11 @@ def monitor(
                     },
                 )
         checks = [f.result() for f in futures]
-        judged = judge(windows, checks, states, params, trigger.now())
+        judged = judge(windows, checks, states, params.monitoring, trigger.now())
         due = {
             w.target: runner.submit(
                 snapshot_window,
-                {"window": w, "params": params, "version": refs.version},
+                {"window": w, "params": params},
             )
             for w, j in zip(windows, judged, strict=True)
             if j.snapshot_due
@@ -399,104 +286,6 @@ def monitor(
     )
     store.save(states)
     return outcomes
-
-
-@dataclass
-class Judged:
-    """One target's decision at this pass, before anything is stored."""
-
-    check: Checked
-    summary: dict
-    decision: trigger.Decision
-    status: str
-    snapshot_due: bool
-
-
-def judge(
-    windows: list[Window],
-    checks: list[Checked],
-    states: dict[str, trigger.TargetState],
-    params: Params,
-    now: float,
-) -> list[Judged]:
-    """The targets flagged at this pass (each past its e-detector's alarm level,
-    and together an e-BH set at `monitoring.false_alarm_level`; a cohort only with
-    `monitoring.min_devices` devices whose own reports drift), each one's
-    trigger decision, and which get a dashboard snapshot (a new status, a
-    trigger, or `monitoring.snapshot_interval_s` since the last)."""
-    cfg = params.monitoring
-    evalues = {
-        w.target: (c.evalue if c.alarm else 0.0)
-        for w, c in zip(windows, checks, strict=True)
-        if c.result.judged
-    }
-    chosen = sequential.ebh(evalues, cfg.false_alarm_level)
-    out = []
-    for window, check in zip(windows, checks, strict=True):
-        state = states.setdefault(window.target, trigger.TargetState())
-        state.evidence = check.evidence
-        result = check.result
-        flagged, why = verdict(window, check, chosen, len(evalues), cfg)
-        summary = result.summary() | {
-            "judged": result.judged,
-            "flagged": flagged,
-            "why": why,
-            "reference": window.reference_from,
-            "evidence": check.statistic,
-            "evidence_needed": check.needed,
-            "new_observations": check.new,
-            "check_s": round(check.seconds, 4),
-        }
-        decision = trigger.decide(state, summary, cfg, now)
-        status = (
-            "flagged"
-            if flagged
-            else "alarm"
-            if check.alarm
-            else "drifted window"
-            if result.drifted
-            else "quiet"
-            if result.judged
-            else "not judged"
-        )
-        due = result.judged and (
-            decision.trigger
-            or status != state.snapshot_status
-            or state.snapshot_at is None
-            or now - state.snapshot_at >= cfg.snapshot_interval_s
-        )
-        if due:
-            state.snapshot_at, state.snapshot_status = now, status
-        out.append(Judged(check, summary, decision, status, due))
-    return out
-
-
-def verdict(
-    window: Window,
-    check: Checked,
-    chosen: set[str],
-    judged: int,
-    cfg: MonitoringConfig,
-) -> tuple[bool, str]:
-    """Whether the target is flagged at this pass, and why, in words."""
-    evidence = sequential.describe(check.statistic, check.needed)
-    if not check.alarm:
-        return False, f"no drift: {evidence}"
-    if window.target not in chosen:
-        return False, (
-            f"{evidence}, but not among the targets flagged at a false "
-            f"discovery rate of {cfg.false_alarm_level} ({judged} judged)"
-        )
-    result = check.result
-    if window.by_device and (result.devices_drifted or 0) < cfg.min_devices:
-        return False, (
-            f"{evidence}, but {result.devices_drifted} of {result.devices} "
-            f"devices' own reports drift (at least {cfg.min_devices} must)"
-        )
-    return True, (
-        f"drift: {evidence} (at most {cfg.false_alarm_level} false alarms "
-        f"a month), flagged among {judged} targets"
-    )
 
 
 def store_outcomes(
