@@ -20,9 +20,18 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+)
+from prefect.client.schemas.objects import FlowRun
 
 from components.config import Params, load_params
 from components.errors import ServiceError
@@ -45,6 +54,8 @@ from scenarios.report import LoopReport, accuracy_line, why
 from stack.contracts import DriftOutcome, RolloutState, Tag
 from stack.services import champion_version, evidently_workspace
 from stack.settings import Settings
+
+TRAINING_FLOW = "training_pipeline"  # flows/training.py
 
 # Monitor passes (each on a refilled window) before the loop says the drift was
 # not detected.
@@ -78,6 +89,7 @@ class ClosedLoop:
     # The newest registered version when the loop began: a version made before
     # (a manual run left unpromoted) is not the loop's retraining.
     newest: int = 0
+    detected_at: datetime | None = None  # when the pass that triggered began
 
     @property
     def target(self) -> str:
@@ -195,6 +207,7 @@ class ClosedLoop:
         window = self.params.monitoring.device_window_reports
         for _ in range(DETECT_PASSES):
             checked = newest_report(self.fleet, self.cohort)
+            started = datetime.now(UTC)
             mine = self.check()
             report = self.report
             report.drift_before = report.drift_before or mine.drift_share
@@ -207,6 +220,7 @@ class ClosedLoop:
                 f"{mine.new_observations} new reports)"
             )
             if mine.trigger:
+                self.detected_at = started
                 self.report.step(
                     "drift detected",
                     t0,
@@ -244,14 +258,14 @@ class ClosedLoop:
         )
 
     def stopped_early(self, client: MlflowClient) -> bool:
-        """Whether the newest version failed its gates or its rollout was stopped
-        (the report says which)."""
+        """Whether retraining ended without a new version, or the newest version
+        failed its gates or its rollout was stopped (the report says which)."""
         name = self.params.registry.model_name
         latest = max(
             client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)
         )
         if latest.version == self.champion or int(latest.version) <= self.newest:
-            return False
+            return self.retraining_ended(client)
         stopped = [
             r
             for r in self.fleet.rollouts()
@@ -297,7 +311,8 @@ class ClosedLoop:
         self.report.new_version = self.current_champion()
         if not self.new_champion_everywhere():
             self.report.outcome = (
-                f"no new champion on cohort {self.cohort} within {max_s:.0f} s"
+                f"no new champion on cohort {self.cohort} within {max_s:.0f} s "
+                f"({self.retraining_said()})"
             )
             return False
         name = self.params.registry.model_name
@@ -312,6 +327,49 @@ class ClosedLoop:
             f"({len(self.drifting)} in the cohort)",
         )
         return True
+
+    def retraining(self) -> list[FlowRun]:
+        """The training runs started since the drift was detected, oldest first
+        (Prefect's record)."""
+        if self.detected_at is None:
+            return []
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[TRAINING_FLOW])),
+                flow_run_filter=FlowRunFilter(
+                    expected_start_time=FlowRunFilterExpectedStartTime(
+                        after_=self.detected_at
+                    )
+                ),
+            )
+        return sorted(runs, key=lambda r: r.expected_start_time or self.detected_at)
+
+    def retraining_ended(self, client: MlflowClient) -> bool:
+        """Whether every retraining run has ended and none made a version (a
+        failed or crashed run: the report says why)."""
+        runs = self.retraining()
+        if not runs or not all(r.state and r.state.is_final() for r in runs):
+            return False
+        name = self.params.registry.model_name
+        if newest_version(client.tracking_uri, name) > self.newest:
+            return False  # registered meanwhile
+        self.report.outcome = (
+            f"retraining ended without a new version: {self.retraining_said(runs)}"
+        )
+        return True
+
+    def retraining_said(self, runs: list[FlowRun] | None = None) -> str:
+        """Where each retraining run is, in words: its name, state and message."""
+        runs = self.retraining() if runs is None else runs
+        if not runs:
+            return "no retraining run started"
+        said = []
+        for run in runs:
+            state = run.state
+            name = state.name if state else "no state"
+            message = f": {state.message}" if state and state.message else ""
+            said.append(f"retraining run {run.name} {name}{message}")
+        return "; ".join(said)
 
     def label(self, rows: int) -> Path:
         """A labelled batch of the drifting cohort's shifted data arrives."""

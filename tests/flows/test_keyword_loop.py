@@ -28,14 +28,14 @@ from tests.flows.test_cli import edgeloop
 from tests.flows.test_loop import PORTS
 from tests.flows.test_own_table_loop import QUICK, closed_loop
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1100)]
 
 # The test's time only: fewer speakers and clips than the preset (40 speakers,
-# 1,440 clips), fewer epochs, and a gate such a model passes.
+# 960 clips), fewer epochs, and a gate such a model passes.
 SMALL = {
     "voices": ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029"],
     "variants": ["m1", "m3", "m7", "f1", "f2", "f4", "croak", "klatt"],
-    "clips_per_class": 120,
+    "clips_per_class": 80,
 }
 
 
@@ -53,7 +53,7 @@ def test_keywords_go_around_the_loop(tmp_path):
     params = yaml.load(project / "params.yaml")
     assert params["data"]["source"] == "speech:espeak-ng"
     params["data"]["speech"].update(SMALL)
-    params["train"].update({"epochs": 30, "patience": 8})
+    params["train"].update({"epochs": 20, "patience": 5})
     params["registry"]["gates"]["min_test_accuracy"] = 0.75
     for section, values in QUICK.items():
         params[section].update(values)
@@ -85,7 +85,9 @@ def test_keywords_go_around_the_loop(tmp_path):
         assert v1.version == "1"
         listens_as_trained(settings.serving_url)
 
-        closed_loop(project, env, "factory 3 on cohort north")
+        # Retraining a DS-CNN on a machine busy with the other tests: CI, at
+        # 8bb5b13, waited 420 s for v2 and failed.
+        closed_loop(project, env, "factory 3 on cohort north", max_s=600)
         champion = client.get_model_version_by_alias("edgeloop-kws", "champion")
         assert champion.version == "2" and champion.tags[Tag.TRIGGER] == "drift"
         fleet = FleetAdmin(

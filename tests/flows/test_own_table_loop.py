@@ -103,11 +103,19 @@ def test_the_loop_closes_on_penguins_as_described(tmp_path):
         edgeloop("down", cwd=project, env=env)
 
 
-def closed_loop(project, env: dict[str, str], drift: str) -> str:
+def closed_loop(project, env: dict[str, str], drift: str, max_s: int = 420) -> str:
     """`edgeloop loop` on 8 devices: it closes, its report names `drift`, and the
-    cohort's accuracy on its delayed labels rose with v2. Returns the report."""
+    cohort's accuracy on its delayed labels rose with v2. Returns the report.
+    `max_s`: the loop's wait for retraining and the rollout."""
     loop = edgeloop(
-        "loop", "--devices", "8", "--max-s", "420", cwd=project, env=env, timeout=700
+        "loop",
+        "--devices",
+        "8",
+        "--max-s",
+        str(max_s),
+        cwd=project,
+        env=env,
+        timeout=max_s + 280,
     )
     report = loop.stdout
     assert loop.returncode == 0, report + loop.stderr
