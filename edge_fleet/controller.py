@@ -1,12 +1,16 @@
 """The rollout controller: canary -> waves -> full, each stage judged on the model as
 devices run it, against the previous version on the same devices.
 
-All state is in the database and the TUF repository, so a restarted server goes on
-from the recorded stage. `tick()` is called every half second by the server.
+All state is in the database and the TUF repository, so a restarted server (or
+another replica, when the leader dies: edge_fleet/coordination.py) goes on from the
+recorded stage. The database is the record: a stage's outcome is committed before
+it is published, and `reconcile` publishes what a leader that died in between did
+not. `tick()` is called every half second by the leading replica.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +27,8 @@ from edge_fleet.errors import FleetConflict
 from edge_fleet.retention import roll_up
 from edge_fleet.tuf_repo import FleetRepository
 from stack.contracts import ACTIVE_ROLLOUT_STATES, RolloutState
+
+log = logging.getLogger("edgeloop.fleet")
 
 ACTIVE = ACTIVE_ROLLOUT_STATES
 ROLL_UP_EVERY_S = 30.0  # telemetry past retention is summarised this often
@@ -246,6 +252,9 @@ class Controller:
         failed it; once the stage baked and enough of its devices reported (or it
         timed out), judge it, then roll back or move to the next stage."""
         self.repo.maintain()
+        fixed = self.reconcile(session)
+        if fixed is not None:
+            log.warning("the repository did not show the database's state: %s", fixed)
         if time.monotonic() - self._rolled_up_at >= ROLL_UP_EVERY_S:
             roll_up(session, self.cfg)
             self._rolled_up_at = time.monotonic()
@@ -298,8 +307,48 @@ class Controller:
             installed=evidence.installed,
             **({"silent": silent[:SILENT_LISTED]} if silent else {}),
         )
-        self._advance(rollout, model)
+        # Committed, then published: a leader that dies in between leaves the
+        # database ahead, and the next leader's `reconcile` publishes it (the
+        # other way round, it would judge the stage again).
+        publish = self._advance(rollout, model)
         session.commit()
+        self.repo.publish(publish)
+
+    def reconcile(self, session: Session) -> str | None:
+        """Make what the repository publishes follow the database, where a leader
+        died between committing a rollout's change and publishing it (or an
+        admin route between publishing and committing). Returns what it
+        published, None when the two agree."""
+        published = self.repo.channels().get(ROLLOUT)
+        active = session.scalar(select(Rollout).where(Rollout.state.in_(ACTIVE)))
+        if active is not None:
+            stage = self.plan[min(active.stage, len(self.plan) - 1)]
+            if published is not None and (
+                published.get("rollout"),
+                published.get("stage"),
+            ) == (active.id, stage.name):
+                return None
+            model = session.get(Model, active.version)
+            assert model is not None
+            self._publish_stage(active, model, active.stage)
+            return f"rollout {active.id} at {stage.name}"
+        if published is None:
+            return None
+        last = session.scalar(select(Rollout).order_by(Rollout.id.desc()))
+        if (
+            last is not None
+            and last.state == RolloutState.COMPLETED.value
+            and last.id == published.get("rollout")
+        ):
+            model = session.get(Model, last.version)
+            assert model is not None
+            self.repo.publish(
+                channel_targets(STABLE, model, self.plan[-1], None, self.files)
+                | {ROLLOUT: None}
+            )
+            return f"v{last.version} stable (rollout {last.id} completed)"
+        self.repo.publish({ROLLOUT: None})
+        return "no active rollout"
 
     def _pause_short_of_quorum(
         self,
@@ -349,19 +398,20 @@ class Controller:
             f"{len(failed)} of {len(online)} devices failed this version",
         )
 
-    def _advance(self, rollout: Rollout, model: Model) -> None:
-        """The next stage, or, after the last, the version made stable."""
+    def _advance(self, rollout: Rollout, model: Model) -> dict:
+        """The next stage, or, after the last, the version made stable; returns
+        what to publish once it is committed."""
         if rollout.stage + 1 < len(self.plan):
             rollout.stage += 1
             rollout.stage_started_at = now()
-            self._publish_stage(rollout, model, rollout.stage)
             self._event(rollout, "stage_started", stage=self.plan[rollout.stage].name)
-            return
-        self.repo.publish(
-            channel_targets(STABLE, model, self.plan[-1], None, self.files)
-            | {ROLLOUT: None}
-        )
+            return channel_targets(
+                ROLLOUT, model, self.plan[rollout.stage], rollout.id, self.files
+            )
         self._finish(rollout, RolloutState.COMPLETED.value, None)
+        return channel_targets(STABLE, model, self.plan[-1], None, self.files) | {
+            ROLLOUT: None
+        }
 
     def _evidence(
         self, session: Session, rollout: Rollout, members: list[Device]
@@ -407,9 +457,9 @@ class Controller:
         )
 
     def _roll_back(self, session: Session, rollout: Rollout, cause: Cause) -> None:
-        self.repo.publish({ROLLOUT: None})  # devices in scope go back to stable
         self._finish(rollout, RolloutState.ROLLED_BACK.value, cause.as_dict())
         session.commit()
+        self.repo.publish({ROLLOUT: None})  # devices in scope go back to stable
 
     def _publish_stage(self, rollout: Rollout, model: Model, index: int) -> None:
         self.repo.publish(

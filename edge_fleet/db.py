@@ -24,6 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from edge_fleet.coordination import KEEPALIVE, migrating
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -198,8 +200,15 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
     else:
-        engine = create_engine(url, pool_size=10, max_overflow=20)
-    migrate(engine)
+        engine = create_engine(
+            url,
+            pool_size=10,
+            max_overflow=20,
+            pool_pre_ping=True,
+            connect_args=KEEPALIVE,
+        )
+    with migrating(engine):  # replicas starting together: one migrates
+        migrate(engine)
     return engine
 
 

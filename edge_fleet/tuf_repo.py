@@ -160,7 +160,10 @@ class FleetRepository(Repository):
         """Set (file, assignment) or remove (None) channels, in one new signed
         targets version, then snapshot and timestamp. A channel set or removed
         takes its profiles' own targets (`channel/stable/<profile>`) with it, but
-        for those set in the same call."""
+        for those set in the same call. Signed with the keys the current root
+        names (another replica, or an operator, may have rotated one since)."""
+        if current_root(self.dir).signed.version != self.root_version:
+            self._load_keys()
         with self.edit_targets() as targets:
             for path, entry in channels.items():
                 for stale in [

@@ -238,7 +238,7 @@ def start_rollout(
 ) -> RolloutStarted:
     """201 when a rollout started; 200 for a no-op (the version is already
     rolling out, or already stable), which says so in `outcome`."""
-    with fleet.publish_lock:
+    with fleet.coordinator.publishing():
         started = fleet.controller.start(
             session, body.version, body.reason, supersede=body.supersede
         )
@@ -286,7 +286,7 @@ def rollout_action(
     fleet: Fleet,
 ) -> RolloutView:
     found = found_rollout(session, rollout_id)
-    with fleet.publish_lock:
+    with fleet.coordinator.publishing():
         changed = fleet.controller.set_state(session, found, action)
     return RolloutView.of(changed, fleet.controller)
 
@@ -296,7 +296,7 @@ def rollout_action(
     responses=answers(s404="the version was not uploaded"),
 )
 def retarget(body: RolloutRequest, session: DB, fleet: Fleet) -> Retargeted:
-    with fleet.publish_lock:
+    with fleet.coordinator.publishing():
         stopped = fleet.controller.retarget(
             session, body.version, body.reason or "retarget"
         )

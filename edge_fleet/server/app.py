@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import sessionmaker
 
 from components.config import (
     DeviceProfile,
@@ -24,7 +25,8 @@ from components.config import (
     load_params,
 )
 from edge_fleet.controller import Controller
-from edge_fleet.db import make_sessions
+from edge_fleet.coordination import Coordinator
+from edge_fleet.db import make_engine
 from edge_fleet.errors import FleetConflict
 from edge_fleet.keys import FleetKeyError
 from edge_fleet.server import admin_api, device_api, models_api
@@ -51,18 +53,26 @@ def create_app(
     admin_token: str,
     tick_s: float = 0.5,
     profiles: dict[str, DeviceProfile] | None = None,
+    serve_tuf: bool = True,
 ) -> FastAPI:
     """`profiles`: the device profiles an upload may name, with the budgets its
-    file is loaded under (params' optimize.profiles; default: the default params')."""
+    file is loaded under (params' optimize.profiles; default: the default params').
+    `serve_tuf`: answer devices' TUF metadata and target requests (the embedded
+    default); False where a static server serves the state folder's `tuf/`
+    (the production shape: edge_fleet/production/nginx.conf.template)."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    repo = FleetRepository(
-        state_dir / "tuf",
-        state_dir / "keys",
-        timestamp_expiry=timedelta(seconds=cfg.timestamp_expiry_s),
-        metadata_expiry=timedelta(days=cfg.metadata_expiry_days),
-    )
+    engine = make_engine(database_url_for(state_dir, database_url))
+    coordinator = Coordinator(engine, state_dir)
+    with coordinator.publishing():  # replicas starting together: one makes it
+        repo = FleetRepository(
+            state_dir / "tuf",
+            state_dir / "keys",
+            timestamp_expiry=timedelta(seconds=cfg.timestamp_expiry_s),
+            metadata_expiry=timedelta(days=cfg.metadata_expiry_days),
+        )
     fleet = FleetState(
-        sessions=make_sessions(database_url_for(state_dir, database_url)),
+        sessions=sessionmaker(engine, expire_on_commit=False),
+        coordinator=coordinator,
         repo=repo,
         controller=Controller(repo, cfg, state_dir),
         cfg=cfg,
@@ -73,7 +83,7 @@ def create_app(
     )
     app = FastAPI(title="edgeloop fleet server", lifespan=controller_thread(tick_s))
     app.state.fleet = fleet
-    include_routes(app)
+    include_routes(app, serve_tuf=serve_tuf)
     app.add_exception_handler(FleetConflict, conflict)
     answer_unprocessable(app)
     app.add_middleware(
@@ -88,18 +98,28 @@ def create_app(
     return app
 
 
-def include_routes(app: FastAPI) -> None:
+def include_routes(app: FastAPI, *, serve_tuf: bool = True) -> None:
     """The server's routes (also what its OpenAPI schema is made of: the docs'
     reference reads it from here, without a state folder)."""
     app.include_router(device_api.router)
+    if serve_tuf:
+        app.include_router(device_api.tuf_router)
     app.include_router(admin_api.router)
     app.include_router(models_api.router)
     app.add_api_route("/health", health)
 
 
+def health(request: Request) -> dict[str, str]:
+    """`role`: whether this replica leads the rollout controller."""
+    fleet: FleetState = request.app.state.fleet
+    role = "leader" if fleet.coordinator.leading else "replica"
+    return {"status": "ok", "role": role}
+
+
 def controller_thread(tick_s: float):
     """The lifespan that runs the rollout controller every `tick_s` seconds in a
-    thread while the server is up."""
+    thread while the server is up, in the one replica that leads (the others
+    try to take the lead at each tick: edge_fleet/coordination.py)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -109,10 +129,13 @@ def controller_thread(tick_s: float):
         def control_loop() -> None:
             while not stop.wait(tick_s):
                 try:
-                    with fleet.publish_lock, fleet.sessions() as session:
+                    if not fleet.coordinator.lead():
+                        continue
+                    with fleet.coordinator.publishing(), fleet.sessions() as session:
                         fleet.controller.tick(session)
                 except Exception:
                     log.exception("rollout controller tick failed")
+            fleet.coordinator.release()
 
         thread = threading.Thread(target=control_loop, daemon=True)
         thread.start()
@@ -128,16 +151,18 @@ async def conflict(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.message}, status_code=exc.status)
 
 
-def health() -> dict[str, str]:
-    return {"status": "ok"}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument(
+        "--static-tuf",
+        action="store_true",
+        help="leave the state folder's tuf/ to a static server (nginx: "
+        "edge_fleet/production/nginx.conf.template); no /tuf/ routes here",
+    )
     settings = get_settings()
     parser.add_argument(
         "--database-url",
@@ -159,6 +184,7 @@ def main() -> None:
             database_url=args.database_url,
             admin_token=settings.fleet_admin_token.get_secret_value(),
             profiles=params.optimize.profiles,
+            serve_tuf=not args.static_tuf,
         )
     except FleetKeyError as error:
         parser.error(str(error))

@@ -6,7 +6,6 @@ take: a database session, the admin token, the calling device."""
 
 import hashlib
 import hmac
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from components.config import DeviceProfile, FleetConfig
 from edge_fleet.controller import Controller
+from edge_fleet.coordination import Coordinator
 from edge_fleet.db import Device, Model
 from edge_fleet.server.checkin_limit import CheckinLimiter
 from edge_fleet.tuf_repo import FleetRepository
@@ -27,6 +27,10 @@ from edge_fleet.tuf_repo import FleetRepository
 @dataclass
 class FleetState:
     sessions: sessionmaker
+    # Who leads the controller, and the TUF repository's one writer (the
+    # controller's ticks and the admin routes that start, stop or retarget a
+    # rollout), across this process' threads and the replicas.
+    coordinator: Coordinator
     repo: FleetRepository
     controller: Controller
     cfg: FleetConfig
@@ -35,9 +39,6 @@ class FleetState:
     state_dir: Path
     # optimize.profiles: the budgets an uploaded file is loaded under, per profile.
     profiles: dict[str, DeviceProfile]
-    # One writer of the TUF repository at a time (the controller's thread and the
-    # admin routes that start, stop or retarget a rollout).
-    publish_lock: threading.Lock = field(default_factory=threading.Lock)
     # Input features of each stored version (a version's content never changes
     # once uploaded), read once: every check-in's report is checked against it.
     _features: dict[str, int | None] = field(default_factory=dict)

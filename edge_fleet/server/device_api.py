@@ -1,5 +1,10 @@
 """The device API: enroll, check in, read its own state, fetch TUF metadata and
-targets. Every route but enrollment takes the device's bearer token."""
+targets. Every route but enrollment takes the device's bearer token.
+
+The TUF routes (`tuf_router`) are the embedded default's; in the production shape
+a static server serves the same files from the state folder and asks
+`GET /v1/auth/device` whether a request's token is a device's (nginx's
+auth_request: edge_fleet/production/nginx.conf.template)."""
 
 # No `from __future__ import annotations`: FastAPI reads the Annotated aliases.
 
@@ -7,9 +12,10 @@ import secrets
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException
+from fastapi import APIRouter, Header, HTTPException, Response
 from fastapi.responses import FileResponse
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from edge_fleet.db import Device, EnrollmentCode, Telemetry, aware, now
@@ -35,6 +41,7 @@ from edge_fleet.server.schemas import (
 from stack.answers import answers
 
 router = APIRouter()
+tuf_router = APIRouter()
 
 TOKEN = "no device token, or not one this fleet issued (revoked included)"
 OTHER = "the token belongs to another device than the path names"
@@ -85,7 +92,12 @@ def enroll(
                 labels=body.labels,
             )
         )
-        session.commit()
+        try:
+            session.commit()
+        except IntegrityError:  # the same id enrolled on another replica meanwhile
+            raise HTTPException(
+                409, f"device {body.device_id!r} is already enrolled"
+            ) from None
     return Enrolled(device_id=body.device_id, token=token, poll_s=fleet.cfg.poll_s)
 
 
@@ -251,14 +263,26 @@ TUF_FILE = answers(
 )
 
 
-@router.get("/tuf/metadata/{name}", responses=TUF_FILE)
+@router.get(
+    "/v1/auth/device",
+    status_code=204,
+    responses=answers(s401=TOKEN),
+)
+def device_token(session: DB, authorization: Auth = None) -> Response:
+    """204 when the bearer token is an enrolled device's (a static server asks
+    this before it serves a TUF file)."""
+    device_of_token(session, authorization)
+    return Response(status_code=204)
+
+
+@tuf_router.get("/tuf/metadata/{name}", responses=TUF_FILE)
 def tuf_metadata(
     name: str, session: DB, fleet: Fleet, authorization: Auth = None
 ) -> FileResponse:
     return tuf_file(fleet.repo.metadata_dir, name, session, authorization)
 
 
-@router.get("/tuf/targets/{name:path}", responses=TUF_FILE)
+@tuf_router.get("/tuf/targets/{name:path}", responses=TUF_FILE)
 def tuf_target(
     name: str, session: DB, fleet: Fleet, authorization: Auth = None
 ) -> FileResponse:

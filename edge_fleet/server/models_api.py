@@ -199,7 +199,7 @@ def _add_profile_file(
     digest: str,
 ) -> ModelView:
     # Under the publish lock: no rollout of the version starts meanwhile.
-    with fleet.publish_lock, fleet.sessions() as session:
+    with fleet.coordinator.publishing(), fleet.sessions() as session:
         model = session.get(Model, version)
         if model is None:
             raise HTTPException(404, f"model version {version} was not uploaded")

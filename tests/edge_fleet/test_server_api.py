@@ -473,7 +473,10 @@ def test_an_action_on_a_rollout_finished_meanwhile_is_a_conflict(api):
         assert seen.state == "running"
         aborted = client.post(f"/v1/admin/rollouts/{rollout_id}/abort", headers=admin)
         assert aborted.status_code == 200, aborted.text
-        with fleet.publish_lock, pytest.raises(FleetConflict, match="is aborted"):
+        with (
+            fleet.coordinator.publishing(),
+            pytest.raises(FleetConflict, match="is aborted"),
+        ):
             fleet.controller.set_state(session, seen, "pause")
     stored = client.get(f"/v1/admin/rollouts/{rollout_id}", headers=admin).json()
     assert stored["state"] == "aborted"
