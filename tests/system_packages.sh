@@ -5,8 +5,10 @@
 # fleet server with its clock moved months ahead); valgrind, whose CPU (AVX2, no
 # VNNI) runs int8 files as devices without VNNI do (tests/cpus.py); and wrk and hey,
 # the load generators of bench/serving_throughput.py; espeak-ng, which speaks the
-# keyword-spotting clips (components/data/speech.py). Installed with apt-get when
-# missing, nothing when present. Called by `make test` and `make bench-serving`;
+# keyword-spotting clips (components/data/speech.py); nginx-light, the fleet's
+# production shape in front of its replicas (edge_fleet/production/). Installed
+# with apt-get when missing, nothing when present. Called by `make test` and
+# `make bench-serving`;
 # with arguments (`make run DATA=kws`: espeak-ng), only those packages.
 set -euo pipefail
 
@@ -25,6 +27,7 @@ else
   command -v wrk >/dev/null || need+=(wrk)
   command -v valgrind >/dev/null || need+=(valgrind)
   command -v espeak-ng >/dev/null || need+=(espeak-ng)
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 

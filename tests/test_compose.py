@@ -61,6 +61,8 @@ def test_services_variables_and_settings_agree_with_the_code(
         "mlflow",
         "prefect",
         "fleet",
+        "fleet-api-1",
+        "fleet-api-2",
         "webhook",
         "evidently",
         "register",
@@ -106,9 +108,32 @@ def test_services_variables_and_settings_agree_with_the_code(
     urls = [
         services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"],
         services["prefect"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"],
-        services["fleet"]["environment"]["EDGELOOP_FLEET_DATABASE_URL"],
+        services["fleet-api-1"]["environment"]["EDGELOOP_FLEET_DATABASE_URL"],
     ]
     assert {url.rsplit("/", 1)[1] for url in urls} == created
+
+
+def test_the_fleet_s_nginx_fills_every_placeholder_of_its_template(compose: dict):
+    """The fleet's nginx (the production shape): the template it mounts exists,
+    its environment fills every ${...} of it, and its upstream names the API
+    replicas, which serve no TUF file (`--static-tuf`) from the state it reads."""
+    services = compose["services"]
+    nginx = services["fleet"]
+    mounted = {
+        v.split(":")[0]: v.split(":")[1] for v in nginx["volumes"] if v[0] == "."
+    }
+    [(source, target)] = mounted.items()
+    template = (REPO / source).read_text()
+    assert target == "/etc/nginx/templates/fleet.conf.template"
+    placeholders = set(re.findall(r"\$\{(\w+)\}", template))
+    assert placeholders == set(nginx["environment"]), placeholders
+    replicas = [name for name in services if name.startswith("fleet-api")]
+    upstream = nginx["environment"]["FLEET_REPLICAS"]
+    assert sorted(re.findall(r"server ([\w-]+):8300", upstream)) == replicas
+    for name in replicas:
+        command = services[name]["command"]
+        assert "--static-tuf" in command and "--state-dir=/state/fleet" in command
+    assert nginx["environment"]["FLEET_STATE_DIR"] == "/state/fleet"
 
 
 def test_prefect_yaml_deploys_the_stacks_flows_with_their_parameters():

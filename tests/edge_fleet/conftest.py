@@ -162,6 +162,7 @@ class FleetServer:
     admin: FleetAdmin
     database_url: str | None = None  # None: SQLite in the state folder
     proc: subprocess.Popen | None = None
+    args: tuple[str, ...] = ()  # more of the server's options (--static-tuf)
     log: Path = field(init=False)
     root_keys: Path = field(init=False)
 
@@ -195,6 +196,7 @@ class FleetServer:
                     str(self.state_dir),
                     "--params",
                     str(self.params_file),
+                    *self.args,
                 ],
                 env=env,
                 stdout=out,
