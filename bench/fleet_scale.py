@@ -1,13 +1,19 @@
 """Fleet scale on this machine, everything on loopback in one run:
 
 1. Check-ins per second the fleet server sustains (authenticated device check-ins
-   with a telemetry batch, written to SQLite) and their p50/p99 latency, against a
+   with a telemetry batch, written to SQLite, or the database
+   EDGELOOP_FLEET_DATABASE_URL names) and their p50/p99 latency, against a
    baseline in the same run: a static file server (Starlette's StaticFiles under
    uvicorn, no database, no auth) serving the same TUF timestamp metadata.
 2. A rollout of a ~100 KB ONNX model (an MLP fitted on the digits) to N simulated
    devices (default 1,000), canary -> 2 waves -> full, timed from the rollout's
-   start until every device runs it; with the devices left on a broken model (0 is
-   the target) and bytes received per device against the model's size.
+   start until every device runs it (or until it was rolled back: it stops
+   then, and says when); with the devices left on a broken model (0 is the
+   target) and bytes received per device against the model's size.
+
+Each figure is printed as soon as it is measured; a dropped connection counts as
+a failed request. The production shape (replicas, nginx, failover):
+bench/fleet_replicas.py.
 
     .venv/bin/python -m bench.fleet_scale [--devices 1000] [--requests 3000]
 """
@@ -19,7 +25,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -34,6 +39,7 @@ import numpy as np
 import yaml
 from sklearn.datasets import load_digits
 from sklearn.neural_network import MLPClassifier
+from sqlalchemy import create_engine, text
 
 from components.config import load_params
 from edge_fleet import keys
@@ -112,7 +118,13 @@ async def hammer(
             while queue:
                 method, url, headers, body = queue.pop()
                 t0 = time.perf_counter()
-                reply = await http.request(method, url, headers=headers, content=body)
+                try:
+                    reply = await http.request(
+                        method, url, headers=headers, content=body
+                    )
+                except httpx.HTTPError:  # a dropped connection: a failed request
+                    failures += 1
+                    continue
                 latencies.append((time.perf_counter() - t0) * 1000)
                 failures += reply.status_code >= 400
 
@@ -274,6 +286,14 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
             fleet_runs.append(asyncio.run(hammer(checkins, args.concurrency)))
         static_rps, static_lat, static_fail = max(static_runs, key=lambda r: r[0])
         fleet_rps, fleet_lat, fleet_fail = max(fleet_runs, key=lambda r: r[0])
+        say(
+            f"check-ins (c={args.concurrency}, {args.requests} requests): "
+            f"fleet server {fleet_rps:,.0f}/s p50 {pct(fleet_lat, 50):.1f} ms "
+            f"p99 {pct(fleet_lat, 99):.1f} ms ({fleet_fail} failed); static "
+            f"metadata {static_rps:,.0f}/s p50 {pct(static_lat, 50):.1f} ms p99 "
+            f"{pct(static_lat, 99):.1f} ms ({static_fail} failed); "
+            f"ratio {fleet_rps / static_rps:.2f}x"
+        )
 
         # 2. The rollout to every device.
         for agent in agents:
@@ -282,8 +302,9 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         v2 = mlp_onnx(work / "mlp-v2.onnx", args.hidden, seed=1)
         upload("2", v2)
         database = work / "fleet" / "fleet.db"
+        database_url = os.environ.get("EDGELOOP_FLEET_DATABASE_URL")
         stored_before = _database_bytes(database)
-        reports_before = stored_reports(database)
+        reports_before = stored_reports(database_url or f"sqlite:///{database}")
         t0 = time.perf_counter()
         rollout = admin.start_rollout("2", "bench")["rollout"]
         say(f"rollout {rollout['id']} of v2 to {len(agents)} devices")
@@ -298,22 +319,26 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
                     f"  {time.perf_counter() - t0:5.0f} s: {state['state']}, stage "
                     f"{state['stage_name']}; {on_v2}/{len(agents)} devices on v2"
                 )
-            return state["state"] not in ("running", "paused")
-
-        stats = asyncio.run(
-            run_fleet(
-                agents,
-                cfg,
-                done=lambda: finished() and all(a.version == "2" for a in agents),
-                max_s=600,
+            if state["state"] in ("running", "paused"):
+                return False
+            if ended[0] is None:
+                ended[0] = time.perf_counter() - t0
+                say(f"  {ended[0]:5.0f} s: the rollout {state['state']}")
+            # Completed: until every device runs it; otherwise it is over.
+            return state["state"] != "completed" or all(
+                a.version == "2" for a in agents
             )
-        )
-        rollout_s = time.perf_counter() - t0
+
+        ended: list[float | None] = [None]
+        stats = asyncio.run(run_fleet(agents, cfg, done=finished, max_s=600))
+        rollout_s = ended[0] if ended[0] is not None else time.perf_counter() - t0
         final = admin.rollout(rollout["id"])
         on_new = sum(a.version == "2" for a in agents)
         broken = sum(a.version is None or a.error is not None for a in agents)
         per_device = statistics.median(a.bytes_received for a in agents)
-        reports = stored_reports(database) - reports_before
+        reports = (
+            stored_reports(database_url or f"sqlite:///{database}") - reports_before
+        )
         per_report = (_database_bytes(database) - stored_before) / max(reports, 1)
     finally:
         for proc in servers:
@@ -323,14 +348,6 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
     print(
         f"devices: {args.devices}; enrolment + first check-in of all: "
         f"{enrolled_s:.1f} s"
-    )
-    print(
-        f"check-ins (c={args.concurrency}, {args.requests} requests): "
-        f"fleet server {fleet_rps:,.0f}/s p50 {pct(fleet_lat, 50):.1f} ms "
-        f"p99 {pct(fleet_lat, 99):.1f} ms ({fleet_fail} failed); static metadata "
-        f"{static_rps:,.0f}/s p50 {pct(static_lat, 50):.1f} ms p99 "
-        f"{pct(static_lat, 99):.1f} ms ({static_fail} failed); "
-        f"ratio {fleet_rps / static_rps:.2f}x"
     )
     print(
         f"rollout of a {size / 1024:.0f} KB model canary -> 2 waves -> full: "
@@ -343,6 +360,9 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         f"bytes received per device for the update: median {per_device:,.0f} "
         f"({per_device / size:.2f}x the model file)"
     )
+    if database_url:
+        print(f"telemetry stored: {reports} reports (on {database_url.split(':')[0]})")
+        return
     fleet = load_params(REPO / "params.yaml").fleet
     per_day = 86400 / fleet.poll_s  # reports per device per day at the default poll
     raw_bound = per_report * fleet.telemetry_retention_s / fleet.poll_s
@@ -376,10 +396,15 @@ def _database_bytes(path: Path) -> int:
     )
 
 
-def stored_reports(database: Path) -> int:
-    """Telemetry reports stored so far (read-only, beside the running server)."""
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        return db.execute("SELECT count(*) FROM telemetry").fetchone()[0]
+def stored_reports(url: str) -> int:
+    """Telemetry reports stored so far (beside the running server), on SQLite or
+    the database `EDGELOOP_FLEET_DATABASE_URL` names."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT count(*) FROM telemetry")).scalar()
+    finally:
+        engine.dispose()
 
 
 if __name__ == "__main__":
