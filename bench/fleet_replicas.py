@@ -76,6 +76,9 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> dict:
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    for line in out.splitlines():
+        if line.startswith("not 2xx: "):
+            say(f"  {line}")
     errors = re.search(r"Socket errors: (.*)", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
@@ -89,20 +92,34 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> dict:
 def lua_requests(path: Path, requests: list[tuple[str, str, str, str | None]]) -> Path:
     """A wrk script sending `requests` (method, path, token, JSON body) in turn,
     each thread from its own place in the list."""
-    lines = ["local reqs = {}"]
+    # Formatted in init(): wrk sets the Host header then (HTTP/1.1 needs one;
+    # nginx answers 400 without it, uvicorn does not mind).
+    lines = ["local items = {}"]
     for i, (method, where, token, body) in enumerate(requests, start=1):
         headers = f'{{["Authorization"]="Bearer {token}"'
         headers += ', ["Content-Type"]="application/json"}' if body else "}"
         payload = f"[==[{body}]==]" if body else "nil"
-        lines.append(
-            f'reqs[{i}] = wrk.format("{method}", "{where}", {headers}, {payload})'
-        )
+        lines.append(f'items[{i}] = {{"{method}", "{where}", {headers}, {payload}}}')
     lines += [
+        "local reqs = {}",
         "local count = 0",
         "function setup(thread) count = count + 1; thread:set('id', count) end",
         "local i = 0",
-        "function init(args) i = ((id or 1) - 1) * math.floor(#reqs / 2) end",
+        "function init(args)",
+        "  for k, r in ipairs(items) do",
+        "    reqs[k] = wrk.format(r[1], r[2], r[3], r[4])",
+        "  end",
+        "  i = ((id or 1) - 1) * math.floor(#reqs / 2)",
+        "end",
         "function request() i = i % #reqs + 1; return reqs[i] end",
+        # The first answer that is not 2xx, per thread: what it said.
+        "local shown = false",
+        "function response(status, headers, body)",
+        "  if (status < 200 or status > 299) and not shown then",
+        "    shown = true",
+        "    print('not 2xx: ' .. status .. ' ' .. string.sub(body or '', 1, 160))",
+        "  end",
+        "end",
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -165,9 +182,11 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
             )
 
         say(f"work folder {work}; PostgreSQL on {cluster.port}")
-        replica("solo")  # serves TUF itself, as the embedded default does
+        # a or b leads (the first started): the pair carries the controller's
+        # ticks, the replica alone only answers.
         replica("a", "--static-tuf")
         replica("b", "--static-tuf")
+        replica("solo")  # serves TUF itself, as the embedded default does
         nginx = Nginx(
             work / "nginx",
             f"127.0.0.1:{free_port()}",
@@ -228,11 +247,11 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         metadata = lua_requests(work / "timestamp.lua", timestamp)
         run = partial(wrk, seconds=args.seconds, connections=args.connections)
         figures = {}
-        for label, url, lua in (
-            ("check-ins, one replica", solo, script),
-            ("check-ins, two replicas behind nginx", nginx.url, script),
-            ("timestamp.json, one replica's route", solo, metadata),
-            ("timestamp.json, nginx (static)", nginx.url, metadata),
+        for label, url, lua, first in (
+            ("check-ins, one replica", solo, script, checkins[0]),
+            ("check-ins, two replicas behind nginx", nginx.url, script, checkins[0]),
+            ("timestamp.json, one replica's route", solo, metadata, timestamp[0]),
+            ("timestamp.json, nginx (static)", nginx.url, metadata, timestamp[0]),
         ):
             figures[label] = got = run(url, lua)
             say(
@@ -240,6 +259,16 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
                 f"p99 {got['p99']:.1f} ms ({got['non_2xx']} not 2xx; socket "
                 f"errors {got['socket_errors']})"
             )
+            if got["non_2xx"]:  # what such an answer says, once
+                method, where, token, body = first
+                answer = http.request(
+                    method,
+                    url + where,
+                    headers={"Authorization": f"Bearer {token}"}
+                    | ({"Content-Type": "application/json"} if body else {}),
+                    content=body,
+                )
+                say(f"  e.g. {answer.status_code}: {answer.text[:200]}")
         one = figures["check-ins, one replica"]["rps"]
         two = figures["check-ins, two replicas behind nginx"]["rps"]
         route = figures["timestamp.json, one replica's route"]["rps"]
@@ -248,7 +277,7 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
             f"ratios: two replicas / one {two / one:.2f}x (target 1.6x where the "
             f"cores allow; {os.cpu_count()} cores here, shared by wrk, nginx, "
             f"PostgreSQL and the replicas); check-ins / static timestamp "
-            f"{two / static:.2f}x; metadata nginx / route {static / route:.2f}x"
+            f"{two / static:.3f}x; metadata nginx / route {static / route:.0f}x"
         )
         os.killpg(processes.pop("solo").pid, signal.SIGTERM)
 
