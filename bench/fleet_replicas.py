@@ -44,12 +44,12 @@ import numpy as np
 import yaml
 from sklearn.datasets import load_digits
 
-from bench.fleet_scale import mlp_onnx, say, start
+from bench.fleet_scale import bench_fleet, mlp_onnx, say, start, uploader
 from components.config import load_params
 from edge_fleet import keys
 from edge_fleet.client import FleetAdmin
 from edge_fleet.production.nginx import Nginx
-from edge_fleet.sim.runner import FleetSpec, build_fleet, run_fleet
+from edge_fleet.sim.runner import run_fleet
 from stack.net import free_port
 from tests.postgres import start_cluster
 
@@ -199,25 +199,17 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         admin = FleetAdmin(nginx.url, ADMIN)
         inputs = load_digits().data.astype(np.float32)
         http = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32))
-        agents = build_fleet(
-            FleetSpec(devices=args.devices, prefix="bench"),
-            server=nginx.url,
+        agents = bench_fleet(
+            admin,
+            nginx.url,
+            args.devices,
             home=work / "devices",
-            factory_root=(state / "tuf" / "metadata" / "1.root.json").read_bytes(),
-            enroll_code=admin.enrollment_code(
-                profiles=["gateway"], cohorts=cfg.cohorts, devices=args.devices
-            )["code"],
+            metadata=state / "tuf" / "metadata",
             cfg=cfg,
             inputs=inputs,
             http=http,
         )
-        upload = partial(
-            admin.upload,
-            model=params.registry.model_name,
-            variant="fp32",
-            profiles=["gateway"],
-            features=inputs.shape[1],
-        )
+        upload = uploader(admin, params.registry.model_name, inputs.shape[1])
         upload("1", mlp_onnx(work / "mlp.onnx", args.hidden))
         admin.retarget("1", "bench")
         say(f"enrolling {len(agents)} devices through nginx; installing v1")

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -41,9 +42,10 @@ from sklearn.datasets import load_digits
 from sklearn.neural_network import MLPClassifier
 from sqlalchemy import create_engine, text
 
-from components.config import load_params
+from components.config import FleetConfig, load_params
 from edge_fleet import keys
 from edge_fleet.client import FleetAdmin
+from edge_fleet.device.agent import Agent
 from edge_fleet.sim.runner import FleetSpec, build_fleet, run_fleet
 from stack.net import free_port
 
@@ -131,6 +133,43 @@ async def hammer(
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return len(requests) / (time.perf_counter() - t0), latencies, failures
+
+
+def bench_fleet(
+    admin: FleetAdmin,
+    url: str,
+    devices: int,
+    *,
+    home: Path,
+    metadata: Path,
+    cfg: FleetConfig,
+    inputs: np.ndarray,
+    http: httpx.Client,
+) -> list[Agent]:
+    """`devices` simulated gateways of the fleet at `url`, one enrollment code."""
+    return build_fleet(
+        FleetSpec(devices=devices, prefix="bench"),
+        server=url,
+        home=home,
+        factory_root=(metadata / "1.root.json").read_bytes(),
+        enroll_code=admin.enrollment_code(
+            profiles=["gateway"], cohorts=cfg.cohorts, devices=devices
+        )["code"],
+        cfg=cfg,
+        inputs=inputs,
+        http=http,
+    )
+
+
+def uploader(admin: FleetAdmin, model_name: str, features: int) -> Callable:
+    """upload(version, file): an fp32 file for the gateways."""
+    return partial(
+        admin.upload,
+        model=model_name,
+        variant="fp32",
+        profiles=["gateway"],
+        features=features,
+    )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -227,14 +266,12 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         admin = FleetAdmin(url, ADMIN)
         http = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32))
         inputs = load_digits().data.astype(np.float32)
-        agents = build_fleet(
-            FleetSpec(devices=args.devices, prefix="bench"),
-            server=url,
+        agents = bench_fleet(
+            admin,
+            url,
+            args.devices,
             home=work / "devices",
-            factory_root=(metadata / "1.root.json").read_bytes(),
-            enroll_code=admin.enrollment_code(
-                profiles=["gateway"], cohorts=cfg.cohorts, devices=args.devices
-            )["code"],
+            metadata=metadata,
             cfg=cfg,
             inputs=inputs,
             http=http,
@@ -246,13 +283,7 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
         enrolled_s = time.perf_counter() - t0
 
         # 1. Check-ins/s against the static baseline, same concurrency.
-        upload = partial(
-            admin.upload,
-            model=model_name,
-            variant="fp32",
-            profiles=["gateway"],
-            features=inputs.shape[1],
-        )
+        upload = uploader(admin, model_name, inputs.shape[1])
         upload("1", model)
         admin.retarget("1", "bench warm-up")
         say("installing v1 on every device")
