@@ -23,7 +23,12 @@ from tests.conftest import BACKENDS
 from tests.edge_fleet.conftest import linear_onnx, make_root
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(
+    params=[
+        pytest.param(b, marks=[pytest.mark.integration] if b != "sqlite" else [])
+        for b in BACKENDS
+    ]
+)
 def two_replicas(request, tmp_path) -> tuple[Coordinator, Coordinator]:
     """Two coordinators on one database (each its own engine, as two processes)."""
     if request.param == "sqlite":
