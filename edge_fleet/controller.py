@@ -219,7 +219,8 @@ class Controller:
         return active
 
     def set_state(self, session: Session, rollout: Rollout, action: str) -> Rollout:
-        """Pause, resume, abort or roll back; the caller holds the publish lock.
+        """Pause, resume, abort or roll back; the caller is the repository's writer
+        (`Coordinator.publishing`).
         The rollout is read again here, under the lock (and a row lock where the
         database has them): the controller may have finished it since the caller
         read it, and a finished rollout is not changed (409 with its state)."""

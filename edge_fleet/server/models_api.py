@@ -198,7 +198,7 @@ def _add_profile_file(
     data: bytes,
     digest: str,
 ) -> ModelView:
-    # Under the publish lock: no rollout of the version starts meanwhile.
+    # As the repository's writer: no rollout of the version starts meanwhile.
     with fleet.coordinator.publishing(), fleet.sessions() as session:
         model = session.get(Model, version)
         if model is None:

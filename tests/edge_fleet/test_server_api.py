@@ -457,10 +457,11 @@ def head_revision() -> str:
 
 
 def test_an_action_on_a_rollout_finished_meanwhile_is_a_conflict(api):
-    """The admin route reads the rollout, then waits for the publish lock while the
-    controller (here: another admin call) finishes it. The pause must then be
-    refused with the state it found, not overwrite `aborted` with `paused` (which
-    left a finished rollout counted as active and refused every later one)."""
+    """The admin route reads the rollout, then waits for the repository's writer
+    lock while the controller (here: another admin call) finishes it. The pause
+    must then be refused with the state it found, not overwrite `aborted` with
+    `paused` (which left a finished rollout counted as active and refused every
+    later one)."""
     client, sessions = api
     fleet = client.app.state.fleet
     admin = {"Authorization": f"Bearer {ADMIN}"}
