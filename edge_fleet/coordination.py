@@ -22,7 +22,6 @@ import fcntl
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,22 +56,31 @@ def is_postgres(engine: Engine) -> bool:
 
 
 @contextmanager
+def advisory_lock(engine: Engine, key: int) -> Iterator[None]:
+    """PostgreSQL's session advisory lock `key`, on a connection held for the
+    block; a connection that broke is dropped (its lock ends with it)."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        connection.commit()
+        try:
+            yield
+        finally:
+            try:
+                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                connection.commit()
+            except SQLAlchemyError:
+                connection.invalidate()
+
+
+@contextmanager
 def migrating(engine: Engine) -> Iterator[None]:
     """One replica at a time upgrades the schema (the others wait, then find it
     done)."""
     if not is_postgres(engine):
         yield
         return
-    with engine.connect() as connection:
-        connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATE_KEY})
-        connection.commit()
-        try:
-            yield
-        finally:
-            connection.execute(
-                text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATE_KEY}
-            )
-            connection.commit()
+    with advisory_lock(engine, MIGRATE_KEY):
+        yield
 
 
 class Coordinator:
@@ -84,7 +92,6 @@ class Coordinator:
         self.postgres = is_postgres(engine)
         self._local = threading.Lock()  # this process' threads
         self._leading: Connection | int | None = None  # the held lock's holder
-        self.leader_since: float | None = None  # epoch seconds
 
     # -- leadership --------------------------------------------------------------
 
@@ -99,7 +106,6 @@ class Coordinator:
             return True
         self._drop()
         self._leading = self._try_take()
-        self.leader_since = time.time() if self._leading is not None else None
         if self._leading is not None:
             log.info("this replica leads the rollout controller (pid %d)", os.getpid())
         return self._leading is not None
@@ -164,21 +170,8 @@ class Coordinator:
                 finally:
                     os.close(fd)  # closing frees the lock
                 return
-            with self.engine.connect() as connection:
-                connection.execute(
-                    text("SELECT pg_advisory_lock(:k)"), {"k": PUBLISH_KEY}
-                )
-                connection.commit()
-                try:
-                    yield
-                finally:
-                    try:
-                        connection.execute(
-                            text("SELECT pg_advisory_unlock(:k)"), {"k": PUBLISH_KEY}
-                        )
-                        connection.commit()
-                    except SQLAlchemyError:
-                        connection.invalidate()  # its lock ends with it
+            with advisory_lock(self.engine, PUBLISH_KEY):
+                yield
 
 
 def _try_flock(path: Path) -> int | None:
