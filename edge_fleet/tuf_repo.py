@@ -199,7 +199,20 @@ class FleetRepository(Repository):
         """One maintenance tick: sign with the online keys a new root version names
         (an operator rotated one), and re-sign every online role with less than
         `margin` of its lifetime left, whether or not anything was published.
-        Returns the roles re-signed."""
+        Returns the roles re-signed.
+
+        First it finishes a publish cut short: a process killed after signing a
+        new targets (or snapshot) version but before the timestamp left devices
+        on the old one while this side's files name the new (`channels` would
+        then agree with a database the devices never saw). Snapshot and
+        timestamp sign a new version only where the role below moved on."""
+        finished = [self.do_snapshot()[0], self.do_timestamp()[0]]
+        if any(finished):
+            log.warning(
+                "finished a publish cut short: snapshot v%d, timestamp v%d",
+                self.snapshot().version,
+                self.timestamp().version,
+            )
         resigned: list[str] = []
         if current_root(self.dir).signed.version != self.root_version:
             self._load_keys()
