@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -190,6 +191,36 @@ def rotate_token(device_id: Annotated[str, typer.Argument()]) -> None:
     token = admin(get_settings()).rotate_token(device_id)["token"]
     console.print(f"new token for {device_id} (put it in its state.json):")
     console.print(token, markup=False, highlight=False)
+
+
+@fleet_app.command()
+def explain(
+    device_id: Annotated[str, typer.Argument()],
+    at: Annotated[
+        str | None,
+        typer.Option(help="a time (ISO 8601, e.g. 2026-12-07T18:00:00Z; default: now)"),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="the answer as JSON")
+    ] = False,
+) -> None:
+    """Which version a device ran (now, or --at a time) and why: the rollout and
+    stage, the gate and its seal, the training run, the drift event, the data."""
+    if at is not None:
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{at!r}: expected an ISO 8601 time, e.g. 2026-12-07T18:00:00Z",
+                param_hint="--at",
+            ) from None
+        at = (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
+    answer = admin(get_settings()).ledger(device_id, at)
+    if json_out:
+        console.print_json(data=answer)
+        return
+    for line in answer["chain"]:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @fleet_app.command(name="delete-device")

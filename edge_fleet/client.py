@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 
@@ -50,6 +51,7 @@ class FleetAdmin:
         profiles: list[str],
         features: int,
         class_prior: dict[str, float] | None = None,
+        lineage: dict | None = None,
     ) -> dict:
         """`version` of registered model `model`, taking `features` inputs (the
         server refuses telemetry of another width); `class_prior`: the class shares
@@ -64,6 +66,8 @@ class FleetAdmin:
         }
         if class_prior is not None:
             params["class_prior"] = json.dumps(class_prior)
+        if lineage is not None:
+            params["lineage"] = json.dumps(lineage)
         return self._call(  # type: ignore[return-value]
             "PUT", f"/models/{version}", params=params, content=file.read_bytes()
         )
@@ -90,6 +94,13 @@ class FleetAdmin:
             "POST",
             "/rollouts",
             json={"version": version, "reason": reason, "supersede": supersede},
+        )
+
+    def ledger(self, device_id: str, at: str | None = None) -> dict:
+        """Which version the device ran at `at` (ISO 8601; default now) and why."""
+        params = {"at": at} if at else None
+        return self._call(  # type: ignore[return-value]
+            "GET", f"/devices/{quote(device_id, safe='')}/ledger", params=params
         )
 
     def rollout(self, rollout_id: int) -> dict:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     UniqueConstraint,
@@ -46,14 +47,16 @@ class Device(Base):
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
-    profile: Mapped[str] = mapped_column(String(64))
+    profile: Mapped[str] = mapped_column(String(64), index=True)
     cohort: Mapped[str] = mapped_column(String(64), index=True)
     labels: Mapped[dict] = mapped_column(JSON, default=dict)
-    current_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    current_version: Mapped[str | None] = mapped_column(
+        String(32), nullable=True, index=True
+    )
     slot: Mapped[str | None] = mapped_column(String(1), nullable=True)
     # ok | no_model | failed (the last install failed; still on current_version)
     # | stale_metadata (no verified TUF metadata for fleet.max_metadata_age_s)
-    health: Mapped[str] = mapped_column(String(16), default="no_model")
+    health: Mapped[str] = mapped_column(String(16), default="no_model", index=True)
     failed_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
     last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
     enrolled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
@@ -63,7 +66,7 @@ class Device(Base):
         DateTime(timezone=True), nullable=True
     )
     last_seen: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), nullable=True
+        DateTime(timezone=True), nullable=True, index=True
     )
 
 
@@ -106,6 +109,9 @@ class Model(Base):
     # {profile: {variant, filename, sha256, size, blob}} (None: the version's file
     # for every profile in `profiles`; stored before 0008).
     profile_files: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # Where the version came from, as the release read the registry at upload
+    # (ledger.LINEAGE_KEYS; None: uploaded before 0009, or without it).
+    lineage: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
     def all_profiles(self) -> list[str]:
@@ -137,6 +143,10 @@ class Rollout(Base):
 
 class Telemetry(Base):
     __tablename__ = "telemetry"
+    # A device's reports in time: the ledger's "which version at T".
+    __table_args__ = (
+        Index("ix_telemetry_device_received", "device_id", "received_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)

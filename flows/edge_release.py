@@ -18,12 +18,14 @@ state (completed, or rolled back with the machine-readable cause)."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -34,6 +36,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
+from prefect.settings import PREFECT_UI_URL
 
 from components.errors import ServiceError
 from components.optimization.runtime import load_runtime
@@ -41,7 +44,14 @@ from edge_fleet.client import FleetAdmin
 from flows.adapters import registry
 from flows.adapters.registry import data_card
 from flows.retries import transient
-from stack.contracts import ACTIVE_ROLLOUT_STATES, Alias, Channel, Tag
+from stack.contracts import (
+    ACTIVE_ROLLOUT_STATES,
+    TAG_PREFIX,
+    TRIGGER_PREFIX,
+    Alias,
+    Channel,
+    Tag,
+)
 from stack.gate_seal import SealError, check_file, verified_seal
 from stack.rollback_order import check_downgrade, is_older
 from stack.secrets import fleet_admin_token, gate_key
@@ -151,7 +161,54 @@ def fetch_ship_file(tracking_uri: str, name: str, version: str) -> dict:
         "profiles": [] if seal.profiles == "none" else seal.profiles.split(","),
         "profile_files": profile_files,
         "class_prior": _class_prior(tracking_uri, model_version.run_id),
+        "lineage": registry_lineage(client, tracking_uri, model_version),
     }
+
+
+def registry_lineage(client: MlflowClient, tracking_uri: str, model_version) -> dict:
+    """Where the version came from, as the registry says now (the fleet keeps this
+    copy for its ledger, edge_fleet/ledger.py): the training run, the gate
+    decision and a digest of its seal (verified above), the alias change that made
+    it champion, what started the training run (the drift event, its target and
+    Evidently snapshot), the Prefect flow run, DVC's hashes of the data."""
+    tags = model_version.tags
+    name, version = model_version.name, str(model_version.version)
+    changes = [
+        c
+        for c in registry.history(client, name)
+        if c.alias == Alias.CHAMPION and c.to_version == version
+    ]
+    origin = {
+        "model": name,
+        "version": version,
+        "run_id": model_version.run_id,
+        "experiment_id": client.get_run(model_version.run_id).info.experiment_id,
+        "registered_at": datetime.fromtimestamp(
+            model_version.creation_timestamp / 1000, UTC
+        ).isoformat(),
+        "gate": tags.get(Tag.GATE),
+        "seal_sha256": hashlib.sha256(tags[Tag.GATE_SEAL].encode()).hexdigest(),
+        "promoted": {
+            "who": changes[-1].who,
+            "at": changes[-1].when,
+            "why": changes[-1].why,
+        }
+        if changes
+        else None,
+        "trigger": tags.get(Tag.TRIGGER),
+        "drift_target": tags.get(f"{TRIGGER_PREFIX}target"),
+        "drift_share": tags.get(f"{TRIGGER_PREFIX}drift_share"),
+        "drift_event_id": tags.get(f"{TRIGGER_PREFIX}event_id"),
+        "drift_snapshot_id": tags.get(f"{TRIGGER_PREFIX}snapshot_id"),
+        "prefect_flow_run_id": tags.get(f"{TAG_PREFIX}prefect_flow_run_id"),
+        "raw_data_md5": tags.get(f"{TAG_PREFIX}raw_data_md5"),
+        "prepared_data_md5": tags.get(f"{TAG_PREFIX}prepared_data_md5"),
+        "git_commit": tags.get(f"{TAG_PREFIX}git_commit"),
+        "params_hash": tags.get(f"{TAG_PREFIX}params_hash"),
+        "mlflow_url": tracking_uri if tracking_uri.startswith("http") else None,
+        "prefect_url": PREFECT_UI_URL.value(),
+    }
+    return {k: v for k, v in origin.items() if v is not None}
 
 
 def _class_prior(tracking_uri: str, run_id: str) -> dict[str, float] | None:
@@ -185,6 +242,7 @@ def upload_files(fleet: FleetAdmin, version: str, shipped: dict) -> dict:
         profiles=shipped["profiles"],
         features=shipped["features"],
         class_prior=shipped["class_prior"],
+        lineage=shipped.get("lineage"),
     )
     for profile, own in shipped["profile_files"].items():
         model = fleet.upload_profile_file(

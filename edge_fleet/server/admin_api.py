@@ -5,7 +5,7 @@ model upload is in models_api.py."""
 # No `from __future__ import annotations`: FastAPI reads the Annotated aliases.
 
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
@@ -13,6 +13,7 @@ from fastapi import Path as ApiPath
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select
 
+from edge_fleet import ledger
 from edge_fleet.db import (
     Device,
     EnrollmentCode,
@@ -148,6 +149,27 @@ def delete_device(device_id: DeviceId, session: DB) -> Response:
     session.delete(device)
     session.commit()
     return Response(status_code=204)
+
+
+@router.get("/devices/{device_id}/ledger", responses=NOT_ENROLLED)
+def device_ledger(
+    device_id: DeviceId,
+    session: DB,
+    fleet: Fleet,
+    at: Annotated[datetime | None, Query()] = None,
+) -> dict:
+    """Which version the device ran at `at` (default: now) and why: the rollout
+    and stage that took it in (or the rollback that brought it back), the gate and
+    its seal, the training run, the drift event that started it, the data version
+    (edge_fleet/ledger.py). `chain` is the same as lines."""
+    device = enrolled(session, device_id)
+    when = (
+        at.astimezone(UTC)
+        if at and at.tzinfo
+        else (at.replace(tzinfo=UTC) if at else None)
+    )
+    explained = ledger.explain(session, fleet.controller.plan, device, when)
+    return explained | {"chain": ledger.chain(explained)}
 
 
 @router.get("/fleet")

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edge_fleet.db import Model, Rollout
+from edge_fleet.ledger import LINEAGE_KEYS
 from edge_fleet.server.deps import Fleet, admin, invalid
 from edge_fleet.server.load_check import refusal, unknown_profiles
 from edge_fleet.server.schemas import MAX_FEATURES, NAME, ModelView
@@ -73,6 +74,7 @@ async def upload(
     profiles: Annotated[str, Query(max_length=1024)],
     features: Annotated[int, Query(ge=1, le=MAX_FEATURES)],
     class_prior: Annotated[str | None, Query(max_length=65536)] = None,
+    lineage: Annotated[str | None, Query(max_length=8192)] = None,
 ) -> ModelView:
     """The model file as the body (at most fleet.max_model_bytes), a version of the
     registered model this fleet runs taking `features` inputs (its devices'
@@ -91,6 +93,7 @@ async def upload(
         )
     data = await request.body()
     prior = parse_class_prior(class_prior)
+    origin = parse_lineage(lineage)
     digest = _check_file(data, filename)
     named = [p for p in profiles.split(",") if p]
     if unknown := unknown_profiles(named, fleet.profiles):
@@ -129,6 +132,7 @@ async def upload(
             blob=str(_store(fleet.state_dir, data, digest, filename)),
             class_prior=prior,
             features=features,
+            lineage=origin,
         )
         session.add(stored)
         session.commit()
@@ -293,6 +297,27 @@ def parse_class_prior(raw: str | None) -> dict[str, float] | None:
             "in [0, 1] summing to 1",
         )
     return {str(k): float(v) for k, v in prior.items()}
+
+
+def parse_lineage(raw: str | None) -> dict | None:
+    """`lineage`: a JSON object of ledger.LINEAGE_KEYS (what the release read
+    from the registry); another key is refused, not dropped."""
+    if raw is None:
+        return None
+    try:
+        origin = json.loads(raw)
+    except ValueError:
+        origin = None
+    if not isinstance(origin, dict):
+        raise invalid("query", "lineage", f"{raw[:80]!r}: expected a JSON object")
+    if unknown := sorted(set(origin) - set(LINEAGE_KEYS)):
+        raise invalid(
+            "query",
+            "lineage",
+            f"unknown key(s) {', '.join(map(repr, unknown))[:200]}: expected some of "
+            + ", ".join(LINEAGE_KEYS),
+        )
+    return origin
 
 
 def _sent(fleet: Fleet, session: Session, version: str) -> bool:

@@ -234,7 +234,11 @@ class FleetServer:
         )["code"]
 
     def upload(
-        self, version: str, file: Path, profiles: list[str] | None = None
+        self,
+        version: str,
+        file: Path,
+        profiles: list[str] | None = None,
+        lineage: dict | None = None,
     ) -> dict:
         return self.admin.upload(
             version,
@@ -243,6 +247,7 @@ class FleetServer:
             variant="linear",
             profiles=profiles or ["gateway"],
             features=FEATURES,
+            lineage=lineage,
         )
 
 

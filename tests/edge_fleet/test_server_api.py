@@ -419,6 +419,10 @@ def test_a_fleet_database_from_before_migrations_upgrades_in_place(
         db.execute("DROP TABLE telemetry_windows")
         db.execute("ALTER TABLE telemetry DROP COLUMN benchmark")
         db.execute("ALTER TABLE models DROP COLUMN profile_files")
+        db.execute("ALTER TABLE models DROP COLUMN lineage")
+        for index in ("current_version", "health", "profile", "last_seen"):
+            db.execute(f"DROP INDEX ix_devices_{index}")
+        db.execute("DROP INDEX ix_telemetry_device_received")
         if made_by == "before class_prior":
             db.execute("ALTER TABLE models DROP COLUMN class_prior")
             db.execute("ALTER TABLE models DROP COLUMN model_name")  # newer still
