@@ -41,25 +41,95 @@ class StageEvidence:
     prior: dict[str, float] | None = None  # class shares of the new version's data
 
 
+def failed(cause: Cause) -> bool:
+    """Whether a measurement fails its check (install success fails below its
+    threshold, every other check above)."""
+    if cause.check == "install_success":
+        return cause.value < cause.threshold
+    return cause.value > cause.threshold
+
+
+def measure(
+    evidence: StageEvidence, stage: str, cfg: FleetConfig, *, timed_out: bool = False
+) -> list[Cause]:
+    """Every check that has a verdict on this evidence, passed or failed, in the
+    order they are judged (what a stage's event records, and the console shows).
+    Without a previous version's telemetry on the same devices (a first rollout)
+    only installs and errors are measured."""
+    checks = cfg.checks
+    found = [
+        measure_install_success(evidence, checks, stage),
+        measure_error_rate(evidence, checks, stage),
+    ]
+    if evidence.new and evidence.previous:
+        found += [
+            measure_latency_ratio(evidence, checks, stage),
+            measure_confidence_drop(evidence, checks, stage),
+            measure_class_shift(evidence, checks, stage, timed_out),
+        ]
+    return [c for c in found if c is not None]
+
+
+def judged(measured: list[Cause]) -> list[dict]:
+    """The checks as a stage's event records them: check, value, threshold,
+    detail, and whether it failed."""
+    return [
+        {
+            "check": c.check,
+            "value": c.value,
+            "threshold": c.threshold,
+            "failed": failed(c),
+            "detail": c.detail,
+        }
+        for c in measured
+    ]
+
+
 def judge(
     evidence: StageEvidence, stage: str, cfg: FleetConfig, *, timed_out: bool = False
 ) -> Cause | None:
     """The first failed check of a stage, in order, or None when it is healthy.
     Devices that have not reported are not judged: silence is not a failed install
-    (the controller pauses a stage short of its quorum instead). Without a previous
-    version's telemetry on the same devices (a first rollout) only installs and
-    errors are judged."""
-    checks = cfg.checks
-    first = install_success(evidence, checks, stage) or error_rate(
-        evidence, checks, stage
+    (the controller pauses a stage short of its quorum instead)."""
+    return next(
+        (c for c in measure(evidence, stage, cfg, timed_out=timed_out) if failed(c)),
+        None,
     )
-    if first is not None or not evidence.new or not evidence.previous:
-        return first
-    return (
-        latency_ratio(evidence, checks, stage)
-        or confidence_drop(evidence, checks, stage)
-        or class_shift(evidence, checks, stage, timed_out)
-    )
+
+
+def install_success(
+    evidence: StageEvidence, checks: RolloutChecks, stage: str
+) -> Cause | None:
+    """Installed of the devices that reported, when under the threshold."""
+    return _failing(measure_install_success(evidence, checks, stage))
+
+
+def error_rate(
+    evidence: StageEvidence, checks: RolloutChecks, stage: str
+) -> Cause | None:
+    return _failing(measure_error_rate(evidence, checks, stage))
+
+
+def latency_ratio(
+    evidence: StageEvidence, checks: RolloutChecks, stage: str
+) -> Cause | None:
+    return _failing(measure_latency_ratio(evidence, checks, stage))
+
+
+def confidence_drop(
+    evidence: StageEvidence, checks: RolloutChecks, stage: str
+) -> Cause | None:
+    return _failing(measure_confidence_drop(evidence, checks, stage))
+
+
+def class_shift(
+    evidence: StageEvidence, checks: RolloutChecks, stage: str, timed_out: bool
+) -> Cause | None:
+    return _failing(measure_class_shift(evidence, checks, stage, timed_out))
+
+
+def _failing(cause: Cause | None) -> Cause | None:
+    return cause if cause is not None and failed(cause) else None
 
 
 def class_rows_needed(evidence: StageEvidence, checks: RolloutChecks) -> int:
@@ -86,14 +156,12 @@ def effective_rows(rows: list[Telemetry]) -> float:
     return len(counted) ** 2 / sum(1 / n for n in counted) if counted else 0.0
 
 
-def install_success(
+def measure_install_success(
     evidence: StageEvidence, checks: RolloutChecks, stage: str
 ) -> Cause | None:
     """Installed of the devices that reported (installed or failed)."""
     reported = evidence.installed + evidence.failed
     success = evidence.installed / reported if reported else 1.0
-    if not success < checks.min_install_success:
-        return None
     return Cause(
         "install_success",
         round(success, 4),
@@ -131,13 +199,11 @@ def _device_latency(rows: list[Telemetry]) -> float:
     return statistics.median(t.latency_ms_median for t in rows)
 
 
-def error_rate(
+def measure_error_rate(
     evidence: StageEvidence, checks: RolloutChecks, stage: str
 ) -> Cause | None:
     rates = [_device_error_rate(rows) for rows in by_device(evidence.new)]
     rate = statistics.median(rates) if rates else 0.0
-    if not rate > checks.max_error_rate:
-        return None
     return Cause(
         "error_rate",
         round(rate, 4),
@@ -148,7 +214,7 @@ def error_rate(
     )
 
 
-def latency_ratio(
+def measure_latency_ratio(
     evidence: StageEvidence, checks: RolloutChecks, stage: str
 ) -> Cause | None:
     """The new version's latency against the previous one's: from the devices'
@@ -160,8 +226,6 @@ def latency_ratio(
         if new <= checks.min_latency_ms:  # under the noise floor: no verdict
             return None
         ratio = statistics.median(b["ms"] / max(b["previous_ms"], 1e-6) for b in timed)
-        if not ratio > checks.max_latency_ratio:
-            return None
         return Cause(
             "latency_ratio",
             round(ratio, 3),
@@ -175,8 +239,6 @@ def latency_ratio(
         return None
     previous = statistics.median(map(_device_latency, by_device(evidence.previous)))
     ratio = new / max(previous, 1e-6)
-    if not ratio > checks.max_latency_ratio:
-        return None
     return Cause(
         "latency_ratio",
         round(ratio, 3),
@@ -186,12 +248,10 @@ def latency_ratio(
     )
 
 
-def confidence_drop(
+def measure_confidence_drop(
     evidence: StageEvidence, checks: RolloutChecks, stage: str
 ) -> Cause | None:
     drop = _median_confidence(evidence.previous) - _median_confidence(evidence.new)
-    if not drop > checks.max_confidence_drop:
-        return None
     return Cause(
         "confidence_drop",
         round(drop, 4),
@@ -201,7 +261,7 @@ def confidence_drop(
     )
 
 
-def class_shift(
+def measure_class_shift(
     evidence: StageEvidence, checks: RolloutChecks, stage: str, timed_out: bool
 ) -> Cause | None:
     if class_rows_needed(evidence, checks) and not timed_out:
@@ -221,8 +281,6 @@ def class_shift(
     else:
         shift = total_variation(before, after)
         detail = "total variation distance of predicted classes, previous vs new"
-    if not shift > checks.max_class_shift:
-        return None
     return Cause("class_shift", round(shift, 4), checks.max_class_shift, stage, detail)
 
 

@@ -20,7 +20,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from components.config import FleetConfig
-from edge_fleet.checks import Cause, StageEvidence, class_rows_needed, judge
+from edge_fleet.checks import (
+    Cause,
+    StageEvidence,
+    class_rows_needed,
+    failed,
+    judged,
+    measure,
+)
 from edge_fleet.db import Device, Model, Rollout, Telemetry, aware, now
 from edge_fleet.device.scope import ROLLOUT, STABLE, in_scope, profile_target
 from edge_fleet.errors import FleetConflict
@@ -296,9 +303,10 @@ class Controller:
         if not enough and reported < self.cfg.quorum * len(members):
             self._pause_short_of_quorum(session, rollout, stage, members, silent)
             return
-        cause = judge(evidence, stage.name, self.cfg, timed_out=not enough)
+        measured = measure(evidence, stage.name, self.cfg, timed_out=not enough)
+        cause = next((c for c in measured if failed(c)), None)
         if cause is not None:
-            self._roll_back(session, rollout, cause)
+            self._roll_back(session, rollout, cause, measured)
             return
         self._event(
             rollout,
@@ -306,6 +314,7 @@ class Controller:
             stage=stage.name,
             devices=len(members),
             installed=evidence.installed,
+            checks=judged(measured),
             **({"silent": silent[:SILENT_LISTED]} if silent else {}),
         )
         # Committed, then published: a leader that dies in between leaves the
@@ -457,8 +466,18 @@ class Controller:
             model.class_prior if model is not None else None,
         )
 
-    def _roll_back(self, session: Session, rollout: Rollout, cause: Cause) -> None:
+    def _roll_back(
+        self,
+        session: Session,
+        rollout: Rollout,
+        cause: Cause,
+        measured: list[Cause] | None = None,
+    ) -> None:
+        """`measured`: every check's verdict on the stage, recorded with the event."""
         self._finish(rollout, RolloutState.ROLLED_BACK.value, cause.as_dict())
+        if measured:
+            *before, last = rollout.events
+            rollout.events = [*before, last | {"checks": judged(measured)}]
         session.commit()
         self.repo.publish({ROLLOUT: None})  # devices in scope go back to stable
 

@@ -29,7 +29,7 @@ from edge_fleet.coordination import Coordinator
 from edge_fleet.db import make_engine
 from edge_fleet.errors import FleetConflict
 from edge_fleet.keys import FleetKeyError
-from edge_fleet.server import admin_api, device_api, models_api
+from edge_fleet.server import admin_api, console, device_api, models_api
 from edge_fleet.server.deps import FleetState
 from edge_fleet.tuf_repo import FleetRepository
 from stack.body_limit import BodyLimit
@@ -84,6 +84,7 @@ def create_app(
     app = FastAPI(title="edgeloop fleet server", lifespan=controller_thread(tick_s))
     app.state.fleet = fleet
     include_routes(app, serve_tuf=serve_tuf)
+    console.mount(app)  # /ui: the operators' pages
     app.add_exception_handler(FleetConflict, conflict)
     answer_unprocessable(app)
     app.add_middleware(

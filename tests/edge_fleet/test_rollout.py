@@ -60,6 +60,14 @@ def test_canary_waves_full_and_bad_models_rolled_back(
 
     second = _release(fleet_server, agents, "2", models["good-2"])
     assert second["state"] == "completed", second  # judged against v1: healthy
+    # Each stage records every check it was judged on, with its numbers (the
+    # console shows them): against v1 on the same devices, all passed.
+    passed = [e for e in second["events"] if e["event"] == "stage_passed"]
+    for event in passed:
+        names = [c["check"] for c in event["checks"]]
+        assert names[:2] == ["install_success", "error_rate"], event
+        assert not any(c["failed"] for c in event["checks"]), event
+    assert any("confidence_drop" in str(e["checks"]) for e in passed), passed
     drive(agents, lambda: all(a.version == "2" for a in agents))
 
     # A file that loads on the server and fails on the devices' own rows: every
@@ -84,6 +92,10 @@ def test_canary_waves_full_and_bad_models_rolled_back(
     assert bad["state"] == "rolled_back", bad
     assert bad["cause"]["check"] in {"class_shift", "confidence_drop"}, bad["cause"]
     assert bad["cause"]["stage"] == "canary"
+    [stopped] = [e for e in bad["events"] if e["event"] == "rolled_back"]
+    assert bad["cause"]["check"] in [
+        c["check"] for c in stopped["checks"] if c["failed"]
+    ]
     # The canary devices went back to v2 (from their other slot, no download).
     drive(agents, lambda: all(a.version == "2" for a in agents))
     assert fleet_server.admin.summary()["channels"]["channel/stable"]["version"] == "2"
