@@ -165,6 +165,18 @@ class FleetAdmin:
     def cohorts(self) -> list[str]:
         return self._call("GET", "/cohorts")  # type: ignore[return-value]
 
+    def report_cohort_check(self, cohort: str, report: dict) -> dict:
+        """The monitor's drift check of `cohort` at this pass (the console's
+        status and trend)."""
+        return self._call(  # type: ignore[return-value]
+            "POST", f"/cohorts/{quote(cohort, safe='')}/checks", json=report
+        )
+
+    def cohort_checks(self, cohort: str, limit: int = 50) -> list[dict]:
+        return self._call(  # type: ignore[return-value]
+            "GET", f"/cohorts/{quote(cohort, safe='')}/checks", params={"limit": limit}
+        )
+
 
 def stack_fleet_admin(settings: Settings) -> FleetAdmin:
     """The admin client of the stack's fleet server (its URL and token from the

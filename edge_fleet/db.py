@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -194,6 +195,26 @@ class TelemetryWindow(Base):
     class_counts: Mapped[dict] = mapped_column(JSON)  # summed
     # Per feature: pooled mean and std over every inference, lowest min, highest max.
     feature_stats: Mapped[dict] = mapped_column(JSON)
+
+
+class CohortCheck(Base):
+    """One monitor pass's drift check of a device cohort, as the monitor reported
+    it (flows/monitor.py): its verdict, the sequential test's evidence, and the
+    Evidently snapshot stored for it. The console draws a cohort's trend from
+    these; the newest COHORT_CHECKS_KEPT of each cohort are kept."""
+
+    __tablename__ = "cohort_checks"
+    __table_args__ = (Index("ix_cohort_checks_cohort_id", "cohort", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cohort: Mapped[str] = mapped_column(String(64))
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    drifted: Mapped[bool] = mapped_column(Boolean)  # this window drifted
+    flagged: Mapped[bool] = mapped_column(Boolean)  # the sequential test flagged it
+    trigger: Mapped[bool] = mapped_column(Boolean)  # retraining was started
+    drift_share: Mapped[float] = mapped_column(Float)
+    # Everything else the monitor said (schemas.CohortCheckReport).
+    report: Mapped[dict] = mapped_column(JSON)
 
 
 def make_engine(url: str) -> Engine:

@@ -18,6 +18,7 @@ changes, when it triggers, and at least every `monitoring.snapshot_interval_s`."
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from prefect.events import emit_event
 
 from components.config import Params, load_params
 from components.data.features import MODEL_SPEC, ColumnEncoding, model_encoding
+from components.errors import ServiceError
 from components.optimization.runtime import predicted_labels
 from edge_fleet.client import FleetAdmin
 from flows.adapters.registry import data_card
@@ -50,7 +52,7 @@ from monitoring.reference import (
     general_rows,
     reference_rows,
 )
-from monitoring.workspace import open_workspace, save
+from monitoring.workspace import open_workspace, project_for, save
 from serving.model_source import AliasSource
 from stack.contracts import DRIFT_EVENT, DRIFT_RESOURCE_PREFIX, Alias, DriftOutcome
 from stack.secrets import fleet_admin_token
@@ -285,7 +287,57 @@ def monitor(
         workspace_dir=Path(workspace_dir),
     )
     store.save(states)
+    if fleet_url is not None:
+        report_cohorts(fleet_url, outcomes, Path(workspace_dir))
     return outcomes
+
+
+COHORT = "cohort-"  # a device cohort's target: cohort-<name>
+
+
+def report_cohorts(
+    fleet_url: str, outcomes: list[DriftOutcome], workspace_dir: Path
+) -> None:
+    """Each cohort's outcome to the fleet server, where the console shows its
+    status and trend, linking to its snapshot in the Evidently UI. A fleet that
+    does not take it loses one point of the trend, not the check (the drift
+    decision and event are already stored): a warning."""
+    fleet = FleetAdmin(fleet_url, fleet_admin_token(get_settings()))
+    workspace = open_workspace(workspace_dir)
+    evidently = get_settings().evidently_url
+    for outcome in outcomes:
+        if not outcome.target.startswith(COHORT):
+            continue
+        report = {
+            k: getattr(outcome, k)
+            for k in (
+                "drifted",
+                "judged",
+                "flagged",
+                "trigger",
+                "drift_share",
+                "rows",
+                "devices",
+                "devices_drifted",
+                "evidence",
+                "evidence_needed",
+                "decision",
+                "snapshot_id",
+                "event_id",
+            )
+        }
+        report["decision"] = (report["decision"] or "")[:500]
+        if report["evidence"] is not None:  # an e-value past any float: the largest
+            report["evidence"] = min(float(report["evidence"]), sys.float_info.max)
+        if outcome.snapshot_id:
+            project = project_for(workspace, outcome.target).id
+            report["snapshot_url"] = (
+                f"{evidently}/projects/{project}/reports/{outcome.snapshot_id}"
+            )
+        try:
+            fleet.report_cohort_check(outcome.target.removeprefix(COHORT), report)
+        except ServiceError as refused:
+            get_run_logger().warning("cohort %s: %s", outcome.target, refused)
 
 
 def store_outcomes(

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from edge_fleet import ledger
 from edge_fleet.db import (
+    CohortCheck,
     Device,
     EnrollmentCode,
     Rollout,
@@ -24,6 +25,9 @@ from edge_fleet.db import (
 )
 from edge_fleet.server.deps import DB, Fleet, admin, token_hash
 from edge_fleet.server.schemas import (
+    NAME,
+    CohortCheckReport,
+    CohortCheckView,
     DeviceView,
     EnrollmentCodeIssued,
     EnrollmentCodeRequest,
@@ -237,6 +241,63 @@ def telemetry_windows(
 def cohorts(session: DB) -> list[str]:
     return list(
         session.scalars(select(Device.cohort).distinct().order_by(Device.cohort))
+    )
+
+
+# A cohort's newest drift checks kept (the console's trend); older ones are deleted.
+COHORT_CHECKS_KEPT = 500
+CohortPath = Annotated[str, ApiPath(min_length=1, max_length=64, pattern=NAME)]
+
+
+@router.post("/cohorts/{cohort}/checks", status_code=201)
+def report_cohort_check(
+    cohort: CohortPath, body: CohortCheckReport, session: DB
+) -> CohortCheckView:
+    """The monitor's drift check of a cohort at this pass (flows/monitor.py)."""
+    row = CohortCheck(
+        cohort=cohort,
+        checked_at=now(),
+        drifted=body.drifted,
+        flagged=body.flagged,
+        trigger=body.trigger,
+        drift_share=body.drift_share,
+        report=body.model_dump(mode="json"),
+    )
+    session.add(row)
+    session.flush()
+    kept = (
+        select(CohortCheck.id)
+        .where(CohortCheck.cohort == cohort)
+        .order_by(CohortCheck.id.desc())
+        .limit(COHORT_CHECKS_KEPT)
+        .scalar_subquery()
+    )
+    session.execute(
+        sa_delete(CohortCheck).where(
+            CohortCheck.cohort == cohort, CohortCheck.id.not_in(kept)
+        )
+    )
+    session.commit()
+    return cohort_check_view(row)
+
+
+@router.get("/cohorts/{cohort}/checks")
+def cohort_checks(
+    cohort: CohortPath, session: DB, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+) -> list[CohortCheckView]:
+    """The cohort's newest drift checks first."""
+    rows = session.scalars(
+        select(CohortCheck)
+        .where(CohortCheck.cohort == cohort)
+        .order_by(CohortCheck.id.desc())
+        .limit(limit)
+    )
+    return [cohort_check_view(r) for r in rows]
+
+
+def cohort_check_view(row: CohortCheck) -> CohortCheckView:
+    return CohortCheckView(
+        **row.report, id=row.id, cohort=row.cohort, checked_at=row.checked_at
     )
 
 

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from edge_fleet import ledger
 from edge_fleet.controller import assignment
 from edge_fleet.db import (
+    CohortCheck,
     Device,
     EnrollmentCode,
     Model,
@@ -554,7 +555,25 @@ def cohorts(request: Request, session: DB, me: Viewer) -> Response:
         row["devices"] += n
         row["versions"][version or "-"] = row["versions"].get(version or "-", 0) + n
         row["unhealthy"] += n if health != "ok" else 0
+    trend = TREND
+    for cohort in {
+        c for (c,) in session.execute(select(CohortCheck.cohort).distinct())
+    }:
+        checks = session.scalars(
+            select(CohortCheck)
+            .where(CohortCheck.cohort == cohort)
+            .order_by(CohortCheck.id.desc())
+            .limit(trend)
+        ).all()
+        row = counts.setdefault(cohort, {"devices": 0, "versions": {}, "unhealthy": 0})
+        row["checks"] = list(reversed(checks))  # oldest first: the trend
+    for row in counts.values():
+        row.setdefault("checks", [])
+        row["last"] = row["checks"][-1] if row["checks"] else None
     return page(request, "cohorts.html", me, cohorts=sorted(counts.items()))
+
+
+TREND = 20  # drift checks drawn per cohort
 
 
 @router.get("/versions")

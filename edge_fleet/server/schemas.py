@@ -372,3 +372,29 @@ class RolloutStarted(BaseModel):
 class Retargeted(BaseModel):
     stable: str
     rolled_back: RolloutView | None
+
+
+class CohortCheckReport(Finite):
+    """One monitor pass's drift check of a cohort (stack.contracts.DriftOutcome's
+    fields the console shows, and the snapshot's address in the Evidently UI)."""
+
+    drifted: bool
+    judged: bool = True
+    flagged: bool = False
+    trigger: bool = False
+    drift_share: Share
+    rows: int = Field(0, ge=0, le=10**9)
+    devices: int | None = Field(None, ge=0, le=10**9)
+    devices_drifted: int | None = Field(None, ge=0, le=10**9)
+    evidence: float | None = Field(None, ge=0)
+    evidence_needed: float | None = Field(None, ge=0)
+    decision: str = Field("", max_length=500)
+    snapshot_id: str | None = Field(None, max_length=64)
+    snapshot_url: str | None = Field(None, max_length=500, pattern=r"^https?://")
+    event_id: str | None = Field(None, max_length=64)
+
+
+class CohortCheckView(CohortCheckReport):
+    id: int
+    cohort: str
+    checked_at: datetime

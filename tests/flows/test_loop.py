@@ -31,11 +31,10 @@ from stack.net import free_port
 from stack.secrets import gate_key, stack_secrets
 from stack.settings import Settings
 from stack.supervisor import ensure_serving, serving_answers
+from tests.browser import SCREENSHOTS, chromium, require_chromium
 from tests.conftest import (
     BIN,
-    REPO,
     project_of,
-    system_package_missing,
 )
 from tests.flows.test_cli import edgeloop
 from tests.waits import poll
@@ -229,22 +228,6 @@ def test_the_loop_closes_on_a_small_fleet(stack: Stack):
     assert accuracy and accuracy[0] < 0.9, accuracy  # v1 on the noisy labels
 
 
-# The browser test: Debian's Chromium (`make test` installs it), driven by Playwright.
-CHROMIUM = "/usr/bin/chromium"
-# Offline machine: no Google services, no sandbox as root (what Debian's package and
-# the probe of this machine kind use for headless runs).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SCREENSHOTS = REPO / "reports" / "browser"
-
-
 def _challenger(client: MlflowClient, name: str) -> str:
     """A new version of the champion's model (its run, its files, its measured tags
     and gate decision) marked `challenger`, as a manual-promotion pipeline leaves
@@ -274,40 +257,31 @@ def promote_in_ui(
     the MLflow UI: log in, open the model, the pencil by the challenger's aliases,
     type `champion`, Enter, "Save aliases". Returns the screenshot of the model
     page after the change."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shot = SCREENSHOTS / "mlflow-model-page.png"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS
+    with chromium() as browser:
+        login = {"username": who[0], "password": who[1]}
+        context = browser.new_context(
+            http_credentials=login, viewport={"width": 1400, "height": 900}
         )
-        try:
-            login = {"username": who[0], "password": who[1]}
-            context = browser.new_context(
-                http_credentials=login, viewport={"width": 1400, "height": 900}
-            )
-            page = context.new_page()
-            page.goto(f"{mlflow}/#/models/{name}")
-            row = page.get_by_role("row").filter(has_text="@ challenger")
-            expect(row).to_have_count(1, timeout=60_000)
-            expect(row).to_contain_text(f"Version {challenger}")
-            row.get_by_role("button").last.click()  # edit aliases
-            dialog = page.get_by_role("dialog")
-            expect(dialog).to_contain_text(
-                f"Add/Edit alias for model version {challenger}"
-            )
-            dialog.get_by_role("combobox").fill("champion")
-            dialog.get_by_role("combobox").press("Enter")
-            expect(dialog).to_contain_text(f"also being used on version {before}")
-            dialog.get_by_role("button", name="Save aliases").click()
-            expect(dialog).to_have_count(0)
-            page.reload()
-            promoted = page.get_by_role("row").filter(has_text="@ champion")
-            expect(promoted).to_contain_text(f"Version {challenger}", timeout=30_000)
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+        page = context.new_page()
+        page.goto(f"{mlflow}/#/models/{name}")
+        row = page.get_by_role("row").filter(has_text="@ challenger")
+        expect(row).to_have_count(1, timeout=60_000)
+        expect(row).to_contain_text(f"Version {challenger}")
+        row.get_by_role("button").last.click()  # edit aliases
+        dialog = page.get_by_role("dialog")
+        expect(dialog).to_contain_text(f"Add/Edit alias for model version {challenger}")
+        dialog.get_by_role("combobox").fill("champion")
+        dialog.get_by_role("combobox").press("Enter")
+        expect(dialog).to_contain_text(f"also being used on version {before}")
+        dialog.get_by_role("button", name="Save aliases").click()
+        expect(dialog).to_have_count(0)
+        page.reload()
+        promoted = page.get_by_role("row").filter(has_text="@ champion")
+        expect(promoted).to_contain_text(f"Version {challenger}", timeout=30_000)
+        page.screenshot(path=str(shot), full_page=True)
     return shot
 
 
@@ -337,11 +311,7 @@ def running_devices(stack: Stack, champion: str) -> subprocess.Popen:
 
 
 def test_promotion_in_the_mlflow_ui_reaches_serving_and_the_fleet(stack: Stack):
-    if not Path(CHROMIUM).exists():
-        system_package_missing(
-            f"{CHROMIUM} not found: `make test` installs Debian's chromium",
-            "EDGELOOP_REQUIRE_CHROMIUM",
-        )
+    require_chromium()
     name, mlflow = "it-loop", stack.url("MLFLOW")
     client = MlflowClient(mlflow)
     before = client.get_model_version_by_alias(name, "champion").version
