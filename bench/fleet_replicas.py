@@ -35,7 +35,6 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -44,9 +43,8 @@ import numpy as np
 import yaml
 from sklearn.datasets import load_digits
 
-from bench.fleet_scale import bench_fleet, mlp_onnx, say, start, uploader
+from bench.fleet_scale import bench_fleet, fleet_root, mlp_onnx, say, start, uploader
 from components.config import load_params
-from edge_fleet import keys
 from edge_fleet.client import FleetAdmin
 from edge_fleet.production.nginx import Nginx
 from edge_fleet.sim.runner import run_fleet
@@ -154,14 +152,7 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
     params = load_params(params_file)
     cfg = params.fleet
     state = work / "fleet"
-    keys.init(
-        state / "tuf",
-        state / "keys",
-        work / "root-keys",
-        threshold=cfg.root_threshold,
-        keys=cfg.root_keys,
-        expiry=timedelta(days=cfg.root_expiry_days),
-    )
+    fleet_root(state, work / "root-keys", cfg)
     processes: dict[str, subprocess.Popen] = {}
     cluster = None
     nginx: Nginx | None = None

@@ -172,6 +172,19 @@ def uploader(admin: FleetAdmin, model_name: str, features: int) -> Callable:
     )
 
 
+def fleet_root(state: Path, root_keys: Path, cfg: FleetConfig) -> None:
+    """The fleet's TUF root and online keys in a server's state folder, its root
+    keys apart (as `edgeloop up` makes them)."""
+    keys.init(
+        state / "tuf",
+        state / "keys",
+        root_keys,
+        threshold=cfg.root_threshold,
+        keys=cfg.root_keys,
+        expiry=timedelta(days=cfg.root_expiry_days),
+    )
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
@@ -212,14 +225,7 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
     port, static_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     metadata = work / "fleet" / "tuf" / "metadata"
-    keys.init(
-        work / "fleet" / "tuf",
-        work / "fleet" / "keys",
-        work / "root-keys",
-        threshold=cfg.root_threshold,
-        keys=cfg.root_keys,
-        expiry=timedelta(days=cfg.root_expiry_days),
-    )
+    fleet_root(work / "fleet", work / "root-keys", cfg)
     servers: list[subprocess.Popen] = []
     # SIGTERM as Ctrl-C: the `finally` below stops every server this run started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -65,7 +65,12 @@ def loop(  # noqa: PLR0917 - the command's options
     console.print(f"[bold]{report.outcome}[/]")
     console.print(
         f"MLflow {settings.tracking_uri} | Prefect {settings.prefect_ui} | "
-        f"Evidently {settings.evidently_url} | fleet {settings.fleet_url}/docs"
+        f"Evidently {settings.evidently_url} | fleet console {settings.fleet_url}/ui/"
+    )
+    console.print(
+        "  (the console's login: fleet_admin_token in "
+        f"{settings.state_dir / 'secrets.json'}; `edgeloop fleet explain DEVICE` "
+        "says why a device runs its model)"
     )
     if not report.outcome.startswith("loop closed"):
         raise ServiceError(report.outcome)

@@ -219,7 +219,7 @@ def fleet_spec(
         name="fleet",
         port=settings.fleet_port,
         health_url=f"{settings.fleet_url}/health",
-        ui_url=f"{settings.fleet_url}/docs",
+        ui_url=f"{settings.fleet_url}/ui/",  # the console (its API: /docs)
         command=command,
         env=env,
         port_setting="EDGELOOP_FLEET_PORT",

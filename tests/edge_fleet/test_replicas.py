@@ -183,6 +183,12 @@ def test_two_replicas_behind_nginx_survive_the_leader_s_death(
     try:
         # v2's rollout; at wave-1, its judge (the leader) is killed.
         admin.start_rollout("2", "test")
+        # An operator's console session, made through nginx on whichever replica.
+        console = httpx.Client(base_url=nginx.url, timeout=30)
+        login = console.post(
+            "/ui/login", data={"token": ADMIN}, headers={"Origin": nginx.url}
+        )
+        assert login.status_code == 303, login.text
         _until(
             lambda: admin.rollouts()[0]["stage_name"] == "wave-1", 90, "wave-1 started"
         )
@@ -198,6 +204,9 @@ def test_two_replicas_behind_nginx_survive_the_leader_s_death(
         watch.stop.set()
         watch.thread.join(timeout=10)
     rollout = admin.rollouts()[0]
+    # The session outlives the replica that made it (its key is the fleet's).
+    page = console.get(f"/ui/rollouts/{rollout['id']}")
+    assert page.status_code == 200 and "completed" in page.text, page.text[:300]
     assert rollout["state"] == "completed", rollout
     passed = [e["stage"] for e in rollout["events"] if e["event"] == "stage_passed"]
     assert passed == ["canary", "wave-1", "full"], rollout["events"]

@@ -195,6 +195,23 @@ def test_the_loop_closes_on_a_small_fleet(stack: Stack):
     assert tags["edgeloop.trigger.snapshot_id"] and tags["edgeloop.gate"] == "passed"
     assert tags["edgeloop.trigger.event_id"] in stack.loop_stdout
 
+    # The fleet's ledger: a gateway of the drifted cohort, from its new version
+    # back to the drift event and the data version (`edgeloop fleet explain`).
+    gateway = next(d["id"] for d in devices if d["profile"] == "gateway")
+    out = edgeloop("fleet", "explain", gateway, cwd=stack.project, env=stack.env)
+    assert out.returncode == 0, out.stderr
+    for said in (
+        f"ran v{champion.version}",
+        f"training run {champion.run_id}",
+        f"started by drift on cohort-{cohort}",
+        tags["edgeloop.trigger.event_id"],
+        f"prepared {tags['edgeloop.prepared_data_md5']} (DVC)",
+    ):
+        assert said in out.stdout, out.stdout
+    # The monitor told the fleet each pass: the console's cohort trend.
+    checks = fleet.cohort_checks(cohort)
+    assert any(c["trigger"] for c in checks), checks
+
     # The Evidently UI: the cohort's drift share spikes, then recovers against
     # the new champion's reference; the old champion's accuracy on the delayed
     # labels is on the same dashboard.
