@@ -30,7 +30,6 @@ from sqlalchemy import insert
 from bench.fleet_scale import (
     ADMIN,
     REPO,
-    fleet_root,
     mlp_onnx,
     pct,
     start,
@@ -40,6 +39,7 @@ from components.config import load_params
 from edge_fleet.client import FleetAdmin
 from edge_fleet.db import Device, Telemetry, make_engine
 from stack.net import free_port
+from tests.edge_fleet.conftest import make_root
 
 COHORTS = ["north", "south", "east", "west", "central"]
 HEALTH = ["ok"] * 17 + ["failed", "stale_metadata", "no_model"]
@@ -111,7 +111,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edgeloop-bench-console-"))
     state = work / "fleet"
     params = REPO / "params.yaml"
-    fleet_root(state, work / "root-keys", load_params(params).fleet)
+    make_root(state, work / "root-keys", load_params(params).fleet)
     url = f"sqlite:///{state / 'fleet.db'}"
     t0 = time.perf_counter()
     seed(url, args.devices)

@@ -43,12 +43,13 @@ import numpy as np
 import yaml
 from sklearn.datasets import load_digits
 
-from bench.fleet_scale import bench_fleet, fleet_root, mlp_onnx, say, start, uploader
+from bench.fleet_scale import bench_fleet, mlp_onnx, say, start, uploader
 from components.config import load_params
 from edge_fleet.client import FleetAdmin
 from edge_fleet.production.nginx import Nginx
 from edge_fleet.sim.runner import run_fleet
 from stack.net import free_port
+from tests.edge_fleet.conftest import make_root
 from tests.postgres import start_cluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,7 +153,7 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
     params = load_params(params_file)
     cfg = params.fleet
     state = work / "fleet"
-    fleet_root(state, work / "root-keys", cfg)
+    make_root(state, work / "root-keys", cfg)
     processes: dict[str, subprocess.Popen] = {}
     cluster = None
     nginx: Nginx | None = None

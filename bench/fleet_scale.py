@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -43,11 +42,11 @@ from sklearn.neural_network import MLPClassifier
 from sqlalchemy import create_engine, text
 
 from components.config import FleetConfig, load_params
-from edge_fleet import keys
 from edge_fleet.client import FleetAdmin
 from edge_fleet.device.agent import Agent
 from edge_fleet.sim.runner import FleetSpec, build_fleet, run_fleet
 from stack.net import free_port
+from tests.edge_fleet.conftest import make_root
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN = "bench-admin"
@@ -172,19 +171,6 @@ def uploader(admin: FleetAdmin, model_name: str, features: int) -> Callable:
     )
 
 
-def fleet_root(state: Path, root_keys: Path, cfg: FleetConfig) -> None:
-    """The fleet's TUF root and online keys in a server's state folder, its root
-    keys apart (as `edgeloop up` makes them)."""
-    keys.init(
-        state / "tuf",
-        state / "keys",
-        root_keys,
-        threshold=cfg.root_threshold,
-        keys=cfg.root_keys,
-        expiry=timedelta(days=cfg.root_expiry_days),
-    )
-
-
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
@@ -225,7 +211,7 @@ def main() -> None:  # noqa: PLR0915 - one measured story, top to bottom
     port, static_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     metadata = work / "fleet" / "tuf" / "metadata"
-    fleet_root(work / "fleet", work / "root-keys", cfg)
+    make_root(work / "fleet", work / "root-keys", cfg)
     servers: list[subprocess.Popen] = []
     # SIGTERM as Ctrl-C: the `finally` below stops every server this run started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -299,16 +299,16 @@ def found_rollout(session: Session, rollout_id: int) -> Rollout:
 
 def _rollout_context(session: Session, fleet: FleetState, rollout_id: int) -> dict:
     rollout = found_rollout(session, rollout_id)
+    model = session.get(Model, rollout.version)
     return {
         "rollout": rollout,
         "stages": stage_progress(session, fleet, rollout),
-        "lineage": (session.get(Model, rollout.version).lineage or {})
-        if session.get(Model, rollout.version)
-        else {},
+        "lineage": (model.lineage or {}) if model else {},
     }
 
 
 @router.get("/rollouts/{rollout_id}")
+@router.get("/rollouts/{rollout_id}/body")
 def rollout_page(
     rollout_id: admin_api.RolloutId,
     request: Request,
@@ -316,23 +316,12 @@ def rollout_page(
     fleet: Fleet,
     me: Viewer,
 ) -> Response:
-    return page(
-        request, "rollout.html", me, **_rollout_context(session, fleet, rollout_id)
-    )
-
-
-@router.get("/rollouts/{rollout_id}/body")
-def rollout_body(
-    rollout_id: admin_api.RolloutId,
-    request: Request,
-    session: DB,
-    fleet: Fleet,
-    me: Viewer,
-) -> Response:
-    """The part of the rollout's page that refreshes itself while it is active."""
+    """The rollout's page; `/body`: the part of it that refreshes itself while
+    the rollout is active."""
+    part = request.url.path.endswith("/body")
     return page(
         request,
-        "_rollout_body.html",
+        "_rollout_body.html" if part else "rollout.html",
         me,
         **_rollout_context(session, fleet, rollout_id),
     )
@@ -483,7 +472,6 @@ def device_page(  # noqa: PLR0917 - the page's query
     me: Viewer,
     at: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
-    device = found_device(session, device_id)
     when, error = None, None
     if at:
         try:
@@ -491,6 +479,25 @@ def device_page(  # noqa: PLR0917 - the page's query
             when = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
         except ValueError:
             error = f"{at!r}: expected an ISO 8601 time, e.g. 2026-12-07T18:00:00Z"
+    return _device(
+        request, session, fleet, me, device_id, when=when, at=at, error=error
+    )
+
+
+def _device(
+    request: Request,
+    session: Session,
+    fleet: FleetState,
+    me: ConsoleSession,
+    device_id: str,
+    *,
+    when: datetime | None = None,
+    at: str | None = None,
+    error: str | None = None,
+    new_token: str | None = None,
+) -> Response:
+    """A device's page: its record, history and ledger (as of `when`)."""
+    device = found_device(session, device_id)
     explained = ledger.explain(session, fleet.controller.plan, device, when)
     return page(
         request,
@@ -502,7 +509,7 @@ def device_page(  # noqa: PLR0917 - the page's query
         chain=ledger.chain(explained),
         at=at or "",
         at_error=error,
-        new_token=None,
+        new_token=new_token,
     )
 
 
@@ -524,20 +531,7 @@ def rotate_token(
 ) -> Response:
     """A new token, shown on this answer only (never in a URL)."""
     token = admin_api.rotate_token(device_id, session).token
-    device = found_device(session, device_id)
-    explained = ledger.explain(session, fleet.controller.plan, device, None)
-    return page(
-        request,
-        "device.html",
-        me,
-        device=device,
-        history=history(session, device_id),
-        explained=explained,
-        chain=ledger.chain(explained),
-        at="",
-        at_error=None,
-        new_token=token,
-    )
+    return _device(request, session, fleet, me, device_id, new_token=token)
 
 
 # -- cohorts, versions, enrollment -------------------------------------------------
