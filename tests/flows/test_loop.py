@@ -170,6 +170,11 @@ def stack(champion, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]
 
 def test_the_loop_closes_on_a_small_fleet(stack: Stack):
     assert "loop closed" in stack.loop_stdout
+    # The link the loop ends with opens the fleet console (after its login).
+    console = re.search(r"fleet console (http://\S+/ui/)", stack.loop_stdout)
+    assert console, stack.loop_stdout[-2000:]
+    login = httpx.get(console.group(1), timeout=30, follow_redirects=True)
+    assert login.status_code == 200 and 'name="token"' in login.text, login.text
     cohort = re.search(r"drift share of cohort-(\w+)", stack.loop_stdout).group(1)
     assert cohort == "north"  # auto: the first cohort that never drifted
 
