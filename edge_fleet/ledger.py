@@ -10,7 +10,7 @@ the history as it was."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -47,6 +47,16 @@ LINEAGE_KEYS = (
     "mlflow_url",  # where the registry was (the console links there)
     "prefect_url",
 )
+
+
+def in_utc(at: datetime) -> datetime:
+    """A time asked about, in UTC (a time without an offset is UTC): stored times
+    are UTC, and SQLite compares them as text. ValueError past the calendar's
+    range (year 1 to 9999 in UTC)."""
+    try:
+        return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError(f"{at.isoformat()}: out of range in UTC") from None
 
 
 @dataclass(frozen=True)

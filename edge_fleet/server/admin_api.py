@@ -5,7 +5,7 @@ model upload is in models_api.py."""
 # No `from __future__ import annotations`: FastAPI reads the Annotated aliases.
 
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
@@ -23,7 +23,7 @@ from edge_fleet.db import (
     TelemetryWindow,
     now,
 )
-from edge_fleet.server.deps import DB, Fleet, admin, token_hash
+from edge_fleet.server.deps import DB, Fleet, admin, invalid, token_hash
 from edge_fleet.server.schemas import (
     NAME,
     CohortCheckReport,
@@ -167,11 +167,10 @@ def device_ledger(
     its seal, the training run, the drift event that started it, the data version
     (edge_fleet/ledger.py). `chain` is the same as lines."""
     device = enrolled(session, device_id)
-    when = (
-        at.astimezone(UTC)
-        if at and at.tzinfo
-        else (at.replace(tzinfo=UTC) if at else None)
-    )
+    try:
+        when = ledger.in_utc(at) if at is not None else None
+    except ValueError as error:
+        raise invalid("query", "at", str(error)) from None
     explained = ledger.explain(session, fleet.controller.plan, device, when)
     return explained | {"chain": ledger.chain(explained)}
 

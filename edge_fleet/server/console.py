@@ -18,7 +18,7 @@ import hmac
 import math
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit
@@ -475,8 +475,7 @@ def device_page(  # noqa: PLR0917 - the page's query
     when, error = None, None
     if at:
         try:
-            parsed = datetime.fromisoformat(at)
-            when = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            when = ledger.in_utc(datetime.fromisoformat(at))
         except ValueError:
             error = f"{at!r}: expected an ISO 8601 time, e.g. 2026-12-07T18:00:00Z"
     return _device(

@@ -658,3 +658,20 @@ def test_an_upload_that_does_not_load_for_its_profiles_is_refused_before_any_rol
     assert own.status_code == 422 and "profile cloud" in own.text, own.text
     with sessions() as session:
         assert session.get(Model, "7").profile_files is None
+
+
+def test_the_ledger_takes_a_time_in_any_offset_and_refuses_one_past_the_calendar(api):
+    client, _ = api
+    _enroll(client, "dev-ledger")
+    path = "/v1/admin/devices/dev-ledger/ledger"
+    east = client.get(
+        path, params={"at": "2026-12-07T20:00:00+02:00"}, headers=AS_ADMIN
+    )
+    assert east.status_code == 200, east.text
+    assert east.json()["at"] == "2026-12-07T18:00:00+00:00"
+    assert east.json()["ran"] is None  # no report then
+    assert "ran no version then" in east.json()["chain"][-1]
+    past = client.get(
+        path, params={"at": "9999-12-31T23:00:00-05:00"}, headers=AS_ADMIN
+    )
+    assert past.status_code == 422 and "out of range in UTC" in past.text, past.text
