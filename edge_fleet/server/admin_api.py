@@ -21,6 +21,7 @@ from edge_fleet.db import (
     Rollout,
     Telemetry,
     TelemetryWindow,
+    aware,
     now,
 )
 from edge_fleet.server.deps import DB, Fleet, admin, invalid, token_hash
@@ -296,7 +297,7 @@ def cohort_checks(
 
 def cohort_check_view(row: CohortCheck) -> CohortCheckView:
     return CohortCheckView(
-        **row.report, id=row.id, cohort=row.cohort, checked_at=row.checked_at
+        **row.report, id=row.id, cohort=row.cohort, checked_at=aware(row.checked_at)
     )
 
 

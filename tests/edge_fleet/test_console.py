@@ -17,7 +17,6 @@ from tests.edge_fleet.conftest import (
     drive,
     make_agents,
     make_fleet_server,
-    rollout_over,
     running,
 )
 from tests.edge_fleet.test_ledger import DRIFTED, FIRST
@@ -174,9 +173,10 @@ def test_an_operator_watches_and_steers_a_rollout_and_explains_a_device(
         for agent in agents:
             agent.step()
         server.upload("1", models["good-1"], lineage=FIRST)
-        admin.start_rollout("1", "first release")
-        drive(agents, rollout_over(server))
+        admin.retarget("1", "first release")  # stable at once: no rollout to wait
         drive(agents, lambda: all(a.version == "1" for a in agents))
+        for agent in agents:  # v1's telemetry: what v2's stages are judged against
+            agent.step()
         report_drift(admin)
         server.upload("2", models["good-2"], lineage=DRIFTED_SOUTH)
         rollout = admin.start_rollout("2", "champion changed")["rollout"]["id"]

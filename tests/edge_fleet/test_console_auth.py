@@ -43,6 +43,19 @@ def logged_in(client: TestClient, next_page: str = "/ui/enrollment") -> str:
     return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
 
 
+def test_pages_load_nothing_from_elsewhere_and_are_not_framed(client):
+    logged_in(client)
+    page = client.get("/ui/devices")
+    assert page.status_code == 200
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"
+    assert not re.search(r'(src|href)="(https?:)?//', page.text), (
+        "a file from elsewhere"
+    )
+
+
 def test_pages_ask_for_a_login_and_a_wrong_token_is_refused(client):
     page = client.get("/ui/devices?cohort=north")
     assert page.status_code == 303

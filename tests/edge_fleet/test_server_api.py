@@ -423,6 +423,7 @@ def test_a_fleet_database_from_before_migrations_upgrades_in_place(
         for index in ("current_version", "health", "profile", "last_seen"):
             db.execute(f"DROP INDEX ix_devices_{index}")
         db.execute("DROP INDEX ix_telemetry_device_received")
+        db.execute("DROP TABLE cohort_checks")
         if made_by == "before class_prior":
             db.execute("ALTER TABLE models DROP COLUMN class_prior")
             db.execute("ALTER TABLE models DROP COLUMN model_name")  # newer still
