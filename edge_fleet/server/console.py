@@ -1,6 +1,6 @@
 """The fleet console (`/ui`): server-rendered pages (Jinja2) for operators, with
 htmx for the parts that refresh themselves (a rollout's stages while it runs) and
-for actions that answer with the part they changed; every page and action works
+to ask before an action that sends devices back; every page and action works
 without JavaScript as plain links and forms. Bootstrap 4.5 (from the XStatic
 package) lays it out for a laptop and a phone.
 
