@@ -138,7 +138,7 @@ def page(
     return templates.TemplateResponse(
         request,
         name,
-        {"csrf": session.csrf if session else "", "now": now()} | context,
+        {"csrf": session.csrf if session else ""} | context,
         headers=PAGE_HEADERS,
     )
 
@@ -562,7 +562,6 @@ def cohorts(request: Request, session: DB, me: Viewer) -> Response:
         row["devices"] += n
         row["versions"][version or "-"] = row["versions"].get(version or "-", 0) + n
         row["unhealthy"] += n if health != "ok" else 0
-    trend = TREND
     for cohort in {
         c for (c,) in session.execute(select(CohortCheck.cohort).distinct())
     }:
@@ -570,14 +569,16 @@ def cohorts(request: Request, session: DB, me: Viewer) -> Response:
             select(CohortCheck)
             .where(CohortCheck.cohort == cohort)
             .order_by(CohortCheck.id.desc())
-            .limit(trend)
+            .limit(TREND)
         ).all()
         row = counts.setdefault(cohort, {"devices": 0, "versions": {}, "unhealthy": 0})
         row["checks"] = list(reversed(checks))  # oldest first: the trend
     for row in counts.values():
         row.setdefault("checks", [])
         row["last"] = row["checks"][-1] if row["checks"] else None
-    return page(request, "cohorts.html", me, cohorts=sorted(counts.items()))
+    return page(
+        request, "cohorts.html", me, cohorts=sorted(counts.items()), trend=TREND
+    )
 
 
 TREND = 20  # drift checks drawn per cohort
